@@ -1,0 +1,74 @@
+# pe-ha: `make test` and `make demo` set up everything they need on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
+                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl
+TOOLS := $(CURDIR)/.tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+
+# A closed network, and no calls home (Prefect's telemetry is on by default).
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: help setup apt venv test test-unit lint typecheck lab-up lab-down lab-status demo clean
+
+help:
+	@echo "make test      install what is needed, bring the lab up, run every test, tear the lab down"
+	@echo "make demo      install, lab up, Prefect server + worker, run the HA lifecycle through the API"
+	@echo "make lab-up | lab-down | lab-status"
+	@echo "make lint | typecheck | test-unit"
+
+setup: apt venv
+
+apt: .stamps/apt
+.stamps/apt:
+	@mkdir -p .stamps
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade $$missing; \
+	fi
+	@touch $@
+
+$(TOOLS)/bin/uv:
+	python3 -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q uv
+
+venv: .stamps/venv
+.stamps/venv: pyproject.toml uv.lock | $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
+	@mkdir -p .stamps
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check pe_ha tasks flows deployments tests lab bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test-unit: venv
+	$(PY) -m pytest -q -m "not lab and not ssh and not prefect"
+
+test: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	@set -o pipefail; trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lab-up: setup
+	$(PY) -m lab up
+
+lab-down:
+	@if [ -x $(PY) ]; then $(PY) -m lab down; else echo "no venv: nothing of the lab can be running"; fi
+
+lab-status: venv
+	$(PY) -m lab status
+
+demo: setup
+	$(PY) -m lab.demo $(DEMO_ARGS)
+
+clean: lab-down
+	rm -rf .stamps .prefect .venv .tools

@@ -1,0 +1,282 @@
+"""Every command pe-ha runs on a PE node, built in one place as an argv list.
+
+Inputs are validated (``pe_ha.validation``) before a command is built. Nothing here quotes: the
+executor joins argv with ``shlex.join`` at the SSH boundary, and nowhere else. Forms and flags follow
+PE's "Configure high availability" guide and the flags PE's own tooling passes (see docs/commands.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pe_ha import validation as v
+from pe_ha.errors import ValidationError
+
+PUPPET = "puppet"
+AGENT_NODES_QUERY = "nodes {deactivated is null and expired is null}"
+PUPPET_PORT = 8140
+PCP_PORT = 8142
+
+
+@dataclass(frozen=True)
+class Command:
+    """One remote command: its argv and a short description for plans and logs."""
+
+    argv: tuple[str, ...]
+    description: str
+
+    def __iter__(self):  # lets a Command be passed where argv is expected
+        return iter(self.argv)
+
+
+def _infra(*args: str) -> list[str]:
+    return [PUPPET, "infrastructure", *args]
+
+
+# -- puppet infrastructure ---------------------------------------------------------------------------
+
+
+def provision_replica(replica: str, *, token_file: str) -> Command:
+    """``puppet infrastructure provision replica <replica>`` (on the master, admin token required)."""
+    replica = v.hostname(replica, what="replica")
+    argv = _infra("provision", "replica", replica, "--color", "false",
+                  "--token-file", v.absolute_path(token_file, what="token file"))
+    return Command(tuple(argv), f"provision replica {replica}")
+
+
+def enable_replica(
+    replica: str,
+    *,
+    topology: str,
+    token_file: str,
+    skip_agent_config: bool = False,
+    agent_server_urls: Sequence[str] = (),
+    pcp_brokers: Sequence[str] = (),
+    infra_agent_server_urls: Sequence[str] = (),
+    infra_pcp_brokers: Sequence[str] = (),
+) -> Command:
+    """``puppet infrastructure enable replica <replica> --topology … --yes`` with every prompt answered.
+
+    ``mono-with-compile`` needs either ``skip_agent_config`` or both URL lists, as PE requires.
+    """
+    replica = v.hostname(replica, what="replica")
+    topology = v.topology(topology)
+    argv = _infra("enable", "replica", replica, "--topology", topology)
+    if skip_agent_config:
+        if agent_server_urls or pcp_brokers:
+            raise ValidationError(
+                "skip_agent_config conflicts with agent_server_urls/pcp_brokers",
+                hint="either let PE configure agents (give the URL lists) or skip it (give neither)",
+            )
+        argv.append("--skip-agent-config")
+    elif topology == "mono-with-compile":
+        if not agent_server_urls or not pcp_brokers:
+            raise ValidationError(
+                "topology mono-with-compile needs agent_server_urls and pcp_brokers, or skip_agent_config",
+                hint="list your compile masters or load balancer (host:8140 and host:8142), "
+                "or pass skip_agent_config=True and configure agents per site",
+            )
+    if agent_server_urls:
+        argv += ["--agent-server-urls", ",".join(
+            v.server_urls(agent_server_urls, what="agent server URL", default_port=PUPPET_PORT))]
+    if pcp_brokers:
+        argv += ["--pcp-brokers", ",".join(v.server_urls(pcp_brokers, what="PCP broker", default_port=PCP_PORT))]
+    if infra_agent_server_urls:
+        argv += ["--infra-agent-server-urls", ",".join(
+            v.server_urls(infra_agent_server_urls, what="infra agent server URL", default_port=PUPPET_PORT))]
+    if infra_pcp_brokers:
+        argv += ["--infra-pcp-brokers", ",".join(
+            v.server_urls(infra_pcp_brokers, what="infra PCP broker", default_port=PCP_PORT))]
+    argv += ["--yes", "--color", "false", "--token-file", v.absolute_path(token_file, what="token file")]
+    return Command(tuple(argv), f"enable replica {replica} ({topology})")
+
+
+def promote_replica(*, topology: str | None = None) -> Command:
+    """``puppet infrastructure promote replica --yes`` (on the replica; no token required)."""
+    argv = _infra("promote", "replica")
+    if topology is not None:
+        argv += ["--topology", v.topology(topology)]
+    argv += ["--yes", "--color", "false"]
+    return Command(tuple(argv), "promote replica")
+
+
+def forget_replica(replica: str, *, token_file: str) -> Command:
+    """``puppet infrastructure forget <replica>`` (on the master, admin token required)."""
+    replica = v.hostname(replica, what="replica")
+    argv = _infra("forget", replica, "--color", "false", "--token-file",
+                  v.absolute_path(token_file, what="token file"))
+    return Command(tuple(argv), f"forget {replica}")
+
+
+def reinitialize_replica(databases: Sequence[str] = ()) -> Command:
+    """``puppet infrastructure reinitialize replica [--db <db> …] -y`` (on the replica). No dbs = all."""
+    argv = _infra("reinitialize", "replica")
+    seen: list[str] = []
+    for db in databases:
+        db = v.replica_database(db)
+        if db not in seen:
+            seen.append(db)
+            argv += ["--db", db]
+    argv += ["-y", "--color", "false"]
+    what = ", ".join(seen) if seen else "all databases"
+    return Command(tuple(argv), f"reinitialize replica ({what})")
+
+
+def infrastructure_status(*, host: str | None = None, verbose: bool = False, json: bool = True) -> Command:
+    """``puppet infrastructure status [--verbose] [--host h] [--format json]``."""
+    argv = _infra("status")
+    if verbose:
+        argv.append("--verbose")
+    if host is not None:
+        argv += ["--host", v.hostname(host)]
+    if json:
+        argv += ["--format", "json"]
+    return Command(tuple(argv), "infrastructure status" + (f" of {host}" if host else ""))
+
+
+def enable_ha_failover(
+    host: str,
+    *,
+    topology: str,
+    caserver: str | None = None,
+    replication_timeout_secs: int | None = None,
+    tmpdir: str | None = None,
+) -> Command:
+    """``puppet infrastructure run enable_ha_failover host=… topology=… [replication_timeout_secs=…]``."""
+    host = v.hostname(host, what="failed master (host)")
+    argv = _infra("run", "enable_ha_failover", f"host={host}")
+    if caserver is not None:
+        argv.append(f"caserver={v.hostname(caserver, what='caserver')}")
+    argv.append(f"topology={v.topology(topology)}")
+    if replication_timeout_secs is not None:
+        argv.append(f"replication_timeout_secs={v.positive_int(replication_timeout_secs, what='replication_timeout_secs', maximum=86400)}")
+    if tmpdir is not None:
+        argv.append(f"tmpdir={v.absolute_path(tmpdir, what='tmpdir')}")
+    return Command(tuple(argv), f"enable_ha_failover host={host}")
+
+
+# -- puppet: services, agent, jobs, config ----------------------------------------------------------
+
+
+def service(name: str, ensure: str) -> Command:
+    """``puppet resource service <name> ensure=running|stopped``."""
+    name, ensure = v.service(name), v.ensure(ensure)
+    return Command((PUPPET, "resource", "service", name, f"ensure={ensure}"), f"{name} -> {ensure}")
+
+
+def agent_run(*, noop: bool = False, server_list: Sequence[str] = ()) -> Command:
+    """``puppet agent -t [--noop] [--server_list=a,b]``; exit 0/2 succeed, 1 lock/failed, 4/6 failures."""
+    argv = [PUPPET, "agent", "-t"]
+    if noop:
+        argv.append("--noop")
+    if server_list:
+        argv.append("--server_list=" + ",".join(v.hostname(s.partition(":")[0], what="server_list entry")
+                                                + (":" + s.partition(":")[2] if ":" in s else "")
+                                                for s in server_list))
+    return Command(tuple(argv), "puppet agent -t" + (" --noop" if noop else ""))
+
+
+def job_run_all_nodes() -> Command:
+    """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'``."""
+    return Command((PUPPET, "job", "run", "--no-enforce-environment", "--query", AGENT_NODES_QUERY),
+                   "puppet job run on every active node")
+
+
+def config_print(setting: str, *, section: str = "main") -> Command:
+    return Command((PUPPET, "config", "print", v.puppet_setting(setting), "--section", v.puppet_section(section)),
+                   f"puppet config print {setting}")
+
+
+def config_set(setting: str, value: str, *, section: str = "main") -> Command:
+    if any(c in value for c in "\n\r\0"):
+        raise ValidationError(f"value for {setting} contains a line break")
+    return Command((PUPPET, "config", "set", v.puppet_setting(setting), value, "--section", v.puppet_section(section)),
+                   f"puppet config set {setting}")
+
+
+def config_delete(setting: str, *, section: str = "main") -> Command:
+    return Command((PUPPET, "config", "delete", v.puppet_setting(setting), "--section", v.puppet_section(section)),
+                   f"puppet config delete {setting} [{section}]")
+
+
+def agent_lock_present(lockfile: str = "/opt/puppetlabs/puppet/cache/state/agent_catalog_run.lock") -> Command:
+    """``test -e <lockfile>``: exit 0 while another agent run holds the lock."""
+    return Command(("test", "-e", v.absolute_path(lockfile)), "agent run lock present?")
+
+
+# -- PostgreSQL (run as the PostgreSQL owner; ``runuser`` in a root session is the guide's ``sudo -u``) --
+
+
+def _as_pg(os_user: str, bin_dir: str, tool: str, *args: str) -> list[str]:
+    return ["runuser", "-u", v.os_user(os_user), "--", f"{v.absolute_path(bin_dir)}/{tool}", *args]
+
+
+def pg_dump(*, file: str, os_user: str, bin_dir: str, database: str = "pe-puppetdb",
+            compress: int = 3, fmt: str = "custom") -> Command:
+    """``pg_dump --format=custom --compress=3 --file=<out> --dbname=pe-puppetdb`` as the PG owner."""
+    if fmt not in ("custom", "directory"):
+        raise ValidationError(f"dump format {fmt!r} must be custom or directory")
+    if not 0 <= compress <= 9:
+        raise ValidationError(f"compress={compress} must be 0-9")
+    argv = _as_pg(os_user, bin_dir, "pg_dump", f"--format={fmt}", f"--compress={compress}",
+                  f"--file={v.absolute_path(file)}", f"--dbname={v.database_name(database)}")
+    return Command(tuple(argv), f"pg_dump {database}")
+
+
+def pg_restore(*, file: str, jobs: int, os_user: str, bin_dir: str, database: str = "pe-puppetdb",
+               clean: bool = True) -> Command:
+    """``pg_restore --clean --jobs=<cpus> --dbname=pe-puppetdb <file>`` as the PG owner."""
+    args = ["--clean"] if clean else []
+    args += [f"--jobs={v.positive_int(jobs, what='jobs', maximum=256)}", f"--dbname={v.database_name(database)}",
+             v.absolute_path(file)]
+    return Command(tuple(_as_pg(os_user, bin_dir, "pg_restore", *args)), f"pg_restore {database}")
+
+
+def psql(sql: str, *, os_user: str, bin_dir: str, database: str = "postgres") -> Command:
+    """``psql -X -A -t -v ON_ERROR_STOP=1 -d <db> -c <sql>`` as the PG owner (fixed SQL only)."""
+    argv = _as_pg(os_user, bin_dir, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                  "-d", v.database_name(database), "-c", sql)
+    return Command(tuple(argv), f"psql on {database}")
+
+
+def psql_database_size(database: str = "pe-puppetdb", *, os_user: str, bin_dir: str) -> Command:
+    """The guide's size check: ``psql -c '\\l+ "pe-puppetdb"'``."""
+    db = v.database_name(database)
+    return Command(tuple(_as_pg(os_user, bin_dir, "psql", "-c", f'\\l+ "{db}"')), f"size of {db}")
+
+
+# -- plain system tools -------------------------------------------------------------------------------
+
+
+def sha256sum(path: str) -> Command:
+    return Command(("sha256sum", "--", v.absolute_path(path)), f"sha256 of {path}")
+
+
+def free_bytes(path: str) -> Command:
+    return Command(("df", "--output=avail", "-B1", "--", v.absolute_path(path)), f"free space at {path}")
+
+
+def cpu_count() -> Command:
+    return Command(("nproc",), "CPU count")
+
+
+def remove_files(*paths: str) -> Command:
+    return Command(("rm", "-f", "--", *(v.absolute_path(p) for p in paths)), "remove " + " ".join(paths))
+
+
+def make_dir(path: str, *, owner: str | None = None) -> Command:
+    argv = ["install", "-d", "-m", "0750"]
+    if owner:
+        argv += ["-o", v.os_user(owner)]
+    return Command(tuple([*argv, v.absolute_path(path)]), f"mkdir {path}")
+
+
+def scp_to(path: str, *, host: str, dest: str) -> Command:
+    """``scp -q -o BatchMode=yes <path> <host>:<dest>`` run on the source node (the guide's transfer)."""
+    return Command(("scp", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", v.absolute_path(path),
+                    f"{v.hostname(host)}:{v.absolute_path(dest)}"), f"scp {path} to {host}")
+
+
+def read_file(path: str) -> Command:
+    return Command(("cat", "--", v.absolute_path(path)), f"read {path}")

@@ -1,0 +1,145 @@
+"""A scripted, recording stand-in for the SSH executor (like httpx's ``MockTransport``).
+
+Tests script answers by host and argv prefix, then assert the exact per-host command sequence::
+
+    fake = FakeExecutor()
+    fake.script("master.example.com", ("puppet", "infrastructure", "status"), stdout="[]")
+    ...
+    assert fake.commands_on("master.example.com") == [...]
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pe_ha.errors import CommandFailed, ConnectError, PeHaError
+from pe_ha.executor import CommandResult
+from pe_ha.masking import mask
+
+Responder = Callable[[str, tuple[str, ...]], "CommandResult | PeHaError"]
+
+
+@dataclass
+class _Rule:
+    host: str | None
+    prefix: tuple[str, ...]
+    answers: list[CommandResult | PeHaError | Responder]
+    repeat_last: bool
+
+
+@dataclass
+class Call:
+    host: str
+    argv: tuple[str, ...]
+    kind: str = "run"  # run | put | get
+
+    def __str__(self) -> str:
+        return f"{self.host}: {shlex.join(self.argv)}"
+
+
+@dataclass
+class FakeExecutor:
+    """Records every call; answers from scripted rules (first match wins), default exit 0."""
+
+    calls: list[Call] = field(default_factory=list)
+    files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+    _rules: list[_Rule] = field(default_factory=list)
+
+    def script(
+        self,
+        host: str | None,
+        prefix: Sequence[str],
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        exit_code: int = 0,
+        error: PeHaError | None = None,
+        responder: Responder | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer commands on ``host`` (None = any) starting with ``prefix``.
+
+        ``times=None`` answers forever; ``times=n`` answers n times, then falls through to later rules.
+        """
+        answer: CommandResult | PeHaError | Responder
+        if responder is not None:
+            answer = responder
+        elif error is not None:
+            answer = error
+        else:
+            answer = CommandResult(host or "*", tuple(prefix), exit_code, stdout, stderr, 0.0)
+        self._rules.append(_Rule(host, tuple(prefix), [answer] * (times or 1), times is None))
+
+    def sequence(self, host: str | None, prefix: Sequence[str], answers: Sequence[CommandResult | PeHaError]) -> None:
+        """Answer successive matching calls with ``answers`` in order, repeating the last one."""
+        self._rules.append(_Rule(host, tuple(prefix), list(answers), True))
+
+    def run(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        ok_codes: Sequence[int] = (0,),
+    ) -> CommandResult:
+        argv = tuple(argv)
+        self.calls.append(Call(host, argv))
+        if host in self.unreachable:
+            raise ConnectError("SSH connect timed out (fake)", host=host)
+        answer = self._answer(host, argv)
+        if callable(answer) and not isinstance(answer, CommandResult | PeHaError):
+            answer = answer(host, argv)
+        if isinstance(answer, PeHaError):
+            raise answer
+        result = CommandResult(host, argv, answer.exit_code, answer.stdout, answer.stderr, 0.0)
+        if check and result.exit_code not in ok_codes:
+            raise CommandFailed(host=host, command=mask(shlex.join(argv)), exit_code=result.exit_code,
+                                output=result.stderr or result.stdout)
+        return result
+
+    def _answer(self, host: str, argv: tuple[str, ...]) -> CommandResult | PeHaError | Responder:
+        for rule in self._rules:
+            if rule.host not in (None, host) or argv[: len(rule.prefix)] != rule.prefix or not rule.answers:
+                continue
+            if len(rule.answers) > 1 or not rule.repeat_last:
+                return rule.answers.pop(0)
+            return rule.answers[0]
+        return CommandResult(host, argv, 0, "", "", 0.0)
+
+    def put(self, host: str, local_path: Path, remote_path: str, *, mode: int = 0o600) -> None:
+        self.calls.append(Call(host, ("put", str(local_path), remote_path), "put"))
+        if host in self.unreachable:
+            raise ConnectError("SSH connect timed out (fake)", host=host)
+        self.files[(host, remote_path)] = Path(local_path).read_bytes()
+
+    def put_bytes(self, host: str, data: bytes, remote_path: str, *, mode: int = 0o600) -> None:
+        self.calls.append(Call(host, ("put", "<bytes>", remote_path), "put"))
+        if host in self.unreachable:
+            raise ConnectError("SSH connect timed out (fake)", host=host)
+        self.files[(host, remote_path)] = data
+
+    def get(self, host: str, remote_path: str, local_path: Path) -> None:
+        self.calls.append(Call(host, ("get", remote_path, str(local_path)), "get"))
+        Path(local_path).write_bytes(self.files.get((host, remote_path), b""))
+
+    def relay(self, src_host: str, src_path: str, dst_host: str, dst_path: str, *, chunk: int = 1 << 20) -> int:
+        self.calls.append(Call(dst_host, ("relay", f"{src_host}:{src_path}", dst_path), "put"))
+        data = self.files.get((src_host, src_path), b"")
+        self.files[(dst_host, dst_path)] = data
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+    # -- assertions helpers ---------------------------------------------------------------------------
+
+    def commands_on(self, host: str) -> list[tuple[str, ...]]:
+        return [c.argv for c in self.calls if c.host == host and c.kind == "run"]
+
+    def transcript(self) -> list[str]:
+        return [str(c) for c in self.calls]

@@ -1,0 +1,186 @@
+"""Typed settings for pe-ha, read from ``PEHA_*`` environment variables and a ``.env`` file.
+
+Nested values (a host) are JSON, for example::
+
+    PEHA_MASTER='{"name": "pe-master.example.com"}'
+    PEHA_REPLICA='{"name": "pe-replica.example.com", "address": "10.0.0.12"}'
+    PEHA_MANAGED_NODES='[{"name": "agent1.example.com"}]'
+    PEHA_SSH_KEY_FILE=/etc/pe-ha/id_ed25519
+
+Secrets are read from files and kept as ``SecretStr``; they are registered for masking when read.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pe_ha import validation
+from pe_ha.errors import ConfigurationError, ValidationError
+from pe_ha.masking import register_secret
+
+DEFAULT_REMOTE_PATH = (
+    "/opt/puppetlabs/bin:/opt/puppetlabs/puppet/bin:/opt/puppetlabs/server/bin:"
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+
+class HostSettings(BaseModel):
+    """One PE node and how to reach it over SSH."""
+
+    name: str = Field(description="The node's certname / FQDN, as PE knows it.")
+    address: str | None = Field(default=None, description="SSH address; defaults to the name.")
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    user: str = Field(
+        default="root",
+        description="SSH user. A non-root user must be allowed password-less sudo; pe-ha then runs "
+        "commands in a full root environment.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _rfc1123(cls, value: str) -> str:
+        try:
+            return validation.hostname(value)
+        except ValidationError as exc:
+            raise ValueError(exc.message) from None
+
+    @property
+    def ssh_address(self) -> str:
+        return self.address or self.name
+
+
+class Settings(BaseSettings):
+    """Everything pe-ha needs to reach one PE installation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PEHA_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    installation: str = Field(
+        default="default",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Short name of this PE installation; names the per-installation lock.",
+    )
+    master: HostSettings = Field(description="The primary master (JSON host object).")
+    replica: HostSettings | None = Field(default=None, description="The replica (JSON host object).")
+    managed_nodes: list[HostSettings] = Field(
+        default_factory=list, description="Managed (agent) nodes used for verification runs (JSON list)."
+    )
+    ssh_key_file: Path = Field(description="Private key for SSH logins to PE nodes.")
+    ssh_known_hosts_file: Path = Field(description="known_hosts file; host keys are checked strictly.")
+    ssh_connect_timeout_s: float = Field(default=10, gt=0, le=300, description="SSH connect timeout.")
+    command_timeout_s: float = Field(
+        default=3600, gt=0, le=86400, description="Default limit for one remote command; enforced on the host."
+    )
+    rbac_token_file: Path = Field(description="File holding an admin RBAC token (from puppet-access login).")
+    remote_token_file: str = Field(
+        default="/root/.puppetlabs/pe-ha.token",
+        description="Where pe-ha stages the token on a PE node (mode 0600) for --token-file.",
+    )
+    token_min_validity_s: float = Field(
+        default=1800, ge=0, description="A token must stay valid this long before a long step starts."
+    )
+    ca_cert: Path = Field(description="PE CA certificate used to verify PE's HTTPS APIs.")
+    client_cert: Path | None = Field(default=None, description="Client certificate for PE's APIs (optional).")
+    client_key: Path | None = Field(default=None, description="Client key for PE's APIs (optional).")
+    http_connect_timeout_s: float = Field(default=5, gt=0, le=120, description="HTTPS connect timeout.")
+    http_read_timeout_s: float = Field(default=30, gt=0, le=600, description="HTTPS read timeout.")
+    pg_os_user: str = Field(default="pe-postgres", description="OS user that owns PE's PostgreSQL.")
+    pg_port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port on master and replica.")
+    pg_user: str = Field(default="pe-ha", description="PostgreSQL role pe-ha uses for read-only checks.")
+    pg_password_file: Path | None = Field(default=None, description="File holding that role's password.")
+    pg_bin_dir: str = Field(default="/opt/puppetlabs/server/bin", description="PE's PostgreSQL client tools.")
+    dump_dir: str = Field(default="/var/tmp", description="Folder for PuppetDB dumps on master and replica.")
+    remote_lang: str = Field(default="C.UTF-8", description="LANG for remote root sessions.")
+    remote_path: str = Field(default=DEFAULT_REMOTE_PATH, description="PATH for remote root sessions.")
+    health_interval_s: int = Field(default=300, ge=30, description="verify_health schedule interval.")
+
+    # -- checks -------------------------------------------------------------------------------------
+
+    def check_files(self) -> None:
+        """Fail with the setting's name when a file it names is missing or unreadable."""
+        for field in ("ssh_key_file", "ssh_known_hosts_file", "rbac_token_file", "ca_cert"):
+            _readable(field, getattr(self, field))
+        for field in ("client_cert", "client_key", "pg_password_file"):
+            if getattr(self, field) is not None:
+                _readable(field, getattr(self, field))
+
+    # -- inventory ----------------------------------------------------------------------------------
+
+    def all_hosts(self) -> list[HostSettings]:
+        hosts = [self.master] + ([self.replica] if self.replica else []) + list(self.managed_nodes)
+        return hosts
+
+    def host(self, name: str) -> HostSettings:
+        """The inventory entry for ``name``; refuses a host that is not in the inventory."""
+        wanted = validation.hostname(name)
+        for entry in self.all_hosts():
+            if entry.name == wanted:
+                return entry
+        raise ValidationError(
+            f"host {name!r} is not in the inventory",
+            hint="add it to PEHA_MASTER, PEHA_REPLICA or PEHA_MANAGED_NODES",
+        )
+
+    def require_replica(self) -> HostSettings:
+        if self.replica is None:
+            raise ConfigurationError("PEHA_REPLICA", "no replica is configured")
+        return self.replica
+
+    # -- secrets ------------------------------------------------------------------------------------
+
+    def rbac_token(self) -> SecretStr:
+        """The admin RBAC token, registered for masking."""
+        return SecretStr(_read_secret("rbac_token_file", self.rbac_token_file))
+
+    def pg_password(self) -> SecretStr | None:
+        if self.pg_password_file is None:
+            return None
+        return SecretStr(_read_secret("pg_password_file", self.pg_password_file))
+
+
+def _readable(field: str, path: Path) -> None:
+    env = f"PEHA_{field.upper()}"
+    if not path.exists():
+        raise ConfigurationError(env, f"{path} does not exist")
+    if not path.is_file():
+        raise ConfigurationError(env, f"{path} is not a file")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigurationError(env, f"{path} cannot be read ({exc.strerror})") from None
+
+
+def _read_secret(field: str, path: Path) -> str:
+    _readable(field, path)
+    value = path.read_text(encoding="utf-8").strip()
+    if not value:
+        raise ConfigurationError(f"PEHA_{field.upper()}", f"{path} is empty")
+    register_secret(value)
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's errors into one ConfigurationError naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        problem = "is missing" if first["type"] == "missing" else f"is invalid: {first['msg']}"
+        raise ConfigurationError(
+            f"PEHA_{field.upper()}", f"{loc} {problem}", hint=f"{len(exc.errors())} problem(s) in all"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached)."""
+    return load_settings()

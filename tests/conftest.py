@@ -1,0 +1,77 @@
+"""Shared fixtures. Prefect runs against a session-scoped test harness (telemetry off)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
+
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def local_sshd(tmp_path_factory: pytest.TempPathFactory):
+    """A private sshd on 127.0.0.1 for executor integration tests (key login as root)."""
+    sshd = Path("/usr/sbin/sshd")
+    if not sshd.exists() or os.geteuid() != 0:
+        pytest.skip("needs root and openssh-server (make test installs it)")
+    d = tmp_path_factory.mktemp("sshd")
+    d.chmod(0o755)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(d / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
+    host_pub = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield {"dir": d, "port": port, "key": d / "client_key", "known_hosts": d / "known_hosts"}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def make_settings(tmp_path: Path, **overrides):
+    """Settings for unit tests: real files in ``tmp_path``, a three-node inventory."""
+    from pe_ha.settings import load_settings
+
+    for name, text in {"key": "k", "known_hosts": "", "token": "tok-unit-0123456789", "ca.pem": "ca"}.items():
+        (tmp_path / name).write_text(text)
+    values: dict = {
+        "installation": "unit",
+        "master": {"name": "master.example.com"},
+        "replica": {"name": "replica.example.com"},
+        "managed_nodes": [{"name": "agent1.example.com"}, {"name": "agent2.example.com"}],
+        "ssh_key_file": tmp_path / "key",
+        "ssh_known_hosts_file": tmp_path / "known_hosts",
+        "rbac_token_file": tmp_path / "token",
+        "ca_cert": tmp_path / "ca.pem",
+        "pg_os_user": "pe-postgres",
+    }
+    values.update(overrides)
+    return load_settings(**values)

@@ -1,0 +1,121 @@
+"""Table-driven tests pinning the exact argv of every command pe-ha runs on a PE node."""
+
+from __future__ import annotations
+
+import pytest
+
+from pe_ha import commands as c
+from pe_ha.errors import ValidationError
+
+TF = "/root/.puppetlabs/pe-ha.token"
+PG = {"os_user": "pe-postgres", "bin_dir": "/opt/puppetlabs/server/bin"}
+R = ["runuser", "-u", "pe-postgres", "--"]
+B = "/opt/puppetlabs/server/bin"
+
+PINNED = [
+    (c.provision_replica("replica.example.com", token_file=TF),
+     "puppet infrastructure provision replica replica.example.com --color false --token-file " + TF),
+    (c.enable_replica("replica.example.com", topology="mono", token_file=TF),
+     "puppet infrastructure enable replica replica.example.com --topology mono --yes --color false --token-file " + TF),
+    (c.enable_replica("r.example.com", topology="mono-with-compile", skip_agent_config=True, token_file=TF),
+     "puppet infrastructure enable replica r.example.com --topology mono-with-compile --skip-agent-config --yes "
+     "--color false --token-file " + TF),
+    (c.enable_replica("r.example.com", topology="mono-with-compile", token_file=TF,
+                      agent_server_urls=["lb.example.com", "lb2.example.com:8141"], pcp_brokers=["lb.example.com"],
+                      infra_agent_server_urls=["m.example.com"], infra_pcp_brokers=["m.example.com:8142"]),
+     "puppet infrastructure enable replica r.example.com --topology mono-with-compile "
+     "--agent-server-urls lb.example.com:8140,lb2.example.com:8141 --pcp-brokers lb.example.com:8142 "
+     "--infra-agent-server-urls m.example.com:8140 --infra-pcp-brokers m.example.com:8142 --yes --color false "
+     "--token-file " + TF),
+    (c.promote_replica(), "puppet infrastructure promote replica --yes --color false"),
+    (c.promote_replica(topology="mono"), "puppet infrastructure promote replica --topology mono --yes --color false"),
+    (c.forget_replica("replica.example.com", token_file=TF),
+     "puppet infrastructure forget replica.example.com --color false --token-file " + TF),
+    (c.reinitialize_replica(), "puppet infrastructure reinitialize replica -y --color false"),
+    (c.reinitialize_replica(["pe-rbac", "pe-activity", "pe-rbac"]),
+     "puppet infrastructure reinitialize replica --db pe-rbac --db pe-activity -y --color false"),
+    (c.infrastructure_status(), "puppet infrastructure status --format json"),
+    (c.infrastructure_status(host="replica.example.com", verbose=True),
+     "puppet infrastructure status --verbose --host replica.example.com --format json"),
+    (c.infrastructure_status(json=False, verbose=True), "puppet infrastructure status --verbose"),
+    (c.enable_ha_failover("old-master.example.com", topology="mono", replication_timeout_secs=900, tmpdir="/var/tmp"),
+     "puppet infrastructure run enable_ha_failover host=old-master.example.com topology=mono "
+     "replication_timeout_secs=900 tmpdir=/var/tmp"),
+    (c.enable_ha_failover("old.example.com", caserver="new.example.com", topology="mono-with-compile"),
+     "puppet infrastructure run enable_ha_failover host=old.example.com caserver=new.example.com "
+     "topology=mono-with-compile"),
+    (c.service("puppet", "stopped"), "puppet resource service puppet ensure=stopped"),
+    (c.service("pe-puppetdb", "running"), "puppet resource service pe-puppetdb ensure=running"),
+    (c.agent_run(), "puppet agent -t"),
+    (c.agent_run(noop=True, server_list=["replica.example.com"]),
+     "puppet agent -t --noop --server_list=replica.example.com"),
+    (c.agent_run(server_list=["a.example.com:8140", "b.example.com"]), "puppet agent -t --server_list=a.example.com:8140,b.example.com"),
+    (c.job_run_all_nodes(),
+     "puppet job run --no-enforce-environment --query 'nodes {deactivated is null and expired is null}'"),
+    (c.config_print("server"), "puppet config print server --section main"),
+    (c.config_set("server", "master.example.com"), "puppet config set server master.example.com --section main"),
+    (c.config_delete("server"), "puppet config delete server --section main"),
+    (c.pg_dump(file="/var/tmp/pe.dump", **PG),
+     f"runuser -u pe-postgres -- {B}/pg_dump --format=custom --compress=3 --file=/var/tmp/pe.dump --dbname=pe-puppetdb"),
+    (c.pg_restore(file="/var/tmp/pe.dump", jobs=4, **PG),
+     f"runuser -u pe-postgres -- {B}/pg_restore --clean --jobs=4 --dbname=pe-puppetdb /var/tmp/pe.dump"),
+    (c.psql_database_size(**PG), f"runuser -u pe-postgres -- {B}/psql -c '\\l+ \"pe-puppetdb\"'"),
+    (c.psql("select 1", database="pe-puppetdb", **PG),
+     f"runuser -u pe-postgres -- {B}/psql -X -A -t -v ON_ERROR_STOP=1 -d pe-puppetdb -c 'select 1'"),
+    (c.sha256sum("/var/tmp/pe.dump"), "sha256sum -- /var/tmp/pe.dump"),
+    (c.free_bytes("/var/tmp"), "df --output=avail -B1 -- /var/tmp"),
+    (c.cpu_count(), "nproc"),
+    (c.remove_files("/var/tmp/a", "/var/tmp/b"), "rm -f -- /var/tmp/a /var/tmp/b"),
+    (c.scp_to("/var/tmp/pe.dump", host="replica.example.com", dest="/var/tmp/pe.dump"),
+     "scp -q -o BatchMode=yes -o ConnectTimeout=10 /var/tmp/pe.dump replica.example.com:/var/tmp/pe.dump"),
+]
+
+
+@pytest.mark.parametrize(("command", "expected"), PINNED, ids=[p[1][:60] for p in PINNED])
+def test_command_is_pinned(command: c.Command, expected: str) -> None:
+    import shlex
+
+    assert shlex.join(command.argv) == expected
+    assert all(isinstance(a, str) for a in command.argv)
+
+
+REFUSED = [
+    (lambda: c.provision_replica("replica.example.com; rm -rf /", token_file=TF), "RFC 1123"),
+    (lambda: c.provision_replica("-rf", token_file=TF), "RFC 1123"),
+    (lambda: c.provision_replica("repl ica", token_file=TF), "RFC 1123"),
+    (lambda: c.provision_replica("rеplica.example.com", token_file=TF), "ASCII"),  # Cyrillic 'е'
+    (lambda: c.provision_replica("a" * 64 + ".example.com", token_file=TF), "RFC 1123"),
+    (lambda: c.provision_replica(("a" * 60 + ".") * 5, token_file=TF), "253"),
+    (lambda: c.provision_replica("", token_file=TF), "required"),
+    (lambda: c.provision_replica("r.example.com", token_file="relative/token"), "absolute path"),
+    (lambda: c.enable_replica("r.example.com", topology="split", token_file=TF), "topology"),
+    (lambda: c.enable_replica("r.example.com", topology="mono-with-compile", token_file=TF), "needs agent_server_urls"),
+    (lambda: c.enable_replica("r.example.com", topology="mono-with-compile", token_file=TF,
+                              agent_server_urls=["lb.example.com"]), "needs agent_server_urls"),
+    (lambda: c.enable_replica("r.example.com", topology="mono", token_file=TF, skip_agent_config=True,
+                              pcp_brokers=["x.example.com"]), "conflicts"),
+    (lambda: c.enable_replica("r.example.com", topology="mono-with-compile", token_file=TF,
+                              agent_server_urls=["lb.example.com:99999"], pcp_brokers=["lb.example.com"]), "port"),
+    (lambda: c.reinitialize_replica(["pe-puppetdb"]), "cannot be reinitialized"),
+    (lambda: c.reinitialize_replica(["pe-rbac; drop"]), "cannot be reinitialized"),
+    (lambda: c.service("sshd", "stopped"), "not one pe-ha manages"),
+    (lambda: c.service("puppet", "restarted"), "running or stopped"),
+    (lambda: c.pg_dump(file="/var/tmp/../etc/x", **PG), "absolute path"),
+    (lambda: c.pg_dump(file="/var/tmp/x", compress=12, **PG), "compress"),
+    (lambda: c.pg_restore(file="/var/tmp/x", jobs=0, **PG), "whole number"),
+    (lambda: c.pg_dump(file="/var/tmp/x", os_user="pe-postgres;id", bin_dir=B), "user name"),
+    (lambda: c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=-5), "whole number"),
+    (lambda: c.config_set("server", "a\nb"), "line break"),
+    (lambda: c.config_delete("server", section="main;x"), "section"),
+]
+
+
+@pytest.mark.parametrize(("build", "reason"), REFUSED)
+def test_bad_input_is_refused_before_a_command_exists(build, reason: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        build()
+    assert reason in str(info.value)
+
+
+def test_hostnames_are_lower_cased() -> None:
+    assert c.forget_replica("Replica.Example.COM", token_file=TF).argv[3] == "replica.example.com"
