@@ -1,0 +1,495 @@
+"""Bring the lab up and down, inspect it, and cut hosts off.
+
+Every process the lab starts lives in one of its network namespaces, so teardown finds them all
+with ``ip netns pids`` and ends them by PID; nothing is killed by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lab.config import (
+    LAB_DIR, NODE_FILE_MOUNTS, NODE_MOUNTS, NODE_PG_DATA, PG_BIN, PREFIX, ROOT_ADDR, SUBNET, Host, LabConfig,
+)
+
+SIM_SRC = Path(__file__).parent / "sim"
+CREATED = LAB_DIR.parent / "pe-ha-lab.created.json"  # survives LAB_DIR removal until the very end
+NODE_PATH = "/opt/puppetlabs/bin:/opt/puppetlabs/server/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, input=input, timeout=timeout)
+
+
+# -- namespaces ---------------------------------------------------------------------------------------
+
+
+def lab_netns() -> list[str]:
+    out = sh("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(PREFIX + "-")]
+
+
+def holder_pid(host: Host) -> int:
+    return int((host.tree / "holder.pid").read_text())
+
+
+def nsenter(host: Host, *argv: str) -> list[str]:
+    return ["nsenter", "-t", str(holder_pid(host)), "-m", "-u", "-n", "-p", "-i", "--wd=/", *argv]
+
+
+def node_run(host: Host, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None,
+             as_postgres: bool = False) -> subprocess.CompletedProcess:
+    """Run a command inside a lab host (without SSH), in a root-login-like environment."""
+    env = ["env", "-i", "HOME=/root", "USER=root", "LOGNAME=root", "LANG=C.UTF-8", f"PATH={NODE_PATH}"]
+    if as_postgres:
+        env = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+               "env", "-i", "HOME=/var/lib/postgresql", "USER=postgres", "LANG=C.UTF-8", f"PATH={PG_BIN}:/usr/bin:/bin"]
+    return sh(*nsenter(host, *env, *argv), check=check, timeout=timeout, input=input)
+
+
+# -- down ---------------------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def down(verbose: bool = True) -> None:
+    """End every lab process by PID, delete the namespaces and everything the lab added. Idempotent."""
+    started = time.monotonic()
+    namespaces = lab_netns()
+    pids: set[int] = set()
+    for ns in namespaces:
+        pids |= {int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()}
+    for pid in pids:  # a frozen process ignores TERM until continued
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    # Stop PostgreSQL cleanly first (SIGINT = fast shutdown).
+    for pidfile in LAB_DIR.glob("nodes/*/opt_puppetlabs/server/data/postgresql/15/data/postmaster.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            if pid in pids:
+                os.kill(pid, signal.SIGINT)
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(p) for p in pids if _is_postmaster(p)):
+        time.sleep(0.05)
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            if _alive(pid):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+    for ns in namespaces:
+        sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "link", "del", f"{PREFIX}0", check=False)
+    created = json.loads(CREATED.read_text()) if CREATED.exists() else []
+    if LAB_DIR.exists():
+        shutil.rmtree(LAB_DIR, ignore_errors=True)
+    for path in sorted(created, key=len, reverse=True):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    CREATED.unlink(missing_ok=True)
+    if verbose:
+        print(f"lab down: {len(namespaces)} namespaces and {len(pids)} processes removed in {time.monotonic() - started:.1f} s")
+
+
+def _is_postmaster(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+    except OSError:
+        return False
+
+
+# -- up -----------------------------------------------------------------------------------------------
+
+
+def _mkdirs_on_host_fs(created: list[str]) -> None:
+    for path in (*NODE_MOUNTS, "/run/sshd"):
+        p = Path(path)
+        if not p.exists():
+            p.mkdir(parents=True, mode=0o755)
+            created.append(path)
+
+
+def _pki(cfg: LabConfig) -> None:
+    pki = LAB_DIR / "pki"
+    pki.mkdir(parents=True)
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.pem"), "-days", "30",
+       "-subj", "/CN=Puppet CA (pe-ha lab simulator)")
+    all_hosts = [*cfg.hosts]
+
+    def issue(name: str, sans: str) -> None:
+        key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.pem"
+        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+           "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        ext = pki / f"{name}.ext"
+        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        sh("openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.pem"), "-CAkey", str(pki / "ca.key"),
+           "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-out", str(crt), "-days", "30", "-extfile", str(ext))
+
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(issue, h.fqdn, f"DNS:{h.fqdn},DNS:{h.short},IP:{h.address}") for h in all_hosts]
+        jobs.append(pool.submit(issue, "pe-ha-worker", "DNS:pe-ha-worker"))
+        for j in jobs:
+            j.result()
+
+
+def _ssh_keys(cfg: LabConfig) -> dict[str, str]:
+    ssh = LAB_DIR / "ssh"
+    ssh.mkdir(parents=True)
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pe-ha-controller", "-f", str(ssh / "id_ed25519"))
+    host_keys: dict[str, str] = {}
+    for h in cfg.hosts:
+        etc_ssh = h.path("/etc/ssh")
+        etc_ssh.mkdir(parents=True, exist_ok=True)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"host@{h.fqdn}", "-f", str(etc_ssh / "ssh_host_ed25519_key"))
+        dot_ssh = h.path("/root/.ssh")
+        dot_ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{h.fqdn}", "-f", str(dot_ssh / "id_ed25519"))
+        host_keys[h.short] = " ".join((etc_ssh / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+    authorized = [(ssh / "id_ed25519.pub").read_text().strip()]
+    authorized += [h.path("/root/.ssh/id_ed25519.pub").read_text().strip() for h in cfg.hosts]
+    known = [f"{h.fqdn},{h.short},{h.address} {host_keys[h.short]}" for h in cfg.hosts]
+    (ssh / "known_hosts").write_text("\n".join(known) + "\n")
+    (ssh / "ssh_config").write_text(
+        "".join(f"Host {h.short} {h.fqdn}\n  HostName {h.address}\n  User root\n" for h in cfg.hosts)
+        + f"Host *\n  IdentityFile {ssh}/id_ed25519\n  UserKnownHostsFile {ssh}/known_hosts\n"
+        "  StrictHostKeyChecking yes\n  ConnectTimeout 5\n  BatchMode yes\n")
+    for h in cfg.hosts:
+        dot_ssh = h.path("/root/.ssh")
+        (dot_ssh / "authorized_keys").write_text("\n".join(authorized) + "\n")
+        (dot_ssh / "known_hosts").write_text("\n".join(known) + "\n")
+        (dot_ssh / "config").write_text("Host *\n  StrictHostKeyChecking yes\n  ConnectTimeout 5\n  BatchMode yes\n")
+        for f in dot_ssh.iterdir():
+            f.chmod(0o600 if not f.name.endswith(".pub") else 0o644)
+        (h.path("/etc/ssh") / "sshd_config").write_text(
+            f"ListenAddress {h.address}\nPort 22\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nPidFile none\nStrictModes yes\nSubsystem sftp internal-sftp\nAcceptEnv LANG\n"
+            "ClientAliveInterval 10\nMaxStartups 100:30:200\nMaxSessions 50\n")
+        (h.path("/etc/ssh") / "ssh_config").write_text("Host *\n  SendEnv LANG\n")
+    return host_keys
+
+
+def _node_files(cfg: LabConfig) -> None:
+    hosts_lines = ["127.0.0.1 localhost", f"{ROOT_ADDR} pe-ha-worker"]
+    hosts_lines += [f"{h.address} {h.fqdn} {h.short}" for h in cfg.hosts]
+    pki = LAB_DIR / "pki"
+    for h in cfg.hosts:
+        for m in NODE_MOUNTS:
+            h.path(m).mkdir(parents=True, exist_ok=True)
+        h.path("/root").chmod(0o700)
+        h.path("/tmp").chmod(0o1777)
+        h.path("/var/tmp").chmod(0o1777)
+        h.path("/run/postgresql").chmod(0o2775)
+        shutil.chown(h.path("/run/postgresql"), "postgres", "postgres")
+        (h.tree / "etc_hosts").write_text("\n".join(hosts_lines) + "\n")
+        (h.tree / "etc_hostname").write_text(h.fqdn + "\n")
+        ssl = h.path("/etc/puppetlabs/puppet/ssl")
+        for sub in ("certs", "private_keys"):
+            (ssl / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(pki / "ca.pem", ssl / "certs" / "ca.pem")
+        shutil.copy(pki / f"{h.fqdn}.pem", ssl / "certs" / f"{h.fqdn}.pem")
+        shutil.copy(pki / f"{h.fqdn}.key", ssl / "private_keys" / f"{h.fqdn}.pem")
+        (ssl / "private_keys" / f"{h.fqdn}.pem").chmod(0o600)
+        conf = h.path("/etc/puppetlabs/puppet/puppet.conf")
+        lines = ["[main]", f"certname = {h.fqdn}", f"server = {cfg.master.fqdn}"]
+        conf.write_text("\n".join(lines) + "\n")
+        if h.role == "agent":
+            idx = int(h.short.removeprefix("agent"))
+            region = "east" if idx % 2 else "west"
+            h.path("/etc/puppetlabs/puppet/csr_attributes.yaml").write_text(
+                f"---\nextension_requests:\n  pp_region: {region}\n  pp_datacenter: dc-{region}\n")
+        sim = h.path("/opt/puppetlabs/sim")
+        shutil.copytree(SIM_SRC, sim, ignore=shutil.ignore_patterns("__pycache__"))
+        bindir = h.path("/opt/puppetlabs/bin")
+        bindir.mkdir(parents=True, exist_ok=True)
+        for tool in ("puppet", "puppet-access", "puppet-infrastructure", "pe-sim"):
+            wrapper = bindir / tool
+            wrapper.write_text(f"#!/bin/sh\n# PE CLI *simulator* (pe-ha lab), not Puppet Enterprise.\n"
+                               f"exec /usr/bin/python3 /opt/puppetlabs/sim/pe_sim.py {tool} \"$@\"\n")
+            wrapper.chmod(0o755)
+        if h.has_postgres:
+            sbin = h.path("/opt/puppetlabs/server/bin")
+            sbin.mkdir(parents=True, exist_ok=True)
+            for tool in ("psql", "pg_dump", "pg_restore", "pg_ctl", "createdb", "dropdb", "vacuumdb"):
+                (sbin / tool).symlink_to(f"{PG_BIN}/{tool}")
+            (h.path("/opt/puppetlabs/server") / "pe_version").write_text("2019.8.12\n")
+        log = h.path("/var/log/puppetlabs")
+        for sub in ("postgresql", "sim"):
+            (log / sub).mkdir(parents=True, exist_ok=True)
+        shutil.chown(log / "postgresql", "postgres", "postgres")
+        # The replica starts as a plain agent node: PE makes it a replica at provision time.
+        (h.path("/root") / ".bashrc").write_text(f"export PATH={NODE_PATH}\n")
+        state = {"certname": h.fqdn, "role": "master" if h.role == "master" else "agent", "master": cfg.master.fqdn, "replica": None,
+                 "sync_seconds": cfg.sync_seconds, "agents": [a.fqdn for a in cfg.agent_hosts],
+                 "lab_hosts": {x.fqdn: x.address for x in cfg.hosts}}
+        (sim / "state.json").write_text(json.dumps(state, indent=2))
+    # Make the lab dir traversable by postgres (data dirs live below it).
+    for p in [LAB_DIR, LAB_DIR / "nodes", *[h.tree for h in cfg.hosts]]:
+        p.chmod(0o755)
+
+
+def _network(cfg: LabConfig) -> None:
+    sw = f"{PREFIX}-sw"
+    sh("ip", "netns", "add", sw)
+    sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", sw, "link", "set", "br0", "up")
+    sh("ip", "-n", sw, "link", "set", "lo", "up")
+    sh("ip", "link", "add", f"{PREFIX}0", "type", "veth", "peer", "name", "p-root", "netns", sw)
+    sh("ip", "addr", "add", f"{ROOT_ADDR}/24", "dev", f"{PREFIX}0")
+    sh("ip", "link", "set", f"{PREFIX}0", "up")
+    sh("ip", "-n", sw, "link", "set", "p-root", "master", "br0", "up")
+    for h in cfg.hosts:
+        sh("ip", "netns", "add", h.netns)
+        sh("ip", "link", "add", f"p-{h.short}", "netns", sw, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+        sh("ip", "-n", sw, "link", "set", f"p-{h.short}", "master", "br0", "up")
+        sh("ip", "-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "eth0")
+        sh("ip", "-n", h.netns, "link", "set", "eth0", "up")
+        sh("ip", "-n", h.netns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", h.netns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+
+
+def _start_holder(h: Host) -> None:
+    binds = [f"mount --bind {h.tree / m.strip('/').replace('/', '_')} {m}" for m in NODE_MOUNTS]
+    binds[NODE_MOUNTS.index("/tmp")] = ""  # /tmp last, below
+    file_binds = [f"mount --bind {h.tree / f.strip('/').replace('/', '_')} {f}" for f in NODE_FILE_MOUNTS]
+    ready = h.tree / "ready"
+    script = " && ".join(
+        [f"hostname {h.fqdn}", *[b for b in binds if b], *file_binds,
+         f"echo $$ > {ready}.tmp && mv {ready}.tmp {ready}",
+         f"mount --bind {h.tree / 'tmp'} /tmp"])
+    loop = "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done"
+    cmd = ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--uts", "--ipc", "--pid", "--fork", "--mount-proc",
+           "--propagation", "private", "--", "bash", "-c", f"{script} && exec -a peha-init-{h.short} bash -c \"{loop}\""]
+    subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=open(h.tree / "holder.log", "w"), stderr=subprocess.STDOUT)
+
+
+def _wait_holders(cfg: LabConfig) -> None:
+    deadline = time.monotonic() + 30
+    for h in cfg.hosts:
+        ready = h.tree / "ready"
+        while not ready.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"lab host {h.short} did not start: {(h.tree / 'holder.log').read_text()}")
+            time.sleep(0.02)
+        # "$$" printed inside the pid namespace is 1; find the host PID of that init via the netns.
+        pids = sh("ip", "netns", "pids", h.netns).stdout.split()
+        init = None
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            nspid = [line for line in status.splitlines() if line.startswith("NSpid:")]
+            if nspid and nspid[0].split()[-1] == "1":
+                init = pid
+        if init is None:
+            raise RuntimeError(f"no init process found for {h.short}")
+        (h.tree / "holder.pid").write_text(init)
+    # give the final /tmp bind a moment
+    time.sleep(0.05)
+
+
+def _start_sshd(h: Host) -> None:
+    sh(*nsenter(h, "/usr/sbin/sshd", "-E", "/var/log/puppetlabs/sshd.log"))
+
+
+def _initdb(h: Host) -> None:
+    data = h.path(NODE_PG_DATA)
+    data.parent.mkdir(parents=True, exist_ok=True)
+    for p in [h.path("/opt/puppetlabs/server"), h.path("/opt/puppetlabs/server/data"),
+              *[data.parents[i] for i in range(0, 3)]]:
+        p.chmod(0o755)
+    shutil.chown(data.parent, "postgres", "postgres")
+    pw = LAB_DIR / "secrets" / "pg_superuser"
+    sh("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "env", "-i", "LANG=C.UTF-8",
+       f"{PG_BIN}/initdb", "--no-sync", "-U", "postgres", f"--pwfile={pw}", "--auth-local=peer",
+       "--auth-host=scram-sha-256", "-E", "UTF8", "-D", str(data))
+    with open(data / "postgresql.conf", "a") as f:
+        f.write(f"\n# pe-ha lab\nlisten_addresses = '{h.address}'\nport = 5432\n"
+                "unix_socket_directories = '/run/postgresql'\nmax_connections = 100\n"
+                "shared_buffers = 128MB\nmaintenance_work_mem = 128MB\nmax_wal_size = 2GB\n"
+                "logging_collector = off\nmax_worker_processes = 8\n")
+    with open(data / "pg_hba.conf", "a") as f:
+        f.write(f"host all all {SUBNET}.0/24 scram-sha-256\nhost replication all {SUBNET}.0/24 scram-sha-256\n")
+
+
+def _start_postgres(h: Host, secrets: dict[str, str]) -> None:
+    node_run(h, f"{PG_BIN}/pg_ctl", "-D", NODE_PG_DATA, "-l", "/var/log/puppetlabs/postgresql/postgresql.log",
+             "-w", "-t", "60", "start", as_postgres=True)
+    sql = [f"CREATE ROLE \"pe-ha\" LOGIN PASSWORD '{secrets['pg_peha']}' IN ROLE pg_read_all_data, pg_monitor;"]
+    for db in ("pe-puppetdb", "pe-classifier", "pe-rbac", "pe-activity", "pe-orchestrator"):
+        sql.append(f"CREATE ROLE \"{db}\" LOGIN PASSWORD '{secrets['pg_service']}';")
+        sql.append(f"CREATE DATABASE \"{db}\" OWNER \"{db}\";")
+    node_run(h, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "postgres",
+             input="\n".join(sql), as_postgres=True)
+    # the simulator's own services read PE's small databases with the service password
+    pgpass = h.path("/root/.pgpass")
+    pgpass.write_text(f"*:5432:*:pe-puppetdb:{secrets['pg_service']}\n*:5432:*:pe-classifier:{secrets['pg_service']}\n"
+                      f"*:5432:*:pe-rbac:{secrets['pg_service']}\n*:5432:*:pe-activity:{secrets['pg_service']}\n"
+                      f"*:5432:*:pe-orchestrator:{secrets['pg_service']}\n*:5432:*:postgres:{secrets['pg_superuser']}\n")
+    pgpass.chmod(0o600)
+
+
+def up(cfg: LabConfig, verbose: bool = True) -> dict:
+    """Bring the lab up from nothing (stale state is cleared first)."""
+    started = time.monotonic()
+    down(verbose=False)
+    created: list[str] = []
+    LAB_DIR.mkdir(parents=True, mode=0o755)
+    CREATED.write_text("[]")
+    _mkdirs_on_host_fs(created)
+    CREATED.write_text(json.dumps(created))
+    secrets_dir = LAB_DIR / "secrets"
+    secrets_dir.mkdir(mode=0o755)
+    secrets = {name: os.urandom(12).hex() for name in ("pg_superuser", "pg_peha", "pg_service", "admin_password")}
+    for name, value in secrets.items():
+        (secrets_dir / name).write_text(value + "\n")
+        (secrets_dir / name).chmod(0o644 if name == "pg_superuser" else 0o600)  # initdb reads it as postgres
+    cfg.save()
+    _pki(cfg)
+    _ssh_keys(cfg)
+    _node_files(cfg)
+    pg_hosts = [h for h in cfg.hosts if h.has_postgres]
+    with ThreadPoolExecutor(2) as pool:
+        initdbs = [pool.submit(_initdb, h) for h in pg_hosts]
+        _network(cfg)
+        for h in cfg.hosts:
+            _start_holder(h)
+        _wait_holders(cfg)
+        for f in initdbs:
+            f.result()
+    (secrets_dir / "pg_superuser").chmod(0o600)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(_start_sshd, cfg.hosts))
+        list(pool.map(lambda h: _start_postgres(h, secrets), pg_hosts))
+    from lab import tokens
+
+    tokens.issue_admin_token(cfg, lifetime_s=4 * 3600)
+    # The master starts out as a standalone monolithic PE master (simulated).
+    node_run(cfg.master, "pe-sim", "lab-init-master")
+    elapsed = time.monotonic() - started
+    if verbose:
+        print(f"lab up: {len(cfg.hosts)} hosts in {elapsed:.1f} s "
+              f"({', '.join(f'{h.short}={h.address}' for h in cfg.hosts)})")
+    write_env_file(cfg)
+    return {"seconds": elapsed}
+
+
+def write_env_file(cfg: LabConfig) -> Path:
+    """Settings for pe-ha pointing at the lab (PEHA_* variables)."""
+    def host(h: Host) -> dict:
+        return {"name": h.fqdn, "address": h.address, "port": 22, "user": "root"}
+
+    env = {
+        "PEHA_INSTALLATION": "lab",
+        "PEHA_MASTER": json.dumps(host(cfg.master)),
+        "PEHA_REPLICA": json.dumps(host(cfg.replica)),
+        "PEHA_MANAGED_NODES": json.dumps([host(h) for h in cfg.agent_hosts]),
+        "PEHA_SSH_KEY_FILE": str(LAB_DIR / "ssh" / "id_ed25519"),
+        "PEHA_SSH_KNOWN_HOSTS_FILE": str(LAB_DIR / "ssh" / "known_hosts"),
+        "PEHA_SSH_CONNECT_TIMEOUT_S": "3",
+        "PEHA_RBAC_TOKEN_FILE": str(LAB_DIR / "secrets" / "token"),
+        "PEHA_CA_CERT": str(LAB_DIR / "pki" / "ca.pem"),
+        "PEHA_CLIENT_CERT": str(LAB_DIR / "pki" / "pe-ha-worker.pem"),
+        "PEHA_CLIENT_KEY": str(LAB_DIR / "pki" / "pe-ha-worker.key"),
+        "PEHA_HTTP_CONNECT_TIMEOUT_S": "2",
+        "PEHA_PG_OS_USER": "postgres",
+        "PEHA_PG_PASSWORD_FILE": str(LAB_DIR / "secrets" / "pg_peha"),
+        "PEHA_PG_USER": "pe-ha",
+    }
+    path = LAB_DIR / "peha.env"
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
+    return path
+
+
+def lab_env() -> dict[str, str]:
+    """The PEHA_* variables for the running lab."""
+    out: dict[str, str] = {}
+    for line in (LAB_DIR / "peha.env").read_text().splitlines():
+        k, _, v = line.partition("=")
+        out[k] = v.strip("'")
+    return out
+
+
+# -- outages ------------------------------------------------------------------------------------------
+
+
+def outage(host: Host, mode: str, rate: str = "100mbit") -> str:
+    """drop | reject | restore | slow | fast: cut a host off (inside its own netns only), or limit its link."""
+    ns = ["ip", "netns", "exec", host.netns]
+    if mode in ("drop", "reject"):
+        sh(*ns, "iptables", "-N", "PEHA-OUTAGE", check=False)
+        sh(*ns, "iptables", "-F", "PEHA-OUTAGE")
+        if mode == "drop":
+            sh(*ns, "iptables", "-A", "PEHA-OUTAGE", "-j", "DROP")
+            for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+                if sh(*ns, "iptables", "-C", chain, flag, "eth0", "-j", "PEHA-OUTAGE", check=False).returncode:
+                    sh(*ns, "iptables", "-I", chain, flag, "eth0", "-j", "PEHA-OUTAGE")
+        else:
+            sh(*ns, "iptables", "-A", "PEHA-OUTAGE", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+            sh(*ns, "iptables", "-A", "PEHA-OUTAGE", "-j", "REJECT")
+            if sh(*ns, "iptables", "-C", "INPUT", "-i", "eth0", "-j", "PEHA-OUTAGE", check=False).returncode:
+                sh(*ns, "iptables", "-I", "INPUT", "-i", "eth0", "-j", "PEHA-OUTAGE")
+        return f"{host.short}: cut off ({mode})"
+    if mode == "restore":
+        for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            while sh(*ns, "iptables", "-D", chain, flag, "eth0", "-j", "PEHA-OUTAGE", check=False).returncode == 0:
+                pass
+        sh(*ns, "iptables", "-F", "PEHA-OUTAGE", check=False)
+        sh(*ns, "iptables", "-X", "PEHA-OUTAGE", check=False)
+        return f"{host.short}: restored"
+    if mode == "slow":
+        sh("tc", "-n", host.netns, "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
+           "burst", "256kb", "latency", "50ms")
+        return f"{host.short}: link limited to {rate}"
+    if mode == "fast":
+        sh("tc", "-n", host.netns, "qdisc", "del", "dev", "eth0", "root", check=False)
+        return f"{host.short}: link unlimited"
+    raise ValueError(f"unknown outage mode {mode!r}")
+
+
+def is_cut_off(host: Host) -> bool:
+    out = sh("ip", "netns", "exec", host.netns, "iptables", "-S", "INPUT", check=False).stdout
+    return "PEHA-OUTAGE" in out
+
+
+def status(cfg: LabConfig) -> list[dict]:
+    rows = []
+    namespaces = set(lab_netns())
+    for h in cfg.hosts:
+        row = {"host": h.fqdn, "address": h.address, "role": h.role, "up": h.netns in namespaces}
+        if row["up"]:
+            row["cut_off"] = is_cut_off(h)
+            row["processes"] = len(sh("ip", "netns", "pids", h.netns, check=False).stdout.split())
+            try:
+                state = json.loads(h.path("/opt/puppetlabs/sim/state.json").read_text())
+                row["sim_role"] = state.get("role")
+            except (OSError, ValueError):
+                pass
+        rows.append(row)
+    return rows
