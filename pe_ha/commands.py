@@ -7,6 +7,7 @@ PE's "Configure high availability" guide and the flags PE's own tooling passes (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -142,6 +143,7 @@ def enable_ha_failover(
     caserver: str | None = None,
     replication_timeout_secs: int | None = None,
     tmpdir: str | None = None,
+    token_file: str | None = None,
 ) -> Command:
     """``puppet infrastructure run enable_ha_failover host=… topology=… [replication_timeout_secs=…]``."""
     host = v.hostname(host, what="failed master (host)")
@@ -153,6 +155,8 @@ def enable_ha_failover(
         argv.append(f"replication_timeout_secs={v.positive_int(replication_timeout_secs, what='replication_timeout_secs', maximum=86400)}")
     if tmpdir is not None:
         argv.append(f"tmpdir={v.absolute_path(tmpdir, what='tmpdir')}")
+    if token_file is not None:
+        argv += ["--token-file", v.absolute_path(token_file, what="token file")]
     return Command(tuple(argv), f"enable_ha_failover host={host}")
 
 
@@ -177,10 +181,12 @@ def agent_run(*, noop: bool = False, server_list: Sequence[str] = ()) -> Command
     return Command(tuple(argv), "puppet agent -t" + (" --noop" if noop else ""))
 
 
-def job_run_all_nodes() -> Command:
+def job_run_all_nodes(*, token_file: str | None = None) -> Command:
     """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'``."""
-    return Command((PUPPET, "job", "run", "--no-enforce-environment", "--query", AGENT_NODES_QUERY),
-                   "puppet job run on every active node")
+    argv = [PUPPET, "job", "run", "--no-enforce-environment", "--query", AGENT_NODES_QUERY]
+    if token_file is not None:
+        argv += ["--token-file", v.absolute_path(token_file, what="token file")]
+    return Command(tuple(argv), "puppet job run on every active node")
 
 
 def config_print(setting: str, *, section: str = "main") -> Command:
@@ -213,15 +219,23 @@ def _as_pg(os_user: str, bin_dir: str, tool: str, *args: str) -> list[str]:
 
 
 def pg_dump(*, file: str, os_user: str, bin_dir: str, database: str = "pe-puppetdb",
-            compress: int = 3, fmt: str = "custom") -> Command:
-    """``pg_dump --format=custom --compress=3 --file=<out> --dbname=pe-puppetdb`` as the PG owner."""
+            compress: int = 3, fmt: str = "custom", snapshot: str | None = None) -> Command:
+    """``pg_dump --format=custom --compress=3 --file=<out> --dbname=pe-puppetdb`` as the PG owner.
+
+    ``snapshot`` (from ``pg_export_snapshot()``) makes the dump see exactly what a verification
+    fingerprint taken in the exporting transaction saw.
+    """
     if fmt not in ("custom", "directory"):
         raise ValidationError(f"dump format {fmt!r} must be custom or directory")
     if not 0 <= compress <= 9:
         raise ValidationError(f"compress={compress} must be 0-9")
-    argv = _as_pg(os_user, bin_dir, "pg_dump", f"--format={fmt}", f"--compress={compress}",
-                  f"--file={v.absolute_path(file)}", f"--dbname={v.database_name(database)}")
-    return Command(tuple(argv), f"pg_dump {database}")
+    args = [f"--format={fmt}", f"--compress={compress}", f"--file={v.absolute_path(file)}",
+            f"--dbname={v.database_name(database)}"]
+    if snapshot is not None:
+        if not re.fullmatch(r"[0-9A-F]+-[0-9A-F]+-[0-9]+", snapshot):
+            raise ValidationError(f"snapshot id {snapshot!r} is not a pg_export_snapshot() id")
+        args.append(f"--snapshot={snapshot}")
+    return Command(tuple(_as_pg(os_user, bin_dir, "pg_dump", *args)), f"pg_dump {database}")
 
 
 def pg_restore(*, file: str, jobs: int, os_user: str, bin_dir: str, database: str = "pe-puppetdb",
@@ -280,3 +294,53 @@ def scp_to(path: str, *, host: str, dest: str) -> Command:
 
 def read_file(path: str) -> Command:
     return Command(("cat", "--", v.absolute_path(path)), f"read {path}")
+
+
+def service_state(name: str) -> Command:
+    """``puppet resource service <name>``: prints the current ensure value."""
+    return Command((PUPPET, "resource", "service", v.service(name)), f"state of {name}")
+
+
+def tcp_probe(host: str, port: int, *, timeout_s: int = 3) -> Command:
+    """Exit 0 when ``host:port`` accepts a TCP connection within ``timeout_s`` (bash /dev/tcp, no nc needed)."""
+    host = v.hostname(host) if not is_ipv4(host) else host
+    return Command(("timeout", str(v.positive_int(timeout_s, what="probe timeout", maximum=60)), "bash", "-c",
+                    'exec 3<>"/dev/tcp/$0/$1"', host, str(v.positive_int(port, what="port", maximum=65535))),
+                   f"probe {host}:{port}")
+
+
+def resolve_ipv4(host: str) -> Command:
+    return Command(("getent", "ahostsv4", v.hostname(host)), f"resolve {host}")
+
+
+DRILL_COMMENT = "pe-ha-failover-drill"
+
+
+def drill_block(address: str) -> list[Command]:
+    """iptables DROP rules on the master for traffic from and to ``address`` (the guide's drill)."""
+    ip = _ipv4(address)
+    base = ("-m", "comment", "--comment", DRILL_COMMENT, "-j", "DROP")
+    return [Command(("iptables", "-I", "INPUT", "-s", ip, *base), f"drop traffic from {ip}"),
+            Command(("iptables", "-I", "OUTPUT", "-d", ip, *base), f"drop traffic to {ip}")]
+
+
+def drill_unblock(address: str) -> list[Command]:
+    ip = _ipv4(address)
+    base = ("-m", "comment", "--comment", DRILL_COMMENT, "-j", "DROP")
+    return [Command(("iptables", "-D", "INPUT", "-s", ip, *base), f"allow traffic from {ip}"),
+            Command(("iptables", "-D", "OUTPUT", "-d", ip, *base), f"allow traffic to {ip}")]
+
+
+def list_drill_rules() -> Command:
+    return Command(("iptables", "-S"), "list iptables rules")
+
+
+def is_ipv4(value: str) -> bool:
+    parts = value.split(".")
+    return len(parts) == 4 and all(p.isdigit() and 0 <= int(p) <= 255 and str(int(p)) == p for p in parts)
+
+
+def _ipv4(value: str) -> str:
+    if not is_ipv4(value):
+        raise ValidationError(f"{value!r} is not an IPv4 address")
+    return value

@@ -26,7 +26,7 @@ import select
 import shlex
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -70,16 +70,21 @@ class Executor(Protocol):
     def run(
         self,
         host: str,
-        argv: Sequence[str],
+        argv: Iterable[str],
         *,
         timeout_s: float | None = None,
         check: bool = True,
         ok_codes: Sequence[int] = (0,),
+        stream: bool = True,
     ) -> CommandResult: ...
 
     def put(self, host: str, local_path: Path, remote_path: str, *, mode: int = 0o600) -> None: ...
 
+    def put_bytes(self, host: str, data: bytes, remote_path: str, *, mode: int = 0o600) -> None: ...
+
     def get(self, host: str, remote_path: str, local_path: Path) -> None: ...
+
+    def relay(self, src_host: str, src_path: str, dst_host: str, dst_path: str, *, chunk: int = 1 << 20) -> int: ...
 
     def close(self) -> None: ...
 
@@ -100,7 +105,13 @@ def default_line_sink(host: str, stream: str, line: str) -> None:
         logger.info("[%s] %s", host, text)
 
 
-def root_session(argv: Sequence[str], *, login_user: str, lang: str, path: str, timeout_s: float) -> str:
+def _quiet_sink(host: str, stream: str, line: str) -> None:
+    """Used for machine-readable output (JSON status): only stderr reaches the log."""
+    if stream == "stderr":
+        default_line_sink(host, stream, line)
+
+
+def root_session(argv: Iterable[str], *, login_user: str, lang: str, path: str, timeout_s: float) -> str:
     """The shell line that runs ``argv`` in a root session on the host, bounded by ``timeout``.
 
     The login shell prints its PID (which ``exec timeout`` keeps, and which leads timeout's own
@@ -114,7 +125,7 @@ def root_session(argv: Sequence[str], *, login_user: str, lang: str, path: str, 
     wrapped = [*env, "timeout", "-k", str(_KILL_GRACE_S), str(limit), "/bin/bash", "-c", inner, "pe-ha", *argv]
     if login_user != "root":
         wrapped = ["sudo", "-n", "--", *wrapped]
-    return f"printf '\\035PEHA-PGID %s\\n' $$; exec {shlex.join(wrapped)}"
+    return f"printf '\\035PEHA-PGID %s\\n' $$; cd / && exec {shlex.join(wrapped)}"
 
 
 @dataclass
@@ -194,13 +205,15 @@ class FabricExecutor:
     def run(
         self,
         host: str,
-        argv: Sequence[str],
+        argv: Iterable[str],
         *,
         timeout_s: float | None = None,
         check: bool = True,
         ok_codes: Sequence[int] = (0,),
+        stream: bool = True,
     ) -> CommandResult:
         argv = tuple(argv)
+        sink = self.line_sink if stream else _quiet_sink
         limit = float(timeout_s if timeout_s is not None else self.settings.command_timeout_s)
         entry = self._host(host)
         line = root_session(argv, login_user=entry.user, lang=self.settings.remote_lang,
@@ -233,7 +246,7 @@ class FabricExecutor:
                     buffer += data
                     *complete, buffer = buffer.split(b"\n")
                     for raw in complete:
-                        pgid = self._emit(host, raw, out_lines, err_lines, pgid)
+                        pgid = self._emit(host, raw, out_lines, err_lines, pgid, sink)
                 if time.monotonic() > deadline:
                     raise RemoteTimeout(f"`{mask(shlex.join(argv))}` did not finish in {limit:g} s; killed",
                                         host=host)
@@ -241,7 +254,7 @@ class FabricExecutor:
                     raise ConnectError("SSH connection dropped while the command ran", host=host,
                                        hint="the command may have been cut off; check the host before re-running")
             if buffer:
-                pgid = self._emit(host, buffer, out_lines, err_lines, pgid)
+                pgid = self._emit(host, buffer, out_lines, err_lines, pgid, sink)
             exit_code = chan.recv_exit_status()
             finished = True
         finally:
@@ -265,7 +278,8 @@ class FabricExecutor:
                                 output=mask("\n".join(err_lines[-8:] + out_lines[-8:])))
         return result
 
-    def _emit(self, host: str, raw: bytes, out: list[str], err: list[str], pgid: int | None) -> int | None:
+    def _emit(self, host: str, raw: bytes, out: list[str], err: list[str], pgid: int | None,
+              sink: LineSink) -> int | None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r")
         if pgid is None and text.startswith(_PID_MARK):
             try:
@@ -275,10 +289,10 @@ class FabricExecutor:
         if text.startswith(_ERR_MARK):
             text = text[len(_ERR_MARK):]
             err.append(text)
-            self.line_sink(host, "stderr", text)
+            sink(host, "stderr", text)
         else:
             out.append(text)
-            self.line_sink(host, "stdout", text)
+            sink(host, "stdout", text)
         return pgid
 
     def _kill_remote(self, host: str, chan: paramiko.Channel, pgid: int | None) -> None:

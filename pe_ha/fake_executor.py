@@ -11,7 +11,7 @@ Tests script answers by host and argv prefix, then assert the exact per-host com
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,11 +81,12 @@ class FakeExecutor:
     def run(
         self,
         host: str,
-        argv: Sequence[str],
+        argv: Iterable[str],
         *,
         timeout_s: float | None = None,
         check: bool = True,
         ok_codes: Sequence[int] = (0,),
+        stream: bool = True,
     ) -> CommandResult:
         argv = tuple(argv)
         self.calls.append(Call(host, argv))

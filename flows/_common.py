@@ -1,0 +1,179 @@
+"""What every procedure flow shares: input checks, the plan for dry runs, topology, steps and the summary."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from pe_ha import runtime
+from pe_ha.commands import Command
+from pe_ha.errors import PeHaError, ValidationError
+from pe_ha.masking import mask
+from pe_ha.validation import hostname
+from tasks import infrastructure
+
+
+def log():
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run in unit tests
+        import logging
+
+        return logging.getLogger("pe_ha.flows")
+
+
+def inventory_host(name: str | None, *, default: str | None, what: str) -> str:
+    """Validate a host parameter: an RFC 1123 name that is in the inventory."""
+    if name is None:
+        if default is None:
+            raise ValidationError(f"{what}: no host given and none configured")
+        name = default
+    return runtime.settings().host(hostname(name, what=what)).name
+
+
+def distinct(a: str, b: str, what: str) -> None:
+    if a == b:
+        raise ValidationError(f"{what}: {a} cannot be both the master and the replica")
+
+
+@dataclass
+class Runbook:
+    """The record of one procedure run: planned commands, executed steps, and the summary artifact."""
+
+    procedure: str
+    target: str
+    plan: list[tuple[str, str, str]] = field(default_factory=list)  # (step, host, command)
+    steps: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def planned(self, step: str, host: str, command: Command | str) -> None:
+        text = " ".join(_quote(command.argv)) if isinstance(command, Command) else command
+        self.plan.append((step, host, mask(text)))
+
+    def publish_plan(self) -> list[dict]:
+        rows = [{"step": s, "host": h, "command": c} for s, h, c in self.plan]
+        md = [f"# Dry run: {self.procedure} ({self.target})", "", "Nothing was run. These commands would run, in order:", "",
+              "| # | step | host | command |", "|---|---|---|---|"]
+        md += [f"| {i} | {r['step']} | {r['host']} | `{r['command']}` |" for i, r in enumerate(rows, 1)]
+        create_markdown_artifact(key=f"{self.procedure}-plan", markdown="\n".join(md),
+                                 description=f"dry run of {self.procedure}")
+        log().info("dry run: %d planned steps, nothing executed", len(rows))
+        return rows
+
+    @contextlib.contextmanager
+    def step(self, name: str, host: str = "") -> Iterator[None]:
+        started = time.monotonic()
+        record = {"step": name, "host": host, "outcome": "running", "seconds": 0.0}
+        self.steps.append(record)
+        try:
+            yield
+            record["outcome"] = "done"
+        except BaseException as exc:
+            record["outcome"] = f"FAILED: {type(exc).__name__}"
+            raise
+        finally:
+            record["seconds"] = round(time.monotonic() - started, 2)
+
+    def skip(self, name: str, why: str) -> None:
+        self.steps.append({"step": name, "host": "", "outcome": f"skipped ({why})", "seconds": 0.0})
+
+    def publish_summary(self, *, outcome: str, next_steps: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
+        total = time.monotonic() - self.started
+        md = [f"# {self.procedure}: {outcome}", "", f"Target: `{self.target}` — total {total:.1f} s", "",
+              "| step | host | outcome | seconds |", "|---|---|---|---|"]
+        md += [f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} |" for s in self.steps]
+        if notes:
+            md += ["", "## Notes", *[f"- {mask(n)}" for n in notes]]
+        if next_steps:
+            md += ["", "## What to do next", *[f"1. {n}" for n in next_steps]]
+        text = "\n".join(md)
+        create_markdown_artifact(key=f"{self.procedure}-summary", markdown=text,
+                                 description=f"{self.procedure} on {self.target}: {outcome}")
+        return text
+
+
+def _quote(argv: Sequence[str]) -> list[str]:
+    import shlex
+
+    return [shlex.quote(a) for a in argv]
+
+
+def show_topology(label: str, candidates: Sequence[str]) -> list[dict]:
+    """Log the HA topology from ``puppet infrastructure status`` on the first host that answers."""
+    for host in candidates:
+        try:
+            entries = infrastructure.infrastructure_status.fn(host)
+        except PeHaError as exc:
+            log().info("topology %s: status on %s not available (%s)", label, host, exc.message)
+            continue
+        by_host: dict[str, list[str]] = {}
+        for e in entries:
+            by_host.setdefault(f"{e.get('server')} ({e.get('type')})", []).append(f"{e.get('display_name')}={e.get('state')}")
+        lines = [f"  {h}: {', '.join(v)}" for h, v in by_host.items()]
+        log().info("HA topology %s (from %s): %s\n%s", label, host, infrastructure.summarize(entries), "\n".join(lines))
+        return entries
+    log().warning("HA topology %s: no host answered puppet infrastructure status", label)
+    return []
+
+
+# -- approvals ------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+
+from prefect.input import RunInput  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from pe_ha.errors import ApprovalRejected  # noqa: E402
+
+
+class Approval(RunInput):
+    """The operator's answer to a destructive step's pause."""
+
+    approve: bool = Field(description="Approve the step shown in the pause? false rejects and ends the run with nothing done.")
+    operator: str = Field(min_length=1, max_length=100, description="Who approves (recorded in the run's log).")
+    comment: str = Field(default="", max_length=500, description="Optional note for the record.")
+
+
+def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int = 3600) -> str:
+    """Pause for the operator's approval of ``what`` unless it was given up front. Raises ApprovalRejected."""
+    from prefect.flow_runs import pause_flow_run
+
+    if approved_up_front:
+        log().warning("APPROVED UP FRONT (approve=True): %s", what)
+        book.skip("operator approval", "given up front by parameter")
+        return "parameter"
+    create_markdown_artifact(key=f"{book.procedure}-approval", markdown=f"# Approval needed\n\n{what}\n\n"
+                             "Resume this run from the UI (or POST /api/flow_runs/<id>/resume) with approve=true to go on.",
+                             description="waiting for approval")
+    log().warning("waiting for approval: %s", what)
+    poll = int(os.environ.get("PEHA_PAUSE_POLL_S", "2"))
+    with book.step("operator approval"):
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(approve=False, operator=""),
+                                timeout=timeout_s, poll_interval=poll)
+    if not answer.approve:
+        raise ApprovalRejected(f"{answer.operator} rejected: {what}" + (f" ({answer.comment})" if answer.comment else ""))
+    log().warning("approved by %s: %s %s", answer.operator, what, f"({answer.comment})" if answer.comment else "")
+    return answer.operator
+
+
+def run_name(procedure: str, parameter: str, fallback: str):
+    """A flow_run_name callable: ``<procedure>/<host>``, using the configured host when the parameter is empty."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        value = (flow_run.parameters or {}).get(parameter)
+        if not value:
+            try:
+                s = runtime.settings()
+                value = {"master": s.master.name, "replica": s.replica.name if s.replica else "?"}.get(fallback, fallback)
+            except PeHaError:
+                value = fallback
+        return f"{procedure}/{value}"
+
+    return name

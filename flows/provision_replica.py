@@ -1,0 +1,73 @@
+"""Provision a replica — PE guide, "Provision a replica", as a Prefect flow.
+
+1. The replica's puppet.conf ``[main] server`` must be the master.
+2. The admin RBAC token must stay valid through the sync.
+3. ``puppet infrastructure provision replica <replica>`` on the master.
+   (Optional) the manual PuppetDB copy, during the sync, as the guide allows.
+4. Wait, bounded, until every replica service is running (PuppetDB no longer ``starting``).
+5. ``puppet agent -t --noop --server_list=<replica>`` on a managed node: 0 or 2 passes.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows._common import Runbook, distinct, inventory_host, log, run_name, show_topology
+from pe_ha import commands, runtime
+from pe_ha.errors import PreconditionFailed
+from pe_ha.validation import timeout_seconds
+from tasks import agent, infrastructure, puppet_conf, token
+
+
+@flow(name="provision-replica", flow_run_name=run_name("provision-replica", "replica", "replica"))
+def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, sync_timeout_s: float = 1800,
+                      verify_node: str | None = None, dry_run: bool = False) -> dict:
+    """Provision ``replica`` from the primary master and wait until its services are synced and running."""
+    s = runtime.settings()
+    master = s.master.name
+    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
+    distinct(master, replica, "replica")
+    sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=10)
+    node = inventory_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
+    book = Runbook("provision-replica", replica)
+    book.planned("check replica's server setting", replica, commands.config_print("server"))
+    book.planned("stage RBAC token (sftp, mode 0600)", master, s.remote_token_file)
+    book.planned("provision", master, commands.provision_replica(replica, token_file=s.remote_token_file))
+    if copy_puppetdb:
+        book.planned("copy PuppetDB during sync", master, "subflow copy_puppetdb (see its own plan)")
+    book.planned("wait for sync (bounded)", master, commands.infrastructure_status(host=replica))
+    book.planned("verify from a managed node", node, commands.agent_run(noop=True, server_list=[replica]))
+    if dry_run:
+        return {"dry_run": True, "plan": book.publish_plan()}
+
+    show_topology("before", [master])
+    with book.step("check replica puppet.conf [main] server", replica):
+        server = puppet_conf.read_setting(replica, "server", "main")
+        if server != master:
+            raise PreconditionFailed(
+                f"{replica}'s puppet.conf [main] server is {server or 'unset'!r}, not the master {master}",
+                hint=f"on {replica}, set `server = {master}` in the [main] section of /etc/puppetlabs/puppet/puppet.conf")
+    with book.step("check RBAC token lifetime"):
+        token.validate_token(min_validity_s=sync_timeout_s + 600)
+    try:
+        with book.step("stage RBAC token", master):
+            token.stage_token(master)
+        with book.step("puppet infrastructure provision replica", master):
+            infrastructure.provision_replica(master, replica)
+        if copy_puppetdb:
+            from flows.copy_puppetdb import copy_puppetdb as copy_flow
+
+            with book.step("manual PuppetDB copy (during sync)", replica):
+                copy_flow(source=master, target=replica, approve=True)
+        with book.step("wait until replica services are operational", replica):
+            entries = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
+    finally:
+        token.remove_staged_token(master)
+    with book.step("verify: noop run against the replica", node):
+        code = agent.agent_run(node, noop=True, server_list=[replica], suffix="-noop")
+    show_topology("after", [master])
+    log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries), code)
+    book.publish_summary(outcome="provisioned", next_steps=[
+        f"Enable the replica: run the enable-replica deployment for {replica} (back up classification first; it does).",
+    ])
+    return {"replica": replica, "services": len(entries), "verify_exit_code": code}

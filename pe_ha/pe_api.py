@@ -1,0 +1,126 @@
+"""A small typed client for PE's HTTPS APIs (status, RBAC, classifier), built on httpx.
+
+TLS always verifies the PE CA (a wrong CA fails closed). httpx errors are translated here into
+``ApiUnavailable`` (connect errors, timeouts, 5xx: retryable) and ``AuthError`` (401/403: never
+retried). ``transport`` is the test seam: pass ``httpx.MockTransport`` in unit tests.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from pe_ha.errors import ApiError, ApiUnavailable, AuthError
+from pe_ha.settings import Settings
+
+PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER = 8140, 8081, 4433, 8143, 8142, 8170
+PE_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER)
+STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, CODE_MANAGER)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    host: str
+    port: int
+    service: str
+    state: str
+    status: dict[str, Any] | None
+    alerts: list[dict[str, Any]]
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class PEApi:
+    """PE's HTTPS APIs on the hosts of one installation."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        timeout = httpx.Timeout(settings.http_read_timeout_s, connect=settings.http_connect_timeout_s)
+        verify: ssl.SSLContext | bool = True
+        if transport is None:
+            verify = ssl.create_default_context(cafile=str(settings.ca_cert))
+            if settings.client_cert and settings.client_key:
+                verify.load_cert_chain(str(settings.client_cert), str(settings.client_key))
+        self._client = httpx.Client(verify=verify, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _base(self, host: str, port: int) -> str:
+        entry = self.settings.host(host)
+        return f"https://{entry.address or entry.name}:{port}"
+
+    def request(self, method: str, host: str, port: int, path: str, *, token: SecretStr | None = None,
+                json: Any = None, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        url = self._base(host, port) + path
+        headers = {"X-Authentication": token.get_secret_value()} if token is not None else {}
+        try:
+            response = self._client.request(method, url, headers=headers, json=json)
+        except httpx.TimeoutException as exc:
+            raise ApiUnavailable(f"timed out ({type(exc).__name__})", url=url,
+                                 hint="the host may be down or cut off") from None
+        except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ApiError("TLS verification failed", url=url,
+                               hint="check PEHA_CA_CERT: it must be the PE CA that signed this host") from None
+            raise ApiUnavailable(f"connection failed: {exc}", url=url) from None
+        if response.status_code in (401, 403):
+            kind = _kind(response)
+            hint = ("renew the token (puppet-access login --lifetime 2h) and update PEHA_RBAC_TOKEN_FILE"
+                    if "token" in kind or response.status_code == 401 else "the token's user lacks permission")
+            raise AuthError(f"HTTP {response.status_code} {kind}", url=url, status=response.status_code, hint=hint)
+        if response.status_code >= 500 and response.status_code not in ok:
+            raise ApiUnavailable(f"HTTP {response.status_code}", url=url, status=response.status_code)
+        if response.status_code not in ok:
+            raise ApiError(f"HTTP {response.status_code}: {response.text[:200]}", url=url, status=response.status_code)
+        return response
+
+    # -- status -------------------------------------------------------------------------------------
+
+    def services_status(self, host: str, port: int) -> list[ServiceStatus]:
+        """``GET /status/v1/services?level=debug`` (200 when all run, 503 otherwise: both are answers)."""
+        response = self.request("GET", host, port, "/status/v1/services?level=debug", ok=(200, 503))
+        body = response.json()
+        return [ServiceStatus(host, port, key, value.get("state", "unknown"), value.get("status"),
+                              value.get("active_alerts") or []) for key, value in sorted(body.items())]
+
+    def simple_status(self, host: str, port: int) -> str:
+        return self.request("GET", host, port, "/status/v1/simple", ok=(200, 503)).text.strip()
+
+    # -- RBAC ---------------------------------------------------------------------------------------
+
+    def authenticate(self, token: SecretStr) -> dict[str, Any]:
+        """Validate the token (``POST /rbac-api/v2/auth/token/authenticate``); AuthError when it is not valid."""
+        master = self.settings.master.name
+        response = self.request("POST", master, CONSOLE, "/rbac-api/v2/auth/token/authenticate",
+                                json={"token": token.get_secret_value(), "update_last_activity?": False})
+        return response.json()
+
+    # -- classifier ---------------------------------------------------------------------------------
+
+    def groups(self, token: SecretStr, host: str | None = None) -> list[dict[str, Any]]:
+        response = self.request("GET", host or self.settings.master.name, CONSOLE, "/classifier-api/v1/groups",
+                                token=token)
+        return response.json()
+
+    def update_group(self, token: SecretStr, group_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", self.settings.master.name, CONSOLE, f"/classifier-api/v1/groups/{group_id}",
+                            token=token, json=changes).json()
+
+    def create_group(self, token: SecretStr, group: dict[str, Any]) -> dict[str, Any]:
+        response = self.request("POST", self.settings.master.name, CONSOLE, "/classifier-api/v1/groups",
+                                token=token, json=group, ok=(200, 201, 303))
+        return response.json() if response.content else {}
+
+
+def _kind(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("kind", ""))
+    except ValueError:
+        return ""

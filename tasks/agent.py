@@ -1,0 +1,51 @@
+"""Tasks that run the Puppet agent (``puppet agent -t``) or an orchestrator job to deploy configuration."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from prefect import task
+
+from pe_ha import commands, runtime
+from pe_ha.errors import CommandFailed, WaitTimedOut
+from tasks._base import RETRY_CONNECT, logger
+
+AGENT_OK = (0, 2)  # 0: no changes, 2: changes applied
+_LOCKED = "already in progress"
+
+
+@task(name="puppet-agent-run", task_run_name="puppet-agent{suffix}/{host}", **RETRY_CONNECT)
+def agent_run(host: str, noop: bool = False, server_list: Sequence[str] = (), lock_wait_s: float = 600,
+              expect_no_changes: bool = False, suffix: str = "") -> int:
+    """``puppet agent -t`` on ``host``. Waits (bounded) for another run's lock; 0 and 2 succeed, 1/4/6 fail."""
+    ex = runtime.executor()
+    cmd = commands.agent_run(noop=noop, server_list=server_list)
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        result = ex.run(host, cmd, check=False, timeout_s=1800)
+        if result.exit_code == 1 and _LOCKED in result.stdout + result.stderr:
+            if time.monotonic() >= deadline:
+                raise WaitTimedOut(f"{host}: another Puppet run held the agent lock for more than {lock_wait_s:g} s",
+                                   last_seen="agent_catalog_run.lock present",
+                                   hint="check for a stuck puppet agent process on the node")
+            logger().info("%s: another Puppet run is in progress; waiting for its lock", host)
+            time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+            continue
+        break
+    if result.exit_code not in AGENT_OK:
+        meaning = {1: "the run failed", 4: "the run had failures", 6: "the run had changes and failures"}
+        raise CommandFailed(host=host, command=result.command, exit_code=result.exit_code,
+                            output=result.stdout + "\n" + result.stderr,
+                            hint=meaning.get(result.exit_code, "unexpected exit code"))
+    if expect_no_changes and result.exit_code == 2:
+        raise CommandFailed(host=host, command=result.command, exit_code=2, output=result.stdout,
+                            hint="the run changed resources where none were expected")
+    return result.exit_code
+
+
+@task(name="puppet-job-run", **RETRY_CONNECT)
+def job_run_all_nodes(master: str) -> str:
+    """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'`` on the master."""
+    cmd = commands.job_run_all_nodes(token_file=runtime.settings().remote_token_file)
+    return runtime.executor().run(master, cmd, timeout_s=3600).stdout

@@ -1,0 +1,63 @@
+"""Tasks on PE's node classifier API: back up the hierarchy, and set per-site agent failover groups."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from pe_ha import runtime
+from pe_ha.masking import mask
+from tasks._base import READ, RETRY_CONNECT, logger
+
+AGENT_PROFILE = "puppet_enterprise::profile::agent"
+
+
+@task(name="backup-classifier", **READ)
+def backup_groups(backup_dir: str) -> str:
+    """``GET /classifier-api/v1/groups`` to a timestamped file and a Prefect artifact. Returns the file path."""
+    s = runtime.settings()
+    groups = runtime.api().groups(s.rbac_token())
+    folder = Path(backup_dir)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"classifier-{s.installation}-{stamp}.json"
+    text = mask(json.dumps(groups, indent=2, sort_keys=True))
+    path.write_text(text)
+    path.chmod(0o600)
+    create_markdown_artifact(
+        key=f"classifier-backup-{s.installation}",
+        markdown=f"# Classifier backup ({len(groups)} groups)\n\nSaved to `{path}` at {stamp}.\n"
+                 f"Restore deliberately with `POST /classifier-api/v1/import-hierarchy` (it replaces every group).\n\n"
+                 f"```json\n{text[:60000]}\n```\n",
+        description=f"classifier hierarchy before a change, {stamp}")
+    logger().info("classifier hierarchy (%d groups) saved to %s", len(groups), path)
+    return str(path)
+
+
+@task(name="configure-site-group", task_run_name="site-group/{site}", **RETRY_CONNECT)
+def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], pcp_broker_list: list[str]) -> dict:
+    """Create or update the PE Agent child group for one site (idempotent). Returns the group and whether it changed."""
+    s = runtime.settings()
+    token = s.rbac_token()
+    api = runtime.api()
+    groups = api.groups(token)
+    parent = next((g for g in groups if g["name"] == "PE Agent"), None)
+    if parent is None:
+        raise RuntimeError("the classifier has no PE Agent group; is this a PE master?")
+    name = f"PE Agent - {site}"
+    rule = ["and", ["=", ["trusted", "extensions", fact], value]]
+    params = {"server_list": server_list, "pcp_broker_list": pcp_broker_list}
+    existing = next((g for g in groups if g["name"] == name and g["parent"] == parent["id"]), None)
+    if existing is not None:
+        if existing.get("rule") == rule and existing.get("classes", {}).get(AGENT_PROFILE) == params:
+            return {"group": existing, "changed": False}
+        group = api.update_group(token, existing["id"], {"rule": rule, "classes": {AGENT_PROFILE: params}})
+        return {"group": group, "changed": True}
+    group = api.create_group(token, {"name": name, "parent": parent["id"], "environment": "production",
+                                     "rule": rule, "classes": {AGENT_PROFILE: params},
+                                     "description": f"pe-ha: agents at site {site} fail over through these servers"})
+    return {"group": group, "changed": True}

@@ -1,0 +1,130 @@
+"""Tasks that run ``puppet infrastructure`` on the master or the replica (one system: PE's HA tooling)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from prefect import task
+
+from pe_ha import commands, runtime
+from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitTimedOut
+from tasks._base import READ, SIDE_EFFECT, logger
+
+
+@task(name="infrastructure-status", **READ)
+def infrastructure_status(on_host: str, of_host: str | None = None) -> list[dict]:
+    """``puppet infrastructure status --format json`` run on ``on_host``."""
+    result = runtime.executor().run(on_host, commands.infrastructure_status(host=of_host), timeout_s=120,
+                                    stream=False)
+    try:
+        entries = json.loads(result.stdout)
+    except ValueError:
+        raise CommandFailed(host=on_host, command="puppet infrastructure status --format json", exit_code=0,
+                            output=result.stdout[-500:], hint="status did not print JSON") from None
+    if not isinstance(entries, list):
+        raise CommandFailed(host=on_host, command="puppet infrastructure status", exit_code=0, output=str(entries)[:200])
+    return entries
+
+
+def summarize(entries: list[dict]) -> str:
+    running = sum(1 for e in entries if e.get("state") == "running")
+    return f"{running} of {len(entries)} services are fully operational"
+
+
+def not_running(entries: list[dict]) -> list[str]:
+    return [f"{e.get('display_name')} on {e.get('server')}: {e.get('state')}" for e in entries if e.get("state") != "running"]
+
+
+@task(name="provision-replica", task_run_name="provision-replica/{replica}", **SIDE_EFFECT)
+def provision_replica(master: str, replica: str) -> str:
+    """``puppet infrastructure provision replica <replica>`` on the master."""
+    s = runtime.settings()
+    result = runtime.executor().run(master, commands.provision_replica(replica, token_file=s.remote_token_file))
+    return result.stdout
+
+
+@task(name="wait-for-replica-sync", task_run_name="wait-for-replica-sync/{replica}", **SIDE_EFFECT)
+def wait_for_replica_operational(master: str, replica: str, timeout_s: float, poll_s: float = 5.0) -> list[dict]:
+    """Wait, bounded, until every replica service in ``status --format json`` is running (PuppetDB not starting)."""
+    log = logger()
+    deadline = time.monotonic() + timeout_s
+    last: list[dict] | str = "no status read yet"
+    while True:
+        try:
+            entries = infrastructure_status.fn(master, replica)
+            last = entries
+            if entries and not not_running(entries):
+                log.info("replica %s: %s", replica, summarize(entries))
+                return entries
+            log.info("replica %s: %s; waiting for %s", replica, summarize(entries), "; ".join(not_running(entries)))
+        except (CommandFailed, RemoteTimeout) as exc:
+            last = f"status failed: {exc}"
+            log.warning("status of %s not readable yet: %s", replica, exc)
+        except Exception as exc:  # connection loss to the master: keep waiting within the bound
+            if not getattr(exc, "retryable", False):
+                raise
+            last = f"master unreachable: {exc}"
+            log.warning("%s", last)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            detail = "; ".join(not_running(last)) if isinstance(last, list) else last
+            raise WaitTimedOut(f"replica {replica} was not fully operational after {timeout_s:g} s (last seen: {detail})",
+                               last_seen=last,
+                               hint="check `puppet infrastructure status --verbose` on the master; a large PuppetDB "
+                                    "may need a longer sync_timeout_s or the manual PuppetDB copy")
+        time.sleep(min(poll_s, remaining))
+
+
+@task(name="enable-replica", task_run_name="enable-replica/{replica}", **SIDE_EFFECT)
+def enable_replica(master: str, replica: str, topology: str, skip_agent_config: bool,
+                   agent_server_urls: Sequence[str] = (), pcp_brokers: Sequence[str] = (),
+                   infra_agent_server_urls: Sequence[str] = (), infra_pcp_brokers: Sequence[str] = ()) -> str:
+    """``puppet infrastructure enable replica`` with every prompt answered by flags."""
+    s = runtime.settings()
+    cmd = commands.enable_replica(replica, topology=topology, token_file=s.remote_token_file,
+                                  skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls,
+                                  pcp_brokers=pcp_brokers, infra_agent_server_urls=infra_agent_server_urls,
+                                  infra_pcp_brokers=infra_pcp_brokers)
+    return runtime.executor().run(master, cmd).stdout
+
+
+@task(name="promote-replica", task_run_name="promote-replica/{replica}", **SIDE_EFFECT)
+def promote_replica(replica: str, topology: str | None = None) -> str:
+    """``puppet infrastructure promote replica`` on the replica."""
+    return runtime.executor().run(replica, commands.promote_replica(topology=topology)).stdout
+
+
+@task(name="forget-replica", task_run_name="forget-replica/{replica}", **SIDE_EFFECT)
+def forget_replica(master: str, replica: str) -> str:
+    """``puppet infrastructure forget <replica>`` on the master."""
+    s = runtime.settings()
+    return runtime.executor().run(master, commands.forget_replica(replica, token_file=s.remote_token_file)).stdout
+
+
+@task(name="reinitialize-replica", task_run_name="reinitialize-replica/{replica}", **SIDE_EFFECT)
+def reinitialize_replica(replica: str, databases: Sequence[str]) -> str:
+    """``puppet infrastructure reinitialize replica [--db …] -y`` on the replica."""
+    return runtime.executor().run(replica, commands.reinitialize_replica(databases)).stdout
+
+
+@task(name="enable-ha-failover", task_run_name="enable-ha-failover/{failed_master}", **SIDE_EFFECT)
+def enable_ha_failover(on_host: str, failed_master: str, topology: str, replication_timeout_secs: int,
+                       caserver: str | None = None, tmpdir: str | None = None, margin_s: float = 60) -> str:
+    """``puppet infrastructure run enable_ha_failover`` on the promoted replica, killed at timeout + margin."""
+    s = runtime.settings()
+    cmd = commands.enable_ha_failover(failed_master, topology=topology, caserver=caserver,
+                                      replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
+                                      token_file=s.remote_token_file)
+    try:
+        return runtime.executor().run(on_host, cmd, timeout_s=replication_timeout_secs + margin_s).stdout
+    except RemoteTimeout:
+        raise RemoteTimeout(f"enable_ha_failover did not finish within replication_timeout_secs={replication_timeout_secs}"
+                            f" + {margin_s:g} s and was killed", host=on_host,
+                            hint="check /var/log/puppetlabs/installer/bolt_info.log on the host, then re-run") from None
+
+
+def require_role(entries: list[dict], host: str, expected_type: str) -> None:
+    if not any(e.get("server") == host and e.get("type") == expected_type for e in entries):
+        raise PreconditionFailed(f"{host} is not the {expected_type} according to puppet infrastructure status")

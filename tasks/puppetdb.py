@@ -1,0 +1,181 @@
+"""Tasks on PuppetDB's PostgreSQL database: size, dump, transfer, restore, verify (psycopg + SSH)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+from prefect import task
+from psycopg import sql
+
+from pe_ha import commands, runtime
+from pe_ha.errors import CommandFailed, DatabaseError, PreconditionFailed, TransferError
+from tasks._base import READ, RETRY_CONNECT, SIDE_EFFECT, logger
+
+DB = "pe-puppetdb"
+
+
+@contextlib.contextmanager
+def connect(host: str, database: str = DB) -> Iterator[psycopg.Connection]:
+    """psycopg connection to ``host``'s PE PostgreSQL as the read-only pe-ha role; errors become DatabaseError."""
+    s = runtime.settings()
+    entry = s.host(host)
+    password = s.pg_password()
+    try:
+        conn = psycopg.connect(host=entry.ssh_address, port=s.pg_port, dbname=database, user=s.pg_user,
+                               password=password.get_secret_value() if password else None,
+                               connect_timeout=max(1, int(s.ssh_connect_timeout_s)), application_name="pe-ha")
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"{host}: cannot connect to PostgreSQL database {database}: {str(exc).strip()}",
+                            hint="check that PostgreSQL listens on the host, pg_hba allows pe-ha, and PEHA_PG_* settings") from None
+    try:
+        yield conn
+    except psycopg.Error as exc:
+        raise DatabaseError(f"{host}: PostgreSQL error: {str(exc).strip()}") from None
+    finally:
+        conn.close()
+
+
+@task(name="puppetdb-size", task_run_name="puppetdb-size/{host}", **READ)
+def database_size(host: str) -> int:
+    """The size of pe-puppetdb in bytes (the figure ``\\l+`` shows)."""
+    with connect(host) as conn:
+        row = conn.execute("SELECT pg_database_size(%s)", (DB,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def fingerprint_in(conn: psycopg.Connection) -> dict[str, int | str]:
+    """Row count of every table, index/constraint counts and a digest of certnames, in the current snapshot."""
+    tables = [r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1").fetchall()]
+    result: dict[str, int | str] = {}
+    for table in tables:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(table))).fetchone()
+        result[f"rows:{table}"] = int(row[0]) if row else -1
+    for name, query in (
+        ("indexes", "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'"),
+        ("constraints", "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                        "WHERE n.nspname = 'public'"),
+    ):
+        row = conn.execute(query).fetchone()
+        result[name] = int(row[0]) if row else -1
+    if "certnames" in tables:
+        row = conn.execute("SELECT coalesce(md5(string_agg(certname || ':' || coalesce(deactivated::text, ''), ',' "
+                           "ORDER BY certname)), '') FROM certnames").fetchone()
+        result["md5:certnames"] = str(row[0]) if row else ""
+    return result
+
+
+@task(name="puppetdb-fingerprint", task_run_name="puppetdb-fingerprint/{host}", **READ)
+def fingerprint(host: str) -> dict[str, int | str]:
+    with connect(host) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return fingerprint_in(conn)
+
+
+@task(name="free-space", task_run_name="free-space/{host}", **READ)
+def free_bytes(host: str, path: str) -> int:
+    out = runtime.executor().run(host, commands.free_bytes(path), timeout_s=60).stdout.split()
+    try:
+        return int(out[-1])
+    except (IndexError, ValueError):
+        raise CommandFailed(host=host, command="df", exit_code=0, output=" ".join(out)) from None
+
+
+@task(name="cpu-count", task_run_name="cpu-count/{host}", **READ)
+def cpu_count(host: str) -> int:
+    return max(1, int(runtime.executor().run(host, commands.cpu_count(), timeout_s=60).stdout.strip() or 1))
+
+
+@task(name="prepare-dump-dir", task_run_name="prepare-dump-dir/{host}", **RETRY_CONNECT)
+def prepare_dump_dir(host: str, path: str) -> None:
+    runtime.executor().run(host, commands.make_dir(path, owner=runtime.settings().pg_os_user), timeout_s=60)
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    file: str
+    seconds: float
+    fingerprint: dict[str, int | str]
+
+
+@task(name="pg-dump", task_run_name="pg-dump/{host}", **SIDE_EFFECT)
+def dump(host: str, file: str, compress: int = 3) -> DumpResult:
+    """pg_dump of pe-puppetdb from an exported snapshot, and the fingerprint of exactly that snapshot."""
+    s = runtime.settings()
+    started = time.monotonic()
+    with connect(host) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        snapshot = str(row[0]) if row else None
+        expected = fingerprint_in(conn)
+        # The exporting transaction stays open while pg_dump imports its snapshot.
+        cmd = commands.pg_dump(file=file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir, compress=compress,
+                               snapshot=snapshot)
+        runtime.executor().run(host, cmd, timeout_s=s.command_timeout_s)
+    seconds = time.monotonic() - started
+    logger().info("dumped pe-puppetdb on %s in %.1f s (%d tables)", host, seconds,
+                  sum(1 for k in expected if k.startswith("rows:")))
+    return DumpResult(file, seconds, expected)
+
+
+@task(name="sha256", task_run_name="sha256/{host}", **READ)
+def checksum(host: str, path: str) -> str:
+    out = runtime.executor().run(host, commands.sha256sum(path), timeout_s=1800, stream=False).stdout.split()
+    if not out or len(out[0]) != 64:
+        raise CommandFailed(host=host, command="sha256sum", exit_code=0, output=" ".join(out))
+    return out[0]
+
+
+@task(name="transfer-dump", task_run_name="transfer-dump/{source}->{target}", **RETRY_CONNECT)
+def transfer(source: str, target: str, path: str, dest: str) -> None:
+    """scp from the PuppetDB node to the replica, as the guide does (retried: it is idempotent)."""
+    try:
+        runtime.executor().run(source, commands.scp_to(path, host=target, dest=dest), timeout_s=runtime.settings().command_timeout_s)
+    except CommandFailed as exc:
+        raise TransferError(f"scp to {target} failed (exit {exc.exit_code})", host=source,
+                            hint="the master must be able to ssh to the replica as root") from None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    exit_code: int
+    ignored_errors: list[str]
+    seconds: float
+
+
+@task(name="pg-restore", task_run_name="pg-restore/{host}", **SIDE_EFFECT)
+def restore(host: str, file: str, jobs: int) -> RestoreResult:
+    """``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(), not here."""
+    s = runtime.settings()
+    started = time.monotonic()
+    cmd = commands.pg_restore(file=file, jobs=jobs, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
+    result = runtime.executor().run(host, cmd, check=False, timeout_s=s.command_timeout_s)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pg_restore: error")]
+    if result.exit_code not in (0, 1) or (result.exit_code == 1 and "errors ignored on restore" not in result.stderr):
+        raise CommandFailed(host=host, command=result.command, exit_code=result.exit_code, output=result.stderr)
+    if result.exit_code == 1:
+        logger().warning("pg_restore on %s exited 1 with %d ignored errors; the result is verified next", host,
+                         len(errors))
+    return RestoreResult(result.exit_code, errors[:20], time.monotonic() - started)
+
+
+@task(name="verify-copy", task_run_name="verify-copy/{host}", **READ)
+def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
+    """Compare the target's fingerprint with the source snapshot's; any difference fails the copy."""
+    actual = fingerprint.fn(host)
+    diff = {k: (expected.get(k), actual.get(k)) for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)}
+    if diff:
+        shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in sorted(diff.items())[:8])
+        raise PreconditionFailed(f"the copy on {host} differs from the source: {shown}",
+                                 hint="do not use this copy; re-run copy_puppetdb (provisioning's own sync still works)")
+    return actual
+
+
+@task(name="remove-dump", task_run_name="remove-dump/{host}", **RETRY_CONNECT)
+def remove_files(host: str, *paths: str) -> None:
+    runtime.executor().run(host, commands.remove_files(*paths), timeout_s=120)

@@ -1,0 +1,74 @@
+"""Tasks that read PE's status API (``/status/v1/services``) over TLS, and probe PE's ports."""
+
+from __future__ import annotations
+
+import socket
+
+from prefect import task
+
+from pe_ha import commands, runtime
+from pe_ha.errors import ApiError, RemoteError
+from pe_ha.pe_api import PE_PORTS, STATUS_PORTS
+from tasks._base import READ
+
+
+@task(name="read-status-api", task_run_name="status-api/{host}", cache_policy=READ["cache_policy"], retries=0)
+def host_status(host: str, ports: tuple[int, ...] = STATUS_PORTS) -> list[dict]:
+    """Every service's state on ``host``; an unreachable port is reported, not raised (bounded by the connect timeout)."""
+    api = runtime.api()
+    rows: list[dict] = []
+    for port in ports:
+        try:
+            for st in api.services_status(host, port):
+                rows.append({"host": host, "port": port, "service": st.service, "state": st.state,
+                             "alerts": "; ".join(a.get("message", "") for a in st.alerts),
+                             "sync": _sync(st.status), "replication": _replication(st.status)})
+        except ApiError as exc:
+            rows.append({"host": host, "port": port, "service": f"port {port}", "state": "unreachable",
+                         "alerts": exc.message, "sync": "", "replication": ""})
+            if exc.status is None and port == ports[0]:
+                # The first port timed out: the host is down or cut off; don't wait out every other port too.
+                for other in ports[1:]:
+                    rows.append({"host": host, "port": other, "service": f"port {other}", "state": "unreachable",
+                                 "alerts": "host unreachable", "sync": "", "replication": ""})
+                break
+    return rows
+
+
+def _sync(status: dict | None) -> str:
+    sync = (status or {}).get("sync_status") if isinstance(status, dict) else None
+    return str(sync.get("state", "")) if isinstance(sync, dict) else ""
+
+
+def _replication(status: dict | None) -> str:
+    rep = (status or {}).get("replication") if isinstance(status, dict) else None
+    return f"{rep.get('mode')}/{rep.get('status')}" if isinstance(rep, dict) else ""
+
+
+@task(name="probe-ports-from-worker", task_run_name="probe-ports/{host}", cache_policy=READ["cache_policy"], retries=0)
+def open_ports_from_worker(host: str, timeout_s: float = 3.0) -> list[int]:
+    """PE ports on ``host`` that accept a TCP connection from the worker."""
+    entry = runtime.settings().host(host)
+    answering = []
+    for port in PE_PORTS:
+        try:
+            socket.create_connection((entry.ssh_address, port), timeout=timeout_s).close()
+            answering.append(port)
+        except OSError:
+            continue
+    return answering
+
+
+@task(name="probe-ports-from-host", task_run_name="probe-ports/{host}-from-{from_host}",
+      cache_policy=READ["cache_policy"], retries=0)
+def open_ports_from_host(from_host: str, host: str, timeout_s: int = 3) -> list[int]:
+    """PE ports on ``host`` that accept a TCP connection from ``from_host`` (run over SSH there)."""
+    ex = runtime.executor()
+    answering = []
+    for port in PE_PORTS:
+        try:
+            if ex.run(from_host, commands.tcp_probe(host, port, timeout_s=timeout_s), check=False, timeout_s=timeout_s + 10).exit_code == 0:
+                answering.append(port)
+        except RemoteError:
+            raise
+    return answering

@@ -1,0 +1,47 @@
+"""Tasks for the admin RBAC token: validate it through PE's RBAC API, stage it on a node for --token-file."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+
+from pe_ha import commands, runtime
+from pe_ha.errors import AuthError
+from tasks._base import READ, RETRY_CONNECT, logger
+
+
+@task(name="validate-token", **READ)
+def validate_token(min_validity_s: float | None = None) -> dict:
+    """Authenticate the token; refuse one that expires before the coming long step could finish."""
+    s = runtime.settings()
+    token = s.rbac_token()
+    info = runtime.api().authenticate(token)
+    needed = s.token_min_validity_s if min_validity_s is None else min_validity_s
+    expires = info.get("expires")
+    if isinstance(expires, int | float):
+        remaining = expires - time.time()
+        if remaining < needed:
+            raise AuthError(f"the RBAC token expires in {max(remaining, 0):.0f} s, less than the {needed:.0f} s this "
+                            "step may need", url="rbac-api/v2/auth/token/authenticate", status=None,
+                            hint="issue a longer-lived token: puppet-access login --lifetime 2h")
+        logger().info("RBAC token valid for another %.0f s", remaining)
+    else:
+        logger().info("RBAC token is valid (its expiry is not reported; it is re-checked before each long step)")
+    return {"login": info.get("login"), "expires": expires}
+
+
+@task(name="stage-token", task_run_name="stage-token/{host}", **RETRY_CONNECT)
+def stage_token(host: str) -> str:
+    """Write the token to the node (mode 0600) for ``--token-file``; it never appears in argv or logs."""
+    s = runtime.settings()
+    ex = runtime.executor()
+    parent = s.remote_token_file.rsplit("/", 1)[0]
+    ex.run(host, commands.make_dir(parent))
+    ex.put_bytes(host, (s.rbac_token().get_secret_value() + "\n").encode(), s.remote_token_file, mode=0o600)
+    return s.remote_token_file
+
+
+@task(name="remove-staged-token", task_run_name="remove-staged-token/{host}", **RETRY_CONNECT)
+def remove_staged_token(host: str) -> None:
+    runtime.executor().run(host, commands.remove_files(runtime.settings().remote_token_file))
