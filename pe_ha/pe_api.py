@@ -20,6 +20,9 @@ from pe_ha.settings import Settings
 PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER = 8140, 8081, 4433, 8143, 8142, 8170
 PE_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER)
 STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, CODE_MANAGER)
+# A replica runs Puppet Server, PuppetDB and the console services; orchestration and Code Manager
+# activate only when it is promoted (PE's HA overview).
+REPLICA_STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     pg_password_file: Path | None = Field(default=None, description="File holding that role's password.")
     pg_bin_dir: str = Field(default="/opt/puppetlabs/server/bin", description="PE's PostgreSQL client tools.")
     dump_dir: str = Field(default="/var/tmp", description="Folder for PuppetDB dumps on master and replica.")
+    backup_dir: Path = Field(default=Path("/var/lib/pe-ha/backups"),
+                             description="Where classifier backups are written on the worker (mode 0700).")
     remote_lang: str = Field(default="C.UTF-8", description="LANG for remote root sessions.")
     remote_path: str = Field(default=DEFAULT_REMOTE_PATH, description="PATH for remote root sessions.")
     health_interval_s: int = Field(default=300, ge=30, description="verify_health schedule interval.")

@@ -1,0 +1,83 @@
+"""Promote a replica — PE guide, "Promote a replica". Only when the master is offline for good.
+
+1. Split-brain guard: the master must answer on none of PE's ports, asked from the replica and from
+   the worker. ``allow_master_reachable=True`` overrides it, loudly.
+2. Approval pause (unless approved up front).
+3. ``puppet infrastructure promote replica`` on the replica.
+4. Redeploy the agents' configuration (Puppet runs through the new master, or a Direct Puppet job).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from prefect.states import Cancelled
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows._common import Runbook, distinct, inventory_host, log, require_approval, run_name, show_topology
+from pe_ha import commands, runtime
+from pe_ha.errors import ApprovalRejected, PreconditionFailed
+from pe_ha.validation import Topology
+from tasks import agent, infrastructure, status_api, token
+
+
+@flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
+      task_runner=ThreadPoolTaskRunner(max_workers=16))  # type: ignore[arg-type]
+def promote_replica(replica: str | None = None, topology: Topology | None = None,
+                    deploy: Literal["agent-runs", "job"] = "agent-runs", approve: bool = False,
+                    allow_master_reachable: bool = False, dry_run: bool = False):
+    """Promote ``replica`` to primary master after the old master is gone for good."""
+    s = runtime.settings()
+    master = s.master.name
+    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
+    distinct(master, replica, "replica")
+    nodes = [n.name for n in s.managed_nodes]
+    book = Runbook("promote-replica", replica)
+    book.planned("split-brain guard", "worker", f"TCP probe of {master} on PE ports")
+    for port in (8140, 8081, 4433, 8143, 8142, 8170):
+        book.planned("split-brain guard", replica, commands.tcp_probe(master, port))
+    book.planned("promote", replica, commands.promote_replica(topology=topology))
+    for host in nodes:
+        book.planned("redeploy", host, commands.agent_run(server_list=[replica]))
+    if dry_run:
+        return {"dry_run": True, "plan": book.publish_plan()}
+
+    show_topology("before", [replica])
+    with book.step("split-brain guard: is the old master gone?", master):
+        from_worker = status_api.open_ports_from_worker(master)
+        from_replica = status_api.open_ports_from_host(replica, master)
+        if from_worker or from_replica:
+            reason = (f"the master {master} still answers on PE ports {sorted(set(from_worker) | set(from_replica))} "
+                      f"(from the worker: {from_worker or 'none'}; from {replica}: {from_replica or 'none'})")
+            if not allow_master_reachable:
+                raise PreconditionFailed(reason, hint="promote only when the master is permanently offline; shut it "
+                                                      "down (or fence it) first, or run forget/reinitialize instead")
+            log().error("SPLIT-BRAIN GUARD OVERRIDDEN by allow_master_reachable=True: %s. Agents may talk to two "
+                        "masters.", reason)
+    try:
+        require_approval(book, f"Promote {replica} to primary master; the old master {master} is decommissioned.",
+                         approved_up_front=approve)
+    except ApprovalRejected as exc:
+        book.publish_summary(outcome="not approved")
+        return Cancelled(message=f"promote-replica ended with nothing done: {exc.message}")
+    with book.step("puppet infrastructure promote replica", replica):
+        infrastructure.promote_replica(replica, topology)
+    with book.step(f"redeploy configuration ({deploy})"):
+        if deploy == "job":
+            try:
+                token.stage_token(replica)
+                agent.job_run_all_nodes(replica)
+            finally:
+                token.remove_staged_token(replica)
+        else:
+            codes = agent.agent_run.map(nodes, server_list=[[replica]] * len(nodes)).result() if nodes else []
+            log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
+    show_topology("after", [replica])
+    book.publish_summary(outcome="promoted", next_steps=[
+        f"Update everything that refers to {master}: PE client tools (puppet-access, puppet job), Code Manager "
+        "webhooks, Razor brokers, and CNAME/DNS records.",
+        f"Point pe-ha at the new topology: PEHA_MASTER={replica}.",
+        f"Make {master} a replica again with enable-ha-failover, or forget it if it is gone for good.",
+    ])
+    return {"promoted": replica, "old_master": master}

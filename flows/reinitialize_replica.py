@@ -1,0 +1,53 @@
+"""Reinitialize a replica — PE guide, "Reinitialize a replica" (all databases, or some).
+
+1. The master must be fully functional and reachable: every service on its status API is running.
+2. Approval pause (unless approved up front).
+3. ``puppet infrastructure reinitialize replica [--db …] -y`` on the replica.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.states import Cancelled
+
+from flows._common import Runbook, distinct, inventory_host, require_approval, run_name, show_topology
+from pe_ha import commands, runtime
+from pe_ha.errors import ApprovalRejected, PreconditionFailed
+from pe_ha.validation import ReplicaDatabase, replica_database
+from tasks import infrastructure, status_api
+
+
+@flow(name="reinitialize-replica", flow_run_name=run_name("reinitialize-replica", "replica", "replica"))
+def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica: str | None = None,
+                         master: str | None = None, approve: bool = False, dry_run: bool = False):
+    """Destroy and re-create the replica's databases (``databases`` empty or None = all)."""
+    s = runtime.settings()
+    master = inventory_host(master, default=s.master.name, what="master")
+    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
+    distinct(master, replica, "replica")
+    dbs = [replica_database(d) for d in (databases or [])]
+    cmd = commands.reinitialize_replica(dbs)
+    book = Runbook("reinitialize-replica", replica)
+    book.planned("master health", "worker", f"GET https://{master}:<ports>/status/v1/services")
+    book.planned("reinitialize", replica, cmd)
+    if dry_run:
+        return {"dry_run": True, "plan": book.publish_plan()}
+    show_topology("before", [master])
+    with book.step("is the master healthy and reachable?", master):
+        rows = status_api.host_status(master)
+        bad = [f"{r['service']}: {r['state']}" for r in rows if r["state"] != "running"]
+        if bad:
+            raise PreconditionFailed(f"the master {master} is not fully functional ({'; '.join(bad)})",
+                                     hint="reinitialize needs a healthy master; fix it first (verify-health shows details)")
+    try:
+        require_approval(book, f"Reinitialize {', '.join(dbs) or 'all databases'} on {replica}: they are destroyed and "
+                               "re-created from the master; the replica cannot serve failover meanwhile.",
+                         approved_up_front=approve)
+    except ApprovalRejected as exc:
+        book.publish_summary(outcome="not approved")
+        return Cancelled(message=f"reinitialize-replica ended with nothing done: {exc.message}")
+    with book.step(cmd.description, replica):
+        infrastructure.reinitialize_replica(replica, dbs)
+    show_topology("after", [master])
+    book.publish_summary(outcome="reinitialized", next_steps=["Run verify-health: replication should show as running."])
+    return {"replica": replica, "databases": dbs or "all"}

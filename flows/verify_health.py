@@ -1,0 +1,48 @@
+"""Verify health — read every PE service's status API on master and replica; alert when something is wrong.
+
+Read-only: it takes no lock. Connect timeouts keep it fast when a host is down. It reports a table
+artifact, emits ``pe-ha.health.degraded`` / ``pe-ha.health.ok`` events, and fails when anything is not
+running, so a Prefect automation can alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows._common import log
+from pe_ha import runtime
+from pe_ha.errors import PreconditionFailed
+from pe_ha.pe_api import REPLICA_STATUS_PORTS, STATUS_PORTS
+from tasks import status_api
+
+
+@flow(name="verify-health", flow_run_name="verify-health/{installation}", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
+def verify_health(installation: str = "default", fail_on_degraded: bool = True) -> dict:
+    """Status of every PE service on the master and the replica."""
+    s = runtime.settings()
+    futures = [status_api.host_status.submit(s.master.name, STATUS_PORTS)]
+    if s.replica:
+        futures.append(status_api.host_status.submit(s.replica.name, REPLICA_STATUS_PORTS))
+    rows = [row for f in futures for row in f.result()]
+    bad = [r for r in rows if r["state"] != "running" or r["alerts"]]
+    create_table_artifact(key=f"pe-health-{s.installation}", table=rows,
+                          description=f"PE service status: {len(rows) - len(bad)} of {len(rows)} healthy")
+    resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}", "prefect.resource.name": s.installation}
+    summary: dict[str, Any] = {"healthy": len(rows) - len(bad), "total": len(rows),
+               "problems": [f"{r['host']} {r['service']}: {r['state']} {r['alerts']}".strip() for r in bad]}
+    if bad:
+        emit_event(event="pe-ha.health.degraded", resource=resource, payload=summary)
+        for line in summary["problems"]:
+            log().error("%s", line)
+        if fail_on_degraded:
+            raise PreconditionFailed(f"{len(bad)} of {len(rows)} PE services are not healthy: "
+                                     + "; ".join(summary["problems"][:5]))
+    else:
+        emit_event(event="pe-ha.health.ok", resource=resource, payload=summary)
+        log().info("all %d PE services are running", len(rows))
+    return summary
