@@ -27,7 +27,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     master = s.master.name
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
     distinct(master, replica, "replica")
-    sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=10)
+    sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=1)
     node = inventory_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
     book = Runbook("provision-replica", replica)
     book.planned("check replica's server setting", replica, commands.config_print("server"))

@@ -309,6 +309,15 @@ def tcp_probe(host: str, port: int, *, timeout_s: int = 3) -> Command:
                    f"probe {host}:{port}")
 
 
+def tcp_probe_ports(host: str, ports: Sequence[int], *, timeout_s: int = 3) -> Command:
+    """Probe all ``ports`` of ``host`` at once; prints each port that accepts a TCP connection."""
+    host = v.hostname(host) if not is_ipv4(host) else host
+    script = 'h=$1; shift; for p in "$@"; do (exec 3<>"/dev/tcp/$h/$p" && echo "$p") 2>/dev/null & done; wait'
+    return Command(("timeout", str(v.positive_int(timeout_s, what="probe timeout", maximum=60)), "bash", "-c", script,
+                    "probe", host, *(str(v.positive_int(p, what="port", maximum=65535)) for p in ports)),
+                   f"probe {host} ports {','.join(map(str, ports))}")
+
+
 def resolve_ipv4(host: str) -> Command:
     return Command(("getent", "ahostsv4", v.hostname(host)), f"resolve {host}")
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from prefect import task
 
 from pe_ha import commands, runtime
-from pe_ha.errors import ApiError, RemoteError
+from pe_ha.errors import ApiError
 from pe_ha.pe_api import PE_PORTS, STATUS_PORTS
 from tasks._base import READ
 
@@ -47,28 +48,24 @@ def _replication(status: dict | None) -> str:
 
 @task(name="probe-ports-from-worker", task_run_name="probe-ports/{host}", cache_policy=READ["cache_policy"], retries=0)
 def open_ports_from_worker(host: str, timeout_s: float = 3.0) -> list[int]:
-    """PE ports on ``host`` that accept a TCP connection from the worker."""
+    """PE ports on ``host`` that accept a TCP connection from the worker (probed in parallel)."""
     entry = runtime.settings().host(host)
-    answering = []
-    for port in PE_PORTS:
+
+    def probe(port: int) -> int | None:
         try:
             socket.create_connection((entry.ssh_address, port), timeout=timeout_s).close()
-            answering.append(port)
+            return port
         except OSError:
-            continue
-    return answering
+            return None
+
+    with ThreadPoolExecutor(len(PE_PORTS)) as pool:
+        return sorted(p for p in pool.map(probe, PE_PORTS) if p is not None)
 
 
 @task(name="probe-ports-from-host", task_run_name="probe-ports/{host}-from-{from_host}",
       cache_policy=READ["cache_policy"], retries=0)
 def open_ports_from_host(from_host: str, host: str, timeout_s: int = 3) -> list[int]:
-    """PE ports on ``host`` that accept a TCP connection from ``from_host`` (run over SSH there)."""
-    ex = runtime.executor()
-    answering = []
-    for port in PE_PORTS:
-        try:
-            if ex.run(from_host, commands.tcp_probe(host, port, timeout_s=timeout_s), check=False, timeout_s=timeout_s + 10).exit_code == 0:
-                answering.append(port)
-        except RemoteError:
-            raise
-    return answering
+    """PE ports on ``host`` that accept a TCP connection from ``from_host`` (one parallel probe over SSH)."""
+    result = runtime.executor().run(from_host, commands.tcp_probe_ports(host, PE_PORTS, timeout_s=timeout_s),
+                                    check=False, timeout_s=timeout_s + 10, stream=False)
+    return sorted(int(line) for line in result.stdout.split() if line.isdigit())

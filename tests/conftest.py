@@ -75,3 +75,53 @@ def make_settings(tmp_path: Path, **overrides):
     }
     values.update(overrides)
     return load_settings(**values)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the session; the flow heartbeat (about 1 s per flow) is off."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+
+
+def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | None = None, groups: list | None = None,
+                token_status: int = 200):
+    """A PEApi whose HTTP goes to an httpx.MockTransport: RBAC, classifier and status endpoints."""
+    import json as _json
+    import time as _time
+
+    import httpx
+
+    from pe_ha.pe_api import PEApi
+
+    calls: list[str] = []
+    state = {"groups": groups if groups is not None else [{"name": "PE Agent", "id": "agent-id", "parent": "root",
+                                                           "rule": None, "classes": {}}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.host}:{request.url.port}{request.url.path}")
+        path = request.url.path
+        if path == "/rbac-api/v2/auth/token/authenticate":
+            if token_status != 200:
+                return httpx.Response(token_status, json={"kind": "puppetlabs.rbac/token-expired", "msg": "expired"})
+            return httpx.Response(200, json={"login": "admin", "expires": _time.time() + token_expires_in})
+        if path == "/classifier-api/v1/groups" and request.method == "GET":
+            return httpx.Response(200, json=state["groups"])
+        if path.startswith("/classifier-api/v1/groups") and request.method == "POST":
+            body = _json.loads(request.content)
+            state["groups"].append(body)
+            return httpx.Response(200, json=body)
+        if path == "/status/v1/services":
+            per_host = (status or {}).get(request.url.host, {"svc": "running"})
+            body = {k: {"state": v, "status": {}, "active_alerts": []} for k, v in per_host.items()}
+            code = 200 if all(v == "running" for v in per_host.values()) else 503
+            return httpx.Response(code, json=body)
+        return httpx.Response(404, json={"kind": "not-found"})
+
+    api = PEApi(settings, transport=httpx.MockTransport(handler))
+    api.calls = calls  # type: ignore[attr-defined]
+    return api

@@ -938,12 +938,19 @@ def pdb_sync_loop():
 def host_entries(host, label, host_role):
     keys = [e for e in STATUS_ENTRIES if host_role == "master" or not e[4]]
     per_port = {}
-    for port in sorted({e[2] for e in keys}):
+
+    def read(port):
         try:
             _, body = https("GET", host, port, "/status/v1/services?level=debug", timeout=3)
             per_port[port] = body if isinstance(body, dict) else {}
         except OSError:
             per_port[port] = None
+
+    threads = [threading.Thread(target=read, args=(p,)) for p in sorted({e[2] for e in keys})]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     entries = []
     for key, display, port, path, _ in keys:
         st = (per_port[port] or {}).get(key)

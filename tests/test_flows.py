@@ -1,0 +1,307 @@
+"""Each flow against the fake executor and a fake PE API: the exact per-host command sequence, and the refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pe_ha import runtime
+from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, ValidationError, WaitTimedOut
+from pe_ha.executor import CommandResult
+from pe_ha.fake_executor import FakeExecutor
+from tests.conftest import fake_pe_api, make_settings
+
+M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
+TF = "/root/.puppetlabs/pe-ha.token"
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def status_json(host: str, state: str = "running") -> str:
+    return json.dumps([{"service": s, "state": state, "status": {}, "display_name": s, "server": host,
+                        "url": f"https://{host}:8081/", "type": "Primary Master Replica", "alerts": []}
+                       for s in ("puppetdb-status", "pe-master")])
+
+
+@pytest.fixture()
+def env(tmp_path):
+    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
+    fake = FakeExecutor()
+    api = fake_pe_api(settings)
+    with runtime.use(executor=fake, api=api, settings=settings):
+        yield fake, api, settings
+
+
+def test_provision_replica_runs_the_runbook_in_order(env):
+    fake, api, _ = env
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
+    from flows.provision_replica import provision_replica
+
+    result = provision_replica(sync_timeout_s=30)
+    assert result == {"replica": R, "services": 2, "verify_exit_code": 0}
+    assert fake.commands_on(R) == [("puppet", "config", "print", "server", "--section", "main")]
+    master = [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")]
+    assert master == [
+        ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
+        ("puppet", "infrastructure", "provision", "replica", R, "--color", "false", "--token-file", TF),
+        ("rm", "-f", "--", TF),
+    ]
+    assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}")]
+    assert ("put", "<bytes>", TF) in [c.argv for c in fake.calls if c.kind == "put"]
+    assert any("authenticate" in c for c in api.calls)
+
+
+def test_provision_refuses_replica_pointing_elsewhere(env):
+    fake, _, _ = env
+    fake.script(R, ("puppet", "config", "print", "server"), stdout="compile1.example.com")
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(PreconditionFailed, match="not the master"):
+        state.result()
+    assert not any("provision" in c for host in (M, R) for c in fake.commands_on(host))
+
+
+@pytest.mark.parametrize("bad", ["replica.example.com; rm -rf /", "-replica", "rеplica.example.com", "a" * 300,
+                                 "other.example.com", M])
+def test_provision_refuses_bad_replica_before_any_command(env, bad):
+    fake, _, _ = env
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(replica=bad, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValidationError):
+        state.result()
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("timeout", [-5, 0, 10**9])
+def test_provision_refuses_absurd_timeouts(env, timeout):
+    fake, _, _ = env
+    from flows.provision_replica import provision_replica
+
+    with pytest.raises(ValidationError):
+        provision_replica(sync_timeout_s=timeout)
+    assert fake.calls == []
+
+
+def test_sync_wait_is_bounded_and_reports_last_status(env):
+    fake, _, _ = env
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R, "starting"))
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(sync_timeout_s=2, return_state=True)
+    with pytest.raises(WaitTimedOut, match="starting"):
+        state.result()
+    assert ("rm", "-f", "--", TF) in fake.commands_on(M)  # the staged token is removed on failure too
+    assert fake.commands_on(A1) == []
+
+
+def test_expired_token_stops_before_provisioning(tmp_path):
+    settings = make_settings(tmp_path)
+    fake = FakeExecutor()
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    with runtime.use(executor=fake, api=fake_pe_api(settings, token_status=401), settings=settings):
+        from flows.provision_replica import provision_replica
+
+        state = provision_replica(return_state=True)
+    assert state.is_failed() and "token-expired" in state.message
+    assert not any("provision" in c for c in fake.commands_on(M))
+
+
+def test_token_expiring_during_sync_is_refused(tmp_path):
+    settings = make_settings(tmp_path)
+    fake = FakeExecutor()
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    with runtime.use(executor=fake, api=fake_pe_api(settings, token_expires_in=120), settings=settings):
+        from flows.provision_replica import provision_replica
+
+        state = provision_replica(sync_timeout_s=1800, return_state=True)
+    assert state.is_failed() and "expires in" in state.message
+    assert all(c[:3] == ("puppet", "infrastructure", "status") for c in fake.commands_on(M))  # topology read only
+
+
+def test_enable_replica_with_job_deploy_and_drill(env):
+    fake, api, settings = env
+    from flows.enable_replica import enable_replica
+
+    fake.script(R, ("puppet", "config", "delete", "server"), stdout="Deleted setting from 'main': 'server = m'")
+    fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
+    fake.script(M, ("getent", "ahostsv4", A2), stdout="198.51.100.22 STREAM agent2")
+    enable_replica(topology="mono", deploy="job", drill=True, drill_node=A2)
+    assert fake.commands_on(M)[1:4] == [
+        ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
+        ("puppet", "infrastructure", "enable", "replica", R, "--topology", "mono", "--yes", "--color", "false",
+         "--token-file", TF),
+        ("puppet", "job", "run", "--no-enforce-environment", "--query",
+         "nodes {deactivated is null and expired is null}", "--token-file", TF),
+    ]
+    assert fake.commands_on(R) == [("puppet", "config", "delete", "server", "--section", "main")]
+    assert fake.commands_on(A2) == [("puppet", "agent", "-t")]
+    iptables = [c for c in fake.commands_on(M) if c[0] == "iptables"]
+    assert [c[1] for c in iptables[:4]] == ["-I", "-I", "-I", "-I"]
+    assert any(c[1] == "-D" for c in iptables)
+    backups = list((settings.backup_dir).glob("classifier-unit-*.json"))
+    assert len(backups) == 1 and json.loads(backups[0].read_text())[0]["name"] == "PE Agent"
+
+
+def test_drill_always_reconnects_when_the_test_run_fails(env):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent", "-t"), exit_code=1, stdout="Could not select a functional puppet master")
+    from flows.enable_replica import enable_replica
+
+    # inventory addresses are names here; the drill resolves them on the master
+    fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
+    fake.script(M, ("getent", "ahostsv4", A1), stdout="198.51.100.21 STREAM agent1")
+    state = enable_replica(drill=True, deploy="job", return_state=True)
+    assert state.is_failed()
+    deletes = [c for c in fake.commands_on(M) if c[:2] == ("iptables", "-D")]
+    assert {c[4] for c in deletes} == {"198.51.100.12", "198.51.100.21"}
+
+
+def test_enable_mono_with_compile_needs_urls_before_any_command(env):
+    fake, _, _ = env
+    from flows.enable_replica import enable_replica
+
+    with pytest.raises(ValidationError, match="mono-with-compile"):
+        enable_replica(topology="mono-with-compile")
+    assert fake.calls == []
+
+
+def test_promote_refuses_while_the_master_answers_from_the_replica(env):
+    fake, _, _ = env
+    fake.script(R, ("timeout", "3", "bash", "-c"), stdout="8140\n8081\n")
+    from flows.promote_replica import promote_replica
+
+    state = promote_replica(approve=True, return_state=True)
+    with pytest.raises(PreconditionFailed, match="still answers"):
+        state.result()
+    assert not any(c[:3] == ("puppet", "infrastructure", "promote") for c in fake.commands_on(R))
+
+
+def test_promote_when_master_is_gone(env):
+    fake, _, _ = env
+    fake.unreachable.add(M)
+    from flows.promote_replica import promote_replica
+
+    result = promote_replica(approve=True)
+    assert result == {"promoted": R, "old_master": M}
+    assert ("puppet", "infrastructure", "promote", "replica", "--yes", "--color", "false") in fake.commands_on(R)
+    assert fake.commands_on(A1) == [("puppet", "agent", "-t", f"--server_list={R}")]
+
+
+def test_enable_ha_failover_is_killed_at_its_bound(env):
+    fake, _, _ = env
+    fake.script(R, ("puppet", "infrastructure", "run"), error=RemoteTimeout("did not finish", host=R))
+    from flows.enable_ha_failover import enable_ha_failover
+
+    state = enable_ha_failover(host=M, replication_timeout_secs=30, return_state=True)
+    with pytest.raises(RemoteTimeout, match="replication_timeout_secs=30"):
+        state.result()
+    assert ("rm", "-f", "--", TF) in fake.commands_on(R)
+
+
+def test_reinitialize_refuses_when_the_master_is_unhealthy(tmp_path):
+    settings = make_settings(tmp_path)
+    fake = FakeExecutor()
+    api = fake_pe_api(settings, status={M: {"puppetdb-status": "error", "pe-master": "running"}})
+    with runtime.use(executor=fake, api=api, settings=settings):
+        from flows.reinitialize_replica import reinitialize_replica
+
+        state = reinitialize_replica(databases=["pe-rbac"], approve=True, return_state=True)
+    with pytest.raises(PreconditionFailed, match="not fully functional"):
+        state.result()
+    assert fake.commands_on(R) == []
+
+
+def test_reinitialize_runs_one_db_flag_per_database(env):
+    fake, _, _ = env
+    from flows.reinitialize_replica import reinitialize_replica
+
+    reinitialize_replica(databases=["pe-rbac", "pe-activity"], approve=True)
+    assert fake.commands_on(R) == [("puppet", "infrastructure", "reinitialize", "replica", "--db", "pe-rbac", "--db",
+                                    "pe-activity", "-y", "--color", "false")]
+
+
+def test_reinitialize_refuses_unknown_database(env):
+    fake, _, _ = env
+    from flows.reinitialize_replica import reinitialize_replica
+
+    with pytest.raises(Exception, match="pe-activity.*pe-rbac"):
+        reinitialize_replica(databases=["pe-puppetdb"], approve=True)
+    assert fake.calls == []
+
+
+def test_verify_health_fails_and_reports_when_a_service_is_down(tmp_path):
+    settings = make_settings(tmp_path)
+    api = fake_pe_api(settings, status={R: {"puppetdb-status": "starting"}})
+    with runtime.use(executor=FakeExecutor(), api=api, settings=settings):
+        from flows.verify_health import verify_health
+
+        state = verify_health(return_state=True)
+    assert state.is_failed() and "puppetdb-status: starting" in state.message
+
+
+def test_dry_run_runs_nothing(env):
+    fake, api, _ = env
+    from flows.copy_puppetdb import copy_puppetdb
+    from flows.enable_replica import enable_replica
+    from flows.provision_replica import provision_replica
+
+    plan = provision_replica(dry_run=True)["plan"]
+    assert any("provision replica" in row["command"] for row in plan)
+    assert enable_replica(dry_run=True, drill=True)["dry_run"]
+    assert any("pg_restore" in row["command"] for row in copy_puppetdb(dry_run=True)["plan"])
+    assert fake.calls == [] and api.calls == []
+
+
+def test_agent_lock_is_waited_for_then_fails_clearly(env):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent"), exit_code=1,
+                stdout="Notice: Run of Puppet configuration client already in progress; skipping")
+    from tasks.agent import agent_run
+
+    with pytest.raises(WaitTimedOut, match="agent lock"):
+        agent_run.fn(A1, lock_wait_s=1)
+    assert len(fake.commands_on(A1)) >= 2
+
+
+@pytest.mark.parametrize("code", [1, 4, 6])
+def test_agent_failures_are_failures(env, code):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent"), exit_code=code, stdout="Error: something")
+    from tasks.agent import agent_run
+
+    with pytest.raises(CommandFailed):
+        agent_run.fn(A1)
+
+
+def test_retry_policy_never_retries_auth_or_refusals():
+    from pe_ha.errors import ApiUnavailable, AuthError, ConnectError
+    from pe_ha.retry import retry_if_transient
+
+    class State:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def result(self):
+            raise self.exc
+
+    assert retry_if_transient(None, None, State(ConnectError("x", host="h")))
+    assert retry_if_transient(None, None, State(ApiUnavailable("x", url="u")))
+    assert not retry_if_transient(None, None, State(AuthError("401", url="u", status=401)))
+    assert not retry_if_transient(None, None, State(PreconditionFailed("no")))
+    assert not retry_if_transient(None, None, State(CommandFailed(host="h", command="c", exit_code=1)))
+
+
+def test_command_result_masks_secrets():
+    from pe_ha.masking import register_secret
+
+    register_secret("sekrit-token-value")
+    r = CommandResult("h", ("echo", "sekrit-token-value"), 0, "", "", 0.0)
+    assert "sekrit" not in r.command
