@@ -1,0 +1,181 @@
+"""The lab itself: hosts, PostgreSQL, per-host files, TLS status API, outages, and the simulator's refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+
+from lab import core, tokens
+from pe_ha import runtime
+from pe_ha.errors import ApiError, ApiUnavailable, AuthError, CommandFailed, ConnectError
+from pe_ha.executor import FabricExecutor
+from pe_ha.pe_api import PEApi
+from tests.lab.conftest import lab_settings
+
+pytestmark = pytest.mark.lab
+
+
+def test_every_host_answers_ssh_as_itself(lab, lab_runtime):
+    ex = runtime.executor()
+    for host in lab.hosts:
+        out = ex.run(host.fqdn, ["bash", "-c", "hostname; id -u; ip -4 -o addr show eth0; ls /etc/puppetlabs/puppet"]).stdout
+        lines = out.splitlines()
+        assert lines[0] == host.fqdn and lines[1] == "0"
+        assert f"inet {host.address}/24" in lines[2]
+        assert "puppet.conf" in out
+    ex.run("master.lab.test", ["bash", "-c", "echo m > /tmp/only-on-master"])
+    assert ex.run("replica.lab.test", ["test", "-e", "/tmp/only-on-master"], check=False).exit_code == 1
+
+
+def test_no_route_out_and_no_forwarding(lab, lab_runtime):
+    ex = runtime.executor()
+    out = ex.run("agent1.lab.test", ["ip", "route"]).stdout
+    assert "default" not in out
+    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
+
+
+def test_postgres_on_master_and_replica_only(lab, lab_runtime):
+    s = lab_runtime
+    for host in ("master.lab.test", "replica.lab.test"):
+        addr = s.host(host).address
+        with psycopg.connect(host=addr, dbname="postgres", user="pe-ha", password=s.pg_password().get_secret_value(),
+                             connect_timeout=3) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+            assert {"pe-puppetdb", "pe-classifier", "pe-rbac", "pe-activity", "pe-orchestrator"} <= names
+            assert conn.execute("SELECT host(inet_server_addr())").fetchone()[0] == addr
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=s.host("agent1.lab.test").address, dbname="postgres", user="pe-ha", connect_timeout=2)
+
+
+def test_per_host_puppet_files(lab, lab_runtime):
+    ex = runtime.executor()
+    for host in lab.hosts:
+        conf = ex.run(host.fqdn, ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
+        assert f"certname = {host.fqdn}" in conf and "server = master.lab.test" in conf
+
+
+def test_status_api_over_tls_and_wrong_ca_fails_closed(lab, lab_runtime, tmp_path):
+    api = runtime.api()
+    statuses = api.services_status("master.lab.test", 8081)
+    assert [s.service for s in statuses] == ["puppetdb-status"] and statuses[0].running
+    assert api.simple_status("master.lab.test", 8140) == "running"
+    other = tmp_path / "other-ca.pem"
+    import subprocess
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "k"), "-out", str(other), "-days", "1", "-subj", "/CN=not-pe"],
+                   check=True, capture_output=True)
+    bad = PEApi(lab_settings(ca_cert=other))
+    with pytest.raises(ApiError, match="TLS verification failed"):
+        bad.services_status("master.lab.test", 8081)
+
+
+def test_outage_is_bounded_by_the_connect_timeout_and_restores(lab, lab_runtime):
+    settings = lab_settings(ssh_connect_timeout_s=2, http_connect_timeout_s=2)
+    api, ex = PEApi(settings), FabricExecutor(settings, line_sink=lambda *a: None)
+    core.outage(lab.host("agent2"), "drop")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectError):
+            ex.run("agent2.lab.test", ["true"])
+        assert time.monotonic() - started < 20  # bounded by the 2 s setting (x retries inside paramiko), not ~135 s
+    finally:
+        core.outage(lab.host("agent2"), "restore")
+    assert ex.run("agent2.lab.test", ["true"]).exit_code == 0
+    core.outage(lab.host("master"), "drop")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailable):
+            api.services_status("master.lab.test", 8081)
+        assert time.monotonic() - started < 10
+    finally:
+        core.outage(lab.host("master"), "restore")
+    assert api.simple_status("master.lab.test", 8081) == "running"
+    ex.close()
+
+
+def _sh(ex, host, script, check=False):
+    return ex.run(host, ["bash", "-c", script], check=check)
+
+
+def test_simulator_refusals(lab, lab_runtime):
+    ex = runtime.executor()
+    m = "master.lab.test"
+    # token staged for --token-file
+    ex.put_bytes(m, (lab_runtime.rbac_token().get_secret_value() + "\n").encode(), "/root/pe-ha-test.token")
+    tf = "--token-file /root/pe-ha-test.token"
+    # sudo-style environment (HOME/USER not root's) is refused
+    r = _sh(ex, m, "env HOME=/home/ops USER=ops SUDO_USER=ops /opt/puppetlabs/bin/puppet infrastructure status")
+    assert r.exit_code == 1 and "root session" in r.stderr
+    # enable without --yes and without a terminal is refused (and nothing is provisioned yet anyway)
+    r = _sh(ex, m, f"puppet infrastructure enable replica replica.lab.test --topology mono {tf} </dev/null")
+    assert r.exit_code == 1 and "not a provisioned replica" in r.stderr
+    # a replica whose server is not the master is refused
+    _sh(ex, "replica.lab.test", "puppet config set server agent1.lab.test --section main", check=True)
+    try:
+        r = _sh(ex, m, f"puppet infrastructure provision replica replica.lab.test {tf}")
+        assert r.exit_code == 1 and "must use the primary master" in r.stderr
+    finally:
+        _sh(ex, "replica.lab.test", "puppet config set server master.lab.test --section main", check=True)
+    # reinitialize refuses a database outside the four, and refuses on a non-replica
+    r = _sh(ex, m, "puppet infrastructure reinitialize replica --db pe-puppetdb -y")
+    assert r.exit_code == 1 and "provisioned replica" in r.stderr
+    # an unknown token is refused with 401
+    _sh(ex, m, "echo sim-bogus > /root/bogus.token", check=True)
+    r = _sh(ex, m, "puppet infrastructure provision replica replica.lab.test --token-file /root/bogus.token")
+    assert r.exit_code == 1 and "401" in r.stderr
+
+
+def test_expired_token_is_refused_with_token_expired(lab, lab_runtime):
+    token = lab_runtime.rbac_token().get_secret_value()
+    tokens.expire_token_in(lab, token, 0)
+    try:
+        with pytest.raises(AuthError, match="token-expired"):
+            runtime.api().authenticate(lab_runtime.rbac_token())
+    finally:
+        tokens.issue_admin_token(lab, lifetime_s=4 * 3600)
+
+
+def test_agent_exit_codes(lab, lab_runtime):
+    ex = runtime.executor()
+    a = "agent1.lab.test"
+    assert ex.run(a, ["puppet", "agent", "-t"], check=False).exit_code in (0, 2)
+    assert ex.run(a, ["puppet", "agent", "-t"], check=False).exit_code == 0
+    core.node_run(lab.host("agent1"), "pe-sim", "fault", "agent_fail")
+    try:
+        assert ex.run(a, ["puppet", "agent", "-t"], check=False).exit_code == 4
+    finally:
+        core.node_run(lab.host("agent1"), "pe-sim", "fault", "clear")
+    core.node_run(lab.host("agent1"), "pe-sim", "fault", "agent_lock")
+    try:
+        r = ex.run(a, ["puppet", "agent", "-t"], check=False)
+        assert r.exit_code == 1 and "already in progress" in r.stdout
+    finally:
+        core.node_run(lab.host("agent1"), "pe-sim", "fault", "clear")
+    r = ex.run(a, ["puppet", "agent", "-t", "--server_list=replica.lab.test"], check=False)
+    assert r.exit_code == 1 and "Could not select a functional puppet master" in r.stdout
+
+
+def test_service_stop_and_start_are_real(lab, lab_runtime):
+    ex = runtime.executor()
+    api = runtime.api()
+    ex.run("master.lab.test", ["puppet", "resource", "service", "pe-puppetdb", "ensure=stopped"])
+    try:
+        with pytest.raises(ApiUnavailable):
+            api.services_status("master.lab.test", 8081)
+    finally:
+        ex.run("master.lab.test", ["puppet", "resource", "service", "pe-puppetdb", "ensure=running"])
+    assert api.simple_status("master.lab.test", 8081) == "running"
+
+
+def test_status_json_shape(lab, lab_runtime):
+    out = runtime.executor().run("master.lab.test", ["puppet", "infrastructure", "status", "--format", "json"],
+                                 stream=False).stdout
+    entries = json.loads(out)
+    assert len(entries) == 11
+    assert set(entries[0]) == {"service", "state", "status", "display_name", "server", "url", "type", "alerts"}
+    with pytest.raises(CommandFailed):
+        runtime.executor().run("master.lab.test", ["puppet", "infrastructure", "status", "--host", "nope.lab.test"])
