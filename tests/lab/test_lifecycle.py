@@ -1,0 +1,118 @@
+"""The whole HA lifecycle against the lab, each step checked from the hosts' real state.
+
+provision (with the parallel PuppetDB copy) -> enable with the drill -> cut the master off and promote
+-> enable_ha_failover with the old master -> reinitialize one database -> forget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+
+from lab import core
+from pe_ha import runtime
+from pe_ha.executor import FabricExecutor
+from tests.lab.conftest import lab_settings
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
+M, R, A1, A2 = "master.lab.test", "replica.lab.test", "agent1.lab.test", "agent2.lab.test"
+
+
+class CountingExecutor(FabricExecutor):
+    count = 0
+    remote_seconds = 0.0
+
+    def run(self, host, argv, **kw):
+        CountingExecutor.count += 1
+        started = time.monotonic()
+        try:
+            return super().run(host, argv, **kw)
+        finally:
+            CountingExecutor.remote_seconds += time.monotonic() - started
+
+
+def sim_state(ex, host):
+    return json.loads(ex.run(host, ["cat", "/opt/puppetlabs/sim/state.json"], stream=False).stdout)
+
+
+def puppet_conf(ex, host):
+    return ex.run(host, ["cat", "/etc/puppetlabs/puppet/puppet.conf"], stream=False).stdout
+
+
+def rows(settings, host, table):
+    with psycopg.connect(host=settings.host(host).address, dbname="pe-puppetdb", user="pe-ha",
+                         password=settings.pg_password().get_secret_value(), connect_timeout=3) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_full_lifecycle(fresh_lab, record_property):
+    from flows.enable_ha_failover import enable_ha_failover
+    from flows.enable_replica import enable_replica
+    from flows.forget_replica import forget_replica
+    from flows.promote_replica import promote_replica
+    from flows.provision_replica import provision_replica
+    from flows.reinitialize_replica import reinitialize_replica
+    from flows.verify_health import verify_health
+
+    lab = fresh_lab
+    settings = lab_settings()
+    check = FabricExecutor(settings, line_sink=lambda *a: None)  # the test's own eyes, not counted
+    started = time.monotonic()
+    CountingExecutor.count, CountingExecutor.remote_seconds = 0, 0.0
+    with runtime.use(settings=settings, executor=CountingExecutor(settings)):
+        # 1. provision with the manual PuppetDB copy during the sync
+        provision_replica(copy_puppetdb=True, sync_timeout_s=120)
+        assert sim_state(check, R)["role"] == "replica"
+        assert rows(settings, R, "catalog_resources") == rows(settings, M, "catalog_resources") > 0
+        assert verify_health(installation="lab")["healthy"] == 17
+
+        # 2. enable with the failover drill
+        enable_replica(topology="mono", drill=True)
+        assert "server =" not in puppet_conf(check, R).replace("server_list", "")
+        assert f"server_list = {M}:8140,{R}:8140" in puppet_conf(check, A1)
+        assert "pe-ha-failover-drill" not in check.run(M, ["iptables", "-S"], stream=False).stdout
+        groups = {g["name"] for g in runtime.api().groups(settings.rbac_token())}
+        assert {"PE HA Master", "PE HA Replica"} <= groups
+
+        # 3. the master dies; promote the replica
+        core.outage(lab.master, "drop")
+        try:
+            promote_replica(approve=True)
+        finally:
+            core.outage(lab.master, "restore")
+        assert sim_state(check, R)["role"] == "master"
+        assert f"server_list = {R}:8140" in puppet_conf(check, A2)
+
+    swapped = lab_settings(master=settings.replica.model_dump(), replica=settings.master.model_dump())
+    with runtime.use(settings=swapped, executor=CountingExecutor(swapped)):
+        # 4. the failed master becomes the new replica
+        enable_ha_failover(host=M, topology="mono", replication_timeout_secs=120, promoted=R)
+        assert sim_state(check, M)["role"] == "replica"
+        assert verify_health(installation="lab")["healthy"] == 17
+
+        # 5. reinitialize one database on the new replica: a marker only the replica had disappears
+        check.run(M, ["runuser", "-u", "postgres", "--", "psql", "-h", "/run/postgresql", "-d", "pe-rbac", "-c",
+                      "CREATE TABLE pe_ha_marker (x int)"], stream=False)
+        reinitialize_replica(databases=["pe-rbac"], approve=True)
+        out = check.run(M, ["runuser", "-u", "postgres", "--", "psql", "-h", "/run/postgresql", "-d", "pe-rbac", "-At",
+                            "-c", "SELECT to_regclass('pe_ha_marker') IS NULL"], stream=False).stdout
+        assert out.strip() == "t"
+
+        # 6. the new replica is destroyed for good: forget it
+        core.outage(lab.master, "drop")
+        try:
+            forget_replica(approve=True)
+        finally:
+            core.outage(lab.master, "restore")
+        assert sim_state(check, R).get("replica") is None
+        status = json.loads(check.run(R, ["puppet", "infrastructure", "status", "--format", "json"], stream=False).stdout)
+        assert {e["server"] for e in status} == {R}
+    wall = time.monotonic() - started
+    record_property("lifecycle_wall_s", round(wall, 1))
+    record_property("remote_commands", CountingExecutor.count)
+    print(f"\nlifecycle: {wall:.1f} s wall, {CountingExecutor.count} remote commands, "
+          f"{CountingExecutor.remote_seconds:.1f} s inside remote commands")
+    check.close()
