@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,8 @@ def test_only_commands_module_builds_puppet_commands():
     for package in ("tasks", "flows"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
-            for needle in ('"infrastructure"', '"/opt/puppetlabs', '("puppet",', '["puppet",', '"runuser"', '"iptables"',
-                           '"scp"'):
-                if needle in text:
-                    offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+            pattern = re.compile(r'[\[(]\s*"(puppet|runuser|iptables|scp|pg_dump|pg_restore)",\s*"'
+                                 r'|"/opt/puppetlabs/(bin|server/bin)/')
+            for match in pattern.finditer(text):
+                offenders.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
     assert offenders == []
