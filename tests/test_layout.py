@@ -45,7 +45,8 @@ def test_only_commands_module_builds_puppet_commands():
     for package in ("tasks", "flows"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
-            pattern = re.compile(r'[\[(]\s*"(puppet|runuser|iptables|scp|pg_dump|pg_restore)",\s*"'
+            pattern = re.compile(r'[\[(]\s*"puppet",\s*"(infrastructure|agent|resource|job|config)"'
+                                 r'|[\[(]\s*"(runuser|iptables|scp|pg_dump|pg_restore|psql)",'
                                  r'|"/opt/puppetlabs/(bin|server/bin)/')
             for match in pattern.finditer(text):
                 offenders.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
