@@ -177,3 +177,87 @@ def run_name(procedure: str, parameter: str, fallback: str):
         return f"{procedure}/{value}"
 
     return name
+
+
+# -- one procedure at a time per PE installation ----------------------------------------------------------
+
+import contextvars  # noqa: E402
+import functools  # noqa: E402
+
+from prefect.concurrency.sync import concurrency  # noqa: E402
+
+_lock_held: contextvars.ContextVar[bool] = contextvars.ContextVar("pe_ha_lock_held", default=False)
+LOCK_LEASE_S = 60  # Prefect's minimum; a crashed holder frees the lock within about a minute
+
+
+def lock_name(installation: str) -> str:
+    return f"pe-ha:{installation}"
+
+
+def _holder_variable(installation: str) -> str:
+    return f"pe-ha-lock-holder-{installation}"
+
+
+def _who_holds(installation: str) -> str:
+    try:
+        from prefect.variables import Variable
+
+        return str(Variable.get(_holder_variable(installation), default="an unknown run"))
+    except Exception:  # the holder note is informational
+        return "an unknown run"
+
+
+def _note_holder(installation: str, procedure: str) -> None:
+    try:
+        from prefect.runtime import flow_run
+        from prefect.variables import Variable
+
+        Variable.set(_holder_variable(installation), f"{flow_run.name} ({procedure}, flow run {flow_run.id})",
+                     overwrite=True)
+    except Exception as exc:  # informational only
+        log().debug("could not record the lock holder: %s", exc)
+
+
+def installation_lock(procedure: str):
+    """Decorator: the flow body runs holding the installation's global concurrency limit (limit 1, strict).
+
+    A missing limit is an error (strict=True), never a silent pass. A second procedure waits up to
+    PEHA_LOCK_WAIT_S, then fails naming the run that holds the lock. Subflows of a holder do not re-lock.
+    Dry runs run nothing, so they take no lock.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if kwargs.get("dry_run") or _lock_held.get():
+                return fn(*args, **kwargs)
+            s = runtime.settings()
+            name = lock_name(s.installation)
+            wait = float(os.environ.get("PEHA_LOCK_WAIT_S", "900"))
+            from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
+
+            try:
+                with concurrency(name, occupy=1, timeout_seconds=wait, strict=True, lease_duration=LOCK_LEASE_S):
+                    _note_holder(s.installation, procedure)
+                    token = _lock_held.set(True)
+                    try:
+                        log().info("holding the %s lock for %s", name, procedure)
+                        return fn(*args, **kwargs)
+                    finally:
+                        _lock_held.reset(token)
+            except AcquireConcurrencySlotTimeoutError:
+                raise PreconditionFailed(
+                    f"another procedure holds the {name} lock: {_who_holds(s.installation)}; waited {wait:g} s",
+                    hint="wait for that run to finish (or cancel it), then start this one again") from None
+            except ConcurrencySlotAcquisitionError as exc:
+                raise PreconditionFailed(f"the concurrency limit {name} is missing ({exc})",
+                                         hint="run `python -m deployments.setup` to create it") from None
+
+        # Flow modules do not use `from __future__ import annotations`: Prefect builds the parameter
+        # schema from these (wrapped) annotations, which must be real types, not strings.
+        return wrapper
+
+    return decorate
+
+
+from pe_ha.errors import PreconditionFailed  # noqa: E402

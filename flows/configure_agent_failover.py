@@ -5,14 +5,13 @@ For each site: a child group of **PE Agent** with a rule on a trusted fact from 
 and ``pcp_broker_list`` to that site's load balancer or compile master. Running it twice changes nothing.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field, field_validator
 
-from flows._common import Runbook, log
+from flows._common import Runbook, installation_lock, log
 from pe_ha import runtime, validation
 from pe_ha.commands import PCP_PORT, PUPPET_PORT
 from tasks import classifier
@@ -40,6 +39,7 @@ class Site(BaseModel):
 
 
 @flow(name="configure-agent-failover", flow_run_name="configure-agent-failover")
+@installation_lock("configure-agent-failover")
 def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
     """Create or update one PE Agent child group per site."""
     book = Runbook("configure-agent-failover", ", ".join(site.name for site in sites))

@@ -9,7 +9,6 @@
 7. Remove the dump files.
 """
 
-from __future__ import annotations
 
 import uuid
 from typing import Literal
@@ -17,7 +16,7 @@ from typing import Literal
 from prefect import flow
 from prefect.states import Cancelled
 
-from flows._common import Runbook, distinct, inventory_host, log, require_approval, run_name
+from flows._common import Runbook, distinct, installation_lock, inventory_host, log, require_approval, run_name
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed, TransferError
 from tasks import agent, puppetdb, services
@@ -26,6 +25,7 @@ SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started 
 
 
 @flow(name="copy-puppetdb", flow_run_name=run_name("copy-puppetdb", "target", "replica"))
+@installation_lock("copy-puppetdb")
 def copy_puppetdb(source: str | None = None, target: str | None = None, method: Literal["documented"] = "documented",
                   approve: bool = False, dry_run: bool = False):
     """Copy pe-puppetdb from ``source`` (the master) to ``target`` (the replica) and verify the result."""

@@ -4,11 +4,10 @@ Runs on the promoted replica (the new master). The whole flow is bounded by
 ``replication_timeout_secs`` plus a margin: when time runs out the remote command is killed.
 """
 
-from __future__ import annotations
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, inventory_host, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology, positive_int
 from tasks import infrastructure, token
@@ -17,6 +16,7 @@ MARGIN_S = 60
 
 
 @flow(name="enable-ha-failover", flow_run_name=run_name("enable-ha-failover", "host", "master"))
+@installation_lock("enable-ha-failover")
 def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeout_secs: int = 1800,
                        caserver: str | None = None, tmpdir: str | None = None, promoted: str | None = None,
                        dry_run: bool = False) -> dict:

@@ -9,14 +9,13 @@
    on the test node (success with no changes expected), and always reconnect.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import Runbook, distinct, inventory_host, log, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, log, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology
 from tasks import agent, classifier, infrastructure, network, puppet_conf, token
@@ -37,6 +36,7 @@ def _reconnect_after_cancel(flow, flow_run, state) -> None:
 @flow(name="enable-replica", flow_run_name=run_name("enable-replica", "replica", "replica"),
       task_runner=ThreadPoolTaskRunner(max_workers=16),  # type: ignore[arg-type]
       on_cancellation=[_reconnect_after_cancel], on_crashed=[_reconnect_after_cancel])
+@installation_lock("enable-replica")
 def enable_replica(replica: str | None = None, topology: Topology = "mono", skip_agent_config: bool = False,
                    agent_server_urls: list[str] | None = None, pcp_brokers: list[str] | None = None,
                    infra_agent_server_urls: list[str] | None = None, infra_pcp_brokers: list[str] | None = None,

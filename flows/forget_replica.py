@@ -6,18 +6,18 @@
 4. Show that the replica is purged: ``puppet infrastructure status`` no longer lists it.
 """
 
-from __future__ import annotations
 
 from prefect import flow
 from prefect.states import Cancelled
 
-from flows._common import Runbook, distinct, inventory_host, require_approval, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, require_approval, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed
 from tasks import infrastructure, status_api, token
 
 
 @flow(name="forget-replica", flow_run_name=run_name("forget-replica", "replica", "replica"))
+@installation_lock("forget-replica")
 def forget_replica(replica: str | None = None, master: str | None = None, approve: bool = False, dry_run: bool = False):
     """Decommission ``replica``: classification and database state are cleaned up on the master."""
     s = runtime.settings()

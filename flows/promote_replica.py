@@ -7,7 +7,6 @@
 4. Redeploy the agents' configuration (Puppet runs through the new master, or a Direct Puppet job).
 """
 
-from __future__ import annotations
 
 from typing import Literal
 
@@ -15,7 +14,7 @@ from prefect import flow
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import Runbook, distinct, inventory_host, log, require_approval, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, log, require_approval, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed
 from pe_ha.validation import Topology
@@ -24,6 +23,7 @@ from tasks import agent, infrastructure, status_api, token
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
       task_runner=ThreadPoolTaskRunner(max_workers=16))  # type: ignore[arg-type]
+@installation_lock("promote-replica")
 def promote_replica(replica: str | None = None, topology: Topology | None = None,
                     deploy: Literal["agent-runs", "job"] = "agent-runs", approve: bool = False,
                     allow_master_reachable: bool = False, dry_run: bool = False):

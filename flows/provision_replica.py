@@ -8,11 +8,10 @@
 5. ``puppet agent -t --noop --server_list=<replica>`` on a managed node: 0 or 2 passes.
 """
 
-from __future__ import annotations
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, inventory_host, log, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, log, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
@@ -20,6 +19,7 @@ from tasks import agent, infrastructure, puppet_conf, token
 
 
 @flow(name="provision-replica", flow_run_name=run_name("provision-replica", "replica", "replica"))
+@installation_lock("provision-replica")
 def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, sync_timeout_s: float = 1800,
                       verify_node: str | None = None, dry_run: bool = False) -> dict:
     """Provision ``replica`` from the primary master and wait until its services are synced and running."""

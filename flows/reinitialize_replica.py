@@ -5,12 +5,11 @@
 3. ``puppet infrastructure reinitialize replica [--db …] -y`` on the replica.
 """
 
-from __future__ import annotations
 
 from prefect import flow
 from prefect.states import Cancelled
 
-from flows._common import Runbook, distinct, inventory_host, require_approval, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, require_approval, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
@@ -18,6 +17,7 @@ from tasks import infrastructure, status_api
 
 
 @flow(name="reinitialize-replica", flow_run_name=run_name("reinitialize-replica", "replica", "replica"))
+@installation_lock("reinitialize-replica")
 def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica: str | None = None,
                          master: str | None = None, approve: bool = False, dry_run: bool = False):
     """Destroy and re-create the replica's databases (``databases`` empty or None = all)."""

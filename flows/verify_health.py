@@ -5,7 +5,6 @@ artifact, emits ``pe-ha.health.degraded`` / ``pe-ha.health.ok`` events, and fail
 running, so a Prefect automation can alert.
 """
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -85,6 +85,10 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            from deployments.setup import ensure_lock
+
+            for installation in ("unit", "lab"):
+                ensure_lock(installation)
             yield
 
 

@@ -305,3 +305,44 @@ def test_command_result_masks_secrets():
     register_secret("sekrit-token-value")
     r = CommandResult("h", ("echo", "sekrit-token-value"), 0, "", "", 0.0)
     assert "sekrit" not in r.command
+
+
+def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(env, monkeypatch):
+    import threading
+    import time as _time
+
+    fake, _, _ = env
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(R))
+    release = threading.Event()
+
+    def slow_provision(host, argv):
+        release.wait(20)
+        return CommandResult(host, argv, 0, "provisioned", "", 0.0)
+
+    fake.script(M, ("puppet", "infrastructure", "provision"), responder=slow_provision)
+    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
+    from flows.forget_replica import forget_replica
+    from flows.provision_replica import provision_replica
+
+    holder = threading.Thread(target=lambda: provision_replica(sync_timeout_s=30))
+    holder.start()
+    try:
+        deadline = _time.monotonic() + 20
+        while not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M)):
+            assert _time.monotonic() < deadline
+            _time.sleep(0.05)
+        state = forget_replica(approve=True, return_state=True)
+        assert state.is_failed()
+        assert "holds the pe-ha:unit lock" in state.message and "provision-replica" in state.message
+        assert not any(c[:3] == ("puppet", "infrastructure", "forget") for c in fake.commands_on(M))
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def test_verify_health_takes_no_lock(env, monkeypatch):
+    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
+    from flows.verify_health import verify_health
+
+    assert verify_health()["healthy"] >= 1
