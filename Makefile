@@ -68,6 +68,7 @@ lab-status: venv
 	$(PY) -m lab status
 
 demo: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	$(PY) -m lab.demo $(DEMO_ARGS)
 
 clean: lab-down

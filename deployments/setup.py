@@ -87,11 +87,35 @@ def ensure_automations(block_id: str) -> dict[str, str]:
     return result
 
 
+def apply_health_interval(seconds: int) -> str:
+    """Set verify-health's schedule interval (the PEHA_HEALTH_INTERVAL_S setting); idempotent."""
+    from prefect.client.schemas.actions import DeploymentScheduleUpdate
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("verify-health/verify-health")
+        schedules = client.read_deployment_schedules(deployment.id)
+        if not schedules:
+            client.create_deployment_schedules(deployment.id, [(IntervalSchedule(interval=timedelta(seconds=seconds)), True)])
+            return "created"
+        current = schedules[0]
+        if getattr(current.schedule, "interval", None) == timedelta(seconds=seconds):
+            return "unchanged"
+        client.update_deployment_schedule(deployment.id, current.id, DeploymentScheduleUpdate(
+            schedule=IntervalSchedule(interval=timedelta(seconds=seconds))))
+        return "updated"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--installation", default=os.environ.get("PEHA_INSTALLATION", "default"))
     p.add_argument("--webhook-url", default=os.environ.get("PEHA_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/pe-ha-alerts"))
+    p.add_argument("--post-deploy", action="store_true", help="after `prefect deploy`: apply the health interval")
+    p.add_argument("--health-interval-s", type=int, default=int(os.environ.get("PEHA_HEALTH_INTERVAL_S", "300")))
     args = p.parse_args(argv)
+    if args.post_deploy:
+        print(f"verify-health schedule every {args.health_interval_s} s: {apply_health_interval(args.health_interval_s)}")
+        return 0
     print(f"work pool {WORK_POOL}: {ensure_work_pool()}")
     print(f"lock pe-ha:{args.installation}: {ensure_lock(args.installation)}")
     block_id = ensure_webhook_block(args.webhook_url)

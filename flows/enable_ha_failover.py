@@ -36,7 +36,7 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
         return {"dry_run": True, "plan": book.publish_plan()}
     show_topology("before", [promoted])
     with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=replication_timeout_secs + MARGIN_S)
+        token.validate_token(min_validity_s=replication_timeout_secs + MARGIN_S, master=promoted)
     try:
         with book.step("stage RBAC token", promoted):
             token.stage_token(promoted)

@@ -73,7 +73,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
 
     show_topology("before", [master])
     with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=1800)
+        token.validate_token(min_validity_s=1800, master=master)
     with book.step("back up classifier hierarchy"):
         backup = classifier.backup_groups(str(s.backup_dir))
     try:

@@ -43,7 +43,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
         book.publish_summary(outcome="not approved")
         return Cancelled(message=f"forget-replica ended with nothing done: {exc.message}")
     with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=600)
+        token.validate_token(min_validity_s=600, master=master)
     try:
         with book.step("stage RBAC token", master):
             token.stage_token(master)

@@ -48,7 +48,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
                 f"{replica}'s puppet.conf [main] server is {server or 'unset'!r}, not the master {master}",
                 hint=f"on {replica}, set `server = {master}` in the [main] section of /etc/puppetlabs/puppet/puppet.conf")
     with book.step("check RBAC token lifetime"):
-        token.validate_token(min_validity_s=sync_timeout_s + 600)
+        token.validate_token(min_validity_s=sync_timeout_s + 600, master=master)
     try:
         with book.step("stage RBAC token", master):
             token.stage_token(master)

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import log
+from flows._common import inventory_host, log
 from pe_ha import runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.pe_api import REPLICA_STATUS_PORTS, STATUS_PORTS
@@ -21,12 +21,16 @@ from tasks import status_api
 
 
 @flow(name="verify-health", flow_run_name="verify-health/{installation}", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
-def verify_health(installation: str = "default", fail_on_degraded: bool = True) -> dict:
-    """Status of every PE service on the master and the replica."""
+def verify_health(installation: str = "default", fail_on_degraded: bool = True, master: str | None = None,
+                  replica: str | None = None) -> dict:
+    """Status of every PE service on the master and the replica (defaults: the configured ones)."""
     s = runtime.settings()
-    futures = [status_api.host_status.submit(s.master.name, STATUS_PORTS)]
-    if s.replica:
-        futures.append(status_api.host_status.submit(s.replica.name, REPLICA_STATUS_PORTS))
+    master = inventory_host(master, default=s.master.name, what="master")
+    replica_host = (inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
+                    if (replica or s.replica) else None)
+    futures = [status_api.host_status.submit(master, STATUS_PORTS)]
+    if replica_host:
+        futures.append(status_api.host_status.submit(replica_host, REPLICA_STATUS_PORTS))
     rows = [row for f in futures for row in f.result()]
     bad = [r for r in rows if r["state"] != "running" or r["alerts"]]
     create_table_artifact(key=f"pe-health-{s.installation}", table=rows,

@@ -98,9 +98,9 @@ class PEApi:
 
     # -- RBAC ---------------------------------------------------------------------------------------
 
-    def authenticate(self, token: SecretStr) -> dict[str, Any]:
+    def authenticate(self, token: SecretStr, master: str | None = None) -> dict[str, Any]:
         """Validate the token (``POST /rbac-api/v2/auth/token/authenticate``); AuthError when it is not valid."""
-        master = self.settings.master.name
+        master = master or self.settings.master.name
         response = self.request("POST", master, CONSOLE, "/rbac-api/v2/auth/token/authenticate",
                                 json={"token": token.get_secret_value(), "update_last_activity?": False})
         return response.json()

@@ -12,11 +12,11 @@ from tasks._base import READ, RETRY_CONNECT, logger
 
 
 @task(name="validate-token", **READ)
-def validate_token(min_validity_s: float | None = None) -> dict:
+def validate_token(min_validity_s: float | None = None, master: str | None = None) -> dict:
     """Authenticate the token; refuse one that expires before the coming long step could finish."""
     s = runtime.settings()
     token = s.rbac_token()
-    info = runtime.api().authenticate(token)
+    info = runtime.api().authenticate(token, master)
     needed = s.token_min_validity_s if min_validity_s is None else min_validity_s
     expires = info.get("expires")
     if isinstance(expires, int | float):

@@ -1,0 +1,101 @@
+"""`make demo`: the lab, a real Prefect server, deployments from prefect.yaml and a worker; then the whole
+HA lifecycle started through Prefect's REST API, with approvals given through the API as an operator would.
+
+    python -m lab.demo [--keep] [--pdb-nodes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lab import core, pdbgen
+from lab.config import LabConfig
+from lab.stack import ROOT, PrefectStack, WebhookReceiver
+
+M, R = "master.lab.test", "replica.lab.test"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="pe-ha demo against the lab (a PE simulator)")
+    p.add_argument("--keep", action="store_true", help="leave the lab and Prefect up to explore the UI")
+    p.add_argument("--pdb-nodes", type=int, default=100)
+    p.add_argument("--port", type=int, default=4200)
+    args = p.parse_args(argv)
+    t0 = time.monotonic()
+    rows: list[dict] = []
+    print("== 1. lab up (hosts in network namespaces running a PE *simulator*)")
+    cfg = LabConfig(agents=2, sync_seconds=5, pdb_nodes=args.pdb_nodes)
+    core.up(cfg)
+    print(f"   synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
+    env = core.lab_env()
+    env["PEHA_HEALTH_INTERVAL_S"] = "300"
+    stack = PrefectStack(home=ROOT / ".prefect" / "demo", port=args.port, extra_env=env)
+    hook = WebhookReceiver().start()
+    try:
+        print("== 2. Prefect server (SQLite, 127.0.0.1 only, telemetry off)")
+        print(f"   up in {stack.start_server():.1f} s at {stack.ui}")
+        print("== 3. work pool, lock, webhook block, automations; deployments from prefect.yaml; a worker")
+        stack.setup_and_deploy("lab", hook.url)
+        stack.start_worker("worker-1")
+
+        def run(flow: str, deployment: str, params: dict | None = None, approve_as: str | None = None,
+                timeout_s: float = 600) -> dict:
+            started = time.monotonic()
+            fr = stack.create_run(flow, deployment, params)
+            print(f"   -> {deployment} {params or ''} (run {fr['name']})", flush=True)
+            if approve_as:
+                stack.wait(fr["id"], timeout_s, until={"PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+                answer = stack.resume(fr["id"], {"approve": True, "operator": approve_as, "comment": "demo"})
+                print(f"      approval through the API: HTTP {answer['http']} {answer.get('status')}")
+            final = stack.wait(fr["id"], timeout_s)
+            row = {"deployment": deployment, "run": final["name"], "state": final["state"]["name"],
+                   "seconds": round(time.monotonic() - started, 1)}
+            rows.append(row)
+            print(f"      {row['state']} in {row['seconds']} s")
+            return final
+
+        print("== 4. the HA lifecycle, through the API")
+        run("provision-replica", "provision-replica", {"copy_puppetdb": True, "sync_timeout_s": 300})
+        run("verify-health", "verify-health", {"installation": "lab"})
+        run("enable-replica", "enable-replica", {"topology": "mono", "drill": True})
+        print("   (cutting the master off: it is now 'permanently offline')")
+        core.outage(cfg.master, "drop")
+        try:
+            run("promote-replica", "promote-replica", {}, approve_as="demo-operator")
+        finally:
+            core.outage(cfg.master, "restore")
+        run("enable-ha-failover", "enable-ha-failover", {"host": M, "topology": "mono", "replication_timeout_secs": 300,
+                                                          "promoted": R})
+        run("verify-health", "verify-health", {"installation": "lab", "master": R, "replica": M})
+        run("reinitialize-replica", "reinitialize-replica", {"databases": ["pe-rbac"], "replica": M, "master": R},
+            approve_as="demo-operator")
+        print("   (the new replica is destroyed for good: cutting it off)")
+        core.outage(cfg.master, "drop")
+        try:
+            run("forget-replica", "forget-replica", {"replica": M, "master": R}, approve_as="demo-operator")
+        finally:
+            core.outage(cfg.master, "restore")
+        total = time.monotonic() - t0
+        print("\n== 5. runs")
+        print(f"{'deployment':<22} {'run':<44} {'state':<10} {'seconds':>8}")
+        for r in rows:
+            print(f"{r['deployment']:<22} {r['run']:<44} {r['state']:<10} {r['seconds']:>8}")
+        print(f"\ndemo total: {total:.1f} s; alerts received by the local webhook: {len(hook.received)}")
+        print(f"Prefect UI: {stack.ui}")
+        ok = all(r["state"] == "Completed" for r in rows)
+        if args.keep:
+            print("--keep: the lab and Prefect stay up. Stop them with: make lab-down; pkill -f 'prefect (server|worker)'")
+            return 0 if ok else 1
+        return 0 if ok else 1
+    finally:
+        if not args.keep:
+            stack.stop()
+            hook.stop()
+            core.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""A real Prefect stack for the demo and the integration tests: server, deployments, workers, REST calls.
+
+Telemetry is off (PREFECT_SERVER_ANALYTICS_ENABLED=false, DO_NOT_TRACK=1); the server binds to
+127.0.0.1 only. SQLite is the default database; pass ``database_url`` for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def base_env(home: Path, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5", "PEHA_PAUSE_POLL_S": "1", "PEHA_PROJECT_DIR": str(ROOT),
+        "PREFECT_LOGGING_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@dataclass
+class WebhookReceiver:
+    """A local HTTP endpoint that records what the alert automation sends."""
+
+    port: int = 4205
+    received: list[dict] = field(default_factory=list)
+
+    def start(self) -> WebhookReceiver:
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    received.append(json.loads(body))
+                except ValueError:
+                    received.append({"raw": body.decode(errors="replace")})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/pe-ha-alerts"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@dataclass
+class PrefectStack:
+    home: Path
+    port: int = 4200
+    database_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def env(self) -> dict[str, str]:
+        env = base_env(self.home, self.port)
+        if self.database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, argv: list[str], log: str) -> subprocess.Popen:
+        self.home.mkdir(parents=True, exist_ok=True)
+        out = open(self.home / log, "a")
+        proc = subprocess.Popen(argv, env=self.env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
+    def start_server(self, timeout_s: float = 120) -> float:
+        started = time.monotonic()
+        self._spawn([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                    "server.log")
+        while time.monotonic() - started < timeout_s:
+            try:
+                if httpx.get(f"{self.api}/health", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"Prefect server did not answer within {timeout_s} s; see {self.home / 'server.log'}")
+
+    def run(self, *argv: str, timeout: float = 300) -> str:
+        r = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], env=self.env(), cwd=ROOT, capture_output=True,
+                           text=True, timeout=timeout)
+        if r.returncode:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    def setup_and_deploy(self, installation: str, webhook_url: str) -> None:
+        self.run("python", "-m", "deployments.setup", "--installation", installation, "--webhook-url", webhook_url)
+        self.run("prefect", "--no-prompt", "deploy", "--all")
+        self.run("python", "-m", "deployments.setup", "--post-deploy")
+
+    def start_worker(self, name: str = "worker-1") -> subprocess.Popen:
+        return self._spawn([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "pe-ha", "--name", name,
+                            "--type", "process"], f"{name}.log")
+
+    # -- REST ---------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kw) -> httpx.Response:
+        """One REST call; 503/429 (SQLite's "database is locked") are retried with backoff, as Prefect's client does."""
+        for attempt in range(8):
+            r = httpx.request(method, f"{self.api}{path}", timeout=30, **kw)
+            if r.status_code not in (429, 503):
+                return r
+            time.sleep(min(0.25 * 2 ** attempt, 4))
+        return r
+
+    def deployment_id(self, flow: str, deployment: str) -> str:
+        r = self._request("GET", f"/deployments/name/{flow}/{deployment}")
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def create_run(self, flow: str, deployment: str, parameters: dict | None = None) -> dict:
+        dep = self.deployment_id(flow, deployment)
+        r = self._request("POST", f"/deployments/{dep}/create_flow_run", json={"parameters": parameters or {}})
+        r.raise_for_status()
+        return r.json()
+
+    def flow_run(self, run_id: str) -> dict:
+        r = self._request("GET", f"/flow_runs/{run_id}")
+        r.raise_for_status()
+        return r.json()
+
+    def wait(self, run_id: str, timeout_s: float = 600, until: set[str] | None = None) -> dict:
+        until = until or TERMINAL
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.flow_run(run_id)
+            state = (run.get("state") or {}).get("type")
+            if state in until:
+                return run
+            time.sleep(0.5)
+        raise TimeoutError(f"flow run {run_id} did not reach {until} in {timeout_s} s")
+
+    def resume(self, run_id: str, run_input: dict) -> dict:
+        r = self._request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
+        return {"http": r.status_code, **r.json()}
+
+    def cancel(self, run_id: str) -> None:
+        self._request("POST", f"/flow_runs/{run_id}/set_state",
+                      json={"state": {"type": "CANCELLING"}, "force": True}).raise_for_status()
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.processes.clear()
