@@ -89,7 +89,6 @@ def ensure_automations(block_id: str) -> dict[str, str]:
 
 def apply_health_interval(seconds: int) -> str:
     """Set verify-health's schedule interval (the PEHA_HEALTH_INTERVAL_S setting); idempotent."""
-    from prefect.client.schemas.actions import DeploymentScheduleUpdate
     from prefect.client.schemas.schedules import IntervalSchedule
 
     with get_client(sync_client=True) as client:
@@ -101,8 +100,8 @@ def apply_health_interval(seconds: int) -> str:
         current = schedules[0]
         if getattr(current.schedule, "interval", None) == timedelta(seconds=seconds):
             return "unchanged"
-        client.update_deployment_schedule(deployment.id, current.id, DeploymentScheduleUpdate(
-            schedule=IntervalSchedule(interval=timedelta(seconds=seconds))))
+        client.update_deployment_schedule(deployment.id, current.id,
+                                          schedule=IntervalSchedule(interval=timedelta(seconds=seconds)))
         return "updated"
 
 

@@ -153,7 +153,7 @@ def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeo
     log().warning("waiting for approval: %s", what)
     poll = int(os.environ.get("PEHA_PAUSE_POLL_S", "2"))
     with book.step("operator approval"):
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(approve=False, operator=""),
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(approve=False),
                                 timeout=timeout_s, poll_interval=poll)
     if not answer.approve:
         raise ApprovalRejected(f"{answer.operator} rejected: {what}" + (f" ({answer.comment})" if answer.comment else ""))

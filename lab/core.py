@@ -16,7 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lab.config import (
-    LAB_DIR, NODE_FILE_MOUNTS, NODE_MOUNTS, NODE_PG_DATA, PG_BIN, PREFIX, ROOT_ADDR, SUBNET, Host, LabConfig,
+    LAB_DIR,
+    NODE_FILE_MOUNTS,
+    NODE_MOUNTS,
+    NODE_PG_DATA,
+    PG_BIN,
+    PREFIX,
+    ROOT_ADDR,
+    SUBNET,
+    Host,
+    LabConfig,
 )
 
 SIM_SRC = Path(__file__).parent / "sim"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from lab import core, pdbgen
 from lab.config import LabConfig

@@ -83,7 +83,7 @@ def prefect_harness():
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=120):  # noqa: SIM117
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             from deployments.setup import ensure_lock
 

@@ -867,11 +867,11 @@ def store_report(body):
         return
     status = {"changed": 1, "unchanged": 2, "failed": 3}.get(body.get("status"), 2)
     noop = "true" if body.get("noop") else "false"
-    sql = ("INSERT INTO certnames (certname) VALUES ('{n}') ON CONFLICT (certname) DO NOTHING;"
+    sql = (f"INSERT INTO certnames (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
            "INSERT INTO reports (hash, certname, puppet_version, report_format, noop, status_id, producer_timestamp,"
-           " receive_time, start_time, end_time, metrics, logs) VALUES (digest('{n}' || clock_timestamp()::text, 'sha1'),"
-           " '{n}', '5.5.22', 10, {noop}, {st}, now(), now(), now(), now(), '[]', '[]');"
-           "UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{n}';").format(n=name, noop=noop, st=status)
+           f" receive_time, start_time, end_time, metrics, logs) VALUES (digest('{name}' || clock_timestamp()::text, 'sha1'),"
+           f" '{name}', '5.5.22', 10, {noop}, {status}, now(), now(), now(), now(), '[]', '[]');"
+           f"UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{name}';")
     try:
         psql(sql)
     except (SimError, subprocess.TimeoutExpired) as e:

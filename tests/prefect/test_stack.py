@@ -1,0 +1,142 @@
+"""pe-ha operated through a real Prefect server, deployments from prefect.yaml and a process worker.
+
+Everything is started through the REST API, as an operator or a scheduler would.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lab import core
+from lab.config import LAB_DIR
+from lab.stack import PrefectStack, WebhookReceiver
+
+pytestmark = [pytest.mark.prefect, pytest.mark.lab]
+M, R = "master.lab.test", "replica.lab.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(lab, tmp_path_factory):
+    hook = WebhookReceiver(port=free_port()).start()
+    env = core.lab_env()
+    env.update({"PEHA_HEALTH_INTERVAL_S": "30", "PEHA_LOCK_WAIT_S": "3"})
+    st = PrefectStack(home=tmp_path_factory.mktemp("prefect"), port=free_port(), extra_env=env)
+    try:
+        st.start_server()
+        st.setup_and_deploy("lab", hook.url)
+        st.start_worker("worker-1")
+        st.hook = hook  # type: ignore[attr-defined]
+        yield st
+    finally:
+        st.stop()
+        hook.stop()
+
+
+def state_of(run: dict) -> str:
+    return run["state"]["type"]
+
+
+def test_setup_is_idempotent(stack):
+    out = stack.run("python", "-m", "deployments.setup", "--installation", "lab", "--webhook-url", stack.hook.url)
+    assert "created" not in out and "lock pe-ha:lab: exists" in out and "work pool pe-ha: exists" in out
+
+
+def test_parameter_schema_offers_choices(stack):
+    dep = httpx.get(f"{stack.api}/deployments/name/enable-replica/enable-replica").json()
+    props = dep["parameter_openapi_schema"]["properties"]
+    assert props["topology"]["enum"] == ["mono", "mono-with-compile"] or "mono-with-compile" in str(props["topology"])
+    assert dep["enforce_parameter_schema"] is True
+    bad = httpx.post(f"{stack.api}/deployments/{dep['id']}/create_flow_run", json={"parameters": {"topology": "split"}})
+    assert bad.status_code == 409
+
+
+def test_schedule_creates_verify_health_runs(stack):
+    dep = stack.deployment_id("verify-health", "verify-health")
+    deadline = time.monotonic() + 60
+    runs = []
+    while time.monotonic() < deadline and not runs:
+        runs = httpx.post(f"{stack.api}/flow_runs/filter",
+                          json={"deployments": {"id": {"any_": [dep]}}, "limit": 5}).json()
+        time.sleep(1)
+    assert runs, "the verify-health schedule produced no run"
+    assert all(r["auto_scheduled"] for r in runs)
+
+
+def test_failed_health_check_alerts_through_the_webhook(stack, fresh_lab):
+    # Before provisioning, the replica serves nothing: verify-health must fail, and the automation must notify.
+    run = stack.wait(stack.create_run("verify-health", "verify-health", {"installation": "lab"})["id"], 120)
+    assert state_of(run) == "FAILED"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stack.hook.received:
+        time.sleep(0.5)
+    assert stack.hook.received, "no alert reached the webhook"
+    assert any("verify-health" in str(m) or "degraded" in str(m) for m in stack.hook.received)
+
+
+def test_approval_pause_reject_and_invalid_input(stack, fresh_lab):
+    fr = stack.create_run("copy-puppetdb", "copy-puppetdb", {})
+    run = stack.wait(fr["id"], 180, until={"PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+    assert state_of(run) == "PAUSED"
+    invalid = stack.resume(fr["id"], {"approve": True})  # operator missing
+    assert invalid["http"] == 200 and invalid["status"] == "REJECT"
+    assert state_of(stack.flow_run(fr["id"])) == "PAUSED"
+    rejected = stack.resume(fr["id"], {"approve": False, "operator": "tester", "comment": "not today"})
+    assert rejected["status"] == "ACCEPT"
+    final = stack.wait(fr["id"], 120)
+    assert state_of(final) == "CANCELLED"
+    # nothing was restored or stopped on the replica, and no dump is left behind
+    out = core.node_run(fresh_lab.master, "bash", "-c", "ls /var/tmp/pe-ha 2>/dev/null | wc -l").stdout.strip()
+    assert out == "0"
+
+
+def test_approval_resumes_through_the_api(stack, fresh_lab):
+    fr = stack.create_run("copy-puppetdb", "copy-puppetdb", {})
+    stack.wait(fr["id"], 180, until={"PAUSED"})
+    answer = stack.resume(fr["id"], {"approve": True, "operator": "tester"})
+    assert answer["http"] == 201 and answer["status"] == "ACCEPT"
+    assert state_of(stack.wait(fr["id"], 300)) == "COMPLETED"
+
+
+def test_second_procedure_is_refused_while_one_holds_the_lock(stack, fresh_lab):
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"provision"')
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "15")
+    try:
+        first = stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})
+        stack.wait(first["id"], 120, until={"RUNNING"})
+        time.sleep(3)  # let it take the lock and reach the slow provision command
+        second = stack.create_run("forget-replica", "forget-replica", {"approve": True})
+        final = stack.wait(second["id"], 120)
+        assert state_of(final) == "FAILED"
+        assert "holds the pe-ha:lab lock" in final["state"]["message"]
+        assert "provision-replica" in final["state"]["message"]
+        # verify-health is read-only and is not blocked
+        health = stack.wait(stack.create_run("verify-health", "verify-health", {"installation": "lab",
+                                                                                "fail_on_degraded": False})["id"], 120)
+        assert state_of(health) == "COMPLETED"
+        assert state_of(stack.wait(first["id"], 300)) == "COMPLETED"
+    finally:
+        core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
+
+
+def test_no_secret_reaches_the_prefect_database_logs_or_artifacts(stack):
+    secrets = [(LAB_DIR / "secrets" / name).read_text().strip() for name in ("token", "pg_peha", "pg_service",
+                                                                            "pg_superuser", "admin_password")]
+    key_lines = (LAB_DIR / "ssh" / "id_ed25519").read_text().splitlines()[1:-1]
+    needles = [s.encode() for s in secrets + key_lines if len(s) >= 8]
+    files = [p for p in Path(stack.home).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in files)
+    hits = [str(p) for p in files for n in needles if n in p.read_bytes()]
+    assert hits == []
+    logs = httpx.post(f"{stack.api}/logs/filter", json={"limit": 200}).json()
+    assert logs and not any(s in log["message"] for log in logs for s in secrets)
