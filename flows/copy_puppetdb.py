@@ -1,5 +1,15 @@
 """Copy PuppetDB to the replica — PE guide, "Manually copy PuppetDB to speed replication".
 
+Two methods reach the same end state (same tables, row counts and digests, checked in the flow):
+
+``fast`` (default): the schema frame from a snapshot, then one ``COPY … TO STDOUT | [zstd] | ssh | COPY … FROM STDIN``
+pipeline per table (compression only when the measured link is slow), then indexes and constraints with
+``pg_restore --jobs``, all into a *staging* database on the replica while its PuppetDB keeps running. The
+staging copy is verified against the source snapshot, and only then swapped in by rename: ``puppet`` and
+``pe-puppetdb`` are stopped for the swap alone.
+
+``documented``: the guide's own steps:
+
 1. Size check (psycopg: the ``\\l+`` figure) and free space on both ends.
 2. ``pg_dump --format=custom --compress=3`` on the master, from a snapshot whose fingerprint is recorded.
 3. Transfer with scp; the sha256 on both ends must match (a mismatch is never restored).
@@ -10,6 +20,7 @@
 """
 
 
+import time
 import uuid
 from typing import Literal
 
@@ -18,7 +29,7 @@ from prefect.states import Cancelled
 
 from flows._common import Runbook, distinct, installation_lock, inventory_host, log, require_approval, run_name
 from pe_ha import commands, runtime
-from pe_ha.errors import ApprovalRejected, PreconditionFailed, TransferError
+from pe_ha.errors import ApprovalRejected, PreconditionFailed, TransferError, ValidationError
 from tasks import agent, puppetdb, services
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
@@ -26,50 +37,159 @@ SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started 
 
 @flow(name="copy-puppetdb", flow_run_name=run_name("copy-puppetdb", "target", "replica"))
 @installation_lock("copy-puppetdb")
-def copy_puppetdb(source: str | None = None, target: str | None = None, method: Literal["documented"] = "documented",
-                  approve: bool = False, dry_run: bool = False):
+def copy_puppetdb(source: str | None = None, target: str | None = None,
+                  method: Literal["fast", "documented"] = "fast", approve: bool = False, dry_run: bool = False):
     """Copy pe-puppetdb from ``source`` (the master) to ``target`` (the replica) and verify the result."""
     s = runtime.settings()
     source = inventory_host(source, default=s.master.name, what="source")
     target = inventory_host(target, default=s.replica.name if s.replica else None, what="target")
     distinct(source, target, "target")
+    if method not in ("fast", "documented"):
+        raise ValidationError(f"method {method!r} must be fast or documented")
     run_id = uuid.uuid4().hex[:12]
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
-    book = Runbook("copy-puppetdb", f"{source} -> {target}")
-    book.planned("size check", source, "psycopg: SELECT pg_database_size('pe-puppetdb')")
-    book.planned("free space", source, commands.free_bytes(s.dump_dir))
-    book.planned("free space", target, commands.free_bytes(s.dump_dir))
-    book.planned("dump", source, commands.pg_dump(file=dump_file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-    book.planned("transfer", source, commands.scp_to(dump_file, host=target, dest=dump_file))
-    book.planned("checksum", source, commands.sha256sum(dump_file))
-    book.planned("checksum", target, commands.sha256sum(dump_file))
-    for name in SERVICES_IN_ORDER:
-        book.planned("stop", target, commands.service(name, "stopped"))
-    book.planned("restore", target, commands.pg_restore(file=dump_file, jobs=1, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
-                 .description + " --jobs=<target CPUs>")
-    for name in reversed(SERVICES_IN_ORDER):
-        book.planned("start", target, commands.service(name, "running"))
-    book.planned("agent run", target, commands.agent_run())
-    book.planned("cleanup", source, commands.remove_files(dump_file))
-    book.planned("cleanup", target, commands.remove_files(dump_file))
+    book = Runbook("copy-puppetdb", f"{source} -> {target} ({method})")
+    _plan(book, s, method, source, target, dump_file)
     if dry_run:
         return {"dry_run": True, "plan": book.publish_plan()}
 
     with book.step("size check", source):
         size = puppetdb.database_size(source)
-    need = int(size * 0.5) + 64 * 1024 * 1024  # a Z3 custom dump is ~20 % of the database; keep a wide margin
     with book.step("free space check", f"{source}, {target}"):
-        for host in (source, target):
-            free = puppetdb.free_bytes(host, s.dump_dir)
+        if method == "documented":
+            need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
+            checks = [(source, s.dump_dir, need), (target, s.dump_dir, need)]
+        else:
+            checks = [(source, s.dump_dir, 64 * 2**20), (target, s.dump_dir, 64 * 2**20),
+                      (target, s.pg_data_dir, int(size * 1.2) + 256 * 2**20)]  # the staging copy lives beside the live one
+        for host, path, need in checks:
+            free = puppetdb.free_bytes(host, path)
             if free < need:
                 raise PreconditionFailed(
-                    f"{host}:{s.dump_dir} has {free / 2**20:.0f} MiB free; the dump of a {size / 2**20:.0f} MiB "
-                    f"pe-puppetdb needs about {need / 2**20:.0f} MiB", hint="free space there or set PEHA_DUMP_DIR")
+                    f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
+                    f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
         jobs = puppetdb.cpu_count(target)
-    log().info("pe-puppetdb is %.1f MiB; restoring with --jobs=%d", size / 2**20, jobs)
+    log().info("pe-puppetdb is %.1f MiB; method %s with --jobs=%d", size / 2**20, method, jobs)
+    if method == "fast":
+        return _fast(book, s, source, target, folder, dump_file, size, jobs, approve)
+    return _documented(book, s, source, target, folder, dump_file, size, jobs, approve)
+
+
+def _plan(book: Runbook, s, method: str, source: str, target: str, dump_file: str) -> None:
+    book.planned("size check", source, "psycopg: SELECT pg_database_size('pe-puppetdb')")
+    book.planned("free space", source, commands.free_bytes(s.dump_dir))
+    book.planned("free space", target, commands.free_bytes(s.pg_data_dir if method == "fast" else s.dump_dir))
+    if method == "fast":
+        staging = "pe-puppetdb" + commands.STAGING_SUFFIX
+        book.planned("measure link", source, commands.link_probe(target))
+        book.planned("create staging database", target, commands.recreate_database(
+            staging, owner="pe-puppetdb", os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+        book.planned("schema frame", source, commands.pg_dump_schema(file=dump_file, snapshot="0-0-1",
+                                                                      os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
+                     .description + " (from the exported snapshot)")
+        book.planned("per-table streams", source, commands.stream_table(
+            "catalog_resources", snapshot="0-0-1", target=target, staging=staging, compress="zstd",
+            os_user=s.pg_os_user, bin_dir=s.pg_bin_dir).description + " (one per table, compression by link speed)")
+        book.planned("indexes and constraints", target, commands.pg_restore_section(
+            file=dump_file, database=staging, section="post-data", jobs=2, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+        book.planned("verify staging against the source snapshot", target, "psycopg fingerprint")
+        for name in SERVICES_IN_ORDER:
+            book.planned("stop", target, commands.service(name, "stopped"))
+        book.planned("swap", target, commands.swap_databases("pe-puppetdb", staging, "pe-puppetdb" + commands.OLD_SUFFIX,
+                                                             os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+    else:
+        book.planned("dump", source, commands.pg_dump(file=dump_file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+        book.planned("transfer", source, commands.scp_to(dump_file, host=target, dest=dump_file))
+        book.planned("checksum", source, commands.sha256sum(dump_file))
+        book.planned("checksum", target, commands.sha256sum(dump_file))
+        for name in SERVICES_IN_ORDER:
+            book.planned("stop", target, commands.service(name, "stopped"))
+        book.planned("restore", target, commands.pg_restore(file=dump_file, jobs=1, os_user=s.pg_os_user,
+                                                            bin_dir=s.pg_bin_dir).description + " --jobs=<target CPUs>")
+    for name in reversed(SERVICES_IN_ORDER):
+        book.planned("start", target, commands.service(name, "running"))
+    book.planned("agent run", target, commands.agent_run())
+    book.planned("cleanup", source, commands.remove_files(dump_file))
+    book.planned("cleanup", target, commands.remove_files(dump_file))
+
+
+def _stop_services(book: Runbook, target: str, stopped: list[str]) -> float:
+    started = time.monotonic()
+    with book.step("stop puppet, then pe-puppetdb", target):
+        for name in SERVICES_IN_ORDER:
+            if services.service_state(target, name) == "running":
+                services.set_service(target, name, "stopped")
+                stopped.append(name)
+    return started
+
+
+def _restart(target: str, stopped: list[str]) -> None:
+    # Services this flow stopped are started again whatever happened, in reverse order.
+    for name in reversed(stopped):
+        services.set_service(target, name, "running")
+
+
+def _cleanup(hosts: tuple[str, ...], path: str) -> None:
+    for host in hosts:
+        try:
+            puppetdb.remove_files(host, path)
+        except Exception as exc:  # cleanup must not hide the real outcome; tell the operator instead
+            log().error("could not remove %s on %s: %s", path, host, exc)
+
+
+def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: str, size: int, jobs: int,
+          approve: bool):
     stopped: list[str] = []
-    outcome = "failed"
+    staging = "pe-puppetdb" + commands.STAGING_SUFFIX
+    outcome, swapped, stop_seconds = "failed", False, 0.0
+    try:
+        with book.step("measure the link and choose compression", f"{source} -> {target}"):
+            rate = puppetdb.link_mb_per_s(source, target)
+            compress = puppetdb.choose_compression(source, target, rate)
+        with book.step("prepare dump folders", f"{source}, {target}"):
+            puppetdb.prepare_dump_dir(source, folder)
+            puppetdb.prepare_dump_dir(target, folder)
+        with book.step(f"stream every table into {staging} (compress={compress})", f"{source} -> {target}"):
+            copied = puppetdb.fast_copy_to_staging(source, target, schema_file, compress, jobs)
+        with book.step("verify the staging copy against the source snapshot", target):
+            puppetdb.verify_staging(target, copied["fingerprint"])
+        require_approval(book, f"Stop puppet and pe-puppetdb on {target} briefly and swap in the verified copy of "
+                               f"pe-puppetdb from {source} (the current one is kept as pe-puppetdb{commands.OLD_SUFFIX} "
+                               "until the swap succeeds).", approved_up_front=approve)
+        started = _stop_services(book, target, stopped)
+        with book.step("swap the staging database in", target):
+            puppetdb.swap_in_staging(target)
+            swapped = True
+        _restart(target, stopped)
+        stopped.clear()
+        stop_seconds = time.monotonic() - started
+        outcome = "copied, verified and swapped in"
+    except ApprovalRejected as exc:
+        outcome = f"not approved: {exc.message}"
+        return Cancelled(message=f"copy-puppetdb ended with nothing swapped in: {exc.message}")
+    finally:
+        _restart(target, stopped)
+        if not swapped:
+            try:
+                puppetdb.drop_database(target, staging)
+            except Exception as exc:  # leave it for the operator, but say so
+                log().error("could not drop %s on %s: %s", staging, target, exc)
+        _cleanup((source, target), schema_file)
+        book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB",
+                                                     f"pe-puppetdb stopped for {stop_seconds:.1f} s"])
+    puppetdb.drop_database(target, "pe-puppetdb" + commands.OLD_SUFFIX)
+    with book.step("puppet agent -t", target):
+        code = agent.agent_run(target)
+    return {"method": "fast", "source": source, "target": target, "bytes": size, "compress": copied["compress"],
+            "tables": copied["tables"], "timings": {k: round(v, 2) for k, v in copied["timings"].items()},
+            "target_stopped_seconds": round(stop_seconds, 2), "agent_exit_code": code}
+
+
+def _documented(book: Runbook, s, source: str, target: str, folder: str, dump_file: str, size: int, jobs: int,
+                approve: bool):
+    stopped: list[str] = []
+    outcome, stop_seconds = "failed", 0.0
     try:
         with book.step("prepare dump folders", f"{source}, {target}"):
             puppetdb.prepare_dump_dir(source, folder)
@@ -84,32 +204,27 @@ def copy_puppetdb(source: str | None = None, target: str | None = None, method: 
                                     host=target, hint="re-run the copy; check the link between the hosts")
         require_approval(book, f"Stop puppet and pe-puppetdb on {target} and replace its pe-puppetdb with the copy "
                                f"from {source} (pg_restore --clean --jobs={jobs}).", approved_up_front=approve)
-        with book.step("stop puppet, then pe-puppetdb", target):
-            for name in SERVICES_IN_ORDER:
-                if services.service_state(target, name) == "running":
-                    services.set_service(target, name, "stopped")
-                    stopped.append(name)
+        started = _stop_services(book, target, stopped)
         with book.step("pg_restore --clean", target):
             restored = puppetdb.restore(target, dump_file, jobs)
         with book.step("verify the copy against the source snapshot", target):
             puppetdb.verify(target, dumped.fingerprint)
+        _restart(target, stopped)
+        stopped.clear()
+        stop_seconds = time.monotonic() - started
         outcome = "copied and verified"
     except ApprovalRejected as exc:
         outcome = f"not approved: {exc.message}"
         return Cancelled(message=f"copy-puppetdb ended with nothing restored: {exc.message}")
     finally:
-        # Services this flow stopped are started again whatever happened, in reverse order.
-        for name in reversed(stopped):
-            services.set_service(target, name, "running")
-        for host in (source, target):
-            try:
-                puppetdb.remove_files(host, dump_file)
-            except Exception as exc:  # cleanup must not hide the real outcome; tell the operator instead
-                log().error("could not remove %s on %s: %s", dump_file, host, exc)
-        book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB"])
+        _restart(target, stopped)
+        _cleanup((source, target), dump_file)
+        book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB",
+                                                     f"pe-puppetdb stopped for {stop_seconds:.1f} s"])
     with book.step("puppet agent -t", target):
         code = agent.agent_run(target)
-    return {"source": source, "target": target, "bytes": size, "restore_exit_code": restored.exit_code,
-            "ignored_restore_errors": len(restored.ignored_errors), "dump_seconds": round(dumped.seconds, 2),
-            "restore_seconds": round(restored.seconds, 2), "agent_exit_code": code,
+    return {"method": "documented", "source": source, "target": target, "bytes": size,
+            "restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
+            "timings": {"dump": round(dumped.seconds, 2), "restore": round(restored.seconds, 2)},
+            "target_stopped_seconds": round(stop_seconds, 2), "agent_exit_code": code,
             "tables": sum(1 for k in dumped.fingerprint if k.startswith("rows:"))}

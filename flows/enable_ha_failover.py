@@ -12,8 +12,6 @@ from pe_ha import commands, runtime
 from pe_ha.validation import Topology, positive_int
 from tasks import infrastructure, token
 
-MARGIN_S = 60
-
 
 @flow(name="enable-ha-failover", flow_run_name=run_name("enable-ha-failover", "host", "master"))
 @installation_lock("enable-ha-failover")
@@ -36,13 +34,13 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
         return {"dry_run": True, "plan": book.publish_plan()}
     show_topology("before", [promoted])
     with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=replication_timeout_secs + MARGIN_S, master=promoted)
+        token.validate_token(min_validity_s=replication_timeout_secs + s.failover_margin_s, master=promoted)
     try:
         with book.step("stage RBAC token", promoted):
             token.stage_token(promoted)
         with book.step("puppet infrastructure run enable_ha_failover", promoted):
             infrastructure.enable_ha_failover(promoted, host, topology, replication_timeout_secs, caserver, tmpdir,
-                                              margin_s=MARGIN_S)
+                                              margin_s=s.failover_margin_s)
     finally:
         token.remove_staged_token(promoted)
     entries = show_topology("after", [promoted])

@@ -41,8 +41,18 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                    agent_server_urls: list[str] | None = None, pcp_brokers: list[str] | None = None,
                    infra_agent_server_urls: list[str] | None = None, infra_pcp_brokers: list[str] | None = None,
                    deploy: Literal["agent-runs", "job"] = "agent-runs", drill: bool = False,
-                   drill_node: str | None = None, dry_run: bool = False) -> dict:
-    """Enable ``replica`` for failover and deploy the new agent configuration."""
+                   drill_node: str | None = None,
+                   start_at: Literal["backup", "enable", "deploy", "remove-server", "drill"] = "backup",
+                   dry_run: bool = False) -> dict:
+    """Enable ``replica`` for failover and deploy the new agent configuration.
+
+    ``start_at`` re-runs from a named step after a manual fix or a crash; earlier steps are not repeated.
+    """
+    order = ["backup", "enable", "deploy", "remove-server", "drill"]
+    first = order.index(start_at)
+
+    def wanted(step: str) -> bool:
+        return first <= order.index(step)
     s = runtime.settings()
     master = s.master.name
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
@@ -74,18 +84,28 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     show_topology("before", [master])
     with book.step("check RBAC token"):
         token.validate_token(min_validity_s=1800, master=master)
-    with book.step("back up classifier hierarchy"):
-        backup = classifier.backup_groups(str(s.backup_dir))
+    backup = "skipped"
+    if wanted("backup"):
+        with book.step("back up classifier hierarchy"):
+            backup = classifier.backup_groups(str(s.backup_dir))
+    else:
+        book.skip("back up classifier hierarchy", f"start_at={start_at}")
     try:
         with book.step("stage RBAC token", master):
             token.stage_token(master)
-        with book.step("puppet infrastructure enable replica", master):
-            infrastructure.enable_replica(master, replica, topology, skip_agent_config, agent_server_urls or (),
-                                          pcp_brokers or (), infra_agent_server_urls or (), infra_pcp_brokers or ())
-        with book.step(f"deploy configuration ({deploy})"):
-            if deploy == "job":
+        if wanted("enable"):
+            with book.step("puppet infrastructure enable replica", master):
+                infrastructure.enable_replica(master, replica, topology, skip_agent_config, agent_server_urls or (),
+                                              pcp_brokers or (), infra_agent_server_urls or (), infra_pcp_brokers or ())
+        else:
+            book.skip("puppet infrastructure enable replica", f"start_at={start_at}")
+        if not wanted("deploy"):
+            book.skip("deploy configuration", f"start_at={start_at}")
+        elif deploy == "job":
+            with book.step("deploy configuration (job)"):
                 agent.job_run_all_nodes(master)
-            else:
+        else:
+            with book.step("deploy configuration (agent-runs)"):
                 # Infrastructure first, then every managed node in parallel (bounded by the task runner).
                 agent.agent_run(master)
                 agent.agent_run(replica)
@@ -93,8 +113,10 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                 log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes)))
     finally:
         token.remove_staged_token(master)
-    with book.step("remove `server =` from the replica's puppet.conf", replica):
-        removed = puppet_conf.delete_setting(replica, "server", "main")
+    removed = False
+    if wanted("remove-server"):
+        with book.step("remove `server =` from the replica's puppet.conf", replica):
+            removed = puppet_conf.delete_setting(replica, "server", "main")
     drill_result = None
     if drill and test_node:
         drill_result = failover_drill(book, master, replica, test_node)

@@ -9,6 +9,8 @@
 """
 
 
+from typing import Literal
+
 from prefect import flow
 
 from flows._common import Runbook, distinct, installation_lock, inventory_host, log, run_name, show_topology
@@ -21,8 +23,15 @@ from tasks import agent, infrastructure, puppet_conf, token
 @flow(name="provision-replica", flow_run_name=run_name("provision-replica", "replica", "replica"))
 @installation_lock("provision-replica")
 def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, sync_timeout_s: float = 1800,
-                      verify_node: str | None = None, dry_run: bool = False) -> dict:
-    """Provision ``replica`` from the primary master and wait until its services are synced and running."""
+                      verify_node: str | None = None, start_at: Literal["provision", "wait", "verify"] = "provision",
+                      dry_run: bool = False) -> dict:
+    """Provision ``replica`` from the primary master and wait until its services are synced and running.
+
+    ``start_at`` re-runs from a named step after a manual fix or a crash (preconditions always run again;
+    completed destructive steps are not repeated).
+    """
+    order = ["provision", "wait", "verify"]
+    first = order.index(start_at)
     s = runtime.settings()
     master = s.master.name
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
@@ -52,14 +61,18 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     try:
         with book.step("stage RBAC token", master):
             token.stage_token(master)
-        with book.step("puppet infrastructure provision replica", master):
-            infrastructure.provision_replica(master, replica)
-        if copy_puppetdb:
+        if first <= order.index("provision"):
+            with book.step("puppet infrastructure provision replica", master):
+                infrastructure.provision_replica(master, replica)
+        else:
+            book.skip("puppet infrastructure provision replica", f"start_at={start_at}")
+        if copy_puppetdb and first <= order.index("provision"):
             from flows.copy_puppetdb import copy_puppetdb as copy_flow
 
             with book.step("manual PuppetDB copy (during sync)", replica):
                 copy_flow(source=master, target=replica, approve=True)
         with book.step("wait until replica services are operational", replica):
+            # Also when starting at "verify": the verification is only meaningful on a synced replica.
             entries = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
     finally:
         token.remove_staged_token(master)

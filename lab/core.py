@@ -240,6 +240,11 @@ def _node_files(cfg: LabConfig) -> None:
             wrapper.write_text(f"#!/bin/sh\n# PE CLI *simulator* (pe-ha lab), not Puppet Enterprise.\n"
                                f"exec /usr/bin/python3 /opt/puppetlabs/sim/pe_sim.py {tool} \"$@\"\n")
             wrapper.chmod(0o755)
+        # Test hook (lab only): real scp, then flip one byte at the destination when the corrupt_transfer fault is set.
+        (bindir / "scp").write_text("#!/bin/sh\n# pe-ha lab test hook around the real scp (simulator fault corrupt_transfer)\n"
+                                    "/usr/bin/scp \"$@\" || exit $?\n"
+                                    "exec /usr/bin/python3 /opt/puppetlabs/sim/pe_sim.py pe-sim scp-hook \"$@\"\n")
+        (bindir / "scp").chmod(0o755)
         if h.has_postgres:
             sbin = h.path("/opt/puppetlabs/server/bin")
             sbin.mkdir(parents=True, exist_ok=True)

@@ -288,7 +288,8 @@ def make_dir(path: str, *, owner: str | None = None) -> Command:
 
 def scp_to(path: str, *, host: str, dest: str) -> Command:
     """``scp -q -o BatchMode=yes <path> <host>:<dest>`` run on the source node (the guide's transfer)."""
-    return Command(("scp", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", v.absolute_path(path),
+    return Command(("scp", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
+                    "-o", "ServerAliveCountMax=3", v.absolute_path(path),
                     f"{v.hostname(host)}:{v.absolute_path(dest)}"), f"scp {path} to {host}")
 
 
@@ -353,3 +354,107 @@ def _ipv4(value: str) -> str:
     if not is_ipv4(value):
         raise ValidationError(f"{value!r} is not an IPv4 address")
     return value
+
+
+# -- the fast PuppetDB copy (pipelined per table into a staging database, then a rename swap) -------------
+
+STAGING_SUFFIX = "-pe-ha-staging"
+OLD_SUFFIX = "-pe-ha-old"
+_SNAPSHOT_RE = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
+_TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _pipeline(*stages: Sequence[str]) -> Command:
+    """``bash -c 'set -o pipefail; a | b | c'``: each stage is quoted here, where the pipeline is built."""
+    import shlex
+
+    script = "set -o pipefail; " + " | ".join(shlex.join(stage) for stage in stages)
+    return Command(("bash", "-c", script), "pipeline")
+
+
+def _psql_argv(os_user: str, bin_dir: str, database: str, *args: str) -> list[str]:
+    return _as_pg(os_user, bin_dir, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", v.database_name(database), *args)
+
+
+def pg_dump_schema(*, file: str, snapshot: str, os_user: str, bin_dir: str, database: str = "pe-puppetdb") -> Command:
+    """Everything but table data (schema, ACLs, sequence values) from the snapshot: the frame of a fast copy."""
+    if not _SNAPSHOT_RE.fullmatch(snapshot):
+        raise ValidationError(f"snapshot id {snapshot!r} is not a pg_export_snapshot() id")
+    argv = _as_pg(os_user, bin_dir, "pg_dump", "--format=custom", "--compress=0", "--exclude-table-data=*",
+                  f"--snapshot={snapshot}", f"--file={v.absolute_path(file)}", f"--dbname={v.database_name(database)}")
+    return Command(tuple(argv), f"schema of {database}")
+
+
+def pg_restore_section(*, file: str, database: str, section: str, jobs: int, os_user: str, bin_dir: str) -> Command:
+    if section not in ("pre-data", "data", "post-data"):
+        raise ValidationError(f"section {section!r} must be pre-data, data or post-data")
+    argv = _as_pg(os_user, bin_dir, "pg_restore", f"--section={section}",
+                  f"--jobs={v.positive_int(jobs, what='jobs', maximum=256)}", f"--dbname={v.database_name(database)}",
+                  v.absolute_path(file))
+    return Command(tuple(argv), f"restore {section} into {database}")
+
+
+def recreate_database(name: str, *, owner: str, os_user: str, bin_dir: str) -> Command:
+    """Drop (if it exists) and create an empty database owned by ``owner``."""
+    name, owner = v.database_name(name), v.database_name(owner)
+    argv = _psql_argv(os_user, bin_dir, "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                      "-c", f'CREATE DATABASE "{name}" OWNER "{owner}"')
+    return Command(tuple(argv), f"create empty {name}")
+
+
+def drop_database(name: str, *, os_user: str, bin_dir: str) -> Command:
+    argv = _psql_argv(os_user, bin_dir, "postgres", "-c", f'DROP DATABASE IF EXISTS "{v.database_name(name)}" WITH (FORCE)')
+    return Command(tuple(argv), f"drop {name}")
+
+
+def swap_databases(live: str, staging: str, old: str, *, os_user: str, bin_dir: str) -> Command:
+    """Rename live -> old and staging -> live (connections to both are ended first)."""
+    live, staging, old = v.database_name(live), v.database_name(staging), v.database_name(old)
+    argv = _psql_argv(os_user, bin_dir, "postgres",
+                      "-c", f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)',
+                      "-c", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN ('{live}', '{staging}')",
+                      "-c", f'ALTER DATABASE "{live}" RENAME TO "{old}"',
+                      "-c", f'ALTER DATABASE "{staging}" RENAME TO "{live}"')
+    return Command(tuple(argv), f"swap {staging} in as {live}")
+
+
+def stream_table(table: str, *, snapshot: str, target: str, staging: str, compress: str, os_user: str, bin_dir: str,
+                 database: str = "pe-puppetdb") -> Command:
+    """On the source: COPY one table out of the snapshot, optionally compress, and COPY it into the target's staging DB
+    through ssh, all in one pipeline (no dump file)."""
+    if not _TABLE_RE.fullmatch(table):
+        raise ValidationError(f"table name {table!r} is not a plain lower-case identifier")
+    if not _SNAPSHOT_RE.fullmatch(snapshot):
+        raise ValidationError(f"snapshot id {snapshot!r} is not a pg_export_snapshot() id")
+    codecs = {"none": ([], []), "gzip": (["gzip", "-1"], ["gzip", "-d"]), "zstd": (["zstd", "-q", "-1", "-T1"], ["zstd", "-q", "-d"])}
+    if compress not in codecs:
+        raise ValidationError(f"compress={compress!r} must be one of {', '.join(codecs)}")
+    out = _psql_argv(os_user, bin_dir, database, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                     "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'", "-c", f'COPY public."{table}" TO STDOUT')
+    into = _psql_argv(os_user, bin_dir, staging, "-c", f'COPY public."{table}" FROM STDIN')
+    import shlex
+
+    remote = (shlex.join(codecs[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
+           "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com", v.hostname(target),
+           "set -o pipefail; " + remote]
+    stages: list[Sequence[str]] = [out]
+    if compress != "none":
+        stages.append(codecs[compress][0])
+    stages.append(ssh)
+    cmd = _pipeline(*stages)
+    return Command(cmd.argv, f"stream {table} to {target}")
+
+
+def link_probe(target: str, *, megabytes: int = 32) -> Command:
+    """Push ``megabytes`` of incompressible data to ``target`` over ssh; the caller times it."""
+    mb = v.positive_int(megabytes, what="probe size", maximum=1024)
+    return _pipeline(["head", "-c", f"{mb}M", "/dev/urandom"],
+                     ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "Compression=no", "-c",
+                      "aes128-gcm@openssh.com", v.hostname(target), "cat > /dev/null"])
+
+
+def has_tool(tool: str) -> Command:
+    if tool not in ("zstd", "gzip", "pigz"):
+        raise ValidationError(f"unknown tool {tool!r}")
+    return Command(("sh", "-c", f"command -v {tool}"), f"is {tool} installed?")

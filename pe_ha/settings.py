@@ -95,11 +95,15 @@ class Settings(BaseSettings):
     pg_user: str = Field(default="pe-ha", description="PostgreSQL role pe-ha uses for read-only checks.")
     pg_password_file: Path | None = Field(default=None, description="File holding that role's password.")
     pg_bin_dir: str = Field(default="/opt/puppetlabs/server/bin", description="PE's PostgreSQL client tools.")
+    pg_data_dir: str = Field(default="/opt/puppetlabs/server/data/postgresql",
+                             description="PostgreSQL data folder on master and replica (free-space check of a fast copy).")
     dump_dir: str = Field(default="/var/tmp", description="Folder for PuppetDB dumps on master and replica.")
     backup_dir: Path = Field(default=Path("/var/lib/pe-ha/backups"),
                              description="Where classifier backups are written on the worker (mode 0700).")
     remote_lang: str = Field(default="C.UTF-8", description="LANG for remote root sessions.")
     remote_path: str = Field(default=DEFAULT_REMOTE_PATH, description="PATH for remote root sessions.")
+    failover_margin_s: float = Field(default=60, ge=1, le=3600,
+                                     description="enable_ha_failover is killed at replication_timeout_secs plus this margin.")
     health_interval_s: int = Field(default=300, ge=30, description="verify_health schedule interval.")
 
     # -- checks -------------------------------------------------------------------------------------

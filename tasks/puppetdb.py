@@ -179,3 +179,149 @@ def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
 @task(name="remove-dump", task_run_name="remove-dump/{host}", **RETRY_CONNECT)
 def remove_files(host: str, *paths: str) -> None:
     runtime.executor().run(host, commands.remove_files(*paths), timeout_s=120)
+
+
+# -- the fast copy: schema frame + per-table streams into a staging database + rename swap ---------------
+
+
+def leaf_tables(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    """Every table that holds rows (partitions included, partitioned parents excluded), largest first."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC, 1").fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+@task(name="measure-link", task_run_name="measure-link/{source}->{target}", **READ)
+def link_mb_per_s(source: str, target: str, megabytes: int = 32) -> float:
+    """Throughput of ssh from source to target, measured with incompressible data."""
+    started = time.monotonic()
+    runtime.executor().run(source, commands.link_probe(target, megabytes=megabytes), timeout_s=600, stream=False)
+    rate = megabytes / max(time.monotonic() - started, 1e-3)
+    logger().info("link %s -> %s: %.0f MB/s (ssh, aes128-gcm)", source, target, rate)
+    return rate
+
+
+@task(name="choose-compression", task_run_name="choose-compression", **READ)
+def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 150.0) -> str:
+    """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow."""
+    if link_mb_s >= cpu_mb_s:
+        return "none"
+    ex = runtime.executor()
+    for tool in ("zstd", "gzip"):
+        if all(ex.run(h, commands.has_tool(tool), check=False, timeout_s=30, stream=False).exit_code == 0
+               for h in (source, target)):
+            return tool
+    return "none"
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    tables: int
+    bytes_on_disk: int
+    seconds: float
+
+
+def stream_all(source: str, target: str, staging: str, snapshot: str, tables: list[tuple[str, int]],
+               compress: str, parallel: int) -> StreamResult:
+    """Run one pipeline per table, ``parallel`` at a time, largest first; report progress as tables land."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    s = runtime.settings()
+    ex = runtime.executor()
+    started = time.monotonic()
+    total = sum(size for _, size in tables)
+    done_bytes = 0
+    last_report = 0.0
+
+    def one(table: str) -> str:
+        cmd = commands.stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
+                                    os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
+        ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
+        return table
+
+    sizes = dict(tables)
+    progress_id = None
+    try:
+        from prefect.artifacts import create_progress_artifact
+
+        progress_id = create_progress_artifact(progress=0.0, key="puppetdb-copy-progress",
+                                               description=f"tables copied {source} -> {target}")
+    except Exception:  # outside a run there is no artifact to update
+        progress_id = None
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(one, name) for name, _ in tables]
+        for n, future in enumerate(as_completed(futures), 1):
+            table = future.result()
+            done_bytes += sizes[table]
+            now = time.monotonic()
+            if now - last_report > 2 or n == len(tables):
+                last_report = now
+                logger().info("copied %d/%d tables, %.0f of %.0f MiB (on-disk size) in %.1f s", n, len(tables),
+                              done_bytes / 2**20, total / 2**20, now - started)
+                if progress_id is not None:
+                    from prefect.artifacts import update_progress_artifact
+
+                    update_progress_artifact(progress_id, progress=  # type: ignore[arg-type]
+                                             100.0 * done_bytes / max(total, 1))
+    return StreamResult(len(tables), total, time.monotonic() - started)
+
+
+@task(name="fast-copy-to-staging", task_run_name="fast-copy/{source}->{target}", **SIDE_EFFECT)
+def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: str, jobs: int) -> dict:
+    """Schema frame, per-table pipelines, then indexes/constraints, into ``pe-puppetdb-pe-ha-staging`` on the target.
+
+    The live pe-puppetdb on the target is not touched. Returns the source snapshot's fingerprint and timings.
+    """
+    s = runtime.settings()
+    ex = runtime.executor()
+    staging = DB + commands.STAGING_SUFFIX
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    ex.run(target, commands.recreate_database(staging, owner=DB, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+    with connect(source) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        snapshot = str(row[0]) if row else ""
+        expected = fingerprint_in(conn)
+        tables = leaf_tables(conn)
+        ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, os_user=s.pg_os_user,
+                                               bin_dir=s.pg_bin_dir))
+        ex.run(source, commands.scp_to(schema_file, host=target, dest=schema_file))
+        ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
+                                                   os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+        timings["schema"] = time.monotonic() - t0
+        # The exporting transaction stays open until every stream has imported the snapshot and finished.
+        streamed = stream_all(source, target, staging, snapshot, tables, compress, parallel=max(2, jobs))
+        timings["data"] = streamed.seconds
+    t1 = time.monotonic()
+    ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1,
+                                               os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+    ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="post-data", jobs=jobs,
+                                               os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+    timings["indexes"] = time.monotonic() - t1
+    return {"fingerprint": expected, "timings": timings, "tables": streamed.tables, "compress": compress}
+
+
+@task(name="verify-staging", task_run_name="verify-staging/{host}", **READ)
+def verify_staging(host: str, expected: dict[str, int | str]) -> None:
+    with connect(host, DB + commands.STAGING_SUFFIX) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        actual = fingerprint_in(conn)
+    diff = {k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)}
+    if diff:
+        raise PreconditionFailed(f"the staging copy on {host} differs from the source in {sorted(diff)[:8]}; the live "
+                                 "pe-puppetdb was not touched", hint="re-run the copy")
+
+
+@task(name="swap-in-staging", task_run_name="swap-in-staging/{host}", **SIDE_EFFECT)
+def swap_in_staging(host: str) -> None:
+    s = runtime.settings()
+    runtime.executor().run(host, commands.swap_databases(DB, DB + commands.STAGING_SUFFIX, DB + commands.OLD_SUFFIX,
+                                                         os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+
+
+@task(name="drop-database", task_run_name="drop-{name}/{host}", **RETRY_CONNECT)
+def drop_database(host: str, name: str) -> None:
+    s = runtime.settings()
+    runtime.executor().run(host, commands.drop_database(name, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))

@@ -67,7 +67,8 @@ PINNED = [
     (c.cpu_count(), "nproc"),
     (c.remove_files("/var/tmp/a", "/var/tmp/b"), "rm -f -- /var/tmp/a /var/tmp/b"),
     (c.scp_to("/var/tmp/pe.dump", host="replica.example.com", dest="/var/tmp/pe.dump"),
-     "scp -q -o BatchMode=yes -o ConnectTimeout=10 /var/tmp/pe.dump replica.example.com:/var/tmp/pe.dump"),
+     "scp -q -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 /var/tmp/pe.dump "
+     "replica.example.com:/var/tmp/pe.dump"),
 ]
 
 

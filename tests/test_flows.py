@@ -346,3 +346,25 @@ def test_verify_health_takes_no_lock(env, monkeypatch):
     from flows.verify_health import verify_health
 
     assert verify_health()["healthy"] >= 1
+
+
+def test_enable_restarts_at_a_named_step_without_repeating_the_enable(env):
+    fake, _, settings = env
+    from flows.enable_replica import enable_replica
+
+    enable_replica(deploy="job", start_at="deploy")
+    master = fake.commands_on(M)
+    assert not any(c[:3] == ("puppet", "infrastructure", "enable") for c in master)
+    assert any(c[:3] == ("puppet", "job", "run") for c in master)
+    assert not list(settings.backup_dir.glob("*.json"))  # the backup step was before the restart point
+
+
+def test_provision_restarts_at_wait_without_reprovisioning(env):
+    fake, _, _ = env
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    from flows.provision_replica import provision_replica
+
+    provision_replica(start_at="wait", sync_timeout_s=30)
+    assert not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M))
+    assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}")]

@@ -14,6 +14,7 @@ import hashlib
 import http.server
 import json
 import os
+import shlex
 import signal
 import socket
 import socketserver
@@ -1010,6 +1011,7 @@ def cmd_provision(args):
     s = state()
     if s.get("role") != "master":
         raise SimError("Error: provision replica must be run on the primary master.")
+    slow_fault("provision")
     require_token(args)
     known_host(replica)
     if replica == s["master"]:
@@ -1024,7 +1026,6 @@ def cmd_provision(args):
     if server != s["master"]:
         raise SimError("Error: %s must use the primary master as its Puppet Server: its puppet.conf [main] server is "
                        "'%s', expected '%s'." % (replica, server, s["master"]))
-    slow_fault("provision")
     print("Notice: Pinning %s to PE Infrastructure Agent" % replica)
     print("Notice: Running puppet on %s." % replica)
     update_state(replica=replica, replica_enabled=False)
@@ -1074,6 +1075,7 @@ def cmd_enable(args):
     s = state()
     if s.get("role") != "master":
         raise SimError("Error: enable replica must be run on the primary master.")
+    slow_fault("enable")
     require_token(args)
     if s.get("replica") != replica:
         raise SimError("Error: %s is not a provisioned replica. Run `puppet infrastructure provision replica %s` first."
@@ -1099,7 +1101,7 @@ def cmd_enable(args):
         raise SimError("Error: Received a PCP error message (blocking request for 'status query'): replica PuppetDB is "
                        "%s. Check `puppet infrastructure status --verbose`, then retry." % st)
     confirm(args, "Enable %s as a replica of %s with topology %s?" % (replica, s["master"], topology))
-    slow_fault("enable")
+    log("enable replica %s (topology %s)" % (replica, topology))
     groups = groups_by_name()
     master = s["master"]
     if "PE HA Master" not in groups:
@@ -1340,6 +1342,7 @@ def cmd_agent(args):
     if not flag(args, "-t", "--test", "--onetime"):
         raise SimError("Error: this simulator models `puppet agent -t`")
     noop = flag(args, "--noop")
+    slow_fault("agent")
     if lock_holder() or fault_active("agent_lock"):
         print("Notice: Run of Puppet configuration client already in progress; skipping  (%s exists)" % LOCKFILE)
         return 1
@@ -1548,6 +1551,19 @@ def admin(args):
                 value = json.loads(rest[1]) if len(rest) > 1 else True
                 f[rest[0]] = value
             _write_json(FAULTS, f)
+        return 0
+    if cmd == "scp-hook":
+        if not faults().get("corrupt_transfer"):
+            return 0
+        with StateLock():
+            f = faults()
+            f.pop("corrupt_transfer", None)
+            _write_json(FAULTS, f)
+        host, _, path = rest[-1].partition(":")
+        flip = ("import sys; f = open(sys.argv[1], 'r+b'); f.seek(100); b = f.read(1); f.seek(100); "
+                "f.write(bytes([b[0] ^ 0xFF])); f.close()")
+        r = ssh(host, "/usr/bin/python3 -c %s %s" % (shlex.quote(flip), shlex.quote(path)), timeout=30)
+        log("corrupt_transfer: flipped byte 100 of %s:%s (rc %d)" % (host, path, r.returncode))
         return 0
     if cmd == "sync-now":
         peer = peer_host()

@@ -1,0 +1,175 @@
+"""Copy benchmark: pe-ha's fast copy against the guide's documented procedure (a plain script of its commands),
+and pgcopydb when installed; same synthetic PuppetDB, same run, alternating, with medians and ratios.
+
+    python -m bench.copy --nodes 1000 --runs 3 --links unlimited,100mbit
+    python -m bench.copy --nodes 200 --runs 1 --links unlimited     # the CI smoke test: checks equality only
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from bench.common import lab_runtime, median, prefect_for_bench, table, write
+from lab import core, pdbgen
+from lab.config import LAB_DIR, LabConfig
+
+SSH = ["ssh", "-F", str(LAB_DIR / "ssh" / "ssh_config")]
+DUMP = "/var/tmp/bench-doc.dump"
+CHECK_TABLES = ("certnames", "factsets", "catalog_resources", "reports", "edges", "resource_params_cache")
+
+
+def ssh(host: str, script: str, timeout: float = 3600) -> float:
+    started = time.monotonic()
+    subprocess.run([*SSH, host, script], check=True, capture_output=True, text=True, timeout=timeout)
+    return time.monotonic() - started
+
+
+def documented(cfg: LabConfig) -> dict:
+    """The guide's commands, as an operator would run them (compress 3, scp, pg_restore --clean --jobs=<cpus>)."""
+    pg = "runuser -u postgres -- /opt/puppetlabs/server/bin"
+    t_dump = ssh("master", f"{pg}/pg_dump --format=custom --compress=3 --file={DUMP} --dbname=pe-puppetdb")
+    t_scp = ssh("master", f"scp -q {DUMP} replica.lab.test:{DUMP}")
+    started = time.monotonic()
+    ssh("replica", "puppet resource service puppet ensure=stopped >/dev/null; "
+                   "puppet resource service pe-puppetdb ensure=stopped >/dev/null; "
+                   f"{pg}/pg_restore --clean --jobs=$(nproc) --dbname=pe-puppetdb {DUMP} 2>/dev/null; "
+                   "puppet resource service puppet ensure=running >/dev/null; "
+                   "puppet resource service pe-puppetdb ensure=running >/dev/null; true")
+    t_restore = time.monotonic() - started
+    ssh("master", f"rm -f {DUMP}")
+    ssh("replica", f"rm -f {DUMP}")
+    return {"total": t_dump + t_scp + t_restore, "dump": t_dump, "transfer": t_scp, "restore": t_restore,
+            "target_unusable": t_restore}
+
+
+def pe_ha_fast(cfg: LabConfig) -> dict:
+    from flows.copy_puppetdb import copy_puppetdb
+
+    started = time.monotonic()
+    result = copy_puppetdb(method="fast", approve=True)
+    total = time.monotonic() - started
+    return {"total": total, "target_unusable": result["target_stopped_seconds"], "compress": result["compress"],
+            **{k: v for k, v in result["timings"].items()}}
+
+
+def pe_ha_documented(cfg: LabConfig) -> dict:
+    from flows.copy_puppetdb import copy_puppetdb
+
+    started = time.monotonic()
+    result = copy_puppetdb(method="documented", approve=True)
+    return {"total": time.monotonic() - started, "target_unusable": result["target_stopped_seconds"]}
+
+
+def pgcopydb(cfg: LabConfig) -> dict:
+    """pgcopydb clone from the master's PostgreSQL into the replica's (it drops the target's tables first)."""
+    pw = (LAB_DIR / "secrets" / "pg_superuser").read_text().strip()
+    work = LAB_DIR / "pgcopydb-work"
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.monotonic()
+    subprocess.run(["pgcopydb", "clone", "--source", f"postgres://postgres:{pw}@{cfg.master.address}/pe-puppetdb",
+                    "--target", f"postgres://postgres:{pw}@{cfg.replica.address}/pe-puppetdb", "--dir", str(work),
+                    "--drop-if-exists", "--table-jobs", "2", "--index-jobs", "2", "--no-owner"],
+                   check=True, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=3600)
+    total = time.monotonic() - started
+    return {"total": total, "target_unusable": total}
+
+
+def full_fingerprint(settings, host: str) -> str:
+    """Row counts of every table plus md5 of the ordered rows of the big tables (the benchmark's full check)."""
+    entry = settings.host(host)
+    digest = hashlib.sha256()
+    with psycopg.connect(host=entry.address, dbname="pe-puppetdb", user="pe-ha",
+                         password=settings.pg_password().get_secret_value(), connect_timeout=5) as conn:
+        tables = [r[0] for r in conn.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                             "WHERE nspname = 'public' AND relkind IN ('r', 'p') ORDER BY 1")]
+        for t in tables:
+            digest.update(f"{t}:{conn.execute(f'SELECT count(*) FROM public.{t}').fetchone()[0]};".encode())
+        for t in CHECK_TABLES:
+            cols = [r[0] for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+                "AND attname <> 'id' ORDER BY attnum", (f"public.{t}",))]
+            order = ", ".join(f'"{c}"' for c in cols)
+            row = conn.execute(f"SELECT md5(string_agg(x::text, '' ORDER BY x)) FROM (SELECT ({order}) AS x FROM public.{t}) s"
+                               ).fetchone()
+            digest.update(f"{t}:{row[0]};".encode())
+        for name in ("indexes", "constraints"):
+            q = ("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'" if name == "indexes" else
+                 "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE nspname = 'public'")
+            digest.update(f"{name}:{conn.execute(q).fetchone()[0]};".encode())
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--links", default="unlimited,100mbit")
+    p.add_argument("--methods", default="documented,pe-ha-fast,pgcopydb")
+    p.add_argument("--keep-lab", action="store_true")
+    args = p.parse_args(argv)
+    methods = {"documented": documented, "pe-ha-fast": pe_ha_fast, "pe-ha-documented": pe_ha_documented,
+               "pgcopydb": pgcopydb}
+    chosen = [m for m in args.methods.split(",") if m]
+    if "pgcopydb" in chosen and shutil.which("pgcopydb") is None:
+        print("pgcopydb is not installed (apt-get install pgcopydb): left out")
+        chosen.remove("pgcopydb")
+    cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=args.nodes)
+    print(f"lab up; generating a {args.nodes}-node synthetic PuppetDB ...", flush=True)
+    core.up(cfg, verbose=False)
+    gen = pdbgen.generate(cfg, args.nodes)
+    results: list[dict] = []
+    ok = True
+    try:
+        with prefect_for_bench(), lab_runtime() as settings:
+            size = int(subprocess.run([*SSH, "master", "runuser -u postgres -- psql -h /run/postgresql -At -d pe-puppetdb "
+                                       "-c \"select pg_database_size('pe-puppetdb')\""], capture_output=True, text=True,
+                                      check=True).stdout)
+            source_print = full_fingerprint(settings, "master.lab.test")
+            print(f"pe-puppetdb: {size / 1e9:.2f} GB ({gen:.0f} s to generate)", flush=True)
+            for link in args.links.split(","):
+                for host in (cfg.master, cfg.replica):
+                    core.outage(host, "fast" if link == "unlimited" else "slow", rate=link)
+                for run in range(args.runs):
+                    for method in chosen:
+                        res = methods[method](cfg)
+                        verified = full_fingerprint(settings, "replica.lab.test") == source_print
+                        ok &= verified
+                        row = {"link": link, "run": run + 1, "method": method, "verified": verified,
+                               **{k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}}
+                        results.append(row)
+                        print(f"  {link:>9} run {run + 1} {method:<16} {row['total']:7.1f} s  target unusable "
+                              f"{row['target_unusable']:6.1f} s  verified={verified}", flush=True)
+            for host in (cfg.master, cfg.replica):
+                core.outage(host, "fast")
+    finally:
+        if not args.keep_lab:
+            core.down(verbose=False)
+    summary = []
+    for link in args.links.split(","):
+        base = [r for r in results if r["link"] == link and r["method"] == "documented"]
+        base_total, base_stop = median([r["total"] for r in base]), median([r["target_unusable"] for r in base])
+        for method in chosen:
+            rs = [r for r in results if r["link"] == link and r["method"] == method]
+            tot, stop = median([r["total"] for r in rs]), median([r["target_unusable"] for r in rs])
+            summary.append({"link": link, "method": method, "runs": len(rs), "median_s": round(tot, 1),
+                            "ratio_vs_documented": round(tot / base_total, 2) if base else "",
+                            "target_unusable_s": round(stop, 1),
+                            "unusable_ratio": round(stop / base_stop, 2) if base else "",
+                            "verified": all(r["verified"] for r in rs)})
+    print()
+    print(table(summary, ["link", "method", "runs", "median_s", "ratio_vs_documented", "target_unusable_s",
+                          "unusable_ratio", "verified"]))
+    path = write("copy", {"nodes": args.nodes, "bytes": size, "runs": results, "summary": summary})
+    print(f"\nresults: {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
