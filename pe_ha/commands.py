@@ -446,6 +446,23 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
     return Command(cmd.argv, f"stream {table} to {target}")
 
 
+def stream_tables(tables: Sequence[str], *, snapshot: str, target: str, staging: str, compress: str, os_user: str,
+                  bin_dir: str, database: str = "pe-puppetdb") -> Command:
+    """One lane of the fast copy: the tables' pipelines one after another in a single remote command, so that a
+    lane costs one SSH round trip instead of one per table. ssh connections to the target are multiplexed."""
+    if not tables:
+        raise ValidationError("a lane needs at least one table")
+    scripts = []
+    for table in tables:
+        one = stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
+                           os_user=os_user, bin_dir=bin_dir, database=database)
+        scripts.append("( " + one.argv[2].replace("ssh -o BatchMode=yes", _SSH_MUX, 1) + " )")
+    return Command(("bash", "-c", " && ".join(scripts)), f"stream {len(tables)} tables to {target}")
+
+
+_SSH_MUX = ("ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath=/tmp/pe-ha-mux-%C -o ControlPersist=30")
+
+
 def link_probe(target: str, *, megabytes: int = 32) -> Command:
     """Push ``megabytes`` of incompressible data to ``target`` over ssh; the caller times it."""
     mb = v.positive_int(megabytes, what="probe size", maximum=1024)

@@ -203,7 +203,7 @@ def link_mb_per_s(source: str, target: str, megabytes: int = 32) -> float:
 
 
 @task(name="choose-compression", task_run_name="choose-compression", **READ)
-def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 150.0) -> str:
+def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 50.0) -> str:
     """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow."""
     if link_mb_s >= cpu_mb_s:
         return "none"
@@ -222,25 +222,26 @@ class StreamResult:
     seconds: float
 
 
+def lanes(tables: list[tuple[str, int]], count: int) -> list[list[str]]:
+    """Assign tables to ``count`` lanes, largest first, each to the lane with the least bytes so far."""
+    buckets: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(count, len(tables))))]
+    for name, size in tables:
+        i = min(range(len(buckets)), key=lambda k: buckets[k][0])
+        buckets[i] = (buckets[i][0] + size, buckets[i][1] + [name])
+    return [names for _, names in buckets if names]
+
+
 def stream_all(source: str, target: str, staging: str, snapshot: str, tables: list[tuple[str, int]],
                compress: str, parallel: int) -> StreamResult:
-    """Run one pipeline per table, ``parallel`` at a time, largest first; report progress as tables land."""
+    """Run ``parallel`` lanes of per-table pipelines at once; report progress as lanes finish."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     s = runtime.settings()
     ex = runtime.executor()
     started = time.monotonic()
-    total = sum(size for _, size in tables)
-    done_bytes = 0
-    last_report = 0.0
-
-    def one(table: str) -> str:
-        cmd = commands.stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                                    os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
-        ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
-        return table
-
     sizes = dict(tables)
+    total = sum(sizes.values())
+    plan = lanes(tables, parallel)
     progress_id = None
     try:
         from prefect.artifacts import create_progress_artifact
@@ -249,21 +250,25 @@ def stream_all(source: str, target: str, staging: str, snapshot: str, tables: li
                                                description=f"tables copied {source} -> {target}")
     except Exception:  # outside a run there is no artifact to update
         progress_id = None
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(one, name) for name, _ in tables]
-        for n, future in enumerate(as_completed(futures), 1):
-            table = future.result()
-            done_bytes += sizes[table]
-            now = time.monotonic()
-            if now - last_report > 2 or n == len(tables):
-                last_report = now
-                logger().info("copied %d/%d tables, %.0f of %.0f MiB (on-disk size) in %.1f s", n, len(tables),
-                              done_bytes / 2**20, total / 2**20, now - started)
-                if progress_id is not None:
-                    from prefect.artifacts import update_progress_artifact
 
-                    update_progress_artifact(progress_id, progress=  # type: ignore[arg-type]
-                                             100.0 * done_bytes / max(total, 1))
+    def one(lane: list[str]) -> list[str]:
+        cmd = commands.stream_tables(lane, snapshot=snapshot, target=target, staging=staging, compress=compress,
+                                     os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
+        ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
+        return lane
+
+    done_tables, done_bytes = 0, 0
+    with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+        for future in as_completed([pool.submit(one, lane) for lane in plan]):
+            lane = future.result()
+            done_tables += len(lane)
+            done_bytes += sum(sizes[t] for t in lane)
+            logger().info("copied %d/%d tables, %.0f of %.0f MiB (on-disk size) in %.1f s", done_tables, len(tables),
+                          done_bytes / 2**20, total / 2**20, time.monotonic() - started)
+            if progress_id is not None:
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(progress_id, progress=100.0 * done_bytes / max(total, 1))  # type: ignore[arg-type]
     return StreamResult(len(tables), total, time.monotonic() - started)
 
 
