@@ -1,0 +1,104 @@
+"""Faults that need the real Prefect stack: cancellation from the API, and a worker killed mid-flow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from lab import core
+from lab.stack import PrefectStack, WebhookReceiver
+from tests.prefect.test_stack import free_port
+
+pytestmark = [pytest.mark.lab, pytest.mark.prefect]
+M, R = "master.lab.test", "replica.lab.test"
+
+
+@pytest.fixture(scope="module")
+def stack(lab, tmp_path_factory):
+    hook = WebhookReceiver(port=free_port()).start()
+    env = core.lab_env()
+    env.update({"PEHA_LOCK_WAIT_S": "150"})
+    st = PrefectStack(home=tmp_path_factory.mktemp("prefect-faults"), port=free_port(), extra_env=env)
+    try:
+        st.start_server()
+        st.setup_and_deploy("lab", hook.url)
+        st.worker = st.start_worker("worker-a")  # type: ignore[attr-defined]
+        yield st
+    finally:
+        st.stop()
+        hook.stop()
+
+
+def remote_running(lab, host: str, pattern: str) -> bool:
+    return core.node_run(lab.host(host.split(".")[0]), "pgrep", "-f", pattern, check=False).returncode == 0
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cancel_from_the_api_kills_the_remote_command(stack, fresh_lab, outcome):
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"provision"')
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "90")
+    with outcome("fault", "cancel from the API during a remote command", "run Cancelled; remote process killed") as o:
+        fr = stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 60})
+        wait_until(lambda: remote_running(fresh_lab, M, "infrastructure provision"), 120, "the remote provision")
+        started = time.monotonic()
+        stack.cancel(fr["id"])
+        final = stack.wait(fr["id"], 90)
+        took = time.monotonic() - started
+        assert final["state"]["type"] == "CANCELLED"
+        wait_until(lambda: not remote_running(fresh_lab, M, "infrastructure provision"), 15, "the remote kill")
+        o.observed = f"Cancelled {took:.0f} s after the API call; the remote provision process is gone"
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
+
+
+def _kill_worker_and_flow_runs(stack) -> None:
+    """SIGKILL the worker and every flow-run process it started (a crashed worker host)."""
+    out = subprocess.run(["pgrep", "-f", str(stack.home)], capture_output=True, text=True).stdout.split()
+    victims = {int(p) for p in out} | {stack.worker.pid}
+    for proc in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]:
+        pid, _, args = proc.strip().partition(" ")
+        if "prefect" in args and ("flow_run" in args or "prefect.engine" in args or "worker start" in args):
+            victims.add(int(pid))
+    server = {p.pid for p in stack.processes[:1]}
+    for pid in victims - server:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_worker_killed_mid_flow(stack, fresh_lab, outcome):
+    with outcome("fault", "the worker is killed in the middle of enable_replica's deploy step",
+                 "lock freed within its lease; re-run from 'deploy' finishes without repeating the enable") as o:
+        prov = stack.wait(stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})["id"], 300)
+        assert prov["state"]["type"] == "COMPLETED"
+        core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"agent"')
+        core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "120")
+        fr = stack.create_run("enable-replica", "enable-replica", {"topology": "mono"})
+        wait_until(lambda: remote_running(fresh_lab, M, "pe_sim.py puppet agent"), 180, "the deploy step")
+        _kill_worker_and_flow_runs(stack)
+        killed = time.monotonic()
+        core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
+        stack.worker = stack.start_worker("worker-b")
+        rerun = stack.create_run("enable-replica", "enable-replica", {"topology": "mono", "start_at": "deploy"})
+        final = stack.wait(rerun["id"], 300)
+        freed_after = time.monotonic() - killed
+        assert final["state"]["type"] == "COMPLETED", final["state"]
+        enables = core.node_run(fresh_lab.master, "grep", "-c", "enable replica replica.lab.test",
+                                "/var/log/puppetlabs/sim/sim.log", check=False).stdout.strip()
+        assert enables == "1"
+        conf = core.node_run(fresh_lab.host("agent1"), "cat", "/etc/puppetlabs/puppet/puppet.conf").stdout
+        assert f"server_list = {M}:8140,{R}:8140" in conf
+        o.observed = (f"crashed run {fr['name']} left the lock; the re-run got it and completed {freed_after:.0f} s "
+                      "after the kill (lease 60 s); `enable replica` ran once")
