@@ -193,7 +193,7 @@ def leaf_tables(conn: psycopg.Connection) -> list[tuple[str, int]]:
 
 
 @task(name="measure-link", task_run_name="measure-link/{source}->{target}", **READ)
-def link_mb_per_s(source: str, target: str, megabytes: int = 32) -> float:
+def link_mb_per_s(source: str, target: str, megabytes: int = 16) -> float:
     """Throughput of ssh from source to target, measured with incompressible data."""
     started = time.monotonic()
     runtime.executor().run(source, commands.link_probe(target, megabytes=megabytes), timeout_s=600, stream=False)
@@ -203,7 +203,7 @@ def link_mb_per_s(source: str, target: str, megabytes: int = 32) -> float:
 
 
 @task(name="choose-compression", task_run_name="choose-compression", **READ)
-def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 50.0) -> str:
+def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 25.0) -> str:
     """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow."""
     if link_mb_s >= cpu_mb_s:
         return "none"
