@@ -261,3 +261,14 @@ def installation_lock(procedure: str):
 
 
 from pe_ha.errors import PreconditionFailed  # noqa: E402
+
+
+def remove_token_best_effort(host: str) -> None:
+    """Remove the staged token in a ``finally``: a failure here must not hide the run's real outcome."""
+    from tasks import token
+
+    try:
+        token.remove_staged_token(host)
+    except Exception as exc:  # the host may be unreachable; tell the operator what is left behind
+        log().error("could not remove the staged RBAC token from %s (%s): delete %s there by hand", host, exc,
+                    runtime.settings().remote_token_file)

@@ -7,7 +7,7 @@ Runs on the promoted replica (the new master). The whole flow is bounded by
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, remove_token_best_effort, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology, positive_int
 from tasks import infrastructure, token
@@ -42,7 +42,7 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
             infrastructure.enable_ha_failover(promoted, host, topology, replication_timeout_secs, caserver, tmpdir,
                                               margin_s=s.failover_margin_s)
     finally:
-        token.remove_staged_token(promoted)
+        remove_token_best_effort(promoted)
     entries = show_topology("after", [promoted])
     book.publish_summary(outcome="failed master is the new replica",
                          next_steps=[f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."])

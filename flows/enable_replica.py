@@ -15,7 +15,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, log, remove_token_best_effort, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology
 from tasks import agent, classifier, infrastructure, network, puppet_conf, token
@@ -112,7 +112,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                 codes = agent.agent_run.map(nodes).result() if nodes else []
                 log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes)))
     finally:
-        token.remove_staged_token(master)
+        remove_token_best_effort(master)
     removed = False
     if wanted("remove-server"):
         with book.step("remove `server =` from the replica's puppet.conf", replica):

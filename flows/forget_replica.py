@@ -10,7 +10,16 @@
 from prefect import flow
 from prefect.states import Cancelled
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, require_approval, run_name, show_topology
+from flows._common import (
+    Runbook,
+    distinct,
+    installation_lock,
+    inventory_host,
+    remove_token_best_effort,
+    require_approval,
+    run_name,
+    show_topology,
+)
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed
 from tasks import infrastructure, status_api, token
@@ -50,7 +59,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
         with book.step("puppet infrastructure forget", master):
             infrastructure.forget_replica(master, replica)
     finally:
-        token.remove_staged_token(master)
+        remove_token_best_effort(master)
     with book.step("confirm the replica is purged", master):
         entries = infrastructure.infrastructure_status(master)
         still = [e for e in entries if e.get("server") == replica]

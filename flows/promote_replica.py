@@ -14,7 +14,17 @@ from prefect import flow
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, log, require_approval, run_name, show_topology
+from flows._common import (
+    Runbook,
+    distinct,
+    installation_lock,
+    inventory_host,
+    log,
+    remove_token_best_effort,
+    require_approval,
+    run_name,
+    show_topology,
+)
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed
 from pe_ha.validation import Topology
@@ -69,7 +79,7 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
                 token.stage_token(replica)
                 agent.job_run_all_nodes(replica)
             finally:
-                token.remove_staged_token(replica)
+                remove_token_best_effort(replica)
         else:
             codes = agent.agent_run.map(nodes, server_list=[[replica]] * len(nodes)).result() if nodes else []
             log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))

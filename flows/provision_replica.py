@@ -13,7 +13,7 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, log, remove_token_best_effort, run_name, show_topology
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
@@ -75,7 +75,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
             # Also when starting at "verify": the verification is only meaningful on a synced replica.
             entries = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
     finally:
-        token.remove_staged_token(master)
+        remove_token_best_effort(master)
     with book.step("verify: noop run against the replica", node):
         code = agent.agent_run(node, noop=True, server_list=[replica], suffix="-noop")
     show_topology("after", [master])

@@ -41,7 +41,7 @@ from pe_ha.settings import HostSettings, Settings
 _PID_MARK = "\x1dPEHA-PGID "
 _ERR_MARK = "\x1e"
 _KILL_GRACE_S = 5
-_LOCAL_GRACE_S = 15
+_LOCAL_GRACE_S = 10
 
 LineSink = Callable[[str, str, str], None]  # (host, stream, line)
 
@@ -237,6 +237,8 @@ class FabricExecutor:
             chan.exec_command(line)
             buffer = b""
             deadline = started + limit + _LOCAL_GRACE_S
+            last_heard = time.monotonic()
+            probe_every = max(10.0, 3 * self.settings.ssh_connect_timeout_s)
             while True:
                 readable, _, _ = select.select([chan], [], [], 0.2)
                 if readable:
@@ -244,9 +246,15 @@ class FabricExecutor:
                     if not data:
                         break
                     buffer += data
+                    last_heard = time.monotonic()
                     *complete, buffer = buffer.split(b"\n")
                     for raw in complete:
                         pgid = self._emit(host, raw, out_lines, err_lines, pgid, sink)
+                elif time.monotonic() - last_heard > probe_every:
+                    # A silent command, or a dead link (a cut-off host never resets TCP)? Ask the server for a
+                    # channel: it answers within the connect timeout if the link is alive.
+                    self._probe_link(host, transport)
+                    last_heard = time.monotonic()
                 if time.monotonic() > deadline:
                     raise RemoteTimeout(f"`{mask(shlex.join(argv))}` did not finish in {limit:g} s; killed",
                                         host=host)
@@ -277,6 +285,14 @@ class FabricExecutor:
             raise CommandFailed(host=host, command=result.command, exit_code=exit_code,
                                 output=mask("\n".join(err_lines[-8:] + out_lines[-8:])))
         return result
+
+    def _probe_link(self, host: str, transport: paramiko.Transport) -> None:
+        try:
+            probe = transport.open_session(timeout=self.settings.ssh_connect_timeout_s)
+            probe.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            raise ConnectError("lost contact with the host while a command ran (no answer to an SSH probe)", host=host,
+                               hint="the command's outcome is unknown: check the host before re-running") from None
 
     def _emit(self, host: str, raw: bytes, out: list[str], err: list[str], pgid: int | None,
               sink: LineSink) -> int | None:

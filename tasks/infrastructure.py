@@ -14,9 +14,9 @@ from tasks._base import READ, SIDE_EFFECT, logger
 
 
 @task(name="infrastructure-status", **READ)
-def infrastructure_status(on_host: str, of_host: str | None = None) -> list[dict]:
+def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
     """``puppet infrastructure status --format json`` run on ``on_host``."""
-    result = runtime.executor().run(on_host, commands.infrastructure_status(host=of_host), timeout_s=120,
+    result = runtime.executor().run(on_host, commands.infrastructure_status(host=of_host), timeout_s=timeout_s,
                                     stream=False)
     try:
         entries = json.loads(result.stdout)
@@ -53,7 +53,10 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
     last: list[dict] | str = "no status read yet"
     while True:
         try:
-            entries = infrastructure_status.fn(master, replica)
+            # Each status call is bounded by what is left of the wait: a master cut off mid-call must not
+            # stretch the wait to the command's own limit.
+            remaining = max(5.0, min(120.0, deadline - time.monotonic()))
+            entries = infrastructure_status.fn(master, replica, timeout_s=remaining)
             last = entries
             if entries and not not_running(entries):
                 log.info("replica %s: %s", replica, summarize(entries))

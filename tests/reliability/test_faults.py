@@ -84,6 +84,8 @@ def test_master_cut_off_during_provision(fresh_lab, outcome):
 
     settings = lab_settings(ssh_connect_timeout_s=2)
     check = quiet(settings)
+    # keep the replica's PuppetDB "starting" so that the cut lands in the bounded wait
+    core.node_run(fresh_lab.replica, "pe-sim", "fault", "puppetdb_stuck_starting")
     with outcome("fault", "the master is cut off during provision_replica",
                  "bounded wait fails with the last status seen; re-run after restore completes") as o:
         result: dict = {}
@@ -91,14 +93,16 @@ def test_master_cut_off_during_provision(fresh_lab, outcome):
             t = threading.Thread(target=lambda: result.update(state=provision_replica(sync_timeout_s=8, return_state=True)))
             t.start()
             wait_for(lambda: sim_state(check, R).get("provisioned"), 60, "provision to run")
+            time.sleep(2)  # the provision command returns; the flow is in its bounded wait
             core.outage(fresh_lab.master, "drop")
             try:
                 t.join(120)
             finally:
                 core.outage(fresh_lab.master, "restore")
+                core.node_run(fresh_lab.replica, "pe-sim", "fault", "clear")
             state = result["state"]
             assert state.is_failed() and "not fully operational" in state.message
-            rerun = provision_replica(sync_timeout_s=60, start_at="wait")
+            rerun = provision_replica(sync_timeout_s=90, start_at="wait")
         assert rerun["services"] == 6
         o.observed = f"failed: {state.message.split(':', 1)[1].strip()[:80]}…; re-run from 'wait': 6 of 6 services"
     check.close()
@@ -233,7 +237,7 @@ def test_enable_ha_failover_ends_on_time(fresh_lab, outcome):
     core.node_run(fresh_lab.replica, "pe-sim", "fault", "slow_command", '"enable_ha_failover"')
     core.node_run(fresh_lab.replica, "pe-sim", "fault", "slow_seconds", "60")
     # make the replica the master first (as after a promotion) so that the command is accepted
-    core.node_run(fresh_lab.replica, "bash", "-c", "python3 - <<'X'\nimport json\np='/opt/puppetlabs/sim/state.json'\n"
+    core.node_run(fresh_lab.replica, "bash", "-c", "/usr/bin/python3 - <<'X'\nimport json\np='/opt/puppetlabs/sim/state.json'\n"
                   "s=json.load(open(p)); s.update(role='master', master='replica.lab.test'); json.dump(s, open(p,'w'))\nX")
     with outcome("fault", "enable_ha_failover with replication_timeout_secs=5 and a command that would run 60 s",
                  "ends at the bound (timeout + margin), remote command killed") as o:
