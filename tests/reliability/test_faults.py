@@ -127,7 +127,7 @@ def test_replica_cut_off_mid_copy(fresh_lab, outcome):
             wait_for(lambda: check.run(M, ["pgrep", "-f", "COPY public"], check=False).exit_code == 0, 60,
                      "the table streams")
             core.outage(fresh_lab.replica, "drop")
-            time.sleep(3)
+            time.sleep(20)  # longer than the streams' ssh keepalive bound (3 x 5 s)
             core.outage(fresh_lab.replica, "restore")
             core.outage(fresh_lab.replica, "fast")
             t.join(300)
@@ -146,6 +146,7 @@ def test_dump_folder_too_small(fresh_lab, outcome):
     from flows.copy_puppetdb import copy_puppetdb
 
     core.node_run(fresh_lab.replica, "bash", "-c", "mkdir -p /var/tmp/small && mount -t tmpfs -o size=1m tmpfs /var/tmp/small")
+    core.node_run(fresh_lab.master, "mkdir", "-p", "/var/tmp/small")
     settings = lab_settings(dump_dir="/var/tmp/small")
     with outcome("fault", "the replica's dump folder is a 1 MiB tmpfs", "refused by the free-space check before dumping") as o:
         with runtime.use(settings=settings):
