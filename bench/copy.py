@@ -8,6 +8,7 @@ and pgcopydb when installed; same synthetic PuppetDB, same run, alternating, wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import shutil
 import subprocess
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--links", default="unlimited,100mbit")
     p.add_argument("--methods", default="documented,pe-ha-fast,pgcopydb")
     p.add_argument("--keep-lab", action="store_true")
+    p.add_argument("--reuse-lab", action="store_true", help="use the lab that is up (the CI smoke test does)")
     args = p.parse_args(argv)
     methods = {"documented": documented, "pe-ha-fast": pe_ha_fast, "pe-ha-documented": pe_ha_documented,
                "pgcopydb": pgcopydb}
@@ -121,14 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     if "pgcopydb" in chosen and shutil.which("pgcopydb") is None:
         print("pgcopydb is not installed (apt-get install pgcopydb): left out")
         chosen.remove("pgcopydb")
-    cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=args.nodes)
-    print(f"lab up; generating a {args.nodes}-node synthetic PuppetDB ...", flush=True)
-    core.up(cfg, verbose=False)
+    if args.reuse_lab:
+        cfg = LabConfig.load()
+    else:
+        cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=args.nodes)
+        print(f"lab up; generating a {args.nodes}-node synthetic PuppetDB ...", flush=True)
+        core.up(cfg, verbose=False)
     gen = pdbgen.generate(cfg, args.nodes)
     results: list[dict] = []
     ok = True
     try:
-        with prefect_for_bench(), lab_runtime() as settings:
+        harness = contextlib.nullcontext() if args.reuse_lab else prefect_for_bench()
+    with harness, lab_runtime() as settings:
             size = int(subprocess.run([*SSH, "master", "runuser -u postgres -- psql -h /run/postgresql -At -d pe-puppetdb "
                                        "-c \"select pg_database_size('pe-puppetdb')\""], capture_output=True, text=True,
                                       check=True).stdout)
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             for host in (cfg.master, cfg.replica):
                 core.outage(host, "fast")
     finally:
-        if not args.keep_lab:
+        if not args.keep_lab and not args.reuse_lab:
             core.down(verbose=False)
     summary = []
     for link in args.links.split(","):
