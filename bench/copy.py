@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         harness = contextlib.nullcontext() if args.reuse_lab else prefect_for_bench()
-    with harness, lab_runtime() as settings:
+        with harness, lab_runtime() as settings:
             size = int(subprocess.run([*SSH, "master", "runuser -u postgres -- psql -h /run/postgresql -At -d pe-puppetdb "
                                        "-c \"select pg_database_size('pe-puppetdb')\""], capture_output=True, text=True,
                                       check=True).stdout)
