@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 from flows._common import Runbook, installation_lock, log
 from pe_ha import runtime, validation
 from pe_ha.commands import PCP_PORT, PUPPET_PORT
+from pe_ha.errors import PeHaError
 from tasks import classifier
 
 
@@ -30,12 +31,18 @@ class Site(BaseModel):
     @field_validator("server_list")
     @classmethod
     def _servers(cls, v: list[str]) -> list[str]:
-        return validation.server_urls(v, what="server_list", default_port=PUPPET_PORT)
+        try:
+            return validation.server_urls(v, what="server_list", default_port=PUPPET_PORT)
+        except PeHaError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("pcp_broker_list")
     @classmethod
     def _brokers(cls, v: list[str]) -> list[str]:
-        return validation.server_urls(v, what="pcp_broker_list", default_port=PCP_PORT)
+        try:
+            return validation.server_urls(v, what="pcp_broker_list", default_port=PCP_PORT)
+        except PeHaError as exc:
+            raise ValueError(exc.message) from None
 
 
 @flow(name="configure-agent-failover", flow_run_name="configure-agent-failover")

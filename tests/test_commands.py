@@ -120,3 +120,51 @@ def test_bad_input_is_refused_before_a_command_exists(build, reason: str) -> Non
 
 def test_hostnames_are_lower_cased() -> None:
     assert c.forget_replica("Replica.Example.COM", token_file=TF).argv[3] == "replica.example.com"
+
+
+FAST_PINNED = [
+    (c.pg_dump_schema(file="/var/tmp/s.dump", snapshot="00000003-0000001B-1", **PG),
+     f"runuser -u pe-postgres -- {B}/pg_dump --format=custom --compress=0 '--exclude-table-data=*' "
+     "--snapshot=00000003-0000001B-1 --file=/var/tmp/s.dump --dbname=pe-puppetdb"),
+    (c.pg_restore_section(file="/var/tmp/s.dump", database="pe-puppetdb-pe-ha-staging", section="post-data", jobs=2, **PG),
+     f"runuser -u pe-postgres -- {B}/pg_restore --section=post-data --jobs=2 --dbname=pe-puppetdb-pe-ha-staging "
+     "/var/tmp/s.dump"),
+    (c.recreate_database("pe-puppetdb-pe-ha-staging", owner="pe-puppetdb", **PG),
+     f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
+     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-staging\" WITH (FORCE)' -c "
+     "'CREATE DATABASE \"pe-puppetdb-pe-ha-staging\" OWNER \"pe-puppetdb\"'"),
+    (c.swap_databases("pe-puppetdb", "pe-puppetdb-pe-ha-staging", "pe-puppetdb-pe-ha-old", **PG),
+     f"runuser -u pe-postgres -- {B}/psql" + ' -X -q -v ON_ERROR_STOP=1 -d postgres -c \'DROP DATABASE IF EXISTS "pe-puppetdb-pe-ha-old" WITH (FORCE)\' -c \'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN (\'"\'"\'pe-puppetdb\'"\'"\', \'"\'"\'pe-puppetdb-pe-ha-staging\'"\'"\')\' -c \'ALTER DATABASE "pe-puppetdb" RENAME TO "pe-puppetdb-pe-ha-old"\' -c \'ALTER DATABASE "pe-puppetdb-pe-ha-staging" RENAME TO "pe-puppetdb"\''),  # noqa: E501
+    (c.tcp_probe_ports("master.example.com", [8140, 8081]),
+     "timeout 3 bash -c 'h=$1; shift; for p in \"$@\"; do (exec 3<>\"/dev/tcp/$h/$p\" && echo \"$p\") 2>/dev/null & "
+     "done; wait' probe master.example.com 8140 8081"),
+    (c.drill_block("198.51.100.7")[0],
+     "iptables -I INPUT -s 198.51.100.7 -m comment --comment pe-ha-failover-drill -j DROP"),
+    (c.job_run_all_nodes(token_file=TF),
+     "puppet job run --no-enforce-environment --query 'nodes {deactivated is null and expired is null}' "
+     "--token-file " + TF),
+    (c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=60, token_file=TF),
+     "puppet infrastructure run enable_ha_failover host=old.example.com topology=mono replication_timeout_secs=60 "
+     "--token-file " + TF),
+]
+
+
+@pytest.mark.parametrize(("command", "expected"), FAST_PINNED, ids=[p[1][:60] for p in FAST_PINNED])
+def test_fast_copy_and_guard_commands_are_pinned(command: c.Command, expected: str) -> None:
+    import shlex
+
+    assert shlex.join(command.argv) == expected
+
+
+def test_stream_table_pipeline_shape() -> None:
+    cmd = c.stream_table("catalog_resources", snapshot="00000003-0000001B-1", target="replica.example.com",
+                         staging="pe-puppetdb-pe-ha-staging", compress="zstd", **PG)
+    assert cmd.argv[:2] == ("bash", "-c")
+    script = cmd.argv[2]
+    assert script.startswith("set -o pipefail; ")
+    assert "SET TRANSACTION SNAPSHOT '\"'\"'00000003-0000001B-1'\"'\"'" in script
+    assert " | zstd -q -1 -T1 | ssh " in script and "replica.example.com" in script
+    with pytest.raises(ValidationError):
+        c.stream_table("x; drop", snapshot="00000003-0000001B-1", target="r.example.com", staging="s", compress="none", **PG)
+    with pytest.raises(ValidationError):
+        c.stream_table("t", snapshot="'; drop", target="r.example.com", staging="s", compress="none", **PG)

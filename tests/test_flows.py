@@ -368,3 +368,25 @@ def test_provision_restarts_at_wait_without_reprovisioning(env):
     provision_replica(start_at="wait", sync_timeout_s=30)
     assert not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M))
     assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}")]
+
+
+def test_configure_agent_failover_is_idempotent(env):
+    from flows.configure_agent_failover import Site, configure_agent_failover
+
+    sites = [Site(name="east", fact="pp_region", value="east", server_list=["lb-east.example.com"],
+                  pcp_broker_list=["lb-east.example.com"]),
+             Site(name="west", fact="pp_datacenter", value="dc-west", server_list=["cm-west.example.com:8140"],
+                  pcp_broker_list=["cm-west.example.com:8142"])]
+    first = configure_agent_failover(sites=sites)
+    second = configure_agent_failover(sites=sites)
+    assert first["sites"] == {"east": "changed", "west": "changed"}
+    assert second["sites"] == {"east": "unchanged", "west": "unchanged"}
+
+
+def test_site_servers_are_validated():
+    from pydantic import ValidationError as PydanticError
+
+    from flows.configure_agent_failover import Site
+
+    with pytest.raises(PydanticError):
+        Site(name="x", value="east", server_list=["bad host"], pcp_broker_list=["ok.example.com"])

@@ -179,3 +179,18 @@ def test_status_json_shape(lab, lab_runtime):
     assert set(entries[0]) == {"service", "state", "status", "display_name", "server", "url", "type", "alerts"}
     with pytest.raises(CommandFailed):
         runtime.executor().run("master.lab.test", ["puppet", "infrastructure", "status", "--host", "nope.lab.test"])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_runtime):
+    from flows.configure_agent_failover import Site, configure_agent_failover
+
+    site = Site(name="east", fact="pp_region", value="east", server_list=["replica.lab.test"],
+                pcp_broker_list=["replica.lab.test"])
+    assert configure_agent_failover(sites=[site])["sites"] == {"east": "changed"}
+    assert configure_agent_failover(sites=[site])["sites"] == {"east": "unchanged"}
+    ex = runtime.executor()
+    ex.run("agent1.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent1 is pp_region=east
+    ex.run("agent2.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent2 is west: no site group
+    assert "server_list = replica.lab.test:8140" in ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
+    assert "server_list" not in ex.run("agent2.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
