@@ -240,6 +240,7 @@ def test_enable_ha_failover_ends_on_time(fresh_lab, outcome):
     # make the replica the master first (as after a promotion) so that the command is accepted
     core.node_run(fresh_lab.replica, "bash", "-c", "/usr/bin/python3 - <<'X'\nimport json\np='/opt/puppetlabs/sim/state.json'\n"
                   "s=json.load(open(p)); s.update(role='master', master='replica.lab.test'); json.dump(s, open(p,'w'))\nX")
+    core.node_run(fresh_lab.replica, "pe-sim", "ensure-services")  # a promoted replica runs the master's services
     with outcome("fault", "enable_ha_failover with replication_timeout_secs=5 and a command that would run 60 s",
                  "ends at the bound (timeout + margin), remote command killed") as o:
         with runtime.use(settings=settings):
@@ -249,6 +250,7 @@ def test_enable_ha_failover_ends_on_time(fresh_lab, outcome):
         assert state.is_failed() and "replication_timeout_secs=5" in state.message
         assert took < 40
         time.sleep(1)
-        assert check.run(R, ["pgrep", "-f", "enable_ha_failover"], check=False).exit_code == 1
+        assert check.run(R, ["pgrep", "-f", "^/usr/bin/python3 /opt/puppetlabs/sim/pe_sim.py puppet infrastructure run"],
+                         check=False).exit_code == 1
         o.observed = f"failed after {took:.0f} s: {state.message[state.message.find('enable_ha_failover did'):][:80]}"
     check.close()
