@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.input import RunInput
 from prefect.logging import get_run_logger
+from pydantic import Field
 
 from pe_ha import runtime
 from pe_ha.commands import Command
-from pe_ha.errors import PeHaError, ValidationError
+from pe_ha.errors import ApprovalRejected, PeHaError, PreconditionFailed, ValidationError
 from pe_ha.masking import mask
 from pe_ha.validation import hostname
 from tasks import infrastructure
@@ -123,12 +129,8 @@ def show_topology(label: str, candidates: Sequence[str]) -> list[dict]:
 
 # -- approvals ------------------------------------------------------------------------------------------
 
-import os  # noqa: E402
 
-from prefect.input import RunInput  # noqa: E402
-from pydantic import Field  # noqa: E402
 
-from pe_ha.errors import ApprovalRejected  # noqa: E402
 
 
 class Approval(RunInput):
@@ -181,10 +183,7 @@ def run_name(procedure: str, parameter: str, fallback: str):
 
 # -- one procedure at a time per PE installation ----------------------------------------------------------
 
-import contextvars  # noqa: E402
-import functools  # noqa: E402
 
-from prefect.concurrency.sync import concurrency  # noqa: E402
 
 _lock_held: contextvars.ContextVar[bool] = contextvars.ContextVar("pe_ha_lock_held", default=False)
 LOCK_LEASE_S = 60  # Prefect's minimum; a crashed holder frees the lock within about a minute
@@ -260,7 +259,6 @@ def installation_lock(procedure: str):
     return decorate
 
 
-from pe_ha.errors import PreconditionFailed  # noqa: E402
 
 
 def remove_token_best_effort(host: str) -> None:

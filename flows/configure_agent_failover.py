@@ -28,19 +28,12 @@ class Site(BaseModel):
     server_list: list[str] = Field(min_length=1, description="Load balancers or compile masters, host[:8140], in order.")
     pcp_broker_list: list[str] = Field(min_length=1, description="PCP brokers, host[:8142], in order.")
 
-    @field_validator("server_list")
+    @field_validator("server_list", "pcp_broker_list")
     @classmethod
-    def _servers(cls, v: list[str]) -> list[str]:
+    def _urls(cls, v: list[str], info) -> list[str]:
+        port = PUPPET_PORT if info.field_name == "server_list" else PCP_PORT
         try:
-            return validation.server_urls(v, what="server_list", default_port=PUPPET_PORT)
-        except PeHaError as exc:
-            raise ValueError(exc.message) from None
-
-    @field_validator("pcp_broker_list")
-    @classmethod
-    def _brokers(cls, v: list[str]) -> list[str]:
-        try:
-            return validation.server_urls(v, what="pcp_broker_list", default_port=PCP_PORT)
+            return validation.server_urls(v, what=info.field_name, default_port=port)
         except PeHaError as exc:
             raise ValueError(exc.message) from None
 

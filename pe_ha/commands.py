@@ -206,11 +206,6 @@ def config_delete(setting: str, *, section: str = "main") -> Command:
                    f"puppet config delete {setting} [{section}]")
 
 
-def agent_lock_present(lockfile: str = "/opt/puppetlabs/puppet/cache/state/agent_catalog_run.lock") -> Command:
-    """``test -e <lockfile>``: exit 0 while another agent run holds the lock."""
-    return Command(("test", "-e", v.absolute_path(lockfile)), "agent run lock present?")
-
-
 # -- PostgreSQL (run as the PostgreSQL owner; ``runuser`` in a root session is the guide's ``sudo -u``) --
 
 
@@ -292,9 +287,6 @@ def scp_to(path: str, *, host: str, dest: str) -> Command:
                     "-o", "ServerAliveCountMax=3", v.absolute_path(path),
                     f"{v.hostname(host)}:{v.absolute_path(dest)}"), f"scp {path} to {host}")
 
-
-def read_file(path: str) -> Command:
-    return Command(("cat", "--", v.absolute_path(path)), f"read {path}")
 
 
 def service_state(name: str) -> Command:
@@ -419,7 +411,7 @@ def swap_databases(live: str, staging: str, old: str, *, os_user: str, bin_dir: 
 
 
 def stream_table(table: str, *, snapshot: str, target: str, staging: str, compress: str, os_user: str, bin_dir: str,
-                 database: str = "pe-puppetdb") -> Command:
+                 database: str = "pe-puppetdb", multiplex: bool = False) -> Command:
     """On the source: COPY one table out of the snapshot, optionally compress, and COPY it into the target's staging DB
     through ssh, all in one pipeline (no dump file)."""
     if not _TABLE_RE.fullmatch(table):
@@ -435,7 +427,8 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
     import shlex
 
     remote = (shlex.join(codecs[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
+    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/pe-ha-mux-%C", "-o", "ControlPersist=30"] if multiplex else []
+    ssh = ["ssh", "-o", "BatchMode=yes", *mux, "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
            "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com", v.hostname(target),
            "set -o pipefail; " + remote]
     stages: list[Sequence[str]] = [out]
@@ -455,12 +448,9 @@ def stream_tables(tables: Sequence[str], *, snapshot: str, target: str, staging:
     scripts = []
     for table in tables:
         one = stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                           os_user=os_user, bin_dir=bin_dir, database=database)
-        scripts.append("( " + one.argv[2].replace("ssh -o BatchMode=yes", _SSH_MUX, 1) + " )")
+                           os_user=os_user, bin_dir=bin_dir, database=database, multiplex=True)
+        scripts.append("( " + one.argv[2] + " )")
     return Command(("bash", "-c", " && ".join(scripts)), f"stream {len(tables)} tables to {target}")
-
-
-_SSH_MUX = ("ssh -o BatchMode=yes -o ControlMaster=auto -o ControlPath=/tmp/pe-ha-mux-%C -o ControlPersist=30")
 
 
 def link_probe(target: str, *, megabytes: int = 32) -> Command:
