@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
-                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd
+                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium
 TOOLS := $(CURDIR)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv

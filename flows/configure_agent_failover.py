@@ -41,7 +41,13 @@ class Site(BaseModel):
 @flow(name="configure-agent-failover", flow_run_name="configure-agent-failover")
 @installation_lock("configure-agent-failover")
 def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
-    """Create or update one PE Agent child group per site."""
+    """Create or update one PE Agent child group per site.
+
+    Args:
+        sites: One entry per site: its name, a PuppetDB fact rule, and the ordered server and PCP broker lists for its
+            agents.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
+    """
     book = Runbook("configure-agent-failover", ", ".join(site.name for site in sites))
     for site in sites:
         book.planned("classifier group", "master", f"PE Agent - {site.name}: {site.fact}={site.value} -> "

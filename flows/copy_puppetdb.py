@@ -39,7 +39,18 @@ SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started 
 @installation_lock("copy-puppetdb")
 def copy_puppetdb(source: str | None = None, target: str | None = None,
                   method: Literal["fast", "documented"] = "fast", approve: bool = False, dry_run: bool = False):
-    """Copy pe-puppetdb from ``source`` (the master) to ``target`` (the replica) and verify the result."""
+    """Copy pe-puppetdb from ``source`` (the master) to ``target`` (the replica) and verify the result.
+
+    Args:
+        source: Host whose pe-puppetdb is copied; empty means the master.
+        target: Host that receives the copy; empty means the replica. Its puppet and pe-puppetdb are stopped only
+            while the copy is swapped in (fast) or restored (documented).
+        method: fast: per-table streams into a staging database, verified, then swapped in; documented: the guide's
+            pg_dump, scp and pg_restore --clean.
+        approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
+            operator.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
+    """
     s = runtime.settings()
     source = inventory_host(source, default=s.master.name, what="source")
     target = inventory_host(target, default=s.replica.name if s.replica else None, what="target")

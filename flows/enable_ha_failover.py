@@ -18,7 +18,18 @@ from tasks import infrastructure, token
 def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeout_secs: int = 1800,
                        caserver: str | None = None, tmpdir: str | None = None, promoted: str | None = None,
                        dry_run: bool = False) -> dict:
-    """Turn the failed master ``host`` into the replica of the promoted replica."""
+    """Turn the failed master ``host`` into the replica of the promoted replica.
+
+    Args:
+        host: The failed master, which becomes the new replica.
+        topology: mono (no compilers) or mono-with-compile.
+        replication_timeout_secs: How long PE may wait for replication; the flow ends on time, even if the remote
+            command does not.
+        caserver: The CA server, when it is not the promoted master.
+        tmpdir: Folder on the promoted master for the plan's temporary files.
+        promoted: The promoted replica (now the master) where the plan runs; empty means the inventory's replica.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
+    """
     s = runtime.settings()
     promoted = inventory_host(promoted, default=s.replica.name if s.replica else None, what="promoted replica")
     host = inventory_host(host, default=None, what="host (failed master)")

@@ -47,6 +47,24 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     """Enable ``replica`` for failover and deploy the new agent configuration.
 
     ``start_at`` re-runs from a named step after a manual fix or a crash; earlier steps are not repeated.
+
+    Args:
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        topology: mono (no compilers) or mono-with-compile; mono-with-compile needs skip_agent_config or the URL
+            lists.
+        skip_agent_config: Leave agents' server_list and pcp_broker_list alone (--skip-agent-config), e.g. when load
+            balancers are configured.
+        agent_server_urls: --agent-server-urls: host[:port] entries for agents, in order.
+        pcp_brokers: --pcp-brokers: host[:port] entries for agents, in order.
+        infra_agent_server_urls: --infra-agent-server-urls: host[:port] entries for infrastructure nodes.
+        infra_pcp_brokers: --infra-pcp-brokers: host[:port] entries for infrastructure nodes.
+        deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (puppet job
+            run).
+        drill: After enabling, cut the master off from the replica and a test node, run the agent there, and always
+            reconnect.
+        drill_node: The test node for the drill; empty means the first managed node.
+        start_at: Step to start from after a manual fix or a crash: backup, enable, deploy, remove-server or drill.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     order = ["backup", "enable", "deploy", "remove-server", "drill"]
     first = order.index(start_at)

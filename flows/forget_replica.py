@@ -28,7 +28,15 @@ from tasks import infrastructure, status_api, token
 @flow(name="forget-replica", flow_run_name=run_name("forget-replica", "replica", "replica"))
 @installation_lock("forget-replica")
 def forget_replica(replica: str | None = None, master: str | None = None, approve: bool = False, dry_run: bool = False):
-    """Decommission ``replica``: classification and database state are cleaned up on the master."""
+    """Decommission ``replica``: classification and database state are cleaned up on the master.
+
+    Args:
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        master: The master to run on; empty means the inventory's master.
+        approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
+            operator.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
+    """
     s = runtime.settings()
     master = inventory_host(master, default=s.master.name, what="master")
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")

@@ -37,7 +37,19 @@ from tasks import agent, infrastructure, status_api, token
 def promote_replica(replica: str | None = None, topology: Topology | None = None,
                     deploy: Literal["agent-runs", "job"] = "agent-runs", approve: bool = False,
                     allow_master_reachable: bool = False, dry_run: bool = False):
-    """Promote ``replica`` to primary master after the old master is gone for good."""
+    """Promote ``replica`` to primary master after the old master is gone for good.
+
+    Args:
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        topology: Optional --topology for the promotion: mono or mono-with-compile.
+        deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (puppet job
+            run).
+        approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
+            operator.
+        allow_master_reachable: Promote even though the old master still answers (split-brain risk; only when it is
+            truly being retired).
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
+    """
     s = runtime.settings()
     master = s.master.name
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")

@@ -29,6 +29,17 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
 
     ``start_at`` re-runs from a named step after a manual fix or a crash (preconditions always run again;
     completed destructive steps are not repeated).
+
+    Args:
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        copy_puppetdb: Copy PuppetDB to the replica while it syncs (the guide's optional manual copy, run in
+            parallel).
+        sync_timeout_s: Longest wait for the replica's services to be synced and running before the flow fails with
+            the last status seen.
+        verify_node: Managed node for the final puppet agent -t --noop --server_list=<replica>; empty means the first
+            managed node.
+        start_at: Step to start from after a manual fix or a crash: provision, wait or verify.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     order = ["provision", "wait", "verify"]
     first = order.index(start_at)

@@ -20,7 +20,16 @@ from tasks import infrastructure, status_api
 @installation_lock("reinitialize-replica")
 def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica: str | None = None,
                          master: str | None = None, approve: bool = False, dry_run: bool = False):
-    """Destroy and re-create the replica's databases (``databases`` empty or None = all)."""
+    """Destroy and re-create the replica's databases (``databases`` empty or None = all).
+
+    Args:
+        databases: Databases to reinitialize: pe-activity, pe-classifier, pe-orchestrator, pe-rbac; empty means all.
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        master: The master to run on; empty means the inventory's master.
+        approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
+            operator.
+        dry_run: Validate and show the plan (every command and where it runs) without running anything.
+    """
     s = runtime.settings()
     master = inventory_host(master, default=s.master.name, what="master")
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")

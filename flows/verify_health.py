@@ -23,7 +23,14 @@ from tasks import status_api
 @flow(name="verify-health", flow_run_name="verify-health/{installation}", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
 def verify_health(installation: str = "default", fail_on_degraded: bool = True, master: str | None = None,
                   replica: str | None = None) -> dict:
-    """Status of every PE service on the master and the replica (defaults: the configured ones)."""
+    """Status of every PE service on the master and the replica (defaults: the configured ones).
+
+    Args:
+        installation: Name of the PE installation, used in alerts and event names.
+        fail_on_degraded: End the run as Failed when any service is not running (this is what triggers the alert).
+        master: Master to check; empty means the inventory's master.
+        replica: Replica to check; empty means the inventory's replica (skipped when there is none).
+    """
     s = runtime.settings()
     master = inventory_host(master, default=s.master.name, what="master")
     replica_host = (inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")

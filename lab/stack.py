@@ -152,6 +152,14 @@ class PrefectStack:
         r.raise_for_status()
         return r.json()
 
+    def runs_of(self, flow: str, deployment: str, limit: int = 200) -> list[dict]:
+        """The deployment's flow runs, newest first."""
+        r = self._request("POST", "/flow_runs/filter", json={
+            "deployments": {"id": {"any_": [self.deployment_id(flow, deployment)]}}, "sort": "START_TIME_DESC",
+            "limit": limit})
+        r.raise_for_status()
+        return r.json()
+
     def flow_run(self, run_id: str) -> dict:
         r = self._request("GET", f"/flow_runs/{run_id}")
         r.raise_for_status()

@@ -197,6 +197,9 @@ def config_print(setting: str, *, section: str = "main") -> Command:
 def config_set(setting: str, value: str, *, section: str = "main") -> Command:
     if any(c in value for c in "\n\r\0"):
         raise ValidationError(f"value for {setting} contains a line break")
+    if value.startswith("-") or not value.strip():
+        # puppet would read a leading dash as an option, and an empty value deletes nothing useful
+        raise ValidationError(f"value for {setting} must not be empty or start with '-': {value!r}")
     return Command((PUPPET, "config", "set", v.puppet_setting(setting), value, "--section", v.puppet_section(section)),
                    f"puppet config set {setting}")
 

@@ -1,1 +1,36 @@
+"""Shared fixtures: the lab (from tests/lab) and one real Prefect stack for the whole session."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from lab import core
+from lab.stack import PrefectStack, WebhookReceiver
 from tests.lab.conftest import fresh_lab, lab, lab_runtime  # noqa: F401  (the lab fixtures, shared)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def stack(lab, tmp_path_factory):  # noqa: F811  (the lab fixture, not the package)
+    hook = WebhookReceiver(port=free_port()).start()
+    env = core.lab_env()
+    env.update({"PEHA_HEALTH_INTERVAL_S": "30", "PEHA_LOCK_WAIT_S": "3"})
+    st = PrefectStack(home=tmp_path_factory.mktemp("prefect"), port=free_port(), extra_env=env)
+    try:
+        st.start_server()
+        st.setup_and_deploy("lab", hook.url)
+        st.start_worker("worker-1")
+        st.hook = hook  # type: ignore[attr-defined]
+        yield st
+    finally:
+        st.stop()
+        hook.stop()
+
+

@@ -5,7 +5,6 @@ Everything is started through the REST API, as an operator or a scheduler would.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -14,33 +13,9 @@ import pytest
 
 from lab import core
 from lab.config import LAB_DIR
-from lab.stack import PrefectStack, WebhookReceiver
 
 pytestmark = [pytest.mark.prefect, pytest.mark.lab]
 M, R = "master.lab.test", "replica.lab.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def stack(lab, tmp_path_factory):
-    hook = WebhookReceiver(port=free_port()).start()
-    env = core.lab_env()
-    env.update({"PEHA_HEALTH_INTERVAL_S": "30", "PEHA_LOCK_WAIT_S": "3"})
-    st = PrefectStack(home=tmp_path_factory.mktemp("prefect"), port=free_port(), extra_env=env)
-    try:
-        st.start_server()
-        st.setup_and_deploy("lab", hook.url)
-        st.start_worker("worker-1")
-        st.hook = hook  # type: ignore[attr-defined]
-        yield st
-    finally:
-        st.stop()
-        hook.stop()
 
 
 def state_of(run: dict) -> str:
