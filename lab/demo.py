@@ -24,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=4200)
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    rows: list[dict] = []
     print("== 1. lab up (hosts in network namespaces running a PE *simulator*)")
     cfg = LabConfig(agents=2, sync_seconds=5, pdb_nodes=args.pdb_nodes)
     core.up(cfg)
@@ -40,43 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.setup_and_deploy("lab", hook.url)
         stack.start_worker("worker-1")
 
-        def run(flow: str, deployment: str, params: dict | None = None, approve_as: str | None = None,
-                timeout_s: float = 600) -> dict:
-            started = time.monotonic()
-            fr = stack.create_run(flow, deployment, params)
-            print(f"   -> {deployment} {params or ''} (run {fr['name']})", flush=True)
-            if approve_as:
-                stack.wait(fr["id"], timeout_s, until={"PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-                answer = stack.resume(fr["id"], {"approve": True, "operator": approve_as, "comment": "demo"})
-                print(f"      approval through the API: HTTP {answer['http']} {answer.get('status')}")
-            final = stack.wait(fr["id"], timeout_s)
-            row = {"deployment": deployment, "run": final["name"], "state": final["state"]["name"],
-                   "seconds": round(time.monotonic() - started, 1)}
-            rows.append(row)
-            print(f"      {row['state']} in {row['seconds']} s")
-            return final
-
         print("== 4. the HA lifecycle, through the API")
-        run("provision-replica", "provision-replica", {"copy_puppetdb": True, "sync_timeout_s": 300})
-        run("verify-health", "verify-health", {"installation": "lab"})
-        run("enable-replica", "enable-replica", {"topology": "mono", "drill": True})
-        print("   (cutting the master off: it is now 'permanently offline')")
-        core.outage(cfg.master, "drop")
-        try:
-            run("promote-replica", "promote-replica", {}, approve_as="demo-operator")
-        finally:
-            core.outage(cfg.master, "restore")
-        run("enable-ha-failover", "enable-ha-failover", {"host": M, "topology": "mono", "replication_timeout_secs": 300,
-                                                          "promoted": R})
-        run("verify-health", "verify-health", {"installation": "lab", "master": R, "replica": M})
-        run("reinitialize-replica", "reinitialize-replica", {"databases": ["pe-rbac"], "replica": M, "master": R},
-            approve_as="demo-operator")
-        print("   (the new replica is destroyed for good: cutting it off)")
-        core.outage(cfg.master, "drop")
-        try:
-            run("forget-replica", "forget-replica", {"replica": M, "master": R}, approve_as="demo-operator")
-        finally:
-            core.outage(cfg.master, "restore")
+        rows = lifecycle(stack, cfg)
         total = time.monotonic() - t0
         print("\n== 5. runs")
         print(f"{'deployment':<22} {'run':<44} {'state':<10} {'seconds':>8}")
@@ -94,6 +58,56 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop()
             hook.stop()
             core.down()
+
+
+def lifecycle(stack: PrefectStack, cfg: LabConfig, *, verbose: bool = True) -> list[dict]:
+    """The whole HA lifecycle against the lab, every run started through the REST API; one row per run."""
+    rows: list[dict] = []
+
+    def say(text: str) -> None:
+        if verbose:
+            print(text, flush=True)
+
+    def run(flow: str, deployment: str, params: dict | None = None, approve_as: str | None = None,
+            timeout_s: float = 600) -> dict:
+        started = time.monotonic()
+        fr = stack.create_run(flow, deployment, params)
+        say(f"   -> {deployment} {params or ''} (run {fr['name']})")
+        if approve_as:
+            stack.wait(fr["id"], timeout_s, until={"PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+            answer = stack.resume(fr["id"], {"approve": True, "operator": approve_as, "comment": "demo"})
+            say(f"      approval through the API: HTTP {answer['http']} {answer.get('status')}")
+        final = stack.wait(fr["id"], timeout_s)
+        row = {"deployment": deployment, "run": final["name"], "state": final["state"]["name"],
+               "seconds": round(time.monotonic() - started, 1), "id": fr["id"],
+               "message": final["state"].get("message") or ""}
+        rows.append(row)
+        say(f"      {row['state']} in {row['seconds']} s")
+        return final
+
+    # Before provisioning the replica serves nothing: report it, without failing the run.
+    run("verify-health", "verify-health", {"installation": "lab", "fail_on_degraded": False})
+    run("provision-replica", "provision-replica", {"copy_puppetdb": True, "sync_timeout_s": 300})
+    run("verify-health", "verify-health", {"installation": "lab"})
+    run("enable-replica", "enable-replica", {"topology": "mono", "drill": True})
+    say("   (cutting the master off: it is now 'permanently offline')")
+    core.outage(cfg.master, "drop")
+    try:
+        run("promote-replica", "promote-replica", {}, approve_as="demo-operator")
+    finally:
+        core.outage(cfg.master, "restore")
+    run("enable-ha-failover", "enable-ha-failover", {"host": M, "topology": "mono", "replication_timeout_secs": 300,
+                                                      "promoted": R})
+    run("verify-health", "verify-health", {"installation": "lab", "master": R, "replica": M})
+    run("reinitialize-replica", "reinitialize-replica", {"databases": ["pe-rbac"], "replica": M, "master": R},
+        approve_as="demo-operator")
+    say("   (the new replica is destroyed for good: cutting it off)")
+    core.outage(cfg.master, "drop")
+    try:
+        run("forget-replica", "forget-replica", {"replica": M, "master": R}, approve_as="demo-operator")
+    finally:
+        core.outage(cfg.master, "restore")
+    return rows
 
 
 if __name__ == "__main__":

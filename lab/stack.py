@@ -152,13 +152,19 @@ class PrefectStack:
         r.raise_for_status()
         return r.json()
 
-    def runs_of(self, flow: str, deployment: str, limit: int = 200) -> list[dict]:
-        """The deployment's flow runs, newest first."""
-        r = self._request("POST", "/flow_runs/filter", json={
-            "deployments": {"id": {"any_": [self.deployment_id(flow, deployment)]}}, "sort": "START_TIME_DESC",
-            "limit": limit})
-        r.raise_for_status()
-        return r.json()
+    def runs_of(self, flow: str, deployment: str, limit: int = 2000) -> list[dict]:
+        """The deployment's flow runs, newest first (paged: the API serves at most 200 per call)."""
+        dep, runs = self.deployment_id(flow, deployment), []
+        while len(runs) < limit:
+            r = self._request("POST", "/flow_runs/filter", json={
+                "deployments": {"id": {"any_": [dep]}}, "sort": "EXPECTED_START_TIME_DESC",
+                "limit": min(200, limit - len(runs)), "offset": len(runs)})
+            r.raise_for_status()
+            page = r.json()
+            runs += page
+            if len(page) < 200:
+                break
+        return runs
 
     def flow_run(self, run_id: str) -> dict:
         r = self._request("GET", f"/flow_runs/{run_id}")

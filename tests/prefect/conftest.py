@@ -1,4 +1,4 @@
-"""Shared fixtures: the lab (from tests/lab) and one real Prefect stack for the whole session."""
+"""Shared fixtures: the lab (from tests/lab) and one real Prefect stack per test module."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(lab, tmp_path_factory):  # noqa: F811  (the lab fixture, not the package)
     hook = WebhookReceiver(port=free_port()).start()
     env = core.lab_env()

@@ -49,10 +49,12 @@ def pytest_sessionfinish(session, exitstatus):
         return
     faults = [r for r in ROWS if r["kind"] == "fault"]
     inputs = [r for r in ROWS if r["kind"] == "bad input"]
+    loads = [r for r in ROWS if r["kind"] == "load"]
     lines = ["# Reliability: faults survived, bad input refused", "",
              "Written by the test suite (`tests/reliability/`) from its last run; do not edit by hand.", "",
              f"- Faults survived: **{sum(r['holds'] for r in faults)} of {len(faults)}** tried",
              f"- Bad inputs refused: **{sum(r['holds'] for r in inputs)} of {len(inputs)}** tried",
+             *([f"- Load and concurrency checks holding: **{sum(r['holds'] for r in loads)} of {len(loads)}**"] if loads else []),
              f"- Data lost: **{'none' if all(r['data_lost'] == 'none' for r in ROWS) else 'SEE ROWS'}**", "",
              "| kind | case | expected | observed | holds | data lost | s |", "|---|---|---|---|---|---|---|"]
     for r in ROWS:

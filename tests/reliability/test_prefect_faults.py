@@ -11,7 +11,7 @@ import pytest
 
 from lab import core
 from lab.stack import PrefectStack, WebhookReceiver
-from tests.prefect.test_stack import free_port
+from tests.prefect.conftest import free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 M, R = "master.lab.test", "replica.lab.test"
