@@ -77,6 +77,7 @@ class PrefectStack:
     database_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    workers: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def api(self) -> str:
@@ -127,8 +128,24 @@ class PrefectStack:
         self.run("python", "-m", "deployments.setup", "--post-deploy")
 
     def start_worker(self, name: str = "worker-1") -> subprocess.Popen:
-        return self._spawn([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "pe-ha", "--name", name,
+        worker = self._spawn([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "pe-ha", "--name", name,
                             "--type", "process"], f"{name}.log")
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self) -> None:
+        """Stop the workers (SIGTERM, as systemd would), keeping the server."""
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes = [p for p in self.processes if p not in self.workers]
+        self.workers.clear()
 
     # -- REST ---------------------------------------------------------------------------------------
 
