@@ -29,7 +29,14 @@ from prefect.states import Cancelled
 
 from flows._common import Runbook, distinct, installation_lock, inventory_host, log, require_approval, run_name
 from pe_ha import commands, runtime
-from pe_ha.errors import ApprovalRejected, PreconditionFailed, TransferError, ValidationError
+from pe_ha.errors import (
+    ApprovalRejected,
+    DatabaseError,
+    PreconditionFailed,
+    TransferError,
+    ValidationError,
+    is_retryable,
+)
 from tasks import agent, puppetdb, services
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
@@ -135,10 +142,39 @@ def _stop_services(book: Runbook, target: str, stopped: list[str]) -> float:
     return started
 
 
-def _restart(target: str, stopped: list[str]) -> None:
-    # Services this flow stopped are started again whatever happened, in reverse order.
-    for name in reversed(stopped):
-        services.set_service(target, name, "running")
+# How long a failing run keeps trying to start again the services it stopped (a link that drops mid-copy
+# usually comes back; leaving PuppetDB down on the replica is worse than a slow failure).
+RESTART_PATIENCE_S = 180
+
+
+def _restart(target: str, stopped: list[str], patience_s: float = RESTART_PATIENCE_S) -> list[str]:
+    """Start again, in reverse order, the services this flow stopped; returns those that would not start.
+
+    Each start retries connection errors; unreachable hosts are tried again until ``patience_s`` has passed.
+    """
+    pending = list(reversed(stopped))
+    deadline = time.monotonic() + patience_s
+    while pending:
+        name = pending[0]
+        try:
+            services.set_service(target, name, "running")
+            pending.pop(0)
+        except Exception as exc:  # keep trying while there is time: every service we stopped must come back
+            if time.monotonic() > deadline or not is_retryable(exc):
+                log().error("could not start %s on %s again: %s", name, target, exc)
+                break
+            log().warning("%s on %s is not started yet (%s); trying again", name, target, exc)
+            time.sleep(5)
+    stopped.clear()
+    return pending
+
+
+def _services_back(target: str, stopped: list[str]) -> None:
+    """The success path: the services must be running again, or the run fails naming them."""
+    left_down = _restart(target, stopped)
+    if left_down:
+        raise PreconditionFailed(f"{target}: {', '.join(left_down)} did not start again after the copy",
+                                 hint=f"start them on {target}: puppet resource service <name> ensure=running")
 
 
 def _cleanup(hosts: tuple[str, ...], path: str) -> None:
@@ -172,15 +208,15 @@ def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: 
         with book.step("swap the staging database in", target):
             puppetdb.swap_in_staging(target)
             swapped = True
-        _restart(target, stopped)
-        stopped.clear()
+        _services_back(target, stopped)
         stop_seconds = time.monotonic() - started
         outcome = "copied, verified and swapped in"
     except ApprovalRejected as exc:
         outcome = f"not approved: {exc.message}"
         return Cancelled(message=f"copy-puppetdb ended with nothing swapped in: {exc.message}")
     finally:
-        _restart(target, stopped)
+        if stopped:  # the run is failing: start what it stopped, and let the original error through
+            _restart(target, stopped)
         if not swapped:
             try:
                 puppetdb.drop_database(target, staging)
@@ -216,19 +252,26 @@ def _documented(book: Runbook, s, source: str, target: str, folder: str, dump_fi
         require_approval(book, f"Stop puppet and pe-puppetdb on {target} and replace its pe-puppetdb with the copy "
                                f"from {source} (pg_restore --clean --jobs={jobs}).", approved_up_front=approve)
         started = _stop_services(book, target, stopped)
-        with book.step("pg_restore --clean", target):
-            restored = puppetdb.restore(target, dump_file, jobs)
-        with book.step("verify the copy against the source snapshot", target):
-            puppetdb.verify(target, dumped.fingerprint)
-        _restart(target, stopped)
-        stopped.clear()
+        try:
+            with book.step("pg_restore --clean", target):
+                restored = puppetdb.restore(target, dump_file, jobs)
+            with book.step("verify the copy against the source snapshot", target):
+                puppetdb.verify(target, dumped.fingerprint)
+        except Exception as exc:
+            # From here on the target's pe-puppetdb may hold part of the copy: say so in the run's final state.
+            raise DatabaseError(f"{target}: pe-puppetdb is NOT a verified copy of {source}'s (the restore did not "
+                                f"finish and verify: {exc})",
+                                hint="re-run copy_puppetdb; until then the replica's PuppetDB catches up by "
+                                     "replication from the master") from exc
+        _services_back(target, stopped)
         stop_seconds = time.monotonic() - started
         outcome = "copied and verified"
     except ApprovalRejected as exc:
         outcome = f"not approved: {exc.message}"
         return Cancelled(message=f"copy-puppetdb ended with nothing restored: {exc.message}")
     finally:
-        _restart(target, stopped)
+        if stopped:  # the run is failing: start what it stopped, and let the original error through
+            _restart(target, stopped)
         _cleanup((source, target), dump_file)
         book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB",
                                                      f"pe-puppetdb stopped for {stop_seconds:.1f} s"])

@@ -63,6 +63,12 @@ def node_run(host: Host, *argv: str, check: bool = True, timeout: float = 120, i
     return sh(*nsenter(host, *env, *argv), check=check, timeout=timeout, input=input)
 
 
+def node_popen(host: Host, *argv: str) -> subprocess.Popen:
+    """Start a command inside a lab host in the background (tests: a competing writer, a slow reader)."""
+    env = ["env", "-i", "HOME=/root", "USER=root", "LOGNAME=root", "LANG=C.UTF-8", f"PATH={NODE_PATH}"]
+    return subprocess.Popen(nsenter(host, *env, *argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 # -- down ---------------------------------------------------------------------------------------------
 
 

@@ -142,6 +142,89 @@ def test_replica_cut_off_mid_copy(fresh_lab, outcome):
     check.close()
 
 
+def service_states(ex, host) -> dict[str, str]:
+    out = {}
+    for name in ("puppet", "pe-puppetdb"):
+        text = ex.run(host, ["puppet", "resource", "service", name], stream=False).stdout
+        out[name] = "running" if "'running'" in text else "stopped"
+    return out
+
+
+def test_replica_cut_off_mid_restore(fresh_lab, outcome):
+    from flows.copy_puppetdb import copy_puppetdb
+    from lab import pdbgen
+
+    pdbgen.generate(fresh_lab, 200, resources=600, reports=10)  # a restore of several seconds
+    settings = lab_settings(ssh_connect_timeout_s=2)
+    check = quiet(settings)
+    before_source = fingerprint(settings, M)
+    services_before = service_states(check, R)
+    with outcome("fault", "the replica is cut off mid-restore during copy_puppetdb (documented)",
+                 "run fails saying the target is not a verified copy; source untouched; services as before; "
+                 "re-run completes") as o:
+        result: dict = {}
+        with runtime.use(settings=settings):
+            t = threading.Thread(target=lambda: result.update(
+                state=copy_puppetdb(method="documented", approve=True, return_state=True)))
+            t.start()
+            # "[p]g_restore": the pattern must not match the wrapper shell of this very probe
+            wait_for(lambda: check.run(R, ["pgrep", "-f", "[p]g_restore --clean"], check=False).exit_code == 0, 120,
+                     "pg_restore")
+            core.outage(fresh_lab.replica, "drop")
+            # Longer than the executor's dead-link bound (10 s of silence, then a probe with the 2 s connect
+            # timeout): a shorter drop is ridden out by TCP and the restore simply finishes and verifies.
+            time.sleep(20)
+            core.outage(fresh_lab.replica, "restore")
+            t.join(400)
+            state = result["state"]
+        assert state.is_failed(), state
+        assert "NOT a verified copy" in state.message, state.message
+        assert fingerprint(settings, M) == before_source
+        wait_for(lambda: service_states(check, R) == services_before, 60, "the replica's services as before")
+        with runtime.use(settings=settings):
+            again = copy_puppetdb(method="documented", approve=True)
+        assert fingerprint(settings, R) == before_source
+        assert service_states(check, R) == services_before
+        o.observed = (f"failed: {state.message.split(':', 1)[1].strip()[:90]}…; source unchanged; puppet and "
+                      f"pe-puppetdb running again; re-run verified {again['tables']} tables")
+    check.close()
+
+
+def test_space_runs_out_during_the_dump(fresh_lab, outcome):
+    from flows.copy_puppetdb import copy_puppetdb
+    from lab import pdbgen
+
+    pdbgen.generate(fresh_lab, 60, resources=400, reports=10)
+    settings = lab_settings(dump_dir="/var/tmp/tight")
+    check = quiet(settings)
+    with psycopg.connect(host=settings.host(M).address, dbname="pe-puppetdb", user="pe-ha",
+                         password=settings.pg_password().get_secret_value(), connect_timeout=3) as conn:
+        size = int(conn.execute("SELECT pg_database_size('pe-puppetdb')").fetchone()[0])
+    room = size // 2 + 80 * 2**20  # passes the check (size/2 + 64 MiB) with a little to spare
+    for node in (fresh_lab.master, fresh_lab.replica):
+        core.node_run(node, "bash", "-c", f"mkdir -p /var/tmp/tight && mount -t tmpfs -o size={room} tmpfs /var/tmp/tight")
+    # Another writer takes the rest of the space as soon as the dump file appears (after the check passed).
+    filler = core.node_popen(fresh_lab.master, "bash", "-c",
+                             "for i in $(seq 3000); do ls /var/tmp/tight/pe-ha/*.dump >/dev/null 2>&1 && break; sleep 0.01; done; "
+                             "fallocate -l $(df --output=avail -B1 /var/tmp/tight | tail -1) /var/tmp/tight/other-writer")
+    before_target = fingerprint(settings, R)
+    with outcome("fault", "space runs out during the dump (another writer fills the folder after the check)",
+                 "fails cleanly; its partial dump files removed; target untouched") as o:
+        with runtime.use(settings=settings):
+            state = copy_puppetdb(method="documented", approve=True, return_state=True)
+        filler.wait(30)
+        assert state.is_failed(), state
+        assert "No space left" in state.message or "space" in state.message.lower(), state.message
+        left = core.node_run(fresh_lab.master, "bash", "-c", "ls -A /var/tmp/tight/pe-ha | wc -l").stdout.strip()
+        assert left == "0", "a partial dump was left behind"
+        assert core.node_run(fresh_lab.master, "test", "-e", "/var/tmp/tight/other-writer", check=False).returncode == 0
+        assert fingerprint(settings, R) == before_target
+        o.observed = f"failed: {state.message.split(':', 1)[-1].strip()[:90]}…; 0 files of its own left; target unchanged"
+    for node in (fresh_lab.master, fresh_lab.replica):
+        core.node_run(node, "umount", "/var/tmp/tight", check=False)
+    check.close()
+
+
 def test_dump_folder_too_small(fresh_lab, outcome):
     from flows.copy_puppetdb import copy_puppetdb
 
