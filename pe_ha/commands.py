@@ -426,7 +426,10 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
         raise ValidationError(f"compress={compress!r} must be one of {', '.join(codecs)}")
     out = _psql_argv(os_user, bin_dir, database, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                      "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'", "-c", f'COPY public."{table}" TO STDOUT')
-    into = _psql_argv(os_user, bin_dir, staging, "-c", f'COPY public."{table}" FROM STDIN')
+    # TRUNCATE in the loading transaction lets COPY FREEZE write the rows frozen and all-visible: the index and
+    # constraint builds that follow, and the first reads, then never rewrite every page to set hint bits.
+    into = _psql_argv(os_user, bin_dir, staging, "-c", "BEGIN", "-c", f'TRUNCATE public."{table}"',
+                      "-c", f'COPY public."{table}" FROM STDIN WITH (FREEZE)', "-c", "COMMIT")
     import shlex
 
     remote = (shlex.join(codecs[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from pe_ha import commands as c
@@ -164,6 +166,10 @@ def test_stream_table_pipeline_shape() -> None:
     assert script.startswith("set -o pipefail; ")
     assert "SET TRANSACTION SNAPSHOT '\"'\"'00000003-0000001B-1'\"'\"'" in script
     assert " | zstd -q -1 -T1 | ssh " in script and "replica.example.com" in script
+    remote = shlex.split(script)[-1]  # what ssh runs on the target
+    loader = shlex.split(remote.split(" | ", 1)[1])
+    assert loader[-8:] == ["-c", "BEGIN", "-c", 'TRUNCATE public."catalog_resources"',
+                           "-c", 'COPY public."catalog_resources" FROM STDIN WITH (FREEZE)', "-c", "COMMIT"]
     with pytest.raises(ValidationError):
         c.stream_table("x; drop", snapshot="00000003-0000001B-1", target="r.example.com", staging="s", compress="none", **PG)
     with pytest.raises(ValidationError):
