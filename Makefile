@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
-                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium
+                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb
 TOOLS := $(CURDIR)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
@@ -15,13 +15,15 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: help setup apt venv test test-unit lint typecheck lab-up lab-down lab-status demo clean
+.PHONY: help setup apt venv test test-unit lint typecheck lab-up lab-down lab-status demo clean \
+        bench bench-copy bench-copy-smoke bench-fanout bench-overhead bench-latency bench-provision-copy
 
 help:
 	@echo "make test      install what is needed, bring the lab up, run every test, tear the lab down"
 	@echo "make demo      install, lab up, Prefect server + worker, run the HA lifecycle through the API"
 	@echo "make lab-up | lab-down | lab-status"
 	@echo "make lint | typecheck | test-unit"
+	@echo "make bench-copy | bench-fanout | bench-overhead | bench-latency | bench-provision-copy | bench (all)"
 
 setup: apt venv
 
@@ -70,6 +72,33 @@ lab-status: venv
 demo: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	$(PY) -m lab.demo $(DEMO_ARGS)
+
+# Benchmarks: each compares against a baseline in the same run, prints a table and writes bench/results/*.json.
+bench-copy: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.copy --nodes $(or $(NODES),1000) --runs $(or $(RUNS),3) --links unlimited,100mbit
+
+bench-copy-smoke: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.copy --nodes 200 --runs 1 --links unlimited
+
+bench-fanout: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.fanout --sizes 1,10,50
+
+bench-overhead: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.overhead --runs 3
+
+bench-latency: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.latency --runs 10
+
+bench-provision-copy: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.provision_copy --nodes 300 --runs 2
+
+bench: bench-copy bench-fanout bench-overhead bench-latency bench-provision-copy
 
 clean: lab-down
 	rm -rf .stamps .prefect .venv .tools

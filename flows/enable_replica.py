@@ -34,7 +34,7 @@ def _reconnect_after_cancel(flow, flow_run, state) -> None:
 
 
 @flow(name="enable-replica", flow_run_name=run_name("enable-replica", "replica", "replica"),
-      task_runner=ThreadPoolTaskRunner(max_workers=16),  # type: ignore[arg-type]
+      task_runner=ThreadPoolTaskRunner(max_workers=64),  # type: ignore[arg-type]
       on_cancellation=[_reconnect_after_cancel], on_crashed=[_reconnect_after_cancel])
 @installation_lock("enable-replica")
 def enable_replica(replica: str | None = None, topology: Topology = "mono", skip_agent_config: bool = False,
@@ -127,8 +127,8 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                 # Infrastructure first, then every managed node in parallel (bounded by the task runner).
                 agent.agent_run(master)
                 agent.agent_run(replica)
-                codes = agent.agent_run.map(nodes).result() if nodes else []
-                log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes)))
+                codes = agent.agent_runs(nodes)
+                log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes.values())))
     finally:
         remove_token_best_effort(master)
     removed = False

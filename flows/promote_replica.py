@@ -32,7 +32,7 @@ from tasks import agent, infrastructure, status_api, token
 
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
-      task_runner=ThreadPoolTaskRunner(max_workers=16))  # type: ignore[arg-type]
+      task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
 @installation_lock("promote-replica")
 def promote_replica(replica: str | None = None, topology: Topology | None = None,
                     deploy: Literal["agent-runs", "job"] = "agent-runs", approve: bool = False,
@@ -93,7 +93,7 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
             finally:
                 remove_token_best_effort(replica)
         else:
-            codes = agent.agent_run.map(nodes, server_list=[[replica]] * len(nodes)).result() if nodes else []
+            codes = list(agent.agent_runs(nodes, server_list=[replica]).values())
             log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
     show_topology("after", [replica])
     book.publish_summary(outcome="promoted", next_steps=[

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     ssh_key_file: Path = Field(description="Private key for SSH logins to PE nodes.")
     ssh_known_hosts_file: Path = Field(description="known_hosts file; host keys are checked strictly.")
     ssh_connect_timeout_s: float = Field(default=10, gt=0, le=300, description="SSH connect timeout.")
+    agent_concurrency: int = Field(default=16, ge=1, le=64,
+                                   description="Most Puppet agent runs a flow drives at once across managed nodes.")
     command_timeout_s: float = Field(
         default=3600, gt=0, le=86400, description="Default limit for one remote command; enforced on the host."
     )

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from prefect import task
+from prefect.futures import PrefectFuture, as_completed
 
 from pe_ha import commands, runtime
 from pe_ha.errors import CommandFailed, WaitTimedOut
@@ -49,3 +50,36 @@ def job_run_all_nodes(master: str) -> str:
     """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'`` on the master."""
     cmd = commands.job_run_all_nodes(token_file=runtime.settings().remote_token_file)
     return runtime.executor().run(master, cmd, timeout_s=3600).stdout
+
+
+def agent_runs(hosts: Sequence[str], *, noop: bool = False, server_list: Sequence[str] = (),
+               limit: int | None = None) -> dict[str, int]:
+    """``puppet agent -t`` on every host, at most ``limit`` at once (default: the agent_concurrency setting).
+
+    A sliding window, not waves: a new run starts as soon as one finishes. Every host gets its run even when
+    another fails; the failures are then raised together, naming each host. Call from inside a flow whose
+    task runner has at least ``limit`` workers.
+    """
+    limit = limit or runtime.settings().agent_concurrency
+    queue = list(hosts)
+    running: dict[PrefectFuture, str] = {}
+    codes: dict[str, int] = {}
+    failures: dict[str, BaseException] = {}
+    while queue or running:
+        while queue and len(running) < limit:
+            host = queue.pop(0)
+            future: PrefectFuture = agent_run.submit(host, noop=noop, server_list=list(server_list))
+            running[future] = host
+        done = next(as_completed(list(running)))
+        host = running.pop(done)
+        try:
+            codes[host] = done.result()
+        except Exception as exc:  # collected: the other nodes still get their runs
+            failures[host] = exc
+    if failures:
+        first = next(iter(failures.values()))
+        raise CommandFailed(host=", ".join(sorted(failures)), command="puppet agent -t",
+                            exit_code=getattr(first, "exit_code", 1),
+                            output="; ".join(f"{h}: {e}" for h, e in sorted(failures.items()))[:2000],
+                            hint=f"{len(failures)} of {len(hosts)} agent runs failed; see each node's task run") from first
+    return codes

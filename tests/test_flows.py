@@ -390,3 +390,39 @@ def test_site_servers_are_validated():
 
     with pytest.raises(PydanticError):
         Site(name="x", value="east", server_list=["bad host"], pcp_broker_list=["ok.example.com"])
+
+
+def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env):
+    import threading
+    import time as _time
+
+    fake, _, settings = env
+    hosts = [f"agent{i}.example.com" for i in range(1, 9)]
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def agent(host, argv):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        _time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        failing = host in ("agent3.example.com", "agent6.example.com")
+        return CommandResult(host, argv, 4 if failing else 2, "", "Error: failures" if failing else "", 0.05)
+
+    fake.script(None, ("puppet", "agent", "-t"), responder=agent)
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from tasks import agent as agent_tasks
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
+    def fan_out():
+        return agent_tasks.agent_runs(hosts, limit=3)
+
+    with pytest.raises(CommandFailed) as failed:
+        fan_out()
+    assert "agent3.example.com" in str(failed.value) and "agent6.example.com" in str(failed.value)
+    assert "2 of 8 agent runs failed" in str(failed.value)
+    assert sorted(c.host for c in fake.calls if c.argv[:3] == ("puppet", "agent", "-t")) == sorted(hosts)
+    assert peak[0] == 3  # bounded by the limit, and the window was kept full

@@ -1,0 +1,82 @@
+"""Fan-out benchmark: Puppet agent runs across N lab nodes with bounded concurrency, against a sequential loop.
+
+Two kinds of run, as the flows drive them: the provision check ``puppet agent -t --noop
+--server_list=<replica>`` and the post-enable ``puppet agent -t``. For N = 1, 10 and 50 nodes, report the
+fan-out time, its ratio to the single-node time, and its ratio to a sequential loop over the same nodes.
+
+    python -m bench.fanout [--sizes 1,10,50] [--limit 16] [--reuse-lab] [--keep-lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench.common import lab_runtime, prefect_for_bench, table, write
+from lab import core
+from lab.config import LabConfig
+
+R = "replica.lab.test"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1,10,50")
+    p.add_argument("--limit", type=int, default=None, help="concurrency (default: the agent_concurrency setting)")
+    p.add_argument("--reuse-lab", action="store_true")
+    p.add_argument("--keep-lab", action="store_true")
+    args = p.parse_args(argv)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    cfg = LabConfig(agents=max(sizes), sync_seconds=3, pdb_nodes=10)
+    started = time.monotonic()
+    if not args.reuse_lab:
+        core.up(cfg, verbose=False)
+    print(f"lab with {cfg.agents} agents up in {time.monotonic() - started:.1f} s")
+    rows: list[dict] = []
+    try:
+        with prefect_for_bench(), lab_runtime() as settings:
+            from prefect import flow
+            from prefect.task_runners import ThreadPoolTaskRunner
+
+            from flows.provision_replica import provision_replica
+            from tasks import agent
+
+            limit = args.limit or settings.agent_concurrency
+            provision_replica(sync_timeout_s=120)  # the replica must serve for --server_list=<replica>
+            nodes = [n.name for n in settings.managed_nodes]
+
+            @flow(name="bench-fanout", task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
+            def fan_out(hosts: list[str], noop: bool, server_list: list[str]) -> float:
+                t0 = time.monotonic()
+                agent.agent_runs(hosts, noop=noop, server_list=server_list, limit=limit)
+                return time.monotonic() - t0
+
+            @flow(name="bench-sequential")
+            def sequential(hosts: list[str], noop: bool, server_list: list[str]) -> float:
+                t0 = time.monotonic()
+                for host in hosts:
+                    agent.agent_run(host, noop=noop, server_list=server_list)
+                return time.monotonic() - t0
+
+            for kind, noop, server_list in (("agent -t --noop --server_list=replica", True, [R]),
+                                            ("agent -t (post-enable)", False, [])):
+                fan_out(nodes[:1], noop, server_list)  # warm the SSH connections
+                single = fan_out(nodes[:1], noop, server_list)
+                for n in sizes:
+                    parallel = fan_out(nodes[:n], noop, server_list)
+                    seq = sequential(nodes[:n], noop, server_list)
+                    rows.append({"run": kind, "N": n, "limit": limit, "fan_out_s": round(parallel, 2),
+                                 "vs_single": round(parallel / single, 2), "sequential_s": round(seq, 2),
+                                 "vs_sequential": round(parallel / seq, 2)})
+                    print(rows[-1], flush=True)
+    finally:
+        if not args.keep_lab:
+            core.down(verbose=False)
+    print(table(rows, ["run", "N", "limit", "fan_out_s", "vs_single", "sequential_s", "vs_sequential"]))
+    print(f"results: {write('fanout', {'rows': rows})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
