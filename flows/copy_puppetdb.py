@@ -111,7 +111,8 @@ def _plan(book: Runbook, s, method: str, source: str, target: str, dump_file: st
             os_user=s.pg_os_user, bin_dir=s.pg_bin_dir).description + " (one per table, compression by link speed)")
         book.planned("indexes and constraints", target, commands.pg_restore_section(
             file=dump_file, database=staging, section="post-data", jobs=2, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-        book.planned("verify staging against the source snapshot", target, "psycopg fingerprint")
+        book.planned("verify staging against the source snapshot", target,
+                     "rows loaded per table (as COPY reported) = source snapshot counts; catalog and certnames digest")
         for name in SERVICES_IN_ORDER:
             book.planned("stop", target, commands.service(name, "stopped"))
         book.planned("swap", target, commands.swap_databases("pe-puppetdb", staging, "pe-puppetdb" + commands.OLD_SUFFIX,
@@ -200,7 +201,7 @@ def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: 
         with book.step(f"stream every table into {staging} (compress={compress})", f"{source} -> {target}"):
             copied = puppetdb.fast_copy_to_staging(source, target, schema_file, compress, jobs)
         with book.step("verify the staging copy against the source snapshot", target):
-            puppetdb.verify_staging(target, copied["fingerprint"])
+            puppetdb.verify_staging(target, copied["fingerprint"], copied["loaded_rows"])
         require_approval(book, f"Stop puppet and pe-puppetdb on {target} briefly and swap in the verified copy of "
                                f"pe-puppetdb from {source} (the current one is kept as pe-puppetdb{commands.OLD_SUFFIX} "
                                "until the swap succeeds).", approved_up_front=approve)

@@ -175,9 +175,10 @@ def agent_run(*, noop: bool = False, server_list: Sequence[str] = ()) -> Command
     if noop:
         argv.append("--noop")
     if server_list:
-        argv.append("--server_list=" + ",".join(v.hostname(s.partition(":")[0], what="server_list entry")
-                                                + (":" + s.partition(":")[2] if ":" in s else "")
-                                                for s in server_list))
+        # host or host:port, as given (validated: RFC 1123 host, numeric port)
+        argv.append("--server_list=" + ",".join(
+            v.server_url(s, what="server_list entry", default_port=PUPPET_PORT) if ":" in s
+            else v.hostname(s, what="server_list entry") for s in server_list))
     return Command(tuple(argv), "puppet agent -t" + (" --noop" if noop else ""))
 
 
@@ -354,6 +355,7 @@ def _ipv4(value: str) -> str:
 # -- the fast PuppetDB copy (pipelined per table into a staging database, then a rename swap) -------------
 
 STAGING_SUFFIX = "-pe-ha-staging"
+ROWS_MARK = "PEHA-ROWS"
 OLD_SUFFIX = "-pe-ha-old"
 _SNAPSHOT_RE = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 _TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -414,9 +416,13 @@ def swap_databases(live: str, staging: str, old: str, *, os_user: str, bin_dir: 
 
 
 def stream_table(table: str, *, snapshot: str, target: str, staging: str, compress: str, os_user: str, bin_dir: str,
-                 database: str = "pe-puppetdb", multiplex: bool = False) -> Command:
+                 database: str = "pe-puppetdb", multiplex: bool = False, binary: bool = False) -> Command:
     """On the source: COPY one table out of the snapshot, optionally compress, and COPY it into the target's staging DB
-    through ssh, all in one pipeline (no dump file)."""
+    through ssh, all in one pipeline (no dump file).
+
+    ``binary`` uses COPY's binary format (only between servers of the same major version, which the caller
+    checks): no text formatting and parsing, and PuppetDB's bytea hashes travel as bytes, not hex.
+    """
     if not _TABLE_RE.fullmatch(table):
         raise ValidationError(f"table name {table!r} is not a plain lower-case identifier")
     if not _SNAPSHOT_RE.fullmatch(snapshot):
@@ -425,11 +431,15 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
     if compress not in codecs:
         raise ValidationError(f"compress={compress!r} must be one of {', '.join(codecs)}")
     out = _psql_argv(os_user, bin_dir, database, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                     "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'", "-c", f'COPY public."{table}" TO STDOUT')
+                     "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'",
+                     "-c", f'COPY public."{table}" TO STDOUT' + (" WITH (FORMAT binary)" if binary else ""))
     # TRUNCATE in the loading transaction lets COPY FREEZE write the rows frozen and all-visible: the index and
     # constraint builds that follow, and the first reads, then never rewrite every page to set hint bits.
+    # The row count PostgreSQL reports for the COPY is echoed back (``PEHA-ROWS <table> <n>``): the flow
+    # compares it with the source snapshot's count, without scanning the loaded table again.
     into = _psql_argv(os_user, bin_dir, staging, "-c", "BEGIN", "-c", f'TRUNCATE public."{table}"',
-                      "-c", f'COPY public."{table}" FROM STDIN WITH (FREEZE)', "-c", "COMMIT")
+                      "-c", f'COPY public."{table}" FROM STDIN WITH ({"FORMAT binary, " if binary else ""}FREEZE)',
+                      "-c", f"\\echo {ROWS_MARK} {table} :ROW_COUNT", "-c", "COMMIT")
     import shlex
 
     remote = (shlex.join(codecs[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
@@ -446,7 +456,7 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
 
 
 def stream_tables(tables: Sequence[str], *, snapshot: str, target: str, staging: str, compress: str, os_user: str,
-                  bin_dir: str, database: str = "pe-puppetdb") -> Command:
+                  bin_dir: str, database: str = "pe-puppetdb", binary: bool = False) -> Command:
     """One lane of the fast copy: the tables' pipelines one after another in a single remote command, so that a
     lane costs one SSH round trip instead of one per table. ssh connections to the target are multiplexed."""
     if not tables:
@@ -454,7 +464,7 @@ def stream_tables(tables: Sequence[str], *, snapshot: str, target: str, staging:
     scripts = []
     for table in tables:
         one = stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                           os_user=os_user, bin_dir=bin_dir, database=database, multiplex=True)
+                           os_user=os_user, bin_dir=bin_dir, database=database, multiplex=True, binary=binary)
         scripts.append("( " + one.argv[2] + " )")
     return Command(("bash", "-c", " && ".join(scripts)), f"stream {len(tables)} tables to {target}")
 

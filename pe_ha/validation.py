@@ -59,7 +59,7 @@ def server_url(value: str, *, what: str, default_port: int) -> str:
     host, sep, port = value.partition(":")
     hostname(host, what=what)
     if sep:
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValidationError(f"{what} {value!r}: the port must be a number from 1 to 65535")
         return f"{host.lower()}:{int(port)}"
     return f"{host.lower()}:{default_port}"

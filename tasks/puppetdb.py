@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -47,13 +47,22 @@ def database_size(host: str) -> int:
     return int(row[0]) if row else 0
 
 
-def fingerprint_in(conn: psycopg.Connection) -> dict[str, int | str]:
-    """Row count of every table, index/constraint counts and a digest of certnames, in the current snapshot."""
+def server_major(conn: psycopg.Connection) -> int:
+    """PostgreSQL major version (15 for 15.x)."""
+    return conn.info.server_version // 10000
+
+
+def fingerprint_in(conn: psycopg.Connection, *, count_rows: bool = True) -> dict[str, int | str]:
+    """Row count of every table, index/constraint counts and a digest of certnames, in the current snapshot.
+
+    ``count_rows=False`` leaves out the row counts (a scan of every table); the catalog counts and the
+    certnames digest stay.
+    """
     tables = [r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1").fetchall()]
     result: dict[str, int | str] = {}
-    for table in tables:
+    for table in tables if count_rows else []:
         row = conn.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(table))).fetchone()
         result[f"rows:{table}"] = int(row[0]) if row else -1
     for name, query in (
@@ -222,6 +231,17 @@ class StreamResult:
     tables: int
     bytes_on_disk: int
     seconds: float
+    loaded_rows: dict[str, int]  # per table, as PostgreSQL reported for the COPY on the target
+
+
+def loaded_rows(stdout: str) -> dict[str, int]:
+    """``PEHA-ROWS <table> <n>`` lines echoed by the target's loader, one per table."""
+    counts: dict[str, int] = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split()
+        if len(parts) == 3 and parts[0] == commands.ROWS_MARK and parts[2].isdigit():
+            counts[parts[1]] = int(parts[2])
+    return counts
 
 
 def lanes(tables: list[tuple[str, int]], count: int) -> list[list[str]]:
@@ -234,8 +254,13 @@ def lanes(tables: list[tuple[str, int]], count: int) -> list[list[str]]:
 
 
 def stream_all(source: str, target: str, staging: str, snapshot: str, tables: list[tuple[str, int]],
-               compress: str, parallel: int) -> StreamResult:
-    """Run ``parallel`` lanes of per-table pipelines at once; report progress as lanes finish."""
+               compress: str, parallel: int, while_streaming: Callable[[], object] | None = None,
+               binary: bool = False) -> StreamResult:
+    """Run ``parallel`` lanes of per-table pipelines at once; report progress as lanes finish.
+
+    ``while_streaming`` runs in this thread once every lane has started (the source snapshot's
+    fingerprint is taken then, so it costs no wall time of its own).
+    """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     s = runtime.settings()
@@ -253,15 +278,23 @@ def stream_all(source: str, target: str, staging: str, snapshot: str, tables: li
     except Exception:  # outside a run there is no artifact to update
         progress_id = None
 
+    loaded: dict[str, int] = {}
+
     def one(lane: list[str]) -> list[str]:
         cmd = commands.stream_tables(lane, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                                     os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
-        ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
+                                     os_user=s.pg_os_user, bin_dir=s.pg_bin_dir, binary=binary)
+        result = ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
+        loaded.update(loaded_rows(result.stdout))
+        logger().info("lane of %d tables (%.0f MiB on disk, largest %s) done in %.1f s", len(lane),
+                      sum(sizes[t] for t in lane) / 2**20, lane[0], result.duration_s)
         return lane
 
     done_tables, done_bytes = 0, 0
     with ThreadPoolExecutor(max_workers=len(plan)) as pool:
-        for future in as_completed([pool.submit(one, lane) for lane in plan]):
+        futures = [pool.submit(one, lane) for lane in plan]
+        if while_streaming is not None:
+            while_streaming()
+        for future in as_completed(futures):
             lane = future.result()
             done_tables += len(lane)
             done_bytes += sum(sizes[t] for t in lane)
@@ -271,7 +304,7 @@ def stream_all(source: str, target: str, staging: str, snapshot: str, tables: li
                 from prefect.artifacts import update_progress_artifact
 
                 update_progress_artifact(progress_id, progress=100.0 * done_bytes / max(total, 1))  # type: ignore[arg-type]
-    return StreamResult(len(tables), total, time.monotonic() - started)
+    return StreamResult(len(tables), total, time.monotonic() - started, loaded)
 
 
 @task(name="fast-copy-to-staging", task_run_name="fast-copy/{source}->{target}", **SIDE_EFFECT)
@@ -286,11 +319,12 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     ex.run(target, commands.recreate_database(staging, owner=DB, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+    with connect(target) as target_conn:
+        target_major = server_major(target_conn)
     with connect(source) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         snapshot = str(row[0]) if row else ""
-        expected = fingerprint_in(conn)
         tables = leaf_tables(conn)
         ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, os_user=s.pg_os_user,
                                                bin_dir=s.pg_bin_dir))
@@ -298,8 +332,13 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
         ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
                                                    os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
         timings["schema"] = time.monotonic() - t0
-        # The exporting transaction stays open until every stream has imported the snapshot and finished.
-        streamed = stream_all(source, target, staging, snapshot, tables, compress, parallel=max(2, jobs))
+        # The exporting transaction stays open until every stream has imported the snapshot and finished;
+        # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
+        expected: dict[str, int | str] = {}
+        # COPY's binary format is only portable between servers of the same major version.
+        binary = server_major(conn) == target_major
+        streamed = stream_all(source, target, staging, snapshot, tables, compress, parallel=max(2, jobs),
+                              while_streaming=lambda: expected.update(fingerprint_in(conn)), binary=binary)
         timings["data"] = streamed.seconds
     t1 = time.monotonic()
     ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1,
@@ -307,14 +346,18 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
     ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="post-data", jobs=jobs,
                                                os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
     timings["indexes"] = time.monotonic() - t1
-    return {"fingerprint": expected, "timings": timings, "tables": streamed.tables, "compress": compress}
+    return {"fingerprint": expected, "loaded_rows": streamed.loaded_rows, "timings": timings, "tables": streamed.tables,
+            "compress": compress, "format": "binary" if binary else "text"}
 
 
 @task(name="verify-staging", task_run_name="verify-staging/{host}", **READ)
-def verify_staging(host: str, expected: dict[str, int | str]) -> None:
+def verify_staging(host: str, expected: dict[str, int | str], loaded: dict[str, int]) -> None:
+    """The cheap check: each table's loaded row count (as the target's COPY reported it) equals the source
+    snapshot's count, and the staging catalog (indexes, constraints) and the certnames digest match."""
     with connect(host, DB + commands.STAGING_SUFFIX) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        actual = fingerprint_in(conn)
+        actual: dict[str, int | str] = {**fingerprint_in(conn, count_rows=False),
+                                        **{f"rows:{table}": count for table, count in loaded.items()}}
     diff = {k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)}
     if diff:
         raise PreconditionFailed(f"the staging copy on {host} differs from the source in {sorted(diff)[:8]}; the live "

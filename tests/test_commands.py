@@ -168,8 +168,9 @@ def test_stream_table_pipeline_shape() -> None:
     assert " | zstd -q -1 -T1 | ssh " in script and "replica.example.com" in script
     remote = shlex.split(script)[-1]  # what ssh runs on the target
     loader = shlex.split(remote.split(" | ", 1)[1])
-    assert loader[-8:] == ["-c", "BEGIN", "-c", 'TRUNCATE public."catalog_resources"',
-                           "-c", 'COPY public."catalog_resources" FROM STDIN WITH (FREEZE)', "-c", "COMMIT"]
+    assert loader[-10:] == ["-c", "BEGIN", "-c", 'TRUNCATE public."catalog_resources"',
+                            "-c", 'COPY public."catalog_resources" FROM STDIN WITH (FREEZE)',
+                            "-c", "\\echo PEHA-ROWS catalog_resources :ROW_COUNT", "-c", "COMMIT"]
     with pytest.raises(ValidationError):
         c.stream_table("x; drop", snapshot="00000003-0000001B-1", target="r.example.com", staging="s", compress="none", **PG)
     with pytest.raises(ValidationError):

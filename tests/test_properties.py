@@ -23,7 +23,8 @@ TEXT = st.one_of(
     st.text(max_size=80),
     st.lists(st.one_of(NASTY, st.sampled_from(["a", "b", "master", "lab", "test", "0", "9"])), max_size=40).map("".join),
 )
-PROPS = settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+# derandomize: CI sees the same examples every run (run with --hypothesis-seed=random to explore more)
+PROPS = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None, derandomize=True)
 
 TOKEN = "/etc/puppetlabs/pe-ha/token"
 PG = {"os_user": "pe-postgres", "bin_dir": "/opt/puppetlabs/server/bin"}
