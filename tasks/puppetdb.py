@@ -279,6 +279,10 @@ def stream_all(source: str, target: str, staging: str, snapshot: str, tables: li
         progress_id = None
 
     loaded: dict[str, int] = {}
+    if not plan:  # an empty pe-puppetdb (no tables yet): nothing to stream
+        if while_streaming is not None:
+            while_streaming()
+        return StreamResult(0, 0, 0.0, loaded)
 
     def one(lane: list[str]) -> list[str]:
         cmd = commands.stream_tables(lane, snapshot=snapshot, target=target, staging=staging, compress=compress,

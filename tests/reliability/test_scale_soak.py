@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import core
+from lab import core, pdbgen
 from lab.demo import lifecycle
 from lab.pgserver import LocalPostgres
 from lab.stack import PrefectStack, WebhookReceiver
@@ -60,8 +60,9 @@ def test_postgres_server_two_workers_schedule_beside_lifecycles(pg_stack, fresh_
         started = time.monotonic()
         lifecycles: list[list[dict]] = []
         while time.monotonic() - started < SOAK_S:
-            if lifecycles:
-                core.up(fresh_lab, verbose=False)  # a fresh installation for the next lifecycle
+            if lifecycles:  # a fresh installation for the next lifecycle, as the fresh_lab fixture makes it
+                core.up(fresh_lab, verbose=False)
+                pdbgen.generate(fresh_lab, fresh_lab.pdb_nodes, resources=200, reports=10)
             lifecycles.append(lifecycle(pg_stack, fresh_lab, verbose=False))
         soak_s = time.monotonic() - started
         time.sleep(HEALTH_INTERVAL_S + 5)  # let the last scheduled runs finish
