@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="1,10,50")
     p.add_argument("--limit", type=int, default=None, help="concurrency (default: the agent_concurrency setting)")
+    p.add_argument("--agent-seconds", type=float, default=1.0,
+                   help="also measure with every simulated agent run taking this long (a real run takes 10-60 s)")
     p.add_argument("--reuse-lab", action="store_true")
     p.add_argument("--keep-lab", action="store_true")
     args = p.parse_args(argv)
@@ -59,8 +61,19 @@ def main(argv: list[str] | None = None) -> int:
                     agent.agent_run(host, noop=noop, server_list=server_list)
                 return time.monotonic() - t0
 
-            for kind, noop, server_list in (("agent -t --noop --server_list=replica", True, [R]),
-                                            ("agent -t (post-enable)", False, [])):
+            def slow_agents(seconds: float | None) -> None:
+                for node in cfg.agent_hosts:
+                    if seconds:
+                        core.node_run(node, "pe-sim", "fault", "slow_command", '"agent"')
+                        core.node_run(node, "pe-sim", "fault", "slow_seconds", str(seconds))
+                    else:
+                        core.node_run(node, "pe-sim", "fault", "clear")
+
+            for kind, noop, server_list, seconds in (
+                    ("agent -t --noop --server_list=replica", True, [R], None),
+                    ("agent -t (post-enable)", False, [], None),
+                    (f"agent -t, each run {args.agent_seconds:g} s", False, [], args.agent_seconds)):
+                slow_agents(seconds)
                 fan_out(nodes[:1], noop, server_list)  # warm the SSH connections
                 single = fan_out(nodes[:1], noop, server_list)
                 for n in sizes:

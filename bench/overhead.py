@@ -89,10 +89,14 @@ def count_task_runs(since: float) -> int:
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
     from prefect.types import DateTime
 
+    count = 0
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
-            start_time=TaskRunFilterStartTime(after_=DateTime.fromtimestamp(since))), limit=10_000)
-    return len(runs)
+        while True:  # the API serves at most 200 per call
+            page = client.read_task_runs(task_run_filter=TaskRunFilter(
+                start_time=TaskRunFilterStartTime(after_=DateTime.fromtimestamp(since))), limit=200, offset=count)
+            count += len(page)
+            if len(page) < 200:
+                return count
 
 
 def main(argv: list[str] | None = None) -> int:

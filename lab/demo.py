@@ -7,6 +7,7 @@ HA lifecycle started through Prefect's REST API, with approvals given through th
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
     env = core.lab_env()
     env["PEHA_HEALTH_INTERVAL_S"] = "300"
-    stack = PrefectStack(home=ROOT / ".prefect" / "demo", port=args.port, extra_env=env)
+    home = ROOT / ".prefect" / "demo"
+    # A clean server each time: runs left scheduled by an earlier demo would otherwise start late and alert.
+    shutil.rmtree(home, ignore_errors=True)
+    stack = PrefectStack(home=home, port=args.port, extra_env=env)
     hook = WebhookReceiver().start()
     try:
         print("== 2. Prefect server (SQLite, 127.0.0.1 only, telemetry off)")
