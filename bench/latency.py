@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 from datetime import datetime
@@ -21,15 +20,9 @@ from pathlib import Path
 from bench.common import median, table, write
 from lab import core
 from lab.config import LabConfig
-from lab.stack import PrefectStack
+from lab.stack import PrefectStack, free_port
 
 PREFECT_DEFAULT_WORKER_QUERY_S = "10"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ts(value: str) -> float:
@@ -61,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     env = core.lab_env()
     env["PEHA_HEALTH_INTERVAL_S"] = "86400"  # no scheduled runs in the way
     home = Path("/var/tmp/pe-ha-bench-latency")
-    stack = PrefectStack(home=home, port=_port(), extra_env=env)
+    stack = PrefectStack(home=home, port=free_port(), extra_env=env)
     results: dict = {"runs": args.runs}
     try:
         stack.start_server()

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from lab import core
-from lab.stack import PrefectStack, WebhookReceiver
+from lab.stack import PrefectStack, WebhookReceiver, free_port
 from tests.lab.conftest import fresh_lab, lab, lab_runtime  # noqa: F401  (the lab fixtures, shared)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from lab import core
-from lab.stack import PrefectStack, WebhookReceiver
-from tests.prefect.conftest import free_port
+from lab.stack import PrefectStack, WebhookReceiver, free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 M, R = "master.lab.test", "replica.lab.test"

@@ -19,8 +19,7 @@ import pytest
 from lab import core, pdbgen
 from lab.demo import lifecycle
 from lab.pgserver import LocalPostgres
-from lab.stack import PrefectStack, WebhookReceiver
-from tests.prefect.conftest import free_port
+from lab.stack import PrefectStack, WebhookReceiver, free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 SOAK_S = float(os.environ.get("PEHA_SOAK_S", "600"))
