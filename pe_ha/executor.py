@@ -119,8 +119,12 @@ def root_session(argv: Iterable[str], *, login_user: str, lang: str, path: str, 
     apart from stdout on the pty.
     """
     limit = max(1, math.ceil(timeout_s))
-    # stderr goes through sed, which tags each line; bash waits for sed so that no tail line is lost.
-    inner = "\"$@\" 2> >(exec sed -u 's/^/\\x1e/'); rc=$?; wait $! 2>/dev/null; exit $rc"
+    # stderr goes through sed, which tags each line. bash must let sed finish before it exits, or the
+    # last stderr lines are lost (seen under load). `$!` is empty after `cmd 2> >(...)` in bash 5.2, so
+    # the tagger is opened with `exec` to learn its PID. The wait is bounded (2 s) because a daemon
+    # started by the command may keep the pipe open; the command itself never sees fd 3.
+    inner = ("exec 3> >(exec sed -u 's/^/\\x1e/'); tagger=$!; \"$@\" 2>&3 3>&-; rc=$?; exec 3>&-; "
+             "for _ in {1..200}; do kill -0 $tagger 2>/dev/null || break; sleep 0.01; done; exit $rc")
     env = ["env", "-i", "HOME=/root", "USER=root", "LOGNAME=root", f"LANG={lang}", f"PATH={path}"]
     wrapped = [*env, "timeout", "-k", str(_KILL_GRACE_S), str(limit), "/bin/bash", "-c", inner, "pe-ha", *argv]
     if login_user != "root":

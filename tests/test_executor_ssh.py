@@ -120,3 +120,13 @@ def test_file_transfer_round_trip(executor, tmp_path):
     executor.get("local.test", "/tmp/pe-ha-test-payload.bin", back)
     assert Path(back).read_bytes() == src.read_bytes()
     executor.run("local.test", ["rm", "-f", "/tmp/pe-ha-test-payload.bin"])
+
+
+def test_last_stderr_line_is_kept_and_a_daemon_holding_stderr_does_not_hang_the_run(executor):
+    # The stderr tagger must finish before the session ends (a lost last line hid error messages under
+    # load), but a background process that inherits stderr must not hold the run until its timeout.
+    script = "sleep 300 </dev/null >/dev/null & echo started; echo 'final words' >&2"
+    result = executor.run("local.test", ["bash", "-c", script], timeout_s=60)
+    assert result.stdout.splitlines() == ["started"]
+    assert result.stderr.splitlines() == ["final words"]
+    executor.run("local.test", ["pkill", "-f", "^sleep 300"], check=False)
