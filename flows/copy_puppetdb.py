@@ -3,8 +3,9 @@
 Two methods reach the same end state (same tables, row counts and digests, checked in the flow):
 
 ``fast`` (default): the schema frame from a snapshot, then one ``COPY … TO STDOUT | [zstd] | ssh | COPY … FROM STDIN``
-pipeline per table (compression only when the measured link is slow), then indexes and constraints with
-``pg_restore --jobs``, all into a *staging* database on the replica while its PuppetDB keeps running. The
+pipeline per table (compression only when the measured link is slow) followed, in the same remote command, by
+that table's own indexes and keys (``pg_restore --use-list``), then the rest of post-data (foreign keys,
+partitioned parents) with ``pg_restore --jobs``, all into a *staging* database on the replica while its PuppetDB keeps running. The
 staging copy is verified against the source snapshot, and only then swapped in by rename: ``puppet`` and
 ``pe-puppetdb`` are stopped for the swap alone.
 
@@ -72,22 +73,25 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
     if dry_run:
         return {"dry_run": True, "plan": book.publish_plan()}
 
-    with book.step("size check", source):
-        size = puppetdb.database_size(source)
-    with book.step("free space check", f"{source}, {target}"):
+    # The checks are independent reads: they run at once.
+    with book.step("size, free space and CPU checks", f"{source}, {target}"):
+        size_future = puppetdb.database_size.submit(source)
+        jobs_future = puppetdb.cpu_count.submit(target)
+        places = [(source, s.dump_dir), (target, s.dump_dir)] + ([(target, s.pg_data_dir)] if method == "fast" else [])
+        free_futures = [puppetdb.free_bytes.submit(host, path) for host, path in places]
+        size = size_future.result()
         if method == "documented":
             need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
-            checks = [(source, s.dump_dir, need), (target, s.dump_dir, need)]
-        else:
-            checks = [(source, s.dump_dir, 64 * 2**20), (target, s.dump_dir, 64 * 2**20),
-                      (target, s.pg_data_dir, int(size * 1.2) + 256 * 2**20)]  # the staging copy lives beside the live one
-        for host, path, need in checks:
-            free = puppetdb.free_bytes(host, path)
+            needs = [need, need]
+        else:  # the staging copy lives beside the live one
+            needs = [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]
+        for (host, path), future, need in zip(places, free_futures, needs, strict=True):
+            free = future.result()
             if free < need:
                 raise PreconditionFailed(
                     f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
                     f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
-        jobs = puppetdb.cpu_count(target)
+        jobs = jobs_future.result()
     log().info("pe-puppetdb is %.1f MiB; method %s with --jobs=%d", size / 2**20, method, jobs)
     if method == "fast":
         return _fast(book, s, source, target, folder, dump_file, size, jobs, approve)
@@ -106,11 +110,19 @@ def _plan(book: Runbook, s, method: str, source: str, target: str, dump_file: st
         book.planned("schema frame", source, commands.pg_dump_schema(file=dump_file, snapshot="0-0-1",
                                                                       os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
                      .description + " (from the exported snapshot)")
+        book.planned("table of contents", source, commands.pg_restore_toc(file=dump_file, os_user=s.pg_os_user,
+                                                                          bin_dir=s.pg_bin_dir))
         book.planned("per-table streams", source, commands.stream_table(
             "catalog_resources", snapshot="0-0-1", target=target, staging=staging, compress="zstd",
-            os_user=s.pg_os_user, bin_dir=s.pg_bin_dir).description + " (one per table, compression by link speed)")
-        book.planned("indexes and constraints", target, commands.pg_restore_section(
-            file=dump_file, database=staging, section="post-data", jobs=2, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+            os_user=s.pg_os_user, bin_dir=s.pg_bin_dir).description
+            + " (one per table, compression by link speed), then on the target that table's own indexes and keys: "
+            + commands.pg_restore_listed(file=dump_file, list_file=dump_file + ".catalog_resources.list",
+                                         database=staging, jobs=1, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
+                                         maintenance_mem_mb=s.index_build_memory_mb).description)
+        book.planned("rest of post-data (foreign keys, partitioned parents, triggers)", target,
+                     commands.pg_restore_listed(file=dump_file, list_file=dump_file + ".late.list", database=staging,
+                                                jobs=2, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
+                                                maintenance_mem_mb=s.index_build_memory_mb))
         book.planned("verify staging against the source snapshot", target,
                      "rows loaded per table (as COPY reported) = source snapshot counts; catalog and certnames digest")
         for name in SERVICES_IN_ORDER:
@@ -192,14 +204,13 @@ def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: 
     staging = "pe-puppetdb" + commands.STAGING_SUFFIX
     outcome, swapped, stop_seconds = "failed", False, 0.0
     try:
-        with book.step("measure the link and choose compression", f"{source} -> {target}"):
-            rate = puppetdb.link_mb_per_s(source, target)
-            compress = puppetdb.choose_compression(source, target, rate)
         with book.step("prepare dump folders", f"{source}, {target}"):
-            puppetdb.prepare_dump_dir(source, folder)
-            puppetdb.prepare_dump_dir(target, folder)
-        with book.step(f"stream every table into {staging} (compress={compress})", f"{source} -> {target}"):
-            copied = puppetdb.fast_copy_to_staging(source, target, schema_file, compress, jobs)
+            for future in [puppetdb.prepare_dump_dir.submit(host, folder) for host in (source, target)]:
+                future.result()
+        # The link is measured (and compression chosen) inside, while the schema frame is made.
+        with book.step(f"stream every table into {staging}, building each table's indexes once its rows are in",
+                       f"{source} -> {target}"):
+            copied = puppetdb.fast_copy_to_staging(source, target, schema_file, None, jobs)
         with book.step("verify the staging copy against the source snapshot", target):
             puppetdb.verify_staging(target, copied["fingerprint"], copied["loaded_rows"])
         require_approval(book, f"Stop puppet and pe-puppetdb on {target} briefly and swap in the verified copy of "
@@ -226,9 +237,11 @@ def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: 
         _cleanup((source, target), schema_file)
         book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB",
                                                      f"pe-puppetdb stopped for {stop_seconds:.1f} s"])
-    puppetdb.drop_database(target, "pe-puppetdb" + commands.OLD_SUFFIX)
+    # Dropping the old copy (removing its files) and the agent run touch different things: run them at once.
+    dropping = puppetdb.drop_database.submit(target, "pe-puppetdb" + commands.OLD_SUFFIX)
     with book.step("puppet agent -t", target):
         code = agent.agent_run(target)
+    dropping.result()
     return {"method": "fast", "source": source, "target": target, "bytes": size, "compress": copied["compress"],
             "tables": copied["tables"], "timings": {k: round(v, 2) for k, v in copied["timings"].items()},
             "target_stopped_seconds": round(stop_seconds, 2), "agent_exit_code": code}

@@ -8,7 +8,7 @@ PE's "Configure high availability" guide and the flags PE's own tooling passes (
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pe_ha import validation as v
@@ -213,8 +213,14 @@ def config_delete(setting: str, *, section: str = "main") -> Command:
 # -- PostgreSQL (run as the PostgreSQL owner; ``runuser`` in a root session is the guide's ``sudo -u``) --
 
 
-def _as_pg(os_user: str, bin_dir: str, tool: str, *args: str) -> list[str]:
-    return ["runuser", "-u", v.os_user(os_user), "--", f"{v.absolute_path(bin_dir)}/{tool}", *args]
+def _as_pg(os_user: str, bin_dir: str, tool: str, *args: str, maintenance_mem_mb: int | None = None) -> list[str]:
+    """``tool`` as the PostgreSQL owner; ``maintenance_mem_mb`` sets that session's ``maintenance_work_mem``
+    (index builds sort and collect GIN entries in it: a larger value means fewer passes over the data)."""
+    env = []
+    if maintenance_mem_mb is not None:
+        mb = v.positive_int(maintenance_mem_mb, what="maintenance_work_mem (MB)", maximum=16384)
+        env = ["env", f"PGOPTIONS=-c maintenance_work_mem={mb}MB"]
+    return ["runuser", "-u", v.os_user(os_user), "--", *env, f"{v.absolute_path(bin_dir)}/{tool}", *args]
 
 
 def pg_dump(*, file: str, os_user: str, bin_dir: str, database: str = "pe-puppetdb",
@@ -359,6 +365,9 @@ ROWS_MARK = "PEHA-ROWS"
 OLD_SUFFIX = "-pe-ha-old"
 _SNAPSHOT_RE = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 _TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# compress, decompress
+_CODECS: dict[str, tuple[list[str], list[str]]] = {
+    "none": ([], []), "gzip": (["gzip", "-1"], ["gzip", "-d"]), "zstd": (["zstd", "-q", "-1", "-T1"], ["zstd", "-q", "-d"])}
 
 
 def _pipeline(*stages: Sequence[str]) -> Command:
@@ -371,6 +380,37 @@ def _pipeline(*stages: Sequence[str]) -> Command:
 
 def _psql_argv(os_user: str, bin_dir: str, database: str, *args: str) -> list[str]:
     return _as_pg(os_user, bin_dir, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", v.database_name(database), *args)
+
+
+def _check_stream(tables: Sequence[str], snapshot: str, compress: str) -> None:
+    if not tables:
+        raise ValidationError("a stream needs at least one table")
+    for table in tables:
+        if not _TABLE_RE.fullmatch(table):
+            raise ValidationError(f"table name {table!r} is not a plain lower-case identifier")
+    if not _SNAPSHOT_RE.fullmatch(snapshot):
+        raise ValidationError(f"snapshot id {snapshot!r} is not a pg_export_snapshot() id")
+    if compress not in _CODECS:
+        raise ValidationError(f"compress={compress!r} must be one of {', '.join(_CODECS)}")
+
+
+def _ssh_stream(out: Sequence[str], compress: str, target: str, into: Sequence[str], then: Command | None,
+                multiplex: bool) -> Command:
+    """``out | [compress] | ssh target 'set -o pipefail; [decompress |] into [&& then]'``, run on the source."""
+    import shlex
+
+    remote = (shlex.join(_CODECS[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
+    if then is not None:
+        remote += " && " + shlex.join(then.argv)
+    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/pe-ha-mux-%C", "-o", "ControlPersist=30"] if multiplex else []
+    ssh = ["ssh", "-o", "BatchMode=yes", *mux, "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
+           "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com", v.hostname(target),
+           "set -o pipefail; " + remote]
+    stages: list[Sequence[str]] = [out]
+    if compress != "none":
+        stages.append(_CODECS[compress][0])
+    stages.append(ssh)
+    return _pipeline(*stages)
 
 
 def pg_dump_schema(*, file: str, snapshot: str, os_user: str, bin_dir: str, database: str = "pe-puppetdb") -> Command:
@@ -389,6 +429,35 @@ def pg_restore_section(*, file: str, database: str, section: str, jobs: int, os_
                   f"--jobs={v.positive_int(jobs, what='jobs', maximum=256)}", f"--dbname={v.database_name(database)}",
                   v.absolute_path(file))
     return Command(tuple(argv), f"restore {section} into {database}")
+
+
+def pg_restore_toc(*, file: str, os_user: str, bin_dir: str) -> Command:
+    """``pg_restore --list``: the archive's table of contents, one entry per line (a read)."""
+    return Command(tuple(_as_pg(os_user, bin_dir, "pg_restore", "--list", v.absolute_path(file))),
+                   f"table of contents of {file}")
+
+
+def write_restore_lists(lists: Mapping[str, Sequence[int]]) -> Command:
+    """Write ``pg_restore --use-list`` files: each path gets its TOC entry ids, one per line (pg_restore reads
+    only the id at the start of each line)."""
+    import shlex
+
+    if not lists:
+        raise ValidationError("no restore lists to write")
+    parts = []
+    for path, ids in lists.items():
+        numbers = [str(v.positive_int(i, what="TOC entry id", maximum=2**31 - 1)) for i in ids]
+        parts.append(shlex.join(["printf", "%s\\n", *numbers]) + " > " + shlex.quote(v.absolute_path(path)))
+    return Command(("bash", "-c", "set -e; umask 022; " + "; ".join(parts)), f"write {len(lists)} restore lists")
+
+
+def pg_restore_listed(*, file: str, list_file: str, database: str, jobs: int, os_user: str, bin_dir: str,
+                      maintenance_mem_mb: int | None = None) -> Command:
+    """``pg_restore --section=post-data --use-list=<list>``: only the listed indexes and constraints."""
+    argv = _as_pg(os_user, bin_dir, "pg_restore", "--section=post-data",
+                  f"--jobs={v.positive_int(jobs, what='jobs', maximum=256)}", f"--use-list={v.absolute_path(list_file)}",
+                  f"--dbname={v.database_name(database)}", v.absolute_path(file), maintenance_mem_mb=maintenance_mem_mb)
+    return Command(tuple(argv), f"restore the entries listed in {list_file} into {database}")
 
 
 def recreate_database(name: str, *, owner: str, os_user: str, bin_dir: str) -> Command:
@@ -415,21 +484,27 @@ def swap_databases(live: str, staging: str, old: str, *, os_user: str, bin_dir: 
     return Command(tuple(argv), f"swap {staging} in as {live}")
 
 
+def _then_restore(then_restore: tuple[str, str] | None, *, staging: str, os_user: str, bin_dir: str,
+                  maintenance_mem_mb: int | None) -> Command | None:
+    if then_restore is None:
+        return None
+    archive, list_file = then_restore
+    return pg_restore_listed(file=archive, list_file=list_file, database=staging, jobs=1, os_user=os_user,
+                             bin_dir=bin_dir, maintenance_mem_mb=maintenance_mem_mb)
+
+
 def stream_table(table: str, *, snapshot: str, target: str, staging: str, compress: str, os_user: str, bin_dir: str,
-                 database: str = "pe-puppetdb", multiplex: bool = False, binary: bool = False) -> Command:
+                 database: str = "pe-puppetdb", multiplex: bool = False, binary: bool = False,
+                 then_restore: tuple[str, str] | None = None, maintenance_mem_mb: int | None = None) -> Command:
     """On the source: COPY one table out of the snapshot, optionally compress, and COPY it into the target's staging DB
     through ssh, all in one pipeline (no dump file).
 
     ``binary`` uses COPY's binary format (only between servers of the same major version, which the caller
     checks): no text formatting and parsing, and PuppetDB's bytea hashes travel as bytes, not hex.
+    ``then_restore`` = (schema archive, list file) on the target: once the table's rows are in, the same
+    remote command builds the listed indexes and constraints.
     """
-    if not _TABLE_RE.fullmatch(table):
-        raise ValidationError(f"table name {table!r} is not a plain lower-case identifier")
-    if not _SNAPSHOT_RE.fullmatch(snapshot):
-        raise ValidationError(f"snapshot id {snapshot!r} is not a pg_export_snapshot() id")
-    codecs = {"none": ([], []), "gzip": (["gzip", "-1"], ["gzip", "-d"]), "zstd": (["zstd", "-q", "-1", "-T1"], ["zstd", "-q", "-d"])}
-    if compress not in codecs:
-        raise ValidationError(f"compress={compress!r} must be one of {', '.join(codecs)}")
+    _check_stream([table], snapshot, compress)
     out = _psql_argv(os_user, bin_dir, database, "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                      "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'",
                      "-c", f'COPY public."{table}" TO STDOUT' + (" WITH (FORMAT binary)" if binary else ""))
@@ -440,33 +515,52 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
     into = _psql_argv(os_user, bin_dir, staging, "-c", "BEGIN", "-c", f'TRUNCATE public."{table}"',
                       "-c", f'COPY public."{table}" FROM STDIN WITH ({"FORMAT binary, " if binary else ""}FREEZE)',
                       "-c", f"\\echo {ROWS_MARK} {table} :ROW_COUNT", "-c", "COMMIT")
-    import shlex
-
-    remote = (shlex.join(codecs[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
-    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/pe-ha-mux-%C", "-o", "ControlPersist=30"] if multiplex else []
-    ssh = ["ssh", "-o", "BatchMode=yes", *mux, "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
-           "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com", v.hostname(target),
-           "set -o pipefail; " + remote]
-    stages: list[Sequence[str]] = [out]
-    if compress != "none":
-        stages.append(codecs[compress][0])
-    stages.append(ssh)
-    cmd = _pipeline(*stages)
-    return Command(cmd.argv, f"stream {table} to {target}")
+    then = _then_restore(then_restore, staging=staging, os_user=os_user, bin_dir=bin_dir,
+                         maintenance_mem_mb=maintenance_mem_mb)
+    return Command(_ssh_stream(out, compress, target, into, then, multiplex).argv, f"stream {table} to {target}")
 
 
 def stream_tables(tables: Sequence[str], *, snapshot: str, target: str, staging: str, compress: str, os_user: str,
-                  bin_dir: str, database: str = "pe-puppetdb", binary: bool = False) -> Command:
+                  bin_dir: str, database: str = "pe-puppetdb", binary: bool = False,
+                  restore_lists: dict[str, tuple[str, str]] | None = None,
+                  maintenance_mem_mb: int | None = None) -> Command:
     """One lane of the fast copy: the tables' pipelines one after another in a single remote command, so that a
-    lane costs one SSH round trip instead of one per table. ssh connections to the target are multiplexed."""
+    lane costs one SSH round trip instead of one per table. ssh connections to the target are multiplexed.
+    ``restore_lists`` maps a table to its (archive, list file): see ``stream_table``'s ``then_restore``."""
     if not tables:
         raise ValidationError("a lane needs at least one table")
     scripts = []
     for table in tables:
         one = stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                           os_user=os_user, bin_dir=bin_dir, database=database, multiplex=True, binary=binary)
+                           os_user=os_user, bin_dir=bin_dir, database=database, multiplex=True, binary=binary,
+                           then_restore=(restore_lists or {}).get(table), maintenance_mem_mb=maintenance_mem_mb)
         scripts.append("( " + one.argv[2] + " )")
     return Command(("bash", "-c", " && ".join(scripts)), f"stream {len(tables)} tables to {target}")
+
+
+def stream_tables_merged(tables: Sequence[str], *, snapshot: str, target: str, staging: str, compress: str,
+                         os_user: str, bin_dir: str, database: str = "pe-puppetdb",
+                         then_restore: tuple[str, str] | None = None,
+                         maintenance_mem_mb: int | None = None) -> Command:
+    """Small tables in one pipeline: one psql session on each end for all of them (starting a psql, an ssh
+    channel and a pg_restore per table costs more than a small table's rows). Text COPY, each table's data
+    ended by a ``\\.`` line, which ends that table's ``COPY … FROM STDIN`` on the target; the loads share one
+    transaction, each table truncated in it so that FREEZE applies. ``then_restore`` = (archive, list file):
+    the tables' own indexes and constraints, built after the commit."""
+    _check_stream(tables, snapshot, compress)
+    out_args = ["-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
+    into_args = ["-c", "BEGIN"]
+    for table in tables:
+        out_args += ["-c", f'COPY public."{table}" TO STDOUT', "-c", "\\echo '\\\\.'"]
+        into_args += ["-c", f'TRUNCATE public."{table}"', "-c", f'COPY public."{table}" FROM STDIN WITH (FREEZE)',
+                      "-c", f"\\echo {ROWS_MARK} {table} :ROW_COUNT"]
+    into_args += ["-c", "COMMIT"]
+    out = _psql_argv(os_user, bin_dir, database, *out_args)
+    into = _psql_argv(os_user, bin_dir, staging, *into_args)
+    then = _then_restore(then_restore, staging=staging, os_user=os_user, bin_dir=bin_dir,
+                         maintenance_mem_mb=maintenance_mem_mb)
+    return Command(_ssh_stream(out, compress, target, into, then, multiplex=True).argv,
+                   f"stream {len(tables)} small tables to {target} in one session")
 
 
 def link_probe(target: str, *, megabytes: int = 32) -> Command:

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     pg_user: str = Field(default="pe-ha", description="PostgreSQL role pe-ha uses for read-only checks.")
     pg_password_file: Path | None = Field(default=None, description="File holding that role's password.")
     pg_bin_dir: str = Field(default="/opt/puppetlabs/server/bin", description="PE's PostgreSQL client tools.")
+    index_build_memory_mb: int = Field(
+        default=512, ge=16, le=16384,
+        description="maintenance_work_mem (MB) of each session that builds indexes in the replica's staging copy "
+                    "(fast copy; one session per lane, at most the replica's CPU count).")
     pg_data_dir: str = Field(default="/opt/puppetlabs/server/data/postgresql",
                              description="PostgreSQL data folder on master and replica (free-space check of a fast copy).")
     dump_dir: str = Field(default="/var/tmp", description="Folder for PuppetDB dumps on master and replica.")

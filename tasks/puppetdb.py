@@ -14,6 +14,7 @@ from psycopg import sql
 from pe_ha import commands, runtime
 from pe_ha.errors import CommandFailed, DatabaseError, PreconditionFailed, TransferError
 from tasks._base import READ, RETRY_CONNECT, SIDE_EFFECT, logger
+from tasks.copy_plan import IndexInfo, Job, copy_jobs, loaded_rows, post_data_plan
 
 DB = "pe-puppetdb"
 
@@ -196,9 +197,10 @@ def remove_files(host: str, *paths: str) -> None:
 
 
 def leaf_tables(conn: psycopg.Connection) -> list[tuple[str, int]]:
-    """Every table that holds rows (partitions included, partitioned parents excluded), largest first."""
+    """Every table that holds rows (partitions included, partitioned parents excluded) with its size without
+    indexes (heap and TOAST), largest first."""
     rows = conn.execute(
-        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname, pg_table_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC, 1").fetchall()
     return [(str(r[0]), int(r[1])) for r in rows]
 
@@ -214,8 +216,11 @@ def link_mb_per_s(source: str, target: str, megabytes: int = 16) -> float:
 
 
 @task(name="choose-compression", task_run_name="choose-compression", **READ)
-def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 25.0) -> str:
-    """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow."""
+def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 18.0) -> str:
+    """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow.
+
+    The probe's figure includes ssh's connection set-up and runs beside the schema frame, so it reads low: a
+    100 Mbit/s link (12.5 MB/s) measured 10 MB/s in the lab and an unlimited one 25-40 MB/s; 18 MB/s is between."""
     if link_mb_s >= cpu_mb_s:
         return "none"
     ex = runtime.executor()
@@ -226,6 +231,44 @@ def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: flo
     return "none"
 
 
+def index_info(conn: psycopg.Connection) -> dict[str, IndexInfo]:
+    """Index name -> the leaf table it is on, its access method and size (partitioned parents' indexes left out)."""
+    rows = conn.execute(
+        "SELECT i.relname, t.relname, am.amname, pg_relation_size(i.oid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+        "JOIN pg_am am ON am.oid = i.relam JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE n.nspname = 'public' AND t.relkind = 'r'").fetchall()
+    return {str(r[0]): IndexInfo(table=str(r[1]), method=str(r[2]), bytes=int(r[3])) for r in rows}
+
+
+class Background:
+    """``fn`` in a thread of its own, in the caller's context (its log lines reach the same run); ``result()``
+    waits for it and raises what it raised."""
+
+    def __init__(self, fn: Callable[[], object], name: str) -> None:
+        import contextvars
+        import threading
+
+        self._outcome: list[object] = []
+        self._error: list[BaseException] = []
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                self._outcome.append(context.run(fn))
+            except BaseException as exc:  # handed to the thread that calls result()
+                self._error.append(exc)
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+        return self._outcome[0] if self._outcome else None
+
+
 @dataclass(frozen=True)
 class StreamResult:
     tables: int
@@ -234,41 +277,21 @@ class StreamResult:
     loaded_rows: dict[str, int]  # per table, as PostgreSQL reported for the COPY on the target
 
 
-def loaded_rows(stdout: str) -> dict[str, int]:
-    """``PEHA-ROWS <table> <n>`` lines echoed by the target's loader, one per table."""
-    counts: dict[str, int] = {}
-    for line in stdout.splitlines():
-        parts = line.strip().split()
-        if len(parts) == 3 and parts[0] == commands.ROWS_MARK and parts[2].isdigit():
-            counts[parts[1]] = int(parts[2])
-    return counts
-
-
-def lanes(tables: list[tuple[str, int]], count: int) -> list[list[str]]:
-    """Assign tables to ``count`` lanes, largest first, each to the lane with the least bytes so far."""
-    buckets: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(count, len(tables))))]
-    for name, size in tables:
-        i = min(range(len(buckets)), key=lambda k: buckets[k][0])
-        buckets[i] = (buckets[i][0] + size, buckets[i][1] + [name])
-    return [names for _, names in buckets if names]
-
-
-def stream_all(source: str, target: str, staging: str, snapshot: str, tables: list[tuple[str, int]],
-               compress: str, parallel: int, while_streaming: Callable[[], object] | None = None,
-               binary: bool = False) -> StreamResult:
-    """Run ``parallel`` lanes of per-table pipelines at once; report progress as lanes finish.
-
-    ``while_streaming`` runs in this thread once every lane has started (the source snapshot's
-    fingerprint is taken then, so it costs no wall time of its own).
-    """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapshot: str, schema_file: str,
+             compress: str, binary: bool, workers: int, sizes: dict[str, int],
+             while_streaming: Callable[[], object] | None = None) -> StreamResult:
+    """Run the copy's jobs, at most ``workers`` at once: a job starts once the job it waits for has finished,
+    ready jobs longest-path first. The first failure stops new starts; the running ones finish, then it is
+    raised. ``while_streaming`` runs in a thread of its own beside the jobs (it reads the source snapshot).
+    Every job's list file (``<schema_file>.<job>.list``) must exist on the target."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     s = runtime.settings()
     ex = runtime.executor()
+    pg = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
     started = time.monotonic()
-    sizes = dict(tables)
     total = sum(sizes.values())
-    plan = lanes(tables, parallel)
+    loaded: dict[str, int] = {}
     progress_id = None
     try:
         from prefect.artifacts import create_progress_artifact
@@ -278,78 +301,154 @@ def stream_all(source: str, target: str, staging: str, snapshot: str, tables: li
     except Exception:  # outside a run there is no artifact to update
         progress_id = None
 
-    loaded: dict[str, int] = {}
-    if not plan:  # an empty pe-puppetdb (no tables yet): nothing to stream
-        if while_streaming is not None:
-            while_streaming()
-        return StreamResult(0, 0, 0.0, loaded)
+    def run(job: Job) -> float:
+        t = time.monotonic()
+        if job.kind == "stream":
+            then = (schema_file, list_file(schema_file, f"inline-{job.key}")) if job.inline else None
+            if len(job.tables) == 1:
+                cmd = commands.stream_tables(list(job.tables), snapshot=snapshot, target=target, staging=staging,
+                                             compress=compress, binary=binary, restore_lists={job.tables[0]: then} if then else None,
+                                             maintenance_mem_mb=s.index_build_memory_mb, **pg)
+            else:
+                cmd = commands.stream_tables_merged(list(job.tables), snapshot=snapshot, target=target, staging=staging,
+                                                    compress=compress, then_restore=then,
+                                                    maintenance_mem_mb=s.index_build_memory_mb, **pg)
+            result = ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
+            loaded.update(loaded_rows(result.stdout))
+        else:
+            ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=list_file(schema_file, job.key),
+                                                      database=staging, jobs=1,
+                                                      maintenance_mem_mb=s.index_build_memory_mb, **pg),
+                   timeout_s=s.command_timeout_s, stream=False)
+        return time.monotonic() - t
 
-    def one(lane: list[str]) -> list[str]:
-        cmd = commands.stream_tables(lane, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                                     os_user=s.pg_os_user, bin_dir=s.pg_bin_dir, binary=binary)
-        result = ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
-        loaded.update(loaded_rows(result.stdout))
-        logger().info("lane of %d tables (%.0f MiB on disk, largest %s) done in %.1f s", len(lane),
-                      sum(sizes[t] for t in lane) / 2**20, lane[0], result.duration_s)
-        return lane
+    waiting: dict[str, list[Job]] = {}
+    ready: list[Job] = []
+    for job in jobs:
+        (waiting.setdefault(job.after, []) if job.after else ready).append(job)
+    failure: BaseException | None = None
+    done_bytes = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pe-ha-copy") as pool:
+        running: dict[Future[float], Job] = {}
 
-    done_tables, done_bytes = 0, 0
-    with ThreadPoolExecutor(max_workers=len(plan)) as pool:
-        futures = [pool.submit(one, lane) for lane in plan]
-        if while_streaming is not None:
-            while_streaming()
-        for future in as_completed(futures):
-            lane = future.result()
-            done_tables += len(lane)
-            done_bytes += sum(sizes[t] for t in lane)
-            logger().info("copied %d/%d tables, %.0f of %.0f MiB (on-disk size) in %.1f s", done_tables, len(tables),
-                          done_bytes / 2**20, total / 2**20, time.monotonic() - started)
-            if progress_id is not None:
-                from prefect.artifacts import update_progress_artifact
+        def fill() -> None:
+            ready.sort(key=lambda j: -j.priority)
+            while ready and len(running) < workers and failure is None:
+                job = ready.pop(0)
+                running[pool.submit(run, job)] = job
 
-                update_progress_artifact(progress_id, progress=100.0 * done_bytes / max(total, 1))  # type: ignore[arg-type]
-    return StreamResult(len(tables), total, time.monotonic() - started, loaded)
+        fill()
+        side = Background(while_streaming, "pe-ha-source-fingerprint") if while_streaming is not None else None
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                try:
+                    seconds = future.result()
+                except BaseException as exc:  # the first failure is raised once the running jobs are done
+                    failure = failure or exc
+                    continue
+                logger().info("%s %s: %.1f s", job.kind, job.label or job.key, seconds)
+                ready.extend(waiting.pop(job.key, []))
+                if job.kind == "stream":
+                    done_bytes += sum(sizes.get(t, 0) for t in job.tables)
+                    if progress_id is not None:
+                        from prefect.artifacts import update_progress_artifact
+
+                        update_progress_artifact(progress_id, progress=100.0 * done_bytes / max(total, 1))  # type: ignore[arg-type]
+            fill()
+    if failure is not None:
+        raise failure
+    if side is not None:
+        side.result()
+    if waiting:  # a job waited for one that does not exist: a planning bug, never a silent partial copy
+        raise DatabaseError(f"copy jobs never started: {sorted(j.key for js in waiting.values() for j in js)}")
+    return StreamResult(len(sizes), total, time.monotonic() - started, loaded)
+
+
+def list_file(schema_file: str, name: str) -> str:
+    """Where a job's ``pg_restore --use-list`` file lives on the target: beside the schema archive."""
+    return f"{schema_file}.{name.replace(':', '-')}.list"
 
 
 @task(name="fast-copy-to-staging", task_run_name="fast-copy/{source}->{target}", **SIDE_EFFECT)
-def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: str, jobs: int) -> dict:
-    """Schema frame, per-table pipelines, then indexes/constraints, into ``pe-puppetdb-pe-ha-staging`` on the target.
+def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: str | None, jobs: int) -> dict:
+    """Schema frame, table streams and index builds (each index as soon as its table's rows are in), then
+    the rest of post-data, into ``pe-puppetdb-pe-ha-staging`` on the target. ``compress=None``: measure the
+    link (while the schema frame is made) and choose.
 
     The live pe-puppetdb on the target is not touched. Returns the source snapshot's fingerprint and timings.
     """
     s = runtime.settings()
     ex = runtime.executor()
     staging = DB + commands.STAGING_SUFFIX
+    pg = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    ex.run(target, commands.recreate_database(staging, owner=DB, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+    chooser = None
+    if compress is None:
+        chooser = Background(lambda: choose_compression.fn(source, target, link_mb_per_s.fn(source, target)),
+                             "pe-ha-link-probe")
+    ex.run(target, commands.recreate_database(staging, owner=DB, **pg))
     with connect(target) as target_conn:
         target_major = server_major(target_conn)
-    with connect(source) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-        snapshot = str(row[0]) if row else ""
-        tables = leaf_tables(conn)
-        ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, os_user=s.pg_os_user,
-                                               bin_dir=s.pg_bin_dir))
-        ex.run(source, commands.scp_to(schema_file, host=target, dest=schema_file))
-        ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
-                                                   os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-        timings["schema"] = time.monotonic() - t0
-        # The exporting transaction stays open until every stream has imported the snapshot and finished;
-        # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
-        expected: dict[str, int | str] = {}
-        # COPY's binary format is only portable between servers of the same major version.
-        binary = server_major(conn) == target_major
-        streamed = stream_all(source, target, staging, snapshot, tables, compress, parallel=max(2, jobs),
-                              while_streaming=lambda: expected.update(fingerprint_in(conn)), binary=binary)
-        timings["data"] = streamed.seconds
-    t1 = time.monotonic()
-    ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1,
-                                               os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-    ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="post-data", jobs=jobs,
-                                               os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-    timings["indexes"] = time.monotonic() - t1
+    lists: dict[str, list[int]] = {}
+    try:
+        with connect(source) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(row[0]) if row else ""
+            tables = leaf_tables(conn)
+            indexes = index_info(conn)
+            ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg))
+            ex.run(source, commands.scp_to(schema_file, host=target, dest=schema_file))
+            ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
+                                                       **pg))
+            toc = ex.run(source, commands.pg_restore_toc(file=schema_file, **pg), stream=False).stdout
+            plan = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
+            copy = copy_jobs(tables, plan, indexes)
+            for job in copy:
+                if job.inline:
+                    lists[list_file(schema_file, f"inline-{job.key}")] = [e for _, ids in job.inline for e in ids]
+                if job.kind == "build":
+                    lists[list_file(schema_file, job.key)] = list(job.entries)
+            late_list = list_file(schema_file, "late")
+            if plan.late:
+                lists[late_list] = plan.late
+            if lists:
+                ex.run(target, commands.write_restore_lists(lists))
+            timings["schema"] = time.monotonic() - t0
+            # The exporting transaction stays open until every stream has imported the snapshot and finished;
+            # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
+            expected: dict[str, int | str] = {}
+            # COPY's binary format is only portable between servers of the same major version.
+            binary = server_major(conn) == target_major
+            if chooser is not None:
+                compress = str(chooser.result())
+                chooser = None
+            assert compress is not None
+            streamed = run_jobs(copy, source=source, target=target, staging=staging, snapshot=snapshot,
+                                schema_file=schema_file, compress=compress, binary=binary, workers=max(2, jobs),
+                                sizes=dict(tables), while_streaming=lambda: expected.update(fingerprint_in(conn)))
+            timings["streams and indexes"] = streamed.seconds
+        t1 = time.monotonic()
+        ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1, **pg))
+        if plan.late:
+            ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=late_list, database=staging,
+                                                      jobs=jobs, maintenance_mem_mb=s.index_build_memory_mb, **pg))
+        timings["rest of post-data"] = time.monotonic() - t1
+    finally:
+        if chooser is not None:  # failing before the streams: let the probe finish, its outcome no longer matters
+            with contextlib.suppress(Exception):
+                chooser.result()
+        if lists:
+            try:
+                ex.run(target, commands.remove_files(*lists), timeout_s=120)
+            except Exception as exc:  # leftover list files are harmless; the real outcome must get through
+                logger().warning("could not remove the restore lists on %s: %s", target, exc)
+    logger().info("%d jobs: %d streams, %d index builds; %d entries built with their tables, the rest at the end",
+                  len(copy), sum(j.kind == "stream" for j in copy), sum(j.kind == "build" for j in copy),
+                  sum(len(ids) for ids in plan.early.values()))
     return {"fingerprint": expected, "loaded_rows": streamed.loaded_rows, "timings": timings, "tables": streamed.tables,
             "compress": compress, "format": "binary" if binary else "text"}
 

@@ -110,6 +110,12 @@ REFUSED = [
     (lambda: c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=-5), "whole number"),
     (lambda: c.config_set("server", "a\nb"), "line break"),
     (lambda: c.config_delete("server", section="main;x"), "section"),
+    (lambda: c.write_restore_lists({"/var/tmp/x.list": [0]}), "whole number"),
+    (lambda: c.write_restore_lists({"/var/tmp/x.list": ["1; rm -rf /"]}), "whole number"),
+    (lambda: c.write_restore_lists({"relative.list": [1]}), "absolute path"),
+    (lambda: c.write_restore_lists({}), "no restore lists"),
+    (lambda: c.pg_restore_listed(file="/var/tmp/s", list_file="/var/tmp/l", database="d", jobs=1,
+                                 maintenance_mem_mb=0, **PG), "maintenance_work_mem"),
 ]
 
 
@@ -131,6 +137,14 @@ FAST_PINNED = [
     (c.pg_restore_section(file="/var/tmp/s.dump", database="pe-puppetdb-pe-ha-staging", section="post-data", jobs=2, **PG),
      f"runuser -u pe-postgres -- {B}/pg_restore --section=post-data --jobs=2 --dbname=pe-puppetdb-pe-ha-staging "
      "/var/tmp/s.dump"),
+    (c.pg_restore_toc(file="/var/tmp/s.dump", **PG), f"runuser -u pe-postgres -- {B}/pg_restore --list /var/tmp/s.dump"),
+    (c.pg_restore_listed(file="/var/tmp/s.dump", list_file="/var/tmp/s.dump.late.list",
+                         database="pe-puppetdb-pe-ha-staging", jobs=2, maintenance_mem_mb=512, **PG),
+     f"runuser -u pe-postgres -- env 'PGOPTIONS=-c maintenance_work_mem=512MB' {B}/pg_restore --section=post-data "
+     "--jobs=2 --use-list=/var/tmp/s.dump.late.list --dbname=pe-puppetdb-pe-ha-staging /var/tmp/s.dump"),
+    (c.write_restore_lists({"/var/tmp/s.dump.certnames.list": [301, 302], "/var/tmp/s.dump.late.list": [7]}),
+     "bash -c 'set -e; umask 022; printf '\"'\"'%s\\n'\"'\"' 301 302 > /var/tmp/s.dump.certnames.list; "
+     "printf '\"'\"'%s\\n'\"'\"' 7 > /var/tmp/s.dump.late.list'"),
     (c.recreate_database("pe-puppetdb-pe-ha-staging", owner="pe-puppetdb", **PG),
      f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
      "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-staging\" WITH (FORCE)' -c "
@@ -175,3 +189,21 @@ def test_stream_table_pipeline_shape() -> None:
         c.stream_table("x; drop", snapshot="00000003-0000001B-1", target="r.example.com", staging="s", compress="none", **PG)
     with pytest.raises(ValidationError):
         c.stream_table("t", snapshot="'; drop", target="r.example.com", staging="s", compress="none", **PG)
+
+
+def test_a_lane_builds_each_table_s_own_indexes_once_its_rows_are_in() -> None:
+    import shlex
+
+    cmd = c.stream_tables(["catalog_resources", "edges"], snapshot="00000003-0000001B-1", target="replica.example.com",
+                          staging="pe-puppetdb-pe-ha-staging", compress="none",
+                          restore_lists={"catalog_resources": ("/var/tmp/s.dump", "/var/tmp/s.dump.catalog_resources.list")},
+                          maintenance_mem_mb=256, **PG)
+    first, second = cmd.argv[2].split(" && ( ")
+    remote_first = shlex.split(shlex.split(first.strip("( )"))[-1])
+    # after the COPY's COMMIT, on the target, in the same remote command: the table's own post-data entries
+    assert remote_first[remote_first.index("COMMIT") + 1] == "&&"
+    assert remote_first[remote_first.index("COMMIT") + 2:] == [
+        "runuser", "-u", "pe-postgres", "--", "env", "PGOPTIONS=-c maintenance_work_mem=256MB", f"{B}/pg_restore",
+        "--section=post-data", "--jobs=1", "--use-list=/var/tmp/s.dump.catalog_resources.list",
+        "--dbname=pe-puppetdb-pe-ha-staging", "/var/tmp/s.dump"]
+    assert "pg_restore" not in second  # edges has no list: nothing is built in its lane
