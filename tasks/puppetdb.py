@@ -357,10 +357,16 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
 
                         update_progress_artifact(progress_id, progress=100.0 * done_bytes / max(total, 1))  # type: ignore[arg-type]
             fill()
+    side_error: BaseException | None = None
+    if side is not None:  # joined before any raise: it uses the caller's source connection, which closes next
+        try:
+            side.result()
+        except BaseException as exc:  # a job's failure, if any, is the one to report
+            side_error = exc
     if failure is not None:
         raise failure
-    if side is not None:
-        side.result()
+    if side_error is not None:
+        raise side_error
     if waiting:  # a job waited for one that does not exist: a planning bug, never a silent partial copy
         raise DatabaseError(f"copy jobs never started: {sorted(j.key for js in waiting.values() for j in js)}")
     return StreamResult(len(sizes), total, time.monotonic() - started, loaded)
