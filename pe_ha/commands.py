@@ -520,24 +520,6 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
     return Command(_ssh_stream(out, compress, target, into, then, multiplex).argv, f"stream {table} to {target}")
 
 
-def stream_tables(tables: Sequence[str], *, snapshot: str, target: str, staging: str, compress: str, os_user: str,
-                  bin_dir: str, database: str = "pe-puppetdb", binary: bool = False,
-                  restore_lists: dict[str, tuple[str, str]] | None = None,
-                  maintenance_mem_mb: int | None = None) -> Command:
-    """One lane of the fast copy: the tables' pipelines one after another in a single remote command, so that a
-    lane costs one SSH round trip instead of one per table. ssh connections to the target are multiplexed.
-    ``restore_lists`` maps a table to its (archive, list file): see ``stream_table``'s ``then_restore``."""
-    if not tables:
-        raise ValidationError("a lane needs at least one table")
-    scripts = []
-    for table in tables:
-        one = stream_table(table, snapshot=snapshot, target=target, staging=staging, compress=compress,
-                           os_user=os_user, bin_dir=bin_dir, database=database, multiplex=True, binary=binary,
-                           then_restore=(restore_lists or {}).get(table), maintenance_mem_mb=maintenance_mem_mb)
-        scripts.append("( " + one.argv[2] + " )")
-    return Command(("bash", "-c", " && ".join(scripts)), f"stream {len(tables)} tables to {target}")
-
-
 def stream_tables_merged(tables: Sequence[str], *, snapshot: str, target: str, staging: str, compress: str,
                          os_user: str, bin_dir: str, database: str = "pe-puppetdb",
                          then_restore: tuple[str, str] | None = None,

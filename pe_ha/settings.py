@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     index_build_memory_mb: int = Field(
         default=512, ge=16, le=16384,
         description="maintenance_work_mem (MB) of each session that builds indexes in the replica's staging copy "
-                    "(fast copy; one session per lane, at most the replica's CPU count).")
+                    "(fast copy; one session per running job, at most the replica's CPU count).")
     pg_data_dir: str = Field(default="/opt/puppetlabs/server/data/postgresql",
                              description="PostgreSQL data folder on master and replica (free-space check of a fast copy).")
     dump_dir: str = Field(default="/var/tmp", description="Folder for PuppetDB dumps on master and replica.")

@@ -306,9 +306,9 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
         if job.kind == "stream":
             then = (schema_file, list_file(schema_file, f"inline-{job.key}")) if job.inline else None
             if len(job.tables) == 1:
-                cmd = commands.stream_tables(list(job.tables), snapshot=snapshot, target=target, staging=staging,
-                                             compress=compress, binary=binary, restore_lists={job.tables[0]: then} if then else None,
-                                             maintenance_mem_mb=s.index_build_memory_mb, **pg)
+                cmd = commands.stream_table(job.tables[0], snapshot=snapshot, target=target, staging=staging,
+                                            compress=compress, binary=binary, multiplex=True, then_restore=then,
+                                            maintenance_mem_mb=s.index_build_memory_mb, **pg)
             else:
                 cmd = commands.stream_tables_merged(list(job.tables), snapshot=snapshot, target=target, staging=staging,
                                                     compress=compress, then_restore=then,

@@ -16,12 +16,6 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def local_sshd(tmp_path_factory: pytest.TempPathFactory):
     """A private sshd on 127.0.0.1 for executor integration tests (key login as root)."""
@@ -33,7 +27,9 @@ def local_sshd(tmp_path_factory: pytest.TempPathFactory):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = _free_port()
+    from lab.stack import free_port
+
+    port = free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
         f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"

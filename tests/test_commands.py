@@ -191,19 +191,20 @@ def test_stream_table_pipeline_shape() -> None:
         c.stream_table("t", snapshot="'; drop", target="r.example.com", staging="s", compress="none", **PG)
 
 
-def test_a_lane_builds_each_table_s_own_indexes_once_its_rows_are_in() -> None:
+def test_a_stream_builds_its_table_s_own_indexes_once_its_rows_are_in() -> None:
     import shlex
 
-    cmd = c.stream_tables(["catalog_resources", "edges"], snapshot="00000003-0000001B-1", target="replica.example.com",
-                          staging="pe-puppetdb-pe-ha-staging", compress="none",
-                          restore_lists={"catalog_resources": ("/var/tmp/s.dump", "/var/tmp/s.dump.catalog_resources.list")},
-                          maintenance_mem_mb=256, **PG)
-    first, second = cmd.argv[2].split(" && ( ")
-    remote_first = shlex.split(shlex.split(first.strip("( )"))[-1])
+    cmd = c.stream_table("catalog_resources", snapshot="00000003-0000001B-1", target="replica.example.com",
+                         staging="pe-puppetdb-pe-ha-staging", compress="none", multiplex=True,
+                         then_restore=("/var/tmp/s.dump", "/var/tmp/s.dump.catalog_resources.list"),
+                         maintenance_mem_mb=256, **PG)
+    remote = shlex.split(shlex.split(cmd.argv[2])[-1])
     # after the COPY's COMMIT, on the target, in the same remote command: the table's own post-data entries
-    assert remote_first[remote_first.index("COMMIT") + 1] == "&&"
-    assert remote_first[remote_first.index("COMMIT") + 2:] == [
+    assert remote[remote.index("COMMIT") + 1] == "&&"
+    assert remote[remote.index("COMMIT") + 2:] == [
         "runuser", "-u", "pe-postgres", "--", "env", "PGOPTIONS=-c maintenance_work_mem=256MB", f"{B}/pg_restore",
         "--section=post-data", "--jobs=1", "--use-list=/var/tmp/s.dump.catalog_resources.list",
         "--dbname=pe-puppetdb-pe-ha-staging", "/var/tmp/s.dump"]
-    assert "pg_restore" not in second  # edges has no list: nothing is built in its lane
+    plain = c.stream_table("edges", snapshot="00000003-0000001B-1", target="replica.example.com",
+                           staging="pe-puppetdb-pe-ha-staging", compress="none", **PG)
+    assert "pg_restore" not in plain.argv[2]  # no list: nothing is built after the rows
