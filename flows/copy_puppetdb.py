@@ -210,7 +210,7 @@ def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: 
         # The link is measured (and compression chosen) inside, while the schema frame is made.
         with book.step(f"stream every table into {staging}, building each table's indexes once its rows are in",
                        f"{source} -> {target}"):
-            copied = puppetdb.fast_copy_to_staging(source, target, schema_file, None, jobs)
+            copied = puppetdb.fast_copy_to_staging(source, target, schema_file, None, jobs, source_bytes=size)
         with book.step("verify the staging copy against the source snapshot", target):
             puppetdb.verify_staging(target, copied["fingerprint"], copied["loaded_rows"])
         require_approval(book, f"Stop puppet and pe-puppetdb on {target} briefly and swap in the verified copy of "
@@ -268,7 +268,7 @@ def _documented(book: Runbook, s, source: str, target: str, folder: str, dump_fi
         started = _stop_services(book, target, stopped)
         try:
             with book.step("pg_restore --clean", target):
-                restored = puppetdb.restore(target, dump_file, jobs)
+                restored = puppetdb.restore(target, dump_file, jobs, source_bytes=size)
             with book.step("verify the copy against the source snapshot", target):
                 puppetdb.verify(target, dumped.fingerprint)
         except Exception as exc:

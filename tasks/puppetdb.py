@@ -126,7 +126,8 @@ def dump(host: str, file: str, compress: int = 3) -> DumpResult:
         # The exporting transaction stays open while pg_dump imports its snapshot.
         cmd = commands.pg_dump(file=file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir, compress=compress,
                                snapshot=snapshot)
-        runtime.executor().run(host, cmd, timeout_s=s.command_timeout_s)
+        with ProgressWatch(host, DB, f"pg_dump on {host}"):
+            runtime.executor().run(host, cmd, timeout_s=s.command_timeout_s)
     seconds = time.monotonic() - started
     logger().info("dumped pe-puppetdb on %s in %.1f s (%d tables)", host, seconds,
                   sum(1 for k in expected if k.startswith("rows:")))
@@ -159,12 +160,14 @@ class RestoreResult:
 
 
 @task(name="pg-restore", task_run_name="pg-restore/{host}", **SIDE_EFFECT)
-def restore(host: str, file: str, jobs: int) -> RestoreResult:
-    """``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(), not here."""
+def restore(host: str, file: str, jobs: int, source_bytes: int = 0) -> RestoreResult:
+    """``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(), not here.
+    With ``source_bytes``, progress is the restored database's size against it."""
     s = runtime.settings()
     started = time.monotonic()
     cmd = commands.pg_restore(file=file, jobs=jobs, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
-    result = runtime.executor().run(host, cmd, check=False, timeout_s=s.command_timeout_s)
+    with ProgressWatch(host, DB, f"pg_restore on {host}", expected_bytes=source_bytes):
+        result = runtime.executor().run(host, cmd, check=False, timeout_s=s.command_timeout_s)
     errors = [line for line in result.stderr.splitlines() if line.startswith("pg_restore: error")]
     # pg_restore exits 1 for any error it ignored (e.g. "cannot drop inherited constraint" with --clean on a
     # partitioned schema, on a correct copy): the verification that follows is the judge, never this code.
@@ -270,6 +273,106 @@ class Background:
 
 
 @dataclass(frozen=True)
+class LoadProgress:
+    """One look at a database being loaded: its size now, and what PostgreSQL is doing in it."""
+
+    bytes: int
+    activity: list[str]  # e.g. "COPY catalog_resources: 212 MB, 1204000 rows", "INDEX on edges: building index 40 %"
+
+
+def load_progress(host: str, database: str) -> LoadProgress:
+    """``database``'s size and its running COPY and CREATE INDEX commands (``pg_stat_progress_*``; the pe-ha
+    role's pg_monitor membership lets it see other sessions' progress)."""
+    with connect(host, database) as conn:
+        conn.autocommit = True  # every look reads the live progress views, not a transaction's snapshot
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        rows = conn.execute(
+            "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
+            " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"
+            " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " UNION ALL "
+            "SELECT 'INDEX on ' || coalesce(c.relname, p.relid::text) || ': ' || p.phase || CASE"
+            " WHEN p.blocks_total > 0 THEN ' ' || (100 * p.blocks_done / p.blocks_total) || ' %'"
+            " WHEN p.tuples_total > 0 THEN ' ' || (100 * p.tuples_done / p.tuples_total) || ' %' ELSE '' END"
+            " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
+            " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+    return LoadProgress(int(row[0]) if row else 0, sorted(str(r[0]) for r in rows))
+
+
+class ProgressWatch:
+    """While a long step runs: every ``every_s`` seconds, what PostgreSQL on ``host`` is doing in ``database``
+    (its COPY and index builds) and, given ``expected_bytes`` (the source's size), how far the database has
+    grown toward it, as a log line and in the run's progress artifact. A look that fails is skipped:
+    progress reporting never fails or holds up the copy.
+
+    Use as a context manager around the step; ``probe`` is the seam for tests.
+    """
+
+    def __init__(self, host: str, database: str, label: str, *, expected_bytes: int = 0, every_s: float = 3.0,
+                 probe: Callable[[str, str], LoadProgress] | None = None) -> None:
+        import threading
+
+        self.host, self.database, self.label, self.expected = host, database, label, expected_bytes
+        self.every_s = every_s
+        self.probe = probe or load_progress
+        self.looks: list[LoadProgress] = []
+        self._stop = threading.Event()
+        self._artifact: object = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ProgressWatch:
+        import contextvars
+        import threading
+
+        if self.expected > 0:
+            try:
+                from prefect.artifacts import create_progress_artifact
+
+                self._artifact = create_progress_artifact(
+                    progress=0.0, key="puppetdb-copy-progress",
+                    description=f"{self.label}: size of {self.database} on {self.host} against the source's")
+            except Exception:  # outside a flow run there is no artifact; the log lines still come
+                self._artifact = None
+        self._started = time.monotonic()
+        context = contextvars.copy_context()  # the thread's log lines reach the same run
+        self._thread = threading.Thread(target=context.run, args=(self._watch,), name="pe-ha-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # A look stuck on a dead link must not hold the step: the daemon thread is left to its timeout.
+            self._thread.join(timeout=2.0)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                look = self.probe(self.host, self.database)
+            except Exception as exc:  # e.g. the database is being swapped or the link blinked: next look
+                logger().debug("progress of %s on %s not readable: %s", self.database, self.host, exc)
+                continue
+            if self._stop.is_set():
+                return
+            self.looks.append(look)
+            now = "; ".join(look.activity) or "no COPY or index build running"
+            elapsed = time.monotonic() - self._started
+            if self.expected <= 0:
+                logger().info("%s after %.0f s: %s", self.label, elapsed, now)
+                continue
+            share = min(99.0, 100.0 * look.bytes / self.expected)
+            logger().info("%s: %.0f%% (%.0f of %.0f MiB) after %.0f s; now: %s", self.label, share,
+                          look.bytes / 2**20, self.expected / 2**20, elapsed, now)
+            if self._artifact is not None:
+                try:
+                    from prefect.artifacts import update_progress_artifact
+
+                    update_progress_artifact(self._artifact, progress=share)  # type: ignore[arg-type]
+                except Exception as exc:  # a missed artifact update is cosmetic
+                    logger().debug("progress artifact not updated: %s", exc)
+
+
+@dataclass(frozen=True)
 class StreamResult:
     tables: int
     bytes_on_disk: int
@@ -292,14 +395,6 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
     started = time.monotonic()
     total = sum(sizes.values())
     loaded: dict[str, int] = {}
-    progress_id = None
-    try:
-        from prefect.artifacts import create_progress_artifact
-
-        progress_id = create_progress_artifact(progress=0.0, key="puppetdb-copy-progress",
-                                               description=f"tables copied {source} -> {target}")
-    except Exception:  # outside a run there is no artifact to update
-        progress_id = None
 
     def run(job: Job) -> float:
         t = time.monotonic()
@@ -352,10 +447,7 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
                 ready.extend(waiting.pop(job.key, []))
                 if job.kind == "stream":
                     done_bytes += sum(sizes.get(t, 0) for t in job.tables)
-                    if progress_id is not None:
-                        from prefect.artifacts import update_progress_artifact
-
-                        update_progress_artifact(progress_id, progress=100.0 * done_bytes / max(total, 1))  # type: ignore[arg-type]
+                    logger().info("tables in: %d of %d MiB", done_bytes // 2**20, total // 2**20)
             fill()
     side_error: BaseException | None = None
     if side is not None:  # joined before any raise: it uses the caller's source connection, which closes next
@@ -378,10 +470,12 @@ def list_file(schema_file: str, name: str) -> str:
 
 
 @task(name="fast-copy-to-staging", task_run_name="fast-copy/{source}->{target}", **SIDE_EFFECT)
-def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: str | None, jobs: int) -> dict:
+def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: str | None, jobs: int,
+                         source_bytes: int) -> dict:
     """Schema frame, table streams and index builds (each index as soon as its table's rows are in), then
     the rest of post-data, into ``pe-puppetdb-pe-ha-staging`` on the target. ``compress=None``: measure the
-    link (while the schema frame is made) and choose.
+    link (while the schema frame is made) and choose. Progress (the staging database's size against
+    ``source_bytes``, and the COPY and index builds running) is logged and shown every few seconds.
 
     The live pe-puppetdb on the target is not touched. Returns the source snapshot's fingerprint and timings.
     """
@@ -399,59 +493,60 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
     with connect(target) as target_conn:
         target_major = server_major(target_conn)
     lists: dict[str, list[int]] = {}
-    try:
-        with connect(source) as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-            snapshot = str(row[0]) if row else ""
-            tables = leaf_tables(conn)
-            indexes = index_info(conn)
-            ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg))
-            ex.run(source, commands.scp_to(schema_file, host=target, dest=schema_file))
-            ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
-                                                       **pg))
-            toc = ex.run(source, commands.pg_restore_toc(file=schema_file, **pg), stream=False).stdout
-            plan = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
-            copy = copy_jobs(tables, plan, indexes)
-            for job in copy:
-                if job.inline:
-                    lists[list_file(schema_file, f"inline-{job.key}")] = [e for _, ids in job.inline for e in ids]
-                if job.kind == "build":
-                    lists[list_file(schema_file, job.key)] = list(job.entries)
-            late_list = list_file(schema_file, "late")
+    with ProgressWatch(target, staging, f"copy {source} -> {target}", expected_bytes=source_bytes):
+        try:
+            with connect(source) as conn:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                snapshot = str(row[0]) if row else ""
+                tables = leaf_tables(conn)
+                indexes = index_info(conn)
+                ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg))
+                ex.run(source, commands.scp_to(schema_file, host=target, dest=schema_file))
+                ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
+                                                           **pg))
+                toc = ex.run(source, commands.pg_restore_toc(file=schema_file, **pg), stream=False).stdout
+                plan = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
+                copy = copy_jobs(tables, plan, indexes)
+                for job in copy:
+                    if job.inline:
+                        lists[list_file(schema_file, f"inline-{job.key}")] = [e for _, ids in job.inline for e in ids]
+                    if job.kind == "build":
+                        lists[list_file(schema_file, job.key)] = list(job.entries)
+                late_list = list_file(schema_file, "late")
+                if plan.late:
+                    lists[late_list] = plan.late
+                if lists:
+                    ex.run(target, commands.write_restore_lists(lists))
+                timings["schema"] = time.monotonic() - t0
+                # The exporting transaction stays open until every stream has imported the snapshot and finished;
+                # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
+                expected: dict[str, int | str] = {}
+                # COPY's binary format is only portable between servers of the same major version.
+                binary = server_major(conn) == target_major
+                if chooser is not None:
+                    compress = str(chooser.result())
+                    chooser = None
+                assert compress is not None
+                streamed = run_jobs(copy, source=source, target=target, staging=staging, snapshot=snapshot,
+                                    schema_file=schema_file, compress=compress, binary=binary, workers=max(2, jobs),
+                                    sizes=dict(tables), while_streaming=lambda: expected.update(fingerprint_in(conn)))
+                timings["streams and indexes"] = streamed.seconds
+            t1 = time.monotonic()
+            ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1, **pg))
             if plan.late:
-                lists[late_list] = plan.late
+                ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=late_list, database=staging,
+                                                          jobs=jobs, maintenance_mem_mb=s.index_build_memory_mb, **pg))
+            timings["rest of post-data"] = time.monotonic() - t1
+        finally:
+            if chooser is not None:  # failing before the streams: let the probe finish, its outcome no longer matters
+                with contextlib.suppress(Exception):
+                    chooser.result()
             if lists:
-                ex.run(target, commands.write_restore_lists(lists))
-            timings["schema"] = time.monotonic() - t0
-            # The exporting transaction stays open until every stream has imported the snapshot and finished;
-            # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
-            expected: dict[str, int | str] = {}
-            # COPY's binary format is only portable between servers of the same major version.
-            binary = server_major(conn) == target_major
-            if chooser is not None:
-                compress = str(chooser.result())
-                chooser = None
-            assert compress is not None
-            streamed = run_jobs(copy, source=source, target=target, staging=staging, snapshot=snapshot,
-                                schema_file=schema_file, compress=compress, binary=binary, workers=max(2, jobs),
-                                sizes=dict(tables), while_streaming=lambda: expected.update(fingerprint_in(conn)))
-            timings["streams and indexes"] = streamed.seconds
-        t1 = time.monotonic()
-        ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1, **pg))
-        if plan.late:
-            ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=late_list, database=staging,
-                                                      jobs=jobs, maintenance_mem_mb=s.index_build_memory_mb, **pg))
-        timings["rest of post-data"] = time.monotonic() - t1
-    finally:
-        if chooser is not None:  # failing before the streams: let the probe finish, its outcome no longer matters
-            with contextlib.suppress(Exception):
-                chooser.result()
-        if lists:
-            try:
-                ex.run(target, commands.remove_files(*lists), timeout_s=120)
-            except Exception as exc:  # leftover list files are harmless; the real outcome must get through
-                logger().warning("could not remove the restore lists on %s: %s", target, exc)
+                try:
+                    ex.run(target, commands.remove_files(*lists), timeout_s=120)
+                except Exception as exc:  # leftover list files are harmless; the real outcome must get through
+                    logger().warning("could not remove the restore lists on %s: %s", target, exc)
     logger().info("%d jobs: %d streams, %d index builds; %d entries built with their tables, the rest at the end",
                   len(copy), sum(j.kind == "stream" for j in copy), sum(j.kind == "build" for j in copy),
                   sum(len(ids) for ids in plan.early.values()))

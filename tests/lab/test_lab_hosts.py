@@ -194,3 +194,43 @@ def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_runtime):
     ex.run("agent2.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent2 is west: no site group
     assert "server_list = replica.lab.test:8140" in ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
     assert "server_list" not in ex.run("agent2.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
+
+
+def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
+    """The copy's progress lines read PostgreSQL's progress views as the pe-ha role (pg_monitor)."""
+    import subprocess
+
+    from tasks.puppetdb import load_progress
+
+    db = "pe-ha-progress-check"
+    core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", "postgres",
+                  "-c", f'DROP DATABASE IF EXISTS "{db}"', "-c", f'CREATE DATABASE "{db}"', as_postgres=True)
+    try:
+        core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", db,
+                      "-c", "CREATE TABLE loading (n integer, label text)", as_postgres=True)
+        idle = load_progress("master.lab.test", db)
+        assert idle.bytes > 0 and idle.activity == []
+        writer = subprocess.Popen(core.nsenter(
+            lab.master, "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "env", "-i",
+            "HOME=/var/lib/postgresql", "LANG=C.UTF-8", f"PATH={core.PG_BIN}:/usr/bin:/bin",
+            "psql", "-X", "-q", "-h", "/run/postgresql", "-d", db, "-c", "COPY loading FROM STDIN"),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert writer.stdin is not None
+        try:
+            writer.stdin.write(b"".join(b"%d\trow %d\n" % (i, i) for i in range(20000)))
+            writer.stdin.flush()
+            seen: list[str] = []
+            for _ in range(100):  # the rows reach the server asynchronously: look until the COPY shows
+                seen = load_progress("master.lab.test", db).activity
+                if seen and " 0 rows" not in seen[0]:
+                    break
+                time.sleep(0.1)
+            assert len(seen) == 1 and seen[0].startswith("COPY loading: "), seen
+            assert seen[0].endswith(" rows") and " 0 rows" not in seen[0]
+        finally:
+            writer.stdin.close()
+            assert writer.wait(60) == 0
+        assert load_progress("master.lab.test", db).activity == []
+    finally:
+        core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", "postgres",
+                      "-c", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', as_postgres=True)

@@ -1,0 +1,87 @@
+"""ProgressWatch: the copy's progress lines, with a fake probe in place of PostgreSQL's progress views."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from tasks.puppetdb import LoadProgress, ProgressWatch
+
+
+def _wait_for(condition, limit: int = 2000) -> None:
+    event = threading.Event()
+    for _ in range(limit):
+        if condition():
+            return
+        event.wait(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_reports_share_of_the_source_size_and_what_is_loading(caplog):
+    sizes = iter([100 * 2**20, 400 * 2**20, 800 * 2**20, 1000 * 2**20] + [1000 * 2**20] * 1000)
+    calls: list[tuple[str, str]] = []
+
+    def probe(host: str, database: str) -> LoadProgress:
+        calls.append((host, database))
+        return LoadProgress(next(sizes), ["COPY catalog_resources: 212 MB, 1204000 rows"])
+
+    caplog.set_level(logging.INFO, logger="pe_ha")
+    with ProgressWatch("replica", "pe-puppetdb-pe-ha-staging", "copy m -> r", expected_bytes=800 * 2**20,
+                       every_s=0.01, probe=probe) as watch:
+        _wait_for(lambda: len(watch.looks) >= 4)
+    assert calls[0] == ("replica", "pe-puppetdb-pe-ha-staging")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("copy m -> r")]
+    assert lines[0].startswith("copy m -> r: 12% (100 of 800 MiB)")
+    assert "now: COPY catalog_resources: 212 MB, 1204000 rows" in lines[0]
+    assert lines[1].startswith("copy m -> r: 50% (400 of 800 MiB)")
+    # Never 100 % before the step is over: the size passes the source's before the indexes are done.
+    assert lines[2].startswith("copy m -> r: 99% (800 of 800 MiB)")
+    assert lines[3].startswith("copy m -> r: 99% (1000 of 800 MiB)")
+
+
+def test_without_an_expected_size_only_the_activity_is_reported(caplog):
+    def probe(host: str, database: str) -> LoadProgress:
+        return LoadProgress(5 * 2**30, [])
+
+    caplog.set_level(logging.INFO, logger="pe_ha")
+    with ProgressWatch("master", "pe-puppetdb", "pg_dump on master", every_s=0.01, probe=probe) as watch:
+        _wait_for(lambda: len(watch.looks) >= 1)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pg_dump on master"))
+    assert "%" not in line
+    assert line.endswith(": no COPY or index build running")
+
+
+def test_a_failing_look_is_skipped_and_the_next_one_reported(caplog):
+    outcomes: list[object] = [OSError("connection refused"), LoadProgress(10, ["INDEX on edges: building index 40 %"])]
+    outcomes += [LoadProgress(10, [])] * 1000
+
+    def probe(host: str, database: str) -> LoadProgress:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome  # type: ignore[return-value]
+
+    caplog.set_level(logging.INFO, logger="pe_ha")
+    with ProgressWatch("replica", "pe-puppetdb", "restore", expected_bytes=100, every_s=0.01, probe=probe) as watch:
+        _wait_for(lambda: len(watch.looks) >= 1)
+    assert watch.looks[0].activity == ["INDEX on edges: building index 40 %"]
+
+
+def test_a_look_stuck_on_a_dead_link_does_not_hold_the_step():
+    entered, release = threading.Event(), threading.Event()
+
+    def probe(host: str, database: str) -> LoadProgress:
+        entered.set()
+        release.wait(60)
+        return LoadProgress(0, [])
+
+    watch = ProgressWatch("replica", "pe-puppetdb", "restore", every_s=0.01, probe=probe)
+    watch.__enter__()
+    assert entered.wait(30)
+    leaving = threading.Thread(target=watch.__exit__)
+    leaving.start()
+    leaving.join(30)
+    try:
+        assert not leaving.is_alive(), "leaving the watch waited for the stuck look"
+    finally:
+        release.set()
