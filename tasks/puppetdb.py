@@ -339,11 +339,18 @@ class ProgressWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             # A look stuck on a dead link must not hold the step: the daemon thread is left to its timeout.
             self._thread.join(timeout=2.0)
+        if exc_type is None and self._artifact is not None:
+            try:  # the step is done: a fresh copy is smaller than its source, so the size alone never says 100 %
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(self._artifact, progress=100.0)  # type: ignore[arg-type]
+            except Exception as error:  # cosmetic
+                logger().debug("progress artifact not updated: %s", error)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):

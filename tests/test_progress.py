@@ -78,10 +78,37 @@ def test_a_look_stuck_on_a_dead_link_does_not_hold_the_step():
     watch = ProgressWatch("replica", "pe-puppetdb", "restore", every_s=0.01, probe=probe)
     watch.__enter__()
     assert entered.wait(30)
-    leaving = threading.Thread(target=watch.__exit__)
+    leaving = threading.Thread(target=watch.__exit__, args=(None, None, None))
     leaving.start()
     leaving.join(30)
     try:
         assert not leaving.is_alive(), "leaving the watch waited for the stuck look"
     finally:
         release.set()
+
+
+def test_in_a_flow_run_the_progress_artifact_follows_and_ends_at_100(prefect_harness):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    sizes = iter([250] * 1 + [500] * 1000)
+
+    def probe(host: str, database: str) -> LoadProgress:
+        return LoadProgress(next(sizes), [])
+
+    @flow(name="progress-check")
+    def load() -> tuple[str, list[int]]:
+        from prefect.runtime import flow_run
+
+        with ProgressWatch("replica", "pe-puppetdb", "restore", expected_bytes=1000, every_s=0.01,
+                           probe=probe) as watch:
+            _wait_for(lambda: len(watch.looks) >= 2)
+        return flow_run.id, [look.bytes for look in watch.looks]
+
+    run_id, seen = load()
+    assert seen[:2] == [250, 500]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    assert [a.type for a in artifacts] == ["progress"]
+    assert artifacts[0].data == 100.0
