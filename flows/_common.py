@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -237,13 +238,20 @@ def installation_lock(procedure: str):
 
             try:
                 with concurrency(name, occupy=1, timeout_seconds=wait, strict=True, lease_duration=LOCK_LEASE_S):
-                    _note_holder(s.installation, procedure)
+                    # The holder's note is written beside the procedure's first step (it is only read by a
+                    # run that waited in vain), and joined before the lock is released, so that the next
+                    # holder's note always lands after this one.
+                    context = contextvars.copy_context()
+                    noting = threading.Thread(target=context.run, args=(_note_holder, s.installation, procedure),
+                                              name="pe-ha-lock-holder-note", daemon=True)
+                    noting.start()
                     token = _lock_held.set(True)
                     try:
                         log().info("holding the %s lock for %s", name, procedure)
                         return fn(*args, **kwargs)
                     finally:
                         _lock_held.reset(token)
+                        noting.join(timeout=30)
             except AcquireConcurrencySlotTimeoutError:
                 raise PreconditionFailed(
                     f"another procedure holds the {name} lock: {_who_holds(s.installation)}; waited {wait:g} s",
