@@ -429,7 +429,7 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
     for job in jobs:
         (waiting.setdefault(job.after, []) if job.after else ready).append(job)
     failure: BaseException | None = None
-    done_bytes = 0
+    done_bytes, done_tables = 0, 0
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pe-ha-copy") as pool:
         running: dict[Future[float], Job] = {}
 
@@ -454,7 +454,9 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
                 ready.extend(waiting.pop(job.key, []))
                 if job.kind == "stream":
                     done_bytes += sum(sizes.get(t, 0) for t in job.tables)
-                    logger().info("tables in: %d of %d MiB", done_bytes // 2**20, total // 2**20)
+                    done_tables += len(job.tables)
+                    logger().info("tables copied: %d of %d (%d of %d MiB on the source)", done_tables, len(sizes),
+                                  done_bytes // 2**20, total // 2**20)
             fill()
     side_error: BaseException | None = None
     if side is not None:  # joined before any raise: it uses the caller's source connection, which closes next

@@ -77,3 +77,16 @@ def test_the_first_failure_stops_new_jobs_and_is_raised(fake):
         _run()
     # both streams had started (two workers); the build that waited for the failed stream never ran
     assert not any("--use-list=" in str(c) and c.host == R for c in fake.calls)
+
+
+def test_each_finished_stream_reports_tables_and_bytes_copied(fake, caplog):
+    import logging
+
+    fake.script(M, ("bash", "-c"), responder=_loader)
+    caplog.set_level(logging.INFO, logger="pe_ha")
+    _run()
+    lines = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("tables copied:"))
+    # the two streams finish in either order; the last line always counts all three tables
+    assert len(lines) == 2
+    assert "tables copied: 3 of 3 (0 of 0 MiB on the source)" in lines
+    assert any(line.startswith(("tables copied: 1 of 3", "tables copied: 2 of 3")) for line in lines)
