@@ -176,9 +176,39 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(summary, ["link", "method", "runs", "median_s", "ratio_vs_documented", "target_unusable_s",
                           "unusable_ratio", "verified"]))
-    path = write("copy", {"nodes": args.nodes, "bytes": size, "runs": results, "summary": summary})
+    goals = copy_goals(summary)
+    for line in goals:
+        print(line)
+    path = write("copy", {"nodes": args.nodes, "bytes": size, "runs": results, "summary": summary, "goals": goals})
     print(f"\nresults: {path}")
     return 0 if ok else 1
+
+
+# Issue #6's goals for the copy, as ratios to the documented procedure measured in the same run.
+GOAL_RATIO = {"unlimited": 0.8, "100mbit": 0.5}
+GOAL_UNUSABLE_RATIO = 0.1
+
+
+def copy_goals(summary: list[dict]) -> list[str]:
+    """One plain line per goal that this run's rows can judge: met or MISSED, with the figures."""
+    lines = []
+    rows = {(r["link"], r["method"]): r for r in summary}
+    for (link, method), row in sorted(rows.items()):
+        if method != "pe-ha-fast" or row["ratio_vs_documented"] == "":
+            continue
+        if link in GOAL_RATIO:
+            ok = row["ratio_vs_documented"] <= GOAL_RATIO[link]
+            lines.append(f"goal: {link} copy <= {GOAL_RATIO[link]} of documented: {row['ratio_vs_documented']} -> "
+                         f"{'met' if ok else 'MISSED'}")
+        ok = row["unusable_ratio"] <= GOAL_UNUSABLE_RATIO
+        lines.append(f"goal: {link} pe-puppetdb stopped <= {GOAL_UNUSABLE_RATIO} of documented: "
+                     f"{row['unusable_ratio']} -> {'met' if ok else 'MISSED'}")
+        other = rows.get((link, "pgcopydb"))
+        if other is not None and link == "unlimited":
+            ok = row["median_s"] < other["median_s"]
+            lines.append(f"goal: {link} faster than pgcopydb: {row['median_s']} s against {other['median_s']} s -> "
+                         f"{'met' if ok else 'MISSED'}")
+    return lines
 
 
 if __name__ == "__main__":
