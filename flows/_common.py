@@ -6,7 +6,6 @@ import contextlib
 import contextvars
 import functools
 import os
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from pe_ha import runtime
+from pe_ha.background import Background
 from pe_ha.commands import Command
 from pe_ha.errors import ApprovalRejected, PeHaError, PreconditionFailed, ValidationError
 from pe_ha.masking import mask
@@ -241,17 +241,14 @@ def installation_lock(procedure: str):
                     # The holder's note is written beside the procedure's first step (it is only read by a
                     # run that waited in vain), and joined before the lock is released, so that the next
                     # holder's note always lands after this one.
-                    context = contextvars.copy_context()
-                    noting = threading.Thread(target=context.run, args=(_note_holder, s.installation, procedure),
-                                              name="pe-ha-lock-holder-note", daemon=True)
-                    noting.start()
+                    noting = Background(lambda: _note_holder(s.installation, procedure), "pe-ha-lock-holder-note")
                     token = _lock_held.set(True)
                     try:
                         log().info("holding the %s lock for %s", name, procedure)
                         return fn(*args, **kwargs)
                     finally:
                         _lock_held.reset(token)
-                        noting.join(timeout=30)
+                        noting.wait(30)
             except AcquireConcurrencySlotTimeoutError:
                 raise PreconditionFailed(
                     f"another procedure holds the {name} lock: {_who_holds(s.installation)}; waited {wait:g} s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from prefect import task
 from psycopg import sql
 
 from pe_ha import commands, runtime
+from pe_ha.background import Background
 from pe_ha.errors import CommandFailed, DatabaseError, PreconditionFailed, TransferError
 from tasks._base import READ, RETRY_CONNECT, SIDE_EFFECT, logger
 from tasks.copy_plan import IndexInfo, Job, copy_jobs, loaded_rows, post_data_plan
@@ -244,34 +246,6 @@ def index_info(conn: psycopg.Connection) -> dict[str, IndexInfo]:
     return {str(r[0]): IndexInfo(table=str(r[1]), method=str(r[2]), bytes=int(r[3])) for r in rows}
 
 
-class Background:
-    """``fn`` in a thread of its own, in the caller's context (its log lines reach the same run); ``result()``
-    waits for it and raises what it raised."""
-
-    def __init__(self, fn: Callable[[], object], name: str) -> None:
-        import contextvars
-        import threading
-
-        self._outcome: list[object] = []
-        self._error: list[BaseException] = []
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                self._outcome.append(context.run(fn))
-            except BaseException as exc:  # handed to the thread that calls result()
-                self._error.append(exc)
-
-        self._thread = threading.Thread(target=run, name=name, daemon=True)
-        self._thread.start()
-
-    def result(self) -> object:
-        self._thread.join()
-        if self._error:
-            raise self._error[0]
-        return self._outcome[0] if self._outcome else None
-
-
 @dataclass(frozen=True)
 class LoadProgress:
     """One look at a database being loaded: its size now, and what PostgreSQL is doing in it."""
@@ -310,20 +284,15 @@ class ProgressWatch:
 
     def __init__(self, host: str, database: str, label: str, *, expected_bytes: int = 0, every_s: float = 3.0,
                  probe: Callable[[str, str], LoadProgress] | None = None) -> None:
-        import threading
-
         self.host, self.database, self.label, self.expected = host, database, label, expected_bytes
         self.every_s = every_s
         self.probe = probe or load_progress
         self.looks: list[LoadProgress] = []
         self._stop = threading.Event()
         self._artifact: object = None
-        self._thread: threading.Thread | None = None
+        self._watcher: Background | None = None
 
     def __enter__(self) -> ProgressWatch:
-        import contextvars
-        import threading
-
         if self.expected > 0:
             try:
                 from prefect.artifacts import create_progress_artifact
@@ -334,23 +303,26 @@ class ProgressWatch:
             except Exception:  # outside a flow run there is no artifact; the log lines still come
                 self._artifact = None
         self._started = time.monotonic()
-        context = contextvars.copy_context()  # the thread's log lines reach the same run
-        self._thread = threading.Thread(target=context.run, args=(self._watch,), name="pe-ha-progress", daemon=True)
-        self._thread.start()
+        self._watcher = Background(self._watch, "pe-ha-progress")
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._watcher is not None:
             # A look stuck on a dead link must not hold the step: the daemon thread is left to its timeout.
-            self._thread.join(timeout=2.0)
-        if exc_type is None and self._artifact is not None:
-            try:  # the step is done: a fresh copy is smaller than its source, so the size alone never says 100 %
-                from prefect.artifacts import update_progress_artifact
+            self._watcher.wait(2.0)
+        if exc_type is None:  # the step is done: a fresh copy is smaller than its source, so size never says 100 %
+            self._show(100.0)
 
-                update_progress_artifact(self._artifact, progress=100.0)  # type: ignore[arg-type]
-            except Exception as error:  # cosmetic
-                logger().debug("progress artifact not updated: %s", error)
+    def _show(self, share: float) -> None:
+        if self._artifact is None:
+            return
+        try:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self._artifact, progress=share)  # type: ignore[arg-type]
+        except Exception as exc:  # a missed artifact update is cosmetic
+            logger().debug("progress artifact not updated: %s", exc)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -370,13 +342,7 @@ class ProgressWatch:
             share = min(99.0, 100.0 * look.bytes / self.expected)
             logger().info("%s: %.0f%% (%.0f of %.0f MiB) after %.0f s; now: %s", self.label, share,
                           look.bytes / 2**20, self.expected / 2**20, elapsed, now)
-            if self._artifact is not None:
-                try:
-                    from prefect.artifacts import update_progress_artifact
-
-                    update_progress_artifact(self._artifact, progress=share)  # type: ignore[arg-type]
-                except Exception as exc:  # a missed artifact update is cosmetic
-                    logger().debug("progress artifact not updated: %s", exc)
+            self._show(share)
 
 
 @dataclass(frozen=True)
