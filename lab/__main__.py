@@ -9,6 +9,7 @@ import sys
 
 from lab import core, pdbgen, tokens
 from lab.config import LAB_DIR, LabConfig
+from lab.profiles import DEFAULT_PROFILE, PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--agents", type=int, default=2)
     up.add_argument("--sync-seconds", type=float, default=6.0, help="simulated PuppetDB initial sync time")
     up.add_argument("--pdb-nodes", type=int, default=20, help="synthetic PuppetDB size (nodes) on the master")
+    up.add_argument("--pe", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                    help="the PE version the lab simulates: its PostgreSQL major, PuppetDB schema and CLI flags")
     sub.add_parser("down", help="end every lab process and remove everything the lab added")
     sub.add_parser("status", help="show hosts, roles and outages")
     o = sub.add_parser("outage", help="cut a host off or limit its link")
@@ -38,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.cmd == "up":
-        cfg = LabConfig(agents=args.agents, sync_seconds=args.sync_seconds, pdb_nodes=args.pdb_nodes)
+        cfg = LabConfig(agents=args.agents, sync_seconds=args.sync_seconds, pdb_nodes=args.pdb_nodes, pe=args.pe)
         core.up(cfg)
+        print(f"PE profile {cfg.pe} (simulated): PE {cfg.profile.pe_version}, PostgreSQL {cfg.profile.pg_major}, "
+              f"PuppetDB {cfg.profile.puppetdb_version} ({cfg.profile.partitioning} partitions)")
         if args.pdb_nodes:
             print(f"synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
         print(f"settings for pe-ha: {LAB_DIR / 'peha.env'}")

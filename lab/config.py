@@ -7,13 +7,16 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.profiles import DEFAULT_PROFILE, PeProfile, profile
+
 LAB_DIR = Path(os.environ.get("PEHA_LAB_DIR", "/var/lib/pe-ha-lab"))
 PREFIX = "peha"  # netns names: peha-sw, peha-<host>; root veth: peha0
 SUBNET = "198.18.0"
 ROOT_ADDR = f"{SUBNET}.1"
 DOMAIN = "lab.test"
-PG_BIN = "/usr/lib/postgresql/15/bin"
-NODE_PG_DATA = "/opt/puppetlabs/server/data/postgresql/15/data"
+# Debian's PostgreSQL 15 client tools stand in for PE's psql, pg_dump and pg_restore (the server builds have
+# none); the server itself is the profile's major (lab.pgbuilds).
+PG_CLIENT_BIN = "/usr/lib/postgresql/15/bin"
 # Mounted over the host's view, in this order (/tmp last: it hides the lab dir on some set-ups).
 NODE_MOUNTS = ("/etc/puppetlabs", "/opt/puppetlabs", "/var/log/puppetlabs", "/root", "/etc/ssh",
                "/run/postgresql", "/var/tmp", "/tmp")
@@ -55,14 +58,25 @@ class LabConfig:
     agents: int = 2
     sync_seconds: float = 6.0
     pdb_nodes: int = 20
+    pe: str = DEFAULT_PROFILE
     hosts: list[Host] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        profile(self.pe)  # an unknown version is refused here, before anything is built
         if not 1 <= self.agents <= 60:
             raise ValueError("agents must be 1..60")
         if not self.hosts:
             self.hosts = [Host("master", "master", f"{SUBNET}.11"), Host("replica", "replica", f"{SUBNET}.12")]
             self.hosts += [Host(f"agent{i}", "agent", f"{SUBNET}.{20 + i}") for i in range(1, self.agents + 1)]
+
+    @property
+    def profile(self) -> PeProfile:
+        return profile(self.pe)
+
+    @property
+    def pg_bin(self) -> str:
+        """The profile's PostgreSQL server binaries, as a lab host sees them."""
+        return f"{self.profile.pg_apps}/bin"
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

@@ -15,12 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lab import pdbschema, pgbuilds
 from lab.config import (
     LAB_DIR,
     NODE_FILE_MOUNTS,
     NODE_MOUNTS,
-    NODE_PG_DATA,
-    PG_BIN,
+    PG_CLIENT_BIN,
     PREFIX,
     ROOT_ADDR,
     SUBNET,
@@ -59,7 +59,8 @@ def node_run(host: Host, *argv: str, check: bool = True, timeout: float = 120, i
     env = ["env", "-i", "HOME=/root", "USER=root", "LOGNAME=root", "LANG=C.UTF-8", f"PATH={NODE_PATH}"]
     if as_postgres:
         env = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
-               "env", "-i", "HOME=/var/lib/postgresql", "USER=postgres", "LANG=C.UTF-8", f"PATH={PG_BIN}:/usr/bin:/bin"]
+               "env", "-i", "HOME=/var/lib/postgresql", "USER=postgres", "LANG=C.UTF-8",
+               f"PATH=/opt/puppetlabs/server/bin:{PG_CLIENT_BIN}:/usr/bin:/bin"]
     return sh(*nsenter(host, *env, *argv), check=check, timeout=timeout, input=input)
 
 
@@ -93,7 +94,7 @@ def down(verbose: bool = True) -> None:
         except ProcessLookupError:
             pass
     # Stop PostgreSQL cleanly first (SIGINT = fast shutdown).
-    for pidfile in LAB_DIR.glob("nodes/*/opt_puppetlabs/server/data/postgresql/15/data/postmaster.pid"):
+    for pidfile in LAB_DIR.glob("nodes/*/opt_puppetlabs/server/data/postgresql/*/data/postmaster.pid"):
         try:
             pid = int(pidfile.read_text().split()[0])
             if pid in pids:
@@ -165,7 +166,8 @@ def _pki(cfg: LabConfig) -> None:
            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-out", str(crt), "-days", "30", "-extfile", str(ext))
 
     with ThreadPoolExecutor(4) as pool:
-        jobs = [pool.submit(issue, h.fqdn, f"DNS:{h.fqdn},DNS:{h.short},IP:{h.address}") for h in all_hosts]
+        # DNS names only: PE's CA issues no IP SANs by default, so a connection by address must not verify.
+        jobs = [pool.submit(issue, h.fqdn, f"DNS:{h.fqdn},DNS:{h.short}") for h in all_hosts]
         jobs.append(pool.submit(issue, "pe-ha-worker", "DNS:pe-ha-worker"))
         for j in jobs:
             j.result()
@@ -239,6 +241,8 @@ def _node_files(cfg: LabConfig) -> None:
                 f"---\nextension_requests:\n  pp_region: {region}\n  pp_datacenter: dc-{region}\n")
         sim = h.path("/opt/puppetlabs/sim")
         shutil.copytree(SIM_SRC, sim, ignore=shutil.ignore_patterns("__pycache__"))
+        # What the simulated PuppetDB migrates an empty pe-puppetdb to (its version's schema, partitions around today)
+        (sim / "puppetdb_schema.sql").write_text(pdbschema.schema_sql(cfg.profile))
         bindir = h.path("/opt/puppetlabs/bin")
         bindir.mkdir(parents=True, exist_ok=True)
         for tool in ("puppet", "puppet-access", "puppet-infrastructure", "pe-sim"):
@@ -254,9 +258,17 @@ def _node_files(cfg: LabConfig) -> None:
         if h.has_postgres:
             sbin = h.path("/opt/puppetlabs/server/bin")
             sbin.mkdir(parents=True, exist_ok=True)
-            for tool in ("psql", "pg_dump", "pg_restore", "pg_ctl", "createdb", "dropdb", "vacuumdb"):
-                (sbin / tool).symlink_to(f"{PG_BIN}/{tool}")
-            (h.path("/opt/puppetlabs/server") / "pe_version").write_text("2019.8.12\n")
+            # PE's server binaries are the profile's major; its client tools here are Debian's 15 (the
+            # server builds have none), said in docs/simulator.md.
+            apps = h.path(cfg.profile.pg_apps)
+            apps.parent.mkdir(parents=True, exist_ok=True)
+            apps.symlink_to(pgbuilds.build(cfg.profile.pg_major).home / "native")
+            for tool in ("psql", "pg_dump", "pg_restore", "createdb", "dropdb", "vacuumdb", "pg_isready"):
+                (sbin / tool).symlink_to(f"{PG_CLIENT_BIN}/{tool}")
+            for tool in ("pg_ctl", "initdb", "postgres"):
+                (sbin / tool).symlink_to(f"{cfg.pg_bin}/{tool}")
+        (h.path("/opt/puppetlabs/server") / "pe_version").parent.mkdir(parents=True, exist_ok=True)
+        (h.path("/opt/puppetlabs/server") / "pe_version").write_text(cfg.profile.pe_version + "\n")
         log = h.path("/var/log/puppetlabs")
         for sub in ("postgresql", "sim"):
             (log / sub).mkdir(parents=True, exist_ok=True)
@@ -265,7 +277,12 @@ def _node_files(cfg: LabConfig) -> None:
         (h.path("/root") / ".bashrc").write_text(f"export PATH={NODE_PATH}\n")
         state = {"certname": h.fqdn, "role": "master" if h.role == "master" else "agent", "master": cfg.master.fqdn, "replica": None,
                  "sync_seconds": cfg.sync_seconds, "agents": [a.fqdn for a in cfg.agent_hosts],
-                 "lab_hosts": {x.fqdn: x.address for x in cfg.hosts}}
+                 "lab_hosts": {x.fqdn: x.address for x in cfg.hosts},
+                 "pe_profile": {"name": cfg.pe, "pe_version": cfg.profile.pe_version, "pg_data": cfg.profile.pg_data,
+                                "partitioning": cfg.profile.partitioning,
+                                "infra_flags": cfg.profile.infra_flags,
+                                "reinitialize_databases": list(cfg.profile.reinitialize_databases),
+                                "secret_key_files": list(cfg.profile.secret_key_files)}}
         (sim / "state.json").write_text(json.dumps(state, indent=2))
     # Make the lab dir traversable by postgres (data dirs live below it).
     for p in [LAB_DIR, LAB_DIR / "nodes", *[h.tree for h in cfg.hosts]]:
@@ -338,8 +355,8 @@ def _start_sshd(h: Host) -> None:
     sh(*nsenter(h, "/usr/sbin/sshd", "-E", "/var/log/puppetlabs/sshd.log"))
 
 
-def _initdb(h: Host) -> None:
-    data = h.path(NODE_PG_DATA)
+def _initdb(cfg: LabConfig, h: Host) -> None:
+    data = h.path(cfg.profile.pg_data)
     data.parent.mkdir(parents=True, exist_ok=True)
     for p in [h.path("/opt/puppetlabs/server"), h.path("/opt/puppetlabs/server/data"),
               *[data.parents[i] for i in range(0, 3)]]:
@@ -347,7 +364,7 @@ def _initdb(h: Host) -> None:
     shutil.chown(data.parent, "postgres", "postgres")
     pw = LAB_DIR / "secrets" / "pg_superuser"
     sh("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "env", "-i", "LANG=C.UTF-8",
-       f"{PG_BIN}/initdb", "--no-sync", "-U", "postgres", f"--pwfile={pw}", "--auth-local=peer",
+       str(pgbuilds.build(cfg.profile.pg_major).bin_dir / "initdb"), "--no-sync", "-U", "postgres", f"--pwfile={pw}", "--auth-local=peer",
        "--auth-host=scram-sha-256", "-E", "UTF8", "-D", str(data))
     with open(data / "postgresql.conf", "a") as f:
         f.write(f"\n# pe-ha lab\nlisten_addresses = '{h.address}'\nport = 5432\n"
@@ -358,15 +375,28 @@ def _initdb(h: Host) -> None:
         f.write(f"host all all {SUBNET}.0/24 scram-sha-256\nhost replication all {SUBNET}.0/24 scram-sha-256\n")
 
 
-def _start_postgres(h: Host, secrets: dict[str, str]) -> None:
-    node_run(h, f"{PG_BIN}/pg_ctl", "-D", NODE_PG_DATA, "-l", "/var/log/puppetlabs/postgresql/postgresql.log",
+def _start_postgres(cfg: LabConfig, h: Host, secrets: dict[str, str]) -> None:
+    node_run(h, f"{cfg.pg_bin}/pg_ctl", "-D", cfg.profile.pg_data, "-l", "/var/log/puppetlabs/postgresql/postgresql.log",
              "-w", "-t", "60", "start", as_postgres=True)
-    sql = [f"CREATE ROLE \"pe-ha\" LOGIN PASSWORD '{secrets['pg_peha']}' IN ROLE pg_read_all_data, pg_monitor;"]
-    for db in ("pe-puppetdb", "pe-classifier", "pe-rbac", "pe-activity", "pe-orchestrator"):
+    # pe-ha's read-only role as the README asks for it: pg_read_all_data exists from PostgreSQL 14 only; on 11
+    # it gets CONNECT and SELECT grants in each database instead (lab.pdbschema.database_grants_sql).
+    read_all = ", pg_read_all_data" if cfg.profile.pg_major >= 14 else ""
+    sql = [f"CREATE ROLE \"pe-ha\" LOGIN PASSWORD '{secrets['pg_peha']}' IN ROLE pg_monitor{read_all};",
+           # PE's superuser role; the lab's OS user stays postgres (docs/simulator.md)
+           'CREATE ROLE "pe-postgres" SUPERUSER;',
+           f"CREATE ROLE \"pe-puppetdb-migrator\" LOGIN PASSWORD '{secrets['pg_service']}';",
+           f"CREATE ROLE \"pe-puppetdb\" LOGIN PASSWORD '{secrets['pg_service']}';",
+           'GRANT "pe-puppetdb" TO "pe-puppetdb-migrator";']
+    for db in ("pe-classifier", "pe-rbac", "pe-activity", "pe-orchestrator"):
         sql.append(f"CREATE ROLE \"{db}\" LOGIN PASSWORD '{secrets['pg_service']}';")
         sql.append(f"CREATE DATABASE \"{db}\" OWNER \"{db}\";")
     node_run(h, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "postgres",
              input="\n".join(sql), as_postgres=True)
+    from lab import pdbgen
+
+    pdbgen.create_database(cfg, h)
+    node_run(h, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "pe-puppetdb",
+             input=pdbschema.database_grants_sql(cfg.profile), as_postgres=True)
     # the simulator's own services read PE's small databases with the service password
     pgpass = h.path("/root/.pgpass")
     pgpass.write_text(f"*:5432:*:pe-puppetdb:{secrets['pg_service']}\n*:5432:*:pe-classifier:{secrets['pg_service']}\n"
@@ -396,7 +426,7 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     _node_files(cfg)
     pg_hosts = [h for h in cfg.hosts if h.has_postgres]
     with ThreadPoolExecutor(2) as pool:
-        initdbs = [pool.submit(_initdb, h) for h in pg_hosts]
+        initdbs = [pool.submit(_initdb, cfg, h) for h in pg_hosts]
         _network(cfg)
         for h in cfg.hosts:
             _start_holder(h)
@@ -406,7 +436,7 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     (secrets_dir / "pg_superuser").chmod(0o600)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(_start_sshd, cfg.hosts))
-        list(pool.map(lambda h: _start_postgres(h, secrets), pg_hosts))
+        list(pool.map(lambda h: _start_postgres(cfg, h, secrets), pg_hosts))
     from lab import tokens
 
     tokens.issue_admin_token(cfg, lifetime_s=4 * 3600)

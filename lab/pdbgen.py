@@ -1,28 +1,53 @@
-"""Fill the master's pe-puppetdb with synthetic, PuppetDB-shaped data (deterministic for a node count)."""
+"""Fill a lab host's pe-puppetdb with synthetic data in PuppetDB's schema for the lab's PE profile
+(deterministic for a node count)."""
 
 from __future__ import annotations
 
 import time
 
-from lab.config import LabConfig
+from lab import pdbschema
+from lab.config import Host, LabConfig
 from lab.core import node_run
 
-SCHEMA = "/opt/puppetlabs/sim/puppetdb_schema.sql"
 DATA = "/opt/puppetlabs/sim/puppetdb_data.sql"
+PSQL = ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql")
 
 
-def generate(cfg: LabConfig, nodes: int, *, resources: int = 1000, reports: int = 28, host=None) -> float:
+def drop_database_sql(name: str) -> list[str]:
+    """End the database's sessions, then drop it (PostgreSQL 11 has no DROP DATABASE ... WITH (FORCE))."""
+    return ["-c", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                  "AND pid <> pg_backend_pid()",
+            "-c", f'DROP DATABASE IF EXISTS "{name}"']
+
+
+def create_database(cfg: LabConfig, host: Host) -> None:
+    """An empty pe-puppetdb as PE creates it: owned by pe-postgres, PE's database ACL, the extensions."""
+    node_run(host, *PSQL, "-d", "postgres", *drop_database_sql("pe-puppetdb"), as_postgres=True)
+    node_run(host, *PSQL, "-d", "postgres", input=pdbschema.database_sql(), as_postgres=True)
+    node_run(host, *PSQL, "-d", "pe-puppetdb", input=pdbschema.extensions_sql(), as_postgres=True)
+
+
+def generate(cfg: LabConfig, nodes: int, *, resources: int = 1000, reports: int = 28, host: Host | None = None) -> float:
     """(Re)create pe-puppetdb on ``host`` (default: master) with ``nodes`` synthetic nodes. Returns seconds."""
     host = host or cfg.master
+    profile = cfg.profile
     started = time.monotonic()
-    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql"]
-    node_run(host, *psql, "-d", "postgres", "-c", 'DROP DATABASE IF EXISTS "pe-puppetdb" WITH (FORCE)', as_postgres=True)
-    node_run(host, *psql, "-d", "postgres", "-c", 'CREATE DATABASE "pe-puppetdb" OWNER "pe-puppetdb"', as_postgres=True)
-    node_run(host, *psql, "-d", "pe-puppetdb", "-c", 'SET ROLE "pe-puppetdb"', "-f", SCHEMA, as_postgres=True)
+    create_database(cfg, host)
+    as_puppetdb = 'SET ROLE "pe-puppetdb";\n'
+    node_run(host, *PSQL, "-d", "pe-puppetdb", "-1", input=as_puppetdb + pdbschema.schema_sql(profile), as_postgres=True)
     if nodes > 0:
-        node_run(host, *psql, "-d", "pe-puppetdb", "-v", f"nodes={int(nodes)}", "-v", f"resources={int(resources)}",
+        before, after = pdbschema.load_routing_sql(profile)
+        if before:
+            node_run(host, *PSQL, "-d", "pe-puppetdb", input=as_puppetdb + before, as_postgres=True)
+        node_run(host, *PSQL, "-d", "pe-puppetdb", "-v", f"nodes={int(nodes)}", "-v", f"resources={int(resources)}",
                  "-v", f"reports={int(reports)}", "-v", f"producer={cfg.master.fqdn}",
                  "-c", 'SET ROLE "pe-puppetdb"', "-f", DATA, as_postgres=True, timeout=3600)
-        node_run(host, *psql, "-d", "pe-puppetdb", "-c", "VACUUM (FREEZE, ANALYZE)", "-c", "CHECKPOINT",
+        if after:
+            node_run(host, *PSQL, "-d", "pe-puppetdb", input=as_puppetdb + after, as_postgres=True)
+        node_run(host, *PSQL, "-d", "pe-puppetdb", "-At", input=as_puppetdb + pdbschema.sequences_after_load_sql(),
+                 as_postgres=True)
+    node_run(host, *PSQL, "-d", "pe-puppetdb", input=pdbschema.database_grants_sql(profile), as_postgres=True)
+    if nodes > 0:
+        node_run(host, *PSQL, "-d", "pe-puppetdb", "-c", "VACUUM (FREEZE, ANALYZE)", "-c", "CHECKPOINT",
                  as_postgres=True, timeout=3600)
     return time.monotonic() - started

@@ -123,6 +123,26 @@ def update_state(**changes):
         return s
 
 
+def pe_profile():
+    """The lab's PE profile (lab/profiles.py): version, PostgreSQL data dir, the flags this PE version has."""
+    return state().get("pe_profile") or {}
+
+
+def pg_data():
+    return pe_profile().get("pg_data", "/opt/puppetlabs/server/data/postgresql/11/data")
+
+
+def check_infra_flags(sub, args):
+    """Refuse a flag this PE version's `puppet infrastructure <sub>` does not have, as that version would."""
+    known = (pe_profile().get("infra_flags") or {}).get(sub)
+    if known is None:
+        return
+    for a in args:
+        if a.startswith("-") and a.split("=", 1)[0] not in known:
+            raise SimError("Error: Unknown option '%s' for `puppet infrastructure %s` (PE %s)."
+                           % (a.split("=", 1)[0], sub, pe_profile().get("pe_version", "?")))
+
+
 def faults():
     return _read_json(FAULTS, {})
 
@@ -623,7 +643,7 @@ def start_service(name):
         return True
     if name == "pe-postgresql":
         subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D",
-                        "/opt/puppetlabs/server/data/postgresql/15/data", "-l",
+                        pg_data(), "-l",
                         "/var/log/puppetlabs/postgresql/postgresql.log", "-w", "start"], check=True,
                        capture_output=True)
         return True
@@ -653,7 +673,7 @@ def stop_service(name):
         return True
     if name == "pe-postgresql":
         subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D",
-                        "/opt/puppetlabs/server/data/postgresql/15/data", "-m", "fast", "-w", "stop"],
+                        pg_data(), "-m", "fast", "-w", "stop"],
                        check=True, capture_output=True)
         return True
     pid = service_pid(name)
@@ -862,17 +882,34 @@ def pdb_has_schema(host=None):
         return False
 
 
+def insert_reports_sql(columns, select_sql):
+    """INSERT the rows of ``select_sql`` into reports as the profile's PuppetDB does: into ``reports`` itself with
+    declarative partitions (7.13+), into each day's ``reports_<YYYYMMDD>z`` child with INHERITS (6.10-7.12: no
+    trigger on reports, PuppetDB's storage.clj inserts into the child)."""
+    if pe_profile().get("partitioning") != "inherits":
+        return "INSERT INTO reports (%s) SELECT %s FROM (%s) s;" % (columns, columns, select_sql)
+    return ("DO $$ DECLARE d date; BEGIN FOR d IN SELECT DISTINCT (producer_timestamp AT TIME ZONE 'UTC')::date "
+            "FROM (%s) s LOOP EXECUTE format('INSERT INTO %%I (%s) SELECT %s FROM (%s) s "
+            "WHERE (producer_timestamp AT TIME ZONE ''UTC'')::date = %%L', "
+            "'reports_' || to_char(d, 'YYYYMMDD') || 'z', d); END LOOP; END $$;"
+            % (select_sql, columns, columns, select_sql.replace("'", "''")))
+
+
 def store_report(body):
     name = body.get("certname", "")
     if not name or any(c in name for c in "'\\;"):
         return
-    status = {"changed": 1, "unchanged": 2, "failed": 3}.get(body.get("status"), 2)
+    status = {"changed": "changed", "unchanged": "unchanged", "failed": "failed"}.get(body.get("status"), "unchanged")
     noop = "true" if body.get("noop") else "false"
+    columns = ("hash, certname, puppet_version, report_format, noop, status_id, producer_timestamp, receive_time,"
+               " start_time, end_time, metrics, logs")
+    row = (f"SELECT digest('{name}' || clock_timestamp()::text, 'sha1') AS hash, '{name}'::text AS certname,"
+           f" '5.5.22'::text AS puppet_version, 10::smallint AS report_format, {noop} AS noop,"
+           f" (SELECT id FROM report_statuses WHERE status = '{status}') AS status_id, now() AS producer_timestamp,"
+           " now() AS receive_time, now() AS start_time, now() AS end_time, '[]'::jsonb AS metrics, '[]'::jsonb AS logs")
     sql = (f"INSERT INTO certnames (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
-           "INSERT INTO reports (hash, certname, puppet_version, report_format, noop, status_id, producer_timestamp,"
-           f" receive_time, start_time, end_time, metrics, logs) VALUES (digest('{name}' || clock_timestamp()::text, 'sha1'),"
-           f" '{name}', '5.5.22', 10, {noop}, {status}, now(), now(), now(), now(), '[]', '[]');"
-           f"UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{name}';")
+           + insert_reports_sql(columns, row)
+           + f"UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{name}';")
     try:
         psql(sql)
     except (SimError, subprocess.TimeoutExpired) as e:
@@ -907,9 +944,10 @@ def pdb_sync_once(peer):
         f.write("BEGIN;\nCREATE TEMP TABLE incoming AS SELECT %s FROM reports LIMIT 0;\n" % SYNC_COLUMNS)
         f.write("\\copy incoming FROM pstdin\n")
         f.write("INSERT INTO certnames (certname) SELECT DISTINCT certname FROM incoming ON CONFLICT DO NOTHING;\n")
-        f.write("WITH ins AS (INSERT INTO reports (%s) SELECT %s FROM incoming i WHERE NOT EXISTS "
-                "(SELECT 1 FROM reports r WHERE r.hash = i.hash AND r.producer_timestamp = i.producer_timestamp) "
-                "RETURNING 1) SELECT count(*) FROM ins;\nCOMMIT;\n" % (SYNC_COLUMNS, SYNC_COLUMNS))
+        f.write("DELETE FROM incoming i WHERE EXISTS "
+                "(SELECT 1 FROM reports r WHERE r.hash = i.hash AND r.producer_timestamp = i.producer_timestamp);\n")
+        f.write(insert_reports_sql(SYNC_COLUMNS, "SELECT * FROM incoming") + "\n")
+        f.write("SELECT count(*) FROM incoming;\nCOMMIT;\n")
     try:
         out = psql(script, input_text=src.stdout, script=True)
     finally:
@@ -1203,10 +1241,11 @@ def cmd_reinitialize(args):
     s = state()
     if s.get("role") != "replica" or not s.get("provisioned"):
         raise SimError("Error: reinitialize replica must be run on a provisioned replica.")
-    dbs = options(args, "--db") or list(PE_DATABASES)
+    accepted = pe_profile().get("reinitialize_databases") or list(PE_DATABASES)
+    dbs = options(args, "--db") or [d for d in PE_DATABASES]
     for db in dbs:
-        if db not in PE_DATABASES:
-            raise SimError("Error: --db must be one of %s, not %r" % (", ".join(PE_DATABASES), db))
+        if db not in accepted:
+            raise SimError("Error: --db must be one of %s, not %r" % (", ".join(accepted), db))
     master = s["master"]
     try:
         code, _ = https("GET", master, 4433, "/status/v1/services", timeout=3)
@@ -1219,7 +1258,8 @@ def cmd_reinitialize(args):
     for db in dbs:
         as_pg = ["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
                  "-h", "/run/postgresql", "-d", "postgres"]
-        r = subprocess.run(as_pg + ["-c", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db], capture_output=True, text=True)
+        r = subprocess.run(as_pg + ["-c", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'" % db,
+                                    "-c", 'DROP DATABASE IF EXISTS "%s"' % db], capture_output=True, text=True)
         r2 = subprocess.run(as_pg + ["-c", 'CREATE DATABASE "%s" OWNER "%s"' % (db, db)], capture_output=True, text=True)
         if r.returncode or r2.returncode:
             raise SimError("Error: reinitializing %s failed: %s%s" % (db, r.stderr, r2.stderr))
@@ -1587,6 +1627,7 @@ def main(argv):
             if sub in ("infrastructure", "infra"):
                 if not rest or rest[0] not in INFRA:
                     raise SimError("Usage: puppet infrastructure status|provision|enable|promote|forget|reinitialize|run")
+                check_infra_flags(rest[0], rest[1:])
                 return INFRA[rest[0]](rest[1:])
             if sub == "resource":
                 return cmd_resource(rest)

@@ -2,6 +2,10 @@
 -- psql variables: nodes, resources (per node), reports (per node), producer.
 SET client_min_messages = warning;
 INSERT INTO producers (name) VALUES (:'producer') ON CONFLICT DO NOTHING;
+SELECT id AS producer_id FROM producers WHERE name = :'producer' \gset
+SELECT id AS env_id FROM environments WHERE environment = 'production' \gset
+SELECT id AS changed_id FROM report_statuses WHERE status = 'changed' \gset
+SELECT id AS unchanged_id FROM report_statuses WHERE status = 'unchanged' \gset
 INSERT INTO certnames (certname, latest_report_timestamp)
   SELECT format('node%s.lab.test', lpad(i::text, 5, '0')), now() - interval '10 minutes'
   FROM generate_series(1, :nodes) i;
@@ -36,7 +40,7 @@ INSERT INTO edges (certname, source, target, type)
 INSERT INTO catalogs (hash, transaction_uuid, certname, producer_timestamp, "timestamp", catalog_version, environment_id,
                       code_id, catalog_uuid, producer_id)
   SELECT digest(certname, 'sha1'), md5(certname || 'tx')::uuid, certname, now() - interval '10 minutes', now(),
-         '1700000000', 1, 'urn:puppet:code-id:1:abc', md5(certname || 'cat')::uuid, 1
+         '1700000000', :env_id, 'urn:puppet:code-id:1:abc', md5(certname || 'cat')::uuid, :producer_id
   FROM certnames;
 INSERT INTO fact_paths (depth, name, path, path_array, value_type_id)
   SELECT p % 4, format('fact%s', p), format('fact%s#~sub%s#~leaf%s', p, p % 11, p % 7),
@@ -44,7 +48,7 @@ INSERT INTO fact_paths (depth, name, path, path_array, value_type_id)
   FROM generate_series(1, 5000) p;
 INSERT INTO factsets (certname, "timestamp", environment_id, hash, producer_timestamp, producer_id, paths_hash,
                       stable, stable_hash, volatile)
-  SELECT c.certname, now(), 1, digest(c.certname || 'f', 'sha1'), now(), 1, digest('paths', 'sha1'),
+  SELECT c.certname, now(), :env_id, digest(c.certname || 'f', 'sha1'), now(), :producer_id, digest('paths', 'sha1'),
          (SELECT jsonb_object_agg(format('fact%s', k), format('value-%s-%s', k, md5(c.certname || k)))
             FROM generate_series(1, 250) k),
          digest(c.certname || 's', 'sha1'),
@@ -55,7 +59,7 @@ INSERT INTO reports (hash, transaction_uuid, certname, puppet_version, report_fo
                      producer_timestamp, catalog_uuid, cached_catalog_status, code_id, producer_id, noop_pending,
                      corrective_change)
   SELECT digest(format('%s-%s', c.id, n), 'sha1'), md5(format('%s-%s', c.id, n))::uuid, c.certname, '5.5.22', 10,
-         '1700000000', ts, ts + interval '41 seconds', ts + interval '43 seconds', false, 1, 1 + (n % 3 = 0)::int,
+         '1700000000', ts, ts + interval '41 seconds', ts + interval '43 seconds', false, :env_id, CASE WHEN n % 3 = 0 THEN :unchanged_id ELSE :changed_id END,
          (SELECT jsonb_agg(jsonb_build_object('category', 'time', 'name', format('m%s', k), 'value', k * 0.37))
             FROM generate_series(1, 40) k),
          (SELECT jsonb_agg(jsonb_build_object('level', 'notice', 'message', format('Applied catalog step %s of run %s on %s', k, n, c.certname),
@@ -64,7 +68,7 @@ INSERT INTO reports (hash, transaction_uuid, certname, puppet_version, report_fo
          (SELECT jsonb_agg(jsonb_build_object('resource_type', 'File', 'resource_title', format('/etc/app/%s', k),
                                               'events', jsonb_build_array(), 'skipped', false))
             FROM generate_series(1, 25) k),
-         ts, md5(format('cat-%s-%s', c.id, n))::uuid, 'not_used', 'urn:puppet:code-id:1:abc', 1, false, false
+         ts, md5(format('cat-%s-%s', c.id, n))::uuid, 'not_used', 'urn:puppet:code-id:1:abc', :producer_id, false, false
   FROM certnames c, generate_series(1, :reports) n,
        LATERAL (SELECT now() - (n * interval '12 hours') - (c.id % 60) * interval '1 minute' AS ts) t;
 INSERT INTO resource_events (event_hash, report_id, certname_id, status, "timestamp", resource_type, resource_title,
@@ -76,5 +80,15 @@ INSERT INTO resource_events (event_hash, report_id, certname_id, status, "timest
          '/etc/puppetlabs/code/environments/production/modules/app/manifests/init.pp', e, 'content',
          ARRAY['Stage[main]', 'App', format('File[/etc/app/%s]', e)], 'App', false
   FROM reports r JOIN certnames c ON c.certname = r.certname, generate_series(1, 10) e
-  WHERE r.status_id = 1;
+  WHERE r.status_id = :changed_id;
 UPDATE certnames c SET latest_report_id = (SELECT max(id) FROM reports r WHERE r.certname = c.certname);
+-- Packages (inventory), catalog inputs and fact expiration, small beside the catalogs.
+INSERT INTO packages (hash, name, provider, version)
+  SELECT digest(format('pkg-%s', k), 'sha1'), format('package%s', k), 'apt', format('1.%s.%s', k % 9, k % 5)
+  FROM generate_series(1, 300) k;
+INSERT INTO certname_packages (certname_id, package_id)
+  SELECT c.id, p.id FROM certnames c JOIN packages p ON (p.id + c.id) % 6 = 0;
+INSERT INTO catalog_inputs (certname_id, type, name)
+  SELECT c.id, 'hiera', format('profile::key%s', k) FROM certnames c, generate_series(1, 20) k;
+INSERT INTO certname_fact_expiration (certid, expire, updated)
+  SELECT id, id % 10 <> 0, now() FROM certnames;

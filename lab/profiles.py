@@ -1,0 +1,70 @@
+"""PE profiles: which PE version the lab simulates, with the PostgreSQL major and PuppetDB schema that
+version ships and the ``puppet infrastructure`` flags it has. Sources for each fact: docs/simulator.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PE_DATABASES_BASE = ("pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac")
+
+# Flags every profile here has (PE 2019.7 and later): the contract's CLI table.
+_COMMON_FLAGS = {
+    "provision": ("--enable", "--topology", "--skip-agent-config", "--yes", "-y", "--token-file", "--color"),
+    "enable": ("--topology", "--skip-agent-config", "--yes", "-y", "--token-file", "--agent-server-urls",
+               "--pcp-brokers", "--infra-agent-server-urls", "--infra-pcp-brokers"),
+    "promote": ("--topology", "--yes", "-y", "--skip-agent-config", "--classifier-termini", "--puppetdb-termini",
+                "--infra-agent-server-urls", "--infra-pcp-brokers", "--agent-server-urls", "--pcp-brokers"),
+    "forget": ("--token-file", "--yes", "-y"),
+    "reinitialize": ("--db", "--yes", "-y"),
+    "status": ("--format", "--verbose", "--host"),
+    "run": ("--token-file",),
+}
+
+
+@dataclass(frozen=True)
+class PeProfile:
+    name: str  # what `python -m lab up --pe` takes
+    pe_version: str  # written to /opt/puppetlabs/server/pe_version
+    pg_major: int
+    puppetdb_version: str
+    partitioning: Literal["inherits", "declarative"]
+    schema_migration: int  # the last PuppetDB migration of that version (schema_migrations)
+    trgm_required: bool
+    reinitialize_databases: tuple[str, ...]  # what `reinitialize replica --db` accepts
+    secret_key_files: tuple[str, ...]  # copied to the replica before provisioning (the version's own step)
+
+    @property
+    def infra_flags(self) -> dict[str, tuple[str, ...]]:
+        return dict(_COMMON_FLAGS)
+
+    @property
+    def pg_data(self) -> str:
+        return f"/opt/puppetlabs/server/data/postgresql/{self.pg_major}/data"
+
+    @property
+    def pg_apps(self) -> str:
+        """Where PE keeps its PostgreSQL server binaries."""
+        return f"/opt/puppetlabs/server/apps/postgresql/{self.pg_major}"
+
+
+_ORCH_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
+PROFILES = {
+    "2019.8": PeProfile("2019.8", "2019.8.12", 11, "6.22.1", "inherits", 76, False, PE_DATABASES_BASE,
+                        (_ORCH_KEYS,)),
+    "2021.7": PeProfile("2021.7", "2021.7.9", 11, "7.20.1", "declarative", 88, False, PE_DATABASES_BASE,
+                        (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
+                         "/etc/puppetlabs/console-services/conf.d/secrets/keys.json")),
+    "2023.8": PeProfile("2023.8", "2023.8.0", 14, "8.0.1", "declarative", 83, True,
+                        (*PE_DATABASES_BASE, "pe-inventory"),
+                        (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
+                         "/etc/puppetlabs/console-services/conf.d/secrets/keys.json")),
+}
+DEFAULT_PROFILE = "2019.8"
+
+
+def profile(name: str) -> PeProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"no lab profile for PE {name!r}; the lab has {', '.join(PROFILES)}") from None
