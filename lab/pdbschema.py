@@ -48,7 +48,7 @@ _EVENT_COLUMNS = """
 
 
 def days(today: dt.date | None = None) -> list[dt.date]:
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     return [today + dt.timedelta(days=i) for i in PARTITION_DAYS]
 
 

@@ -460,25 +460,82 @@ def pg_restore_listed(*, file: str, list_file: str, database: str, jobs: int, os
     return Command(tuple(argv), f"restore the entries listed in {list_file} into {database}")
 
 
-def recreate_database(name: str, *, owner: str, os_user: str, bin_dir: str) -> Command:
-    """Drop (if it exists) and create an empty database owned by ``owner``."""
+def _end_sessions(*names: str) -> list[str]:
+    """End every other session on the databases (PostgreSQL 11 has no ``DROP DATABASE … WITH (FORCE)``)."""
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return ["-c", f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({quoted}) "
+                  "AND pid <> pg_backend_pid()"]
+
+
+def _drop(name: str) -> list[str]:
+    return [*_end_sessions(name), "-c", f'DROP DATABASE IF EXISTS "{name}"']
+
+
+def recreate_database(name: str, *, owner: str, os_user: str, bin_dir: str, like: str | None = None) -> Command:
+    """Drop (if it exists) and create an empty database owned by ``owner``. With ``like``, that database's
+    owner and ACL are given to the new one (PE's ``REVOKE CONNECT … FROM PUBLIC`` and its grants), so a copy
+    swapped in later keeps what PuppetDB's migrator relies on."""
     name, owner = v.database_name(name), v.database_name(owner)
-    argv = _psql_argv(os_user, bin_dir, "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-                      "-c", f'CREATE DATABASE "{name}" OWNER "{owner}"')
-    return Command(tuple(argv), f"create empty {name}")
+    argv = _psql_argv(os_user, bin_dir, "postgres", *_drop(name), "-c", f'CREATE DATABASE "{name}" OWNER "{owner}"')
+    if like is not None:
+        argv += ["-c", _copy_database_acl_sql(v.database_name(like), name)]
+    return Command(tuple(argv), f"create empty {name}" + (f" with the owner and ACL of {like}" if like else ""))
+
+
+def _copy_database_acl_sql(source: str, target: str) -> str:
+    """A DO block: ``target`` gets ``source``'s owner, and the same grants from the same grantors (each GRANT
+    is made as its grantor, so grant chains such as PE's migrator granting CONNECT to pe-puppetdb hold)."""
+    return f"""DO $pe_ha$
+DECLARE
+  src pg_database%ROWTYPE;
+  g record;
+BEGIN
+  SELECT * INTO src FROM pg_database WHERE datname = '{source}';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'database {source} does not exist';
+  END IF;
+  EXECUTE format('ALTER DATABASE %I OWNER TO %I', '{target}', pg_get_userbyid(src.datdba));
+  IF src.datacl IS NULL THEN
+    RETURN;
+  END IF;
+  EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', '{target}');
+  FOR g IN SELECT a.grantor, a.grantee, a.privilege_type, a.is_grantable FROM aclexplode(src.datacl) a
+           ORDER BY (a.grantor = src.datdba) DESC, a.is_grantable DESC LOOP
+    CONTINUE WHEN g.grantee = src.datdba AND g.grantor = src.datdba;
+    EXECUTE format('SET ROLE %I', pg_get_userbyid(g.grantor));
+    EXECUTE format('GRANT %s ON DATABASE %I TO %s%s', g.privilege_type, '{target}',
+                   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+                   CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    RESET ROLE;
+  END LOOP;
+END
+$pe_ha$"""
+
+
+def set_sequences(values: Mapping[str, tuple[int, bool]], *, database: str, os_user: str, bin_dir: str) -> Command:
+    """``setval`` every sequence to the source's value and ``is_called``: a copy that moves rows on its own
+    (the schema frame is made with ``--exclude-table-data='*'``, which leaves sequence data out too) must, or
+    PuppetDB's next inserts collide with the ids already in use."""
+    statements = []
+    for name, (value, called) in sorted(values.items()):
+        if not _TABLE_RE.fullmatch(name):
+            raise ValidationError(f"sequence name {name!r} is not a plain lower-case identifier")
+        statements.append(f"SELECT setval('public.\"{name}\"', {int(value)}, {'true' if called else 'false'});")
+    if not statements:
+        raise ValidationError("no sequences to set")
+    argv = _psql_argv(os_user, bin_dir, database, "-1", "-c", " ".join(statements))
+    return Command(tuple(argv), f"set {len(statements)} sequences in {database}")
 
 
 def drop_database(name: str, *, os_user: str, bin_dir: str) -> Command:
-    argv = _psql_argv(os_user, bin_dir, "postgres", "-c", f'DROP DATABASE IF EXISTS "{v.database_name(name)}" WITH (FORCE)')
+    argv = _psql_argv(os_user, bin_dir, "postgres", *_drop(v.database_name(name)))
     return Command(tuple(argv), f"drop {name}")
 
 
 def swap_databases(live: str, staging: str, old: str, *, os_user: str, bin_dir: str) -> Command:
     """Rename live -> old and staging -> live (connections to both are ended first)."""
     live, staging, old = v.database_name(live), v.database_name(staging), v.database_name(old)
-    argv = _psql_argv(os_user, bin_dir, "postgres",
-                      "-c", f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)',
-                      "-c", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN ('{live}', '{staging}')",
+    argv = _psql_argv(os_user, bin_dir, "postgres", *_drop(old), *_end_sessions(live, staging),
                       "-c", f'ALTER DATABASE "{live}" RENAME TO "{old}"',
                       "-c", f'ALTER DATABASE "{staging}" RENAME TO "{live}"')
     return Command(tuple(argv), f"swap {staging} in as {live}")
@@ -512,7 +569,8 @@ def stream_table(table: str, *, snapshot: str, target: str, staging: str, compre
     # constraint builds that follow, and the first reads, then never rewrite every page to set hint bits.
     # The row count PostgreSQL reports for the COPY is echoed back (``PEHA-ROWS <table> <n>``): the flow
     # compares it with the source snapshot's count, without scanning the loaded table again.
-    into = _psql_argv(os_user, bin_dir, staging, "-c", "BEGIN", "-c", f'TRUNCATE public."{table}"',
+    # ONLY: an INHERITS parent (PuppetDB 6.8-7.12) must not empty its children, which stream on their own.
+    into = _psql_argv(os_user, bin_dir, staging, "-c", "BEGIN", "-c", f'TRUNCATE ONLY public."{table}"',
                       "-c", f'COPY public."{table}" FROM STDIN WITH ({"FORMAT binary, " if binary else ""}FREEZE)',
                       "-c", f"\\echo {ROWS_MARK} {table} :ROW_COUNT", "-c", "COMMIT")
     then = _then_restore(then_restore, staging=staging, os_user=os_user, bin_dir=bin_dir,
@@ -534,7 +592,7 @@ def stream_tables_merged(tables: Sequence[str], *, snapshot: str, target: str, s
     into_args = ["-c", "BEGIN"]
     for table in tables:
         out_args += ["-c", f'COPY public."{table}" TO STDOUT', "-c", "\\echo '\\\\.'"]
-        into_args += ["-c", f'TRUNCATE public."{table}"', "-c", f'COPY public."{table}" FROM STDIN WITH (FREEZE)',
+        into_args += ["-c", f'TRUNCATE ONLY public."{table}"', "-c", f'COPY public."{table}" FROM STDIN WITH (FREEZE)',
                       "-c", f"\\echo {ROWS_MARK} {table} :ROW_COUNT"]
     into_args += ["-c", "COMMIT"]
     out = _psql_argv(os_user, bin_dir, database, *out_args)

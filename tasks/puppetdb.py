@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -56,17 +56,19 @@ def server_major(conn: psycopg.Connection) -> int:
 
 
 def fingerprint_in(conn: psycopg.Connection, *, count_rows: bool = True) -> dict[str, int | str]:
-    """Row count of every table, index/constraint counts and a digest of certnames, in the current snapshot.
+    """What a copy must carry, read in the current snapshot: each table's own rows (``FROM ONLY``: an INHERITS
+    parent's count never includes its children, which are tables of their own), index and constraint counts, a
+    digest of certnames, every sequence's value and ``is_called``, the partition inventory, object owners, the
+    database's owner and ACL, and the extensions.
 
-    ``count_rows=False`` leaves out the row counts (a scan of every table); the catalog counts and the
-    certnames digest stay.
+    ``count_rows=False`` leaves out the row counts (a scan of every table); everything else stays.
     """
     tables = [r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1").fetchall()]
     result: dict[str, int | str] = {}
     for table in tables if count_rows else []:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(table))).fetchone()
+        row = conn.execute(sql.SQL("SELECT count(*) FROM ONLY public.{}").format(sql.Identifier(table))).fetchone()
         result[f"rows:{table}"] = int(row[0]) if row else -1
     for name, query in (
         ("indexes", "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'"),
@@ -79,7 +81,91 @@ def fingerprint_in(conn: psycopg.Connection, *, count_rows: bool = True) -> dict
         row = conn.execute("SELECT coalesce(md5(string_agg(certname || ':' || coalesce(deactivated::text, ''), ',' "
                            "ORDER BY certname)), '') FROM certnames").fetchone()
         result["md5:certnames"] = str(row[0]) if row else ""
+    result.update(catalog_inventory(conn))
     return result
+
+
+SEQUENCES_QUERY = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")
+
+
+def sequence_values(conn: psycopg.Connection) -> dict[str, tuple[int, bool]]:
+    """Every sequence's ``last_value`` and ``is_called``, read from the sequence itself (PostgreSQL 10+)."""
+    out: dict[str, tuple[int, bool]] = {}
+    for (name,) in conn.execute(SEQUENCES_QUERY).fetchall():
+        row = conn.execute(sql.SQL("SELECT last_value, is_called FROM public.{}").format(sql.Identifier(name))).fetchone()
+        if row is not None:
+            out[str(name)] = (int(row[0]), bool(row[1]))
+    return out
+
+
+def catalog_inventory(conn: psycopg.Connection) -> dict[str, int | str]:
+    """The parts of a database that rows and indexes do not show, one key each, as text to compare."""
+    out: dict[str, int | str] = {}
+    for name, (value, called) in sequence_values(conn).items():
+        out[f"sequence:{name}"] = f"{value} {'called' if called else 'not called'}"
+    parts = conn.execute(
+        "SELECT p.relname || ' <- ' || c.relname || ' (' || c.relkind || ')' FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') "
+        "ORDER BY 1").fetchall()
+    out["partitions"] = md5_of(str(r[0]) for r in parts)
+    out["partition count"] = len(parts)
+    out["partitioned parents"] = ",".join(str(r[0]) for r in conn.execute(
+        "SELECT c.relname || ':' || c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND (c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i "
+        "WHERE i.inhparent = c.oid)) ORDER BY 1").fetchall())
+    owners = conn.execute(
+        "SELECT pg_get_userbyid(c.relowner) || ':' || c.relkind, count(*) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v') "
+        "GROUP BY 1 UNION ALL SELECT pg_get_userbyid(p.proowner) || ':function', count(*) FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND NOT EXISTS "
+        "(SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') GROUP BY 1 ORDER BY 1").fetchall()
+    out["owners"] = ", ".join(f"{r[0]}={r[1]}" for r in owners)
+    row = conn.execute(
+        "SELECT pg_get_userbyid(d.datdba), coalesce((SELECT string_agg(g, ',' ORDER BY g) FROM (SELECT CASE "
+        "WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || '=' || a.privilege_type || CASE "
+        "WHEN a.is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(a.grantor) AS g "
+        "FROM aclexplode(d.datacl) a) acl), 'default') FROM pg_database d WHERE d.datname = current_database()"
+    ).fetchone()
+    out["database owner"] = str(row[0]) if row else ""
+    out["database acl"] = str(row[1]) if row else ""
+    out["extensions"] = ",".join(f"{r[0]} {r[1]}" for r in conn.execute(
+        "SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
+    return out
+
+
+def sequences_of(fingerprint: dict[str, int | str]) -> dict[str, tuple[int, bool]]:
+    """The sequence values a fingerprint carries (``sequence:<name>`` = ``"<value> called|not called"``)."""
+    out: dict[str, tuple[int, bool]] = {}
+    for key, text in fingerprint.items():
+        if key.startswith("sequence:"):
+            value, _, called = str(text).partition(" ")
+            out[key.removeprefix("sequence:")] = (int(value), called == "called")
+    return out
+
+
+def differences(expected: dict[str, int | str], actual: dict[str, int | str]) -> dict[str, tuple[object, object]]:
+    """What differs between a source fingerprint and a copy's. A sequence may be ahead on the copy (pg_dump
+    reads sequences when it reaches them, after the fingerprint; they are not transactional), never behind:
+    behind, PuppetDB's next inserts would collide with ids in use."""
+    diff: dict[str, tuple[object, object]] = {}
+    for key in sorted(set(expected) | set(actual)):
+        want, got = expected.get(key), actual.get(key)
+        if want == got:
+            continue
+        if key.startswith("sequence:") and want is not None and got is not None:
+            (w, w_called), (g, g_called) = (sequences_of({key: want})[key[9:]], sequences_of({key: got})[key[9:]])
+            if g > w or (g == w and g_called >= w_called):
+                continue
+        diff[key] = (want, got)
+    return diff
+
+
+def md5_of(lines: Iterable[str]) -> str:
+    import hashlib
+
+    return hashlib.md5("\n".join(lines).encode(), usedforsecurity=False).hexdigest()
 
 
 @task(name="puppetdb-fingerprint", task_run_name="puppetdb-fingerprint/{host}", **READ)
@@ -185,7 +271,7 @@ def restore(host: str, file: str, jobs: int, source_bytes: int = 0) -> RestoreRe
 def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
     """Compare the target's fingerprint with the source snapshot's; any difference fails the copy."""
     actual = fingerprint.fn(host)
-    diff = {k: (expected.get(k), actual.get(k)) for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)}
+    diff = differences(expected, actual)
     if diff:
         shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in sorted(diff.items())[:8])
         raise PreconditionFailed(f"the copy on {host} differs from the source: {shown}",
@@ -260,6 +346,9 @@ def load_progress(host: str, database: str) -> LoadProgress:
     with connect(host, database) as conn:
         conn.autocommit = True  # every look reads the live progress views, not a transaction's snapshot
         row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        major = server_major(conn)
+        if major < 14:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+: the size says enough
+            return LoadProgress(int(row[0]) if row else 0, [] if major < 12 else _index_progress(conn))
         rows = conn.execute(
             "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
             " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"
@@ -271,6 +360,14 @@ def load_progress(host: str, database: str) -> LoadProgress:
             " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
             " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
     return LoadProgress(int(row[0]) if row else 0, sorted(str(r[0]) for r in rows))
+
+
+def _index_progress(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT 'INDEX on ' || coalesce(c.relname, p.relid::text) || ': ' || p.phase"
+        " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
+        " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+    return sorted(str(r[0]) for r in rows)
 
 
 class ProgressWatch:
@@ -464,7 +561,7 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
     if compress is None:
         chooser = Background(lambda: choose_compression.fn(source, target, link_mb_per_s.fn(source, target)),
                              "pe-ha-link-probe")
-    ex.run(target, commands.recreate_database(staging, owner=DB, **pg))
+    ex.run(target, commands.recreate_database(staging, owner=DB, like=DB, **pg))
     with connect(target) as target_conn:
         target_major = server_major(target_conn)
     lists: dict[str, list[int]] = {}
@@ -512,6 +609,9 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
             if plan.late:
                 ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=late_list, database=staging,
                                                           jobs=jobs, maintenance_mem_mb=s.index_build_memory_mb, **pg))
+            sequences = sequences_of(expected)
+            if sequences:
+                ex.run(target, commands.set_sequences(sequences, database=staging, **pg))
             timings["rest of post-data"] = time.monotonic() - t1
         finally:
             if chooser is not None:  # failing before the streams: let the probe finish, its outcome no longer matters
@@ -537,9 +637,10 @@ def verify_staging(host: str, expected: dict[str, int | str], loaded: dict[str, 
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         actual: dict[str, int | str] = {**fingerprint_in(conn, count_rows=False),
                                         **{f"rows:{table}": count for table, count in loaded.items()}}
-    diff = {k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)}
+    diff = differences(expected, actual)
     if diff:
-        raise PreconditionFailed(f"the staging copy on {host} differs from the source in {sorted(diff)[:8]}; the live "
+        shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in list(diff.items())[:8])
+        raise PreconditionFailed(f"the staging copy on {host} differs from the source ({shown}); the live "
                                  "pe-puppetdb was not touched", hint="re-run the copy")
 
 

@@ -1238,14 +1238,14 @@ def cmd_reinitialize(args):
     require_root_session()
     if args[:1] != ["replica"]:
         raise SimError("Usage: puppet infrastructure reinitialize replica [--db DATABASE]")
+    accepted = pe_profile().get("reinitialize_databases") or list(PE_DATABASES)
+    dbs = options(args, "--db") or list(PE_DATABASES)
+    for db in dbs:  # option values are checked when the command line is parsed, before anything else
+        if db not in accepted:
+            raise SimError("Error: --db must be one of %s, not %r" % (", ".join(accepted), db))
     s = state()
     if s.get("role") != "replica" or not s.get("provisioned"):
         raise SimError("Error: reinitialize replica must be run on a provisioned replica.")
-    accepted = pe_profile().get("reinitialize_databases") or list(PE_DATABASES)
-    dbs = options(args, "--db") or [d for d in PE_DATABASES]
-    for db in dbs:
-        if db not in accepted:
-            raise SimError("Error: --db must be one of %s, not %r" % (", ".join(accepted), db))
     master = s["master"]
     try:
         code, _ = https("GET", master, 4433, "/status/v1/services", timeout=3)

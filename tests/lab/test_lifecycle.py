@@ -49,6 +49,13 @@ def rows(settings, host, table):
 
 
 def test_full_lifecycle(fresh_lab, record_property):
+    wall, count = run_lifecycle(fresh_lab)
+    record_property("lifecycle_wall_s", round(wall, 1))
+    record_property("remote_commands", count)
+
+
+def run_lifecycle(lab) -> tuple[float, int]:
+    """The lifecycle on a freshly brought-up lab; returns (wall seconds, remote commands)."""
     from flows.enable_ha_failover import enable_ha_failover
     from flows.enable_replica import enable_replica
     from flows.forget_replica import forget_replica
@@ -57,7 +64,6 @@ def test_full_lifecycle(fresh_lab, record_property):
     from flows.reinitialize_replica import reinitialize_replica
     from flows.verify_health import verify_health
 
-    lab = fresh_lab
     settings = lab_settings()
     check = FabricExecutor(settings, line_sink=lambda *a: None)  # the test's own eyes, not counted
     started = time.monotonic()
@@ -111,8 +117,7 @@ def test_full_lifecycle(fresh_lab, record_property):
         status = json.loads(check.run(R, ["puppet", "infrastructure", "status", "--format", "json"], stream=False).stdout)
         assert {e["server"] for e in status} == {R}
     wall = time.monotonic() - started
-    record_property("lifecycle_wall_s", round(wall, 1))
-    record_property("remote_commands", CountingExecutor.count)
     print(f"\nlifecycle: {wall:.1f} s wall, {CountingExecutor.count} remote commands, "
           f"{CountingExecutor.remote_seconds:.1f} s inside remote commands")
     check.close()
+    return wall, CountingExecutor.count
