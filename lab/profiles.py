@@ -8,9 +8,11 @@ from typing import Literal
 
 PE_DATABASES_BASE = ("pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac")
 
+# Puppet's global options, valid on every subcommand (peadm passes `--color false --render-as json`).
+GLOBAL_FLAGS = ("--color", "--render-as", "--verbose", "--debug", "--trace", "--help", "-h", "--log_level")
 # Flags every profile here has (PE 2019.7 and later): the contract's CLI table.
 _COMMON_FLAGS = {
-    "provision": ("--enable", "--topology", "--skip-agent-config", "--yes", "-y", "--token-file", "--color"),
+    "provision": ("--enable", "--topology", "--skip-agent-config", "--yes", "-y", "--token-file"),
     "enable": ("--topology", "--skip-agent-config", "--yes", "-y", "--token-file", "--agent-server-urls",
                "--pcp-brokers", "--infra-agent-server-urls", "--infra-pcp-brokers"),
     "promote": ("--topology", "--yes", "-y", "--skip-agent-config", "--classifier-termini", "--puppetdb-termini",
@@ -36,7 +38,7 @@ class PeProfile:
 
     @property
     def infra_flags(self) -> dict[str, tuple[str, ...]]:
-        return dict(_COMMON_FLAGS)
+        return {sub: (*flags, *GLOBAL_FLAGS) for sub, flags in _COMMON_FLAGS.items()}
 
     @property
     def pg_data(self) -> str:

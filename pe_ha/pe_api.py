@@ -61,10 +61,17 @@ class PEApi:
 
     def request(self, method: str, host: str, port: int, path: str, *, token: SecretStr | None = None,
                 json: Any = None, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        entry = self.settings.host(host)
         url = self._base(host, port) + path
         headers = {"X-Authentication": token.get_secret_value()} if token is not None else {}
+        extensions: dict[str, Any] = {}
+        if entry.address:
+            # Connect to the address, but verify the certificate against the certname (SNI and hostname check):
+            # PE's CA issues certificates with DNS names only.
+            extensions["sni_hostname"] = entry.name
+            headers["Host"] = f"{entry.name}:{port}"
         try:
-            response = self._client.request(method, url, headers=headers, json=json)
+            response = self._client.request(method, url, headers=headers, json=json, extensions=extensions)
         except httpx.TimeoutException as exc:
             raise ApiUnavailable(f"timed out ({type(exc).__name__})", url=url,
                                  hint="the host may be down or cut off") from None
