@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
-                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb npm
+                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb
 TOOLS := $(CURDIR)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
@@ -37,6 +37,7 @@ apt: .stamps/apt
 .stamps/apt:
 	@mkdir -p .stamps
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade $$missing; \
