@@ -262,7 +262,7 @@ def _node_files(cfg: LabConfig) -> None:
             # server builds have none), said in docs/simulator.md.
             apps = h.path(cfg.profile.pg_apps)
             apps.parent.mkdir(parents=True, exist_ok=True)
-            apps.symlink_to(pgbuilds.build(cfg.profile.pg_major).home / "native")
+            apps.symlink_to(pgbuilds.installed(cfg.profile.pg_major) / "native")
             for tool in ("psql", "pg_dump", "pg_restore", "createdb", "dropdb", "vacuumdb", "pg_isready"):
                 (sbin / tool).symlink_to(f"{PG_CLIENT_BIN}/{tool}")
             for tool in ("pg_ctl", "initdb", "postgres"):
@@ -364,7 +364,8 @@ def _initdb(cfg: LabConfig, h: Host) -> None:
     shutil.chown(data.parent, "postgres", "postgres")
     pw = LAB_DIR / "secrets" / "pg_superuser"
     sh("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "env", "-i", "LANG=C.UTF-8",
-       str(pgbuilds.build(cfg.profile.pg_major).bin_dir / "initdb"), "--no-sync", "-U", "postgres", f"--pwfile={pw}", "--auth-local=peer",
+       str(pgbuilds.installed(cfg.profile.pg_major) / "native" / "bin" / "initdb"),
+       "--no-sync", "-U", "postgres", f"--pwfile={pw}", "--auth-local=peer",
        "--auth-host=scram-sha-256", "-E", "UTF8", "-D", str(data))
     with open(data / "postgresql.conf", "a") as f:
         f.write(f"\n# pe-ha lab\nlisten_addresses = '{h.address}'\nport = 5432\n"

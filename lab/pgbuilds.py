@@ -51,6 +51,29 @@ BUILDS = {
 }
 
 
+# Lab hosts see the machine's file system except their own /tmp, /root, /etc/puppetlabs …: a clone under /tmp
+# is invisible inside them, so the lab runs PostgreSQL from a copy here (kept across lab-up and lab-down).
+INSTALL_DIR = Path(os.environ.get("PEHA_PG_INSTALL_DIR", "/var/lib/pe-ha-lab-postgresql"))
+
+
+def installed(major: int) -> Path:
+    """The profile's PostgreSQL build where lab hosts can run it (copied there once per build version)."""
+    b = build(major)
+    home = INSTALL_DIR / f"{b.major}-{b.version}"
+    if not (home / ".ready").exists():
+        tmp = INSTALL_DIR / f".{b.major}-{b.version}.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(b.home / "native", tmp / "native", symlinks=True)
+        (tmp / ".ready").write_text(b.version + "\n")
+        if home.exists():
+            shutil.rmtree(home)
+        tmp.rename(home)
+        for path in (INSTALL_DIR, home):
+            path.chmod(0o755)
+    return home
+
+
 def build(major: int) -> PgBuild:
     try:
         b = BUILDS[major]
