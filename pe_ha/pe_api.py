@@ -7,6 +7,7 @@ retried). ``transport`` is the test seam: pass ``httpx.MockTransport`` in unit t
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,8 @@ from pe_ha.settings import Settings
 
 PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER = 8140, 8081, 4433, 8143, 8142, 8170
 PE_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER)
-STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, CODE_MANAGER)
+# The ports PE documents for the status API (Code Manager and file sync report on 8140, not 8170).
+STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR)
 # A replica runs Puppet Server, PuppetDB and the console services; orchestration and Code Manager
 # activate only when it is promoted (PE's HA overview).
 REPLICA_STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE)
@@ -37,6 +39,50 @@ class ServiceStatus:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Alerts that fail health: any severity but ``warning`` and ``info`` (an unknown one counts)."""
+        return [a for a in self.alerts if str(a.get("severity", "error")).lower() not in ("warning", "info")]
+
+
+def parse_services_status(host: str, port: int, status_code: int, text: str) -> list[ServiceStatus]:
+    """A ``/status/v1/services`` body: an object of service name -> status. Anything else (an HTML page from
+    a load balancer, a string, a list) becomes one ``unknown`` row carrying the body's first 200 characters."""
+    import json
+
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not body:
+        return [ServiceStatus(host, port, f"port {port}", "unknown", None,
+                              [{"severity": "error", "message": f"HTTP {status_code}, not a status object: {text[:200]}"}])]
+    rows = []
+    for key, value in sorted(body.items()):
+        if not isinstance(value, dict):
+            rows.append(ServiceStatus(host, port, key, "unknown", None,
+                                      [{"severity": "error", "message": f"not a status object: {str(value)[:200]}"}]))
+            continue
+        alerts = value.get("active_alerts")
+        status = value.get("status")
+        rows.append(ServiceStatus(host, port, key, str(value.get("state", "unknown")),
+                                  status if isinstance(status, dict) else None,
+                                  [a for a in alerts if isinstance(a, dict)] if isinstance(alerts, list) else []))
+    return rows
+
+
+def token_expiration(info: dict[str, Any]) -> dt.datetime | None:
+    """``expiration`` of ``POST /rbac-api/v2/auth/token/authenticate``: ISO 8601 (``2021-06-02T02:24:30Z``), or
+    null for a token without one. Anything unreadable is None: the caller says the expiry is not known."""
+    value = info.get("expiration")
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 class PEApi:
@@ -96,9 +142,7 @@ class PEApi:
     def services_status(self, host: str, port: int) -> list[ServiceStatus]:
         """``GET /status/v1/services?level=debug`` (200 when all run, 503 otherwise: both are answers)."""
         response = self.request("GET", host, port, "/status/v1/services?level=debug", ok=(200, 503))
-        body = response.json()
-        return [ServiceStatus(host, port, key, value.get("state", "unknown"), value.get("status"),
-                              value.get("active_alerts") or []) for key, value in sorted(body.items())]
+        return parse_services_status(host, port, response.status_code, response.text)
 
     def simple_status(self, host: str, port: int) -> str:
         return self.request("GET", host, port, "/status/v1/simple", ok=(200, 503)).text.strip()

@@ -22,16 +22,17 @@ def host_status(host: str, ports: tuple[int, ...] = STATUS_PORTS) -> list[dict]:
         try:
             for st in api.services_status(host, port):
                 rows.append({"host": host, "port": port, "service": st.service, "state": st.state,
-                             "alerts": "; ".join(a.get("message", "") for a in st.alerts),
+                             "alerts": "; ".join(f"{a.get('severity', 'error')}: {a.get('message', '')}" for a in st.alerts),
+                             "failing_alerts": len(st.errors),
                              "sync": _sync(st.status), "replication": _replication(st.status)})
         except ApiError as exc:
             rows.append({"host": host, "port": port, "service": f"port {port}", "state": "unreachable",
-                         "alerts": exc.message, "sync": "", "replication": ""})
+                         "alerts": exc.message, "failing_alerts": 1, "sync": "", "replication": ""})
             if exc.status is None and port == ports[0]:
                 # The first port timed out: the host is down or cut off; don't wait out every other port too.
                 for other in ports[1:]:
                     rows.append({"host": host, "port": other, "service": f"port {other}", "state": "unreachable",
-                                 "alerts": "host unreachable", "sync": "", "replication": ""})
+                                 "alerts": "host unreachable", "failing_alerts": 1, "sync": "", "replication": ""})
                 break
     return rows
 

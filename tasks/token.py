@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 
 from prefect import task
 
 from pe_ha import commands, runtime
 from pe_ha.errors import AuthError
+from pe_ha.pe_api import token_expiration
 from tasks._base import READ, RETRY_CONNECT, logger
 
 
@@ -18,17 +19,17 @@ def validate_token(min_validity_s: float | None = None, master: str | None = Non
     token = s.rbac_token()
     info = runtime.api().authenticate(token, master)
     needed = s.token_min_validity_s if min_validity_s is None else min_validity_s
-    expires = info.get("expires")
-    if isinstance(expires, int | float):
-        remaining = expires - time.time()
+    expires = token_expiration(info)
+    if expires is not None:
+        remaining = (expires - dt.datetime.now(dt.UTC)).total_seconds()
         if remaining < needed:
-            raise AuthError(f"the RBAC token expires in {max(remaining, 0):.0f} s, less than the {needed:.0f} s this "
-                            "step may need", url="rbac-api/v2/auth/token/authenticate", status=None,
-                            hint="issue a longer-lived token: puppet-access login --lifetime 2h")
-        logger().info("RBAC token valid for another %.0f s", remaining)
+            raise AuthError(f"the RBAC token expires in {max(remaining, 0):.0f} s (at {expires:%Y-%m-%d %H:%M:%S} UTC), "
+                            f"less than the {needed:.0f} s this step may need", url="rbac-api/v2/auth/token/authenticate",
+                            status=None, hint="issue a longer-lived token: puppet-access login --lifetime 2h")
+        logger().info("RBAC token valid for another %.0f s (until %s UTC)", remaining, f"{expires:%Y-%m-%d %H:%M:%S}")
     else:
-        logger().info("RBAC token is valid (its expiry is not reported; it is re-checked before each long step)")
-    return {"login": info.get("login"), "expires": expires}
+        logger().info("RBAC token is valid (PE reports no expiration; it is re-checked before each long step)")
+    return {"login": info.get("login"), "expires": expires.isoformat() if expires else None}
 
 
 @task(name="stage-token", task_run_name="stage-token/{host}", **RETRY_CONNECT)

@@ -91,6 +91,7 @@ def prefect_harness():
 def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | None = None, groups: list | None = None,
                 token_status: int = 200):
     """A PEApi whose HTTP goes to an httpx.MockTransport: RBAC, classifier and status endpoints."""
+    import datetime as _dt
     import json as _json
     import time as _time
 
@@ -108,7 +109,8 @@ def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | Non
         if path == "/rbac-api/v2/auth/token/authenticate":
             if token_status != 200:
                 return httpx.Response(token_status, json={"kind": "puppetlabs.rbac/token-expired", "msg": "expired"})
-            return httpx.Response(200, json={"login": "admin", "expires": _time.time() + token_expires_in})
+            expiration = _dt.datetime.fromtimestamp(_time.time() + token_expires_in, _dt.UTC)
+            return httpx.Response(200, json={"login": "admin", "expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ")})
         if path == "/classifier-api/v1/groups" and request.method == "GET":
             return httpx.Response(200, json=state["groups"])
         if path.startswith("/classifier-api/v1/groups") and request.method == "POST":

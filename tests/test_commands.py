@@ -145,12 +145,32 @@ FAST_PINNED = [
     (c.write_restore_lists({"/var/tmp/s.dump.certnames.list": [301, 302], "/var/tmp/s.dump.late.list": [7]}),
      "bash -c 'set -e; umask 022; printf '\"'\"'%s\\n'\"'\"' 301 302 > /var/tmp/s.dump.certnames.list; "
      "printf '\"'\"'%s\\n'\"'\"' 7 > /var/tmp/s.dump.late.list'"),
+    # PostgreSQL 11 (PE 2019.2-2021.x) has no DROP DATABASE ... WITH (FORCE): sessions are ended first.
     (c.recreate_database("pe-puppetdb-pe-ha-staging", owner="pe-puppetdb", **PG),
      f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
-     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-staging\" WITH (FORCE)' -c "
+     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid()' -c "
+     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-staging\"' -c "
      "'CREATE DATABASE \"pe-puppetdb-pe-ha-staging\" OWNER \"pe-puppetdb\"'"),
+    (c.drop_database("pe-puppetdb-pe-ha-old", **PG),
+     f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
+     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb-pe-ha-old'\"'\"') AND pid <> pg_backend_pid()' -c "
+     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-old\"'"),
     (c.swap_databases("pe-puppetdb", "pe-puppetdb-pe-ha-staging", "pe-puppetdb-pe-ha-old", **PG),
-     f"runuser -u pe-postgres -- {B}/psql" + ' -X -q -v ON_ERROR_STOP=1 -d postgres -c \'DROP DATABASE IF EXISTS "pe-puppetdb-pe-ha-old" WITH (FORCE)\' -c \'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN (\'"\'"\'pe-puppetdb\'"\'"\', \'"\'"\'pe-puppetdb-pe-ha-staging\'"\'"\')\' -c \'ALTER DATABASE "pe-puppetdb" RENAME TO "pe-puppetdb-pe-ha-old"\' -c \'ALTER DATABASE "pe-puppetdb-pe-ha-staging" RENAME TO "pe-puppetdb"\''),  # noqa: E501
+     f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
+     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb-pe-ha-old'\"'\"') AND pid <> pg_backend_pid()' -c "
+     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-old\"' -c "
+     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb'\"'\"', '\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid()' -c "
+     "'ALTER DATABASE \"pe-puppetdb\" RENAME TO \"pe-puppetdb-pe-ha-old\"' -c "
+     "'ALTER DATABASE \"pe-puppetdb-pe-ha-staging\" RENAME TO \"pe-puppetdb\"'"),
+    (c.set_sequences({"reports_id_seq": (9401557, True), "fact_values_id_seq": (5001, False)},
+                     database="pe-puppetdb-pe-ha-staging", **PG),
+     f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d pe-puppetdb-pe-ha-staging -1 -c "
+     "'SELECT setval('\"'\"'public.\"fact_values_id_seq\"'\"'\"', 5001, false); "
+     "SELECT setval('\"'\"'public.\"reports_id_seq\"'\"'\"', 9401557, true);'"),
     (c.tcp_probe_ports("master.example.com", [8140, 8081]),
      "timeout 3 bash -c 'h=$1; shift; for p in \"$@\"; do (exec 3<>\"/dev/tcp/$h/$p\" && echo \"$p\") 2>/dev/null & "
      "done; wait' probe master.example.com 8140 8081"),
@@ -182,7 +202,7 @@ def test_stream_table_pipeline_shape() -> None:
     assert " | zstd -q -1 -T1 | ssh " in script and "replica.example.com" in script
     remote = shlex.split(script)[-1]  # what ssh runs on the target
     loader = shlex.split(remote.split(" | ", 1)[1])
-    assert loader[-10:] == ["-c", "BEGIN", "-c", 'TRUNCATE public."catalog_resources"',
+    assert loader[-10:] == ["-c", "BEGIN", "-c", 'TRUNCATE ONLY public."catalog_resources"',
                             "-c", 'COPY public."catalog_resources" FROM STDIN WITH (FREEZE)',
                             "-c", "\\echo PEHA-ROWS catalog_resources :ROW_COUNT", "-c", "COMMIT"]
     with pytest.raises(ValidationError):

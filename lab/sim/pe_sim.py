@@ -56,7 +56,7 @@ ROLE_SERVICES = {
 }
 # (status key, display name, port, url path, master-only)
 STATUS_ENTRIES = [
-    ("code-manager-service", "Code Manager", 8170, "/", True),
+    ("code-manager-service", "Code Manager", 8140, "/", True),  # PE's status API docs: Code Manager on 8140
     ("file-sync-storage-service", "File Sync Storage Service", 8140, "/", True),
     ("file-sync-client-service", "File Sync Client Service", 8140, "/", False),
     ("pe-master", "Puppet Server", 8140, "/", False),
@@ -296,6 +296,22 @@ def ssh(host, command, timeout=None, input_bytes=None):
 # -- RBAC tokens --------------------------------------------------------------------------------------
 
 
+def _iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def token_info(token, entry):
+    """The body of POST /rbac-api/v2/auth/token/authenticate, keyed as PE documents it (contract sample
+    rbac-authenticate-200.json: ``expiration`` is ISO 8601, there is no numeric expiry)."""
+    user_id = "42bf351c-f9ec-40af-84ad-e976fec7f4bd"
+    issued = entry.get("issued", entry["expires"] - 3600)
+    return {"description": None, "creation": _iso(issued), "email": "admin@%s" % certname(), "is_revoked": False,
+            "last_active": _iso(time.time()), "last_login": _iso(issued), "expiration": _iso(entry["expires"]),
+            "is_remote": False, "client": None, "login": entry["user"], "is_superuser": True,
+            "label": None, "id": hashlib.sha256(token.encode()).hexdigest()[:36], "role_ids": [1],
+            "user_id": user_id, "timeout": None, "display_name": "Administrator", "is_group": False}
+
+
 def token_problem(token):
     """None when the token is valid, else (http status, kind, message)."""
     if not token:
@@ -436,7 +452,9 @@ def service_status(key):
         starting = now < s.get("puppetdb_sync_until", 0) or fault_active("puppetdb_stuck_starting")
         db = local_db_up()
         st = "starting" if starting else ("running" if db else "error")
-        detail = {"maintenance_mode": starting, "read_db_up": db, "write_db_up": db, "queue_depth": 0,
+        # PuppetDB's own keys (contract sample status-services-503-puppetdb-down.json)
+        detail = {"maintenance_mode?": starting, "read_db_up?": db, "write_db_up?": db, "write_dbs_up?": db,
+                  "write_db": {"default": {"up?": db}}, "queue_depth": 0, "rbac_status": "running",
                   "sync_status": {"state": "syncing" if starting else "idle",
                                   "last_successful_sync_time": s.get("last_pdb_sync")}}
     elif key in ("classifier-service", "rbac-service", "activity-service", "orchestrator-service"):
@@ -450,7 +468,7 @@ def service_status(key):
         if not detail["db_up"]:
             st = "error"
     return {"service_version": VERSION, "service_status_version": 1, "detail_level": "info", "state": st,
-            "status": detail, "active_alerts": alerts, "service_name": key}
+            "status": detail, "active_alerts": alerts}
 
 
 def port_statuses(port):
@@ -512,9 +530,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if url.path.startswith("/status/v1/services/"):
             key = url.path.rsplit("/", 1)[1]
             statuses = port_statuses(port)
-            if key not in statuses:
-                return self._send(404, {"error": "not found: %s" % key})
-            return self._send(200 if statuses[key]["state"] == "running" else 503, statuses[key])
+            if key not in statuses:  # trapperkeeper-status's 404 (contract sample status-service-404-not-found.json)
+                return self._send(404, {"kind": "service-not-found", "msg": "No status information found for service %s" % key})
+            # a single service's body is flat and names the service (trapperkeeper-status build-json-routes)
+            return self._send(200 if statuses[key]["state"] == "running" else 503,
+                              dict(statuses[key], service_name=key))
         if url.path.startswith("/status/v1/simple"):
             statuses = port_statuses(port)
             key = url.path[len("/status/v1/simple"):].strip("/")
@@ -541,7 +561,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if problem:
                 return self._send(problem[0], {"kind": problem[1], "msg": problem[2]})
             entry = _read_json(TOKENS, {})[hashlib.sha256(token.encode()).hexdigest()]
-            return self._send(200, {"login": entry["user"], "expires": entry["expires"], "role_ids": [1]})
+            return self._send(200, token_info(token, entry))
         if port == 4433 and url.path == "/rbac-api/v1/auth/token":
             return self._send(200, issue_token(body or {}))
         if port == 4433 and url.path.startswith("/classifier-api/v1/"):

@@ -1,0 +1,174 @@
+"""pe-ha's parsers on PE's documented response bodies and CLI outputs (``samples/``, sources in
+``samples/SOURCES.md``), never on the simulator's output. Samples whose evidence level is ``unverified`` are
+not keyed on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pe_ha.errors import AuthError
+from pe_ha.pe_api import STATUS_PORTS, PEApi, parse_services_status, token_expiration
+from tests.conftest import make_settings
+
+SAMPLES = Path(__file__).parent / "samples"
+MANIFEST = {s["file"]: s for s in json.loads((SAMPLES / "MANIFEST.json").read_text())["samples"]}
+
+
+def sample(name: str) -> str:
+    assert MANIFEST[name]["evidence"] != "unverified", f"{name} is unverified: do not key a test on it"
+    return (SAMPLES / name).read_text()
+
+
+# -- RBAC: POST /rbac-api/v2/auth/token/authenticate ---------------------------------------------------
+
+
+def test_token_expiration_is_read_from_pes_documented_field():
+    info = json.loads(sample("rbac-authenticate-200.json"))
+    assert "expires" not in info  # the field the old guard read: PE never sends it
+    assert token_expiration(info) == dt.datetime(2021, 6, 2, 2, 24, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2021-06-02T02:24:30Z", dt.datetime(2021, 6, 2, 2, 24, 30, tzinfo=dt.UTC)),
+    ("2021-06-01T22:24:31.340Z", dt.datetime(2021, 6, 1, 22, 24, 31, 340000, tzinfo=dt.UTC)),
+    ("2021-06-02T04:24:30+02:00", dt.datetime(2021, 6, 2, 2, 24, 30, tzinfo=dt.UTC)),
+    (None, None), ("", None), ("tomorrow", None), (1622600670, None),
+])
+def test_token_expiration_forms(value, expected):
+    assert token_expiration({"expiration": value}) == expected
+
+
+def _api_answering(settings, path_bodies: dict[str, tuple[int, str, str]]) -> PEApi:
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, ctype, text = path_bodies[request.url.path]
+        return httpx.Response(status, headers={"content-type": ctype}, text=text)
+
+    return PEApi(settings, transport=httpx.MockTransport(handler))
+
+
+def test_short_lived_token_is_refused_with_the_time_left(tmp_path):
+    from pe_ha import runtime
+    from tasks.token import validate_token
+
+    settings = make_settings(tmp_path)
+    body = json.loads(sample("rbac-authenticate-200.json"))
+    body["expiration"] = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api = _api_answering(settings, {"/rbac-api/v2/auth/token/authenticate": (200, "application/json", json.dumps(body))})
+    with runtime.use(settings=settings, api=api), pytest.raises(AuthError) as refused:
+        validate_token.fn(min_validity_s=3600)
+    assert "expires in 2" in str(refused.value) and "less than the 3600 s" in str(refused.value)
+
+
+def test_long_lived_token_passes(tmp_path):
+    from pe_ha import runtime
+    from tasks.token import validate_token
+
+    settings = make_settings(tmp_path)
+    body = json.loads(sample("rbac-authenticate-200.json"))
+    body["expiration"] = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api = _api_answering(settings, {"/rbac-api/v2/auth/token/authenticate": (200, "application/json", json.dumps(body))})
+    with runtime.use(settings=settings, api=api):
+        assert validate_token.fn(min_validity_s=3600)["login"] == "admin"
+
+
+@pytest.mark.parametrize("name", ["rbac-token-expired-403.json", "rbac-token-revoked-403.json",
+                                  "rbac-token-timed-out-403.json", "rbac-token-expired-401.json"])
+def test_token_errors_are_auth_errors_naming_the_kind(tmp_path, name):
+    settings = make_settings(tmp_path)
+    status = MANIFEST[name]["status"]
+    api = _api_answering(settings, {"/rbac-api/v2/auth/token/authenticate": (status, "application/json", sample(name))})
+    with pytest.raises(AuthError) as refused:
+        api.authenticate(settings.rbac_token())
+    assert json.loads(sample(name))["kind"] in str(refused.value)
+    assert refused.value.status == status
+
+
+# -- status API ----------------------------------------------------------------------------------------
+
+
+def test_status_ports_are_the_documented_ones():
+    assert sorted(STATUS_PORTS) == [4433, 8081, 8140, 8143]  # Code Manager reports on 8140, not 8170
+
+
+def test_services_status_200():
+    rows = parse_services_status("m", 4433, 200, sample("status-services-4433-200.json"))
+    assert {r.service for r in rows} == {"activity-service", "classifier-service", "rbac-service", "status-service"}
+    assert all(r.running and r.errors == [] for r in rows)
+    rbac = next(r for r in rows if r.service == "rbac-service")
+    assert rbac.status is not None and rbac.status["replication"] == {"mode": "none", "status": "none"}
+
+
+def test_services_status_503_still_carries_the_map():
+    rows = parse_services_status("m", 8081, 503, sample("status-services-503-puppetdb-down.json"))
+    pdb = next(r for r in rows if r.service == "puppetdb-status")
+    assert pdb.state == "error" and not pdb.running
+    assert pdb.status is not None and pdb.status["read_db_up?"] is False
+
+
+@pytest.mark.parametrize("body", [
+    "<html><body><h1>503 Service Unavailable</h1>No server is available to handle this request.</body></html>",
+    '"a string"', "[1, 2]", "", "{}", "null",
+])
+def test_services_status_odd_bodies_become_one_unknown_row(body):
+    rows = parse_services_status("m", 8140, 503, body)
+    assert len(rows) == 1 and rows[0].state == "unknown"
+    assert rows[0].errors and body[:40] in rows[0].errors[0]["message"]
+
+
+def test_services_status_a_service_whose_status_is_a_string():
+    # PDB-4836: a failing status callback makes ``status`` a string
+    text = json.dumps({"puppetdb-status": {"state": "unknown", "status": "Status check timed out", "active_alerts": []}})
+    (row,) = parse_services_status("m", 8081, 503, text)
+    assert row.state == "unknown" and row.status is None
+
+
+def test_warning_alerts_do_not_fail_health_but_errors_do():
+    text = json.dumps({"pe-master": {"state": "running", "status": {}, "active_alerts": [
+        {"severity": "warning", "message": "JRuby pool is 90% full"}]},
+        "puppetdb-status": {"state": "running", "status": {}, "active_alerts": [
+            {"severity": "error", "message": "write DB down"}]}})
+    rows = {r.service: r for r in parse_services_status("m", 8140, 200, text)}
+    assert rows["pe-master"].errors == [] and rows["pe-master"].alerts
+    assert [a["message"] for a in rows["puppetdb-status"].errors] == ["write DB down"]
+
+
+def test_html_503_from_a_load_balancer_is_an_unknown_row_not_a_crash(tmp_path):
+    from pe_ha import runtime
+    from tasks.status_api import host_status
+
+    settings = make_settings(tmp_path)
+    html = "<html><head><title>503</title></head><body>backend down</body></html>"
+    api = _api_answering(settings, {"/status/v1/services": (503, "text/html", html)})
+    with runtime.use(settings=settings, api=api):
+        rows = host_status.fn(settings.master.name, (8140,))
+    assert rows[0]["state"] == "unknown" and "backend down" in rows[0]["alerts"] and rows[0]["failing_alerts"] == 1
+
+
+# -- puppet infrastructure status --format json ---------------------------------------------------------
+
+
+def test_infrastructure_status_capture():
+    from tasks.infrastructure import not_running, summarize
+
+    entries = json.loads(sample("infra-status-json-replica-unreachable.json"))
+    assert isinstance(entries, list)
+    down = not_running(entries)
+    assert down and all(": unreachable" in line for line in down)
+    assert summarize(entries).endswith(f"of {len(entries)} services are fully operational")
+
+
+# -- classifier -------------------------------------------------------------------------------------------
+
+
+def test_classifier_groups_capture(tmp_path):
+    settings = make_settings(tmp_path)
+    api = _api_answering(settings, {"/classifier-api/v1/groups": (200, "application/json",
+                                                                   sample("classifier-groups-200.json"))})
+    groups = api.groups(settings.rbac_token())
+    assert all({"id", "name", "parent", "classes"} <= set(g) for g in groups)
+    assert any("rule" not in g for g in groups)  # PE Infrastructure has no rule: code must use .get("rule")
