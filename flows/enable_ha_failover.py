@@ -1,21 +1,27 @@
 """Enable a new replica using a failed master — PE guide, ``puppet infrastructure run enable_ha_failover``.
 
-Runs on the promoted replica (the new master). The whole flow is bounded by
-``replication_timeout_secs`` plus a margin: when time runs out the remote command is killed.
+Runs the plan ``enterprise_tasks::enable_ha_failover`` on the promoted replica (the new master), with the
+plan's own parameters. From PE 2019.3 the plan authenticates with the primary's certificate, so no RBAC
+token is staged. ``replication_timeout_secs`` is the plan's bound on its replica status wait only; the
+whole plan (services, certificates, Puppet runs, provision, enable) is bounded by ``plan_timeout_s``, after
+which the remote command is killed.
 """
 
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, remove_token_best_effort, run_name, show_topology
+from flows._common import Runbook, distinct, installation_lock, inventory_host, run_name, show_topology
 from pe_ha import commands, runtime
+from pe_ha.errors import ValidationError
 from pe_ha.validation import Topology, positive_int
-from tasks import infrastructure, token
+from tasks import infrastructure
 
 
 @flow(name="enable-ha-failover", flow_run_name=run_name("enable-ha-failover", "host", "master"))
 @installation_lock("enable-ha-failover")
 def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeout_secs: int = 1800,
+                       skip_agent_config: bool = False, agent_server_urls: list[str] | None = None,
+                       pcp_brokers: list[str] | None = None, plan_timeout_s: int = 10800,
                        caserver: str | None = None, tmpdir: str | None = None, promoted: str | None = None,
                        dry_run: bool = False) -> dict:
     """Turn the failed master ``host`` into the replica of the promoted replica.
@@ -23,8 +29,13 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
     Args:
         host: The failed master, which becomes the new replica.
         topology: mono (no compilers) or mono-with-compile.
-        replication_timeout_secs: How long PE may wait for replication; the flow ends on time, even if the remote
-            command does not.
+        replication_timeout_secs: The plan's bound on waiting for the new replica's services to sync (PE's default 1800).
+        skip_agent_config: Leave agents' server_list and pcp_broker_list alone (the plan's skip_agent_config).
+        agent_server_urls: host:port of each server agents use, in order (required for mono-with-compile unless
+            skip_agent_config).
+        pcp_brokers: host:port of each PCP broker agents use, in order (as agent_server_urls).
+        plan_timeout_s: Hard bound for the whole plan, in seconds; the remote command is killed after it. It must
+            exceed replication_timeout_secs: the plan also re-runs Puppet, signs certificates and enables the replica.
         caserver: The CA server, when it is not the promoted master.
         tmpdir: Folder on the promoted master for the plan's temporary files.
         promoted: The promoted replica (now the master) where the plan runs; empty means the inventory's replica.
@@ -35,25 +46,21 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
     host = inventory_host(host, default=None, what="host (failed master)")
     distinct(promoted, host, "host")
     replication_timeout_secs = positive_int(replication_timeout_secs, what="replication_timeout_secs", maximum=86400)
+    plan_timeout_s = positive_int(plan_timeout_s, what="plan_timeout_s", maximum=7 * 86400)
+    if plan_timeout_s <= replication_timeout_secs:
+        raise ValidationError(f"plan_timeout_s={plan_timeout_s} must exceed replication_timeout_secs="
+                              f"{replication_timeout_secs}: the plan does more than wait for replication")
     cmd = commands.enable_ha_failover(host, topology=topology, caserver=caserver,
                                       replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
-                                      token_file=s.remote_token_file)
+                                      skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
+                                      pcp_brokers=pcp_brokers or ())
     book = Runbook("enable-ha-failover", host)
-    book.planned("stage RBAC token", promoted, s.remote_token_file)
     book.planned("enable_ha_failover", promoted, cmd)
     if dry_run:
         return {"dry_run": True, "plan": book.publish_plan()}
     show_topology("before", [promoted])
-    with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=replication_timeout_secs + s.failover_margin_s, master=promoted)
-    try:
-        with book.step("stage RBAC token", promoted):
-            token.stage_token(promoted)
-        with book.step("puppet infrastructure run enable_ha_failover", promoted):
-            infrastructure.enable_ha_failover(promoted, host, topology, replication_timeout_secs, caserver, tmpdir,
-                                              margin_s=s.failover_margin_s)
-    finally:
-        remove_token_best_effort(promoted)
+    with book.step("puppet infrastructure run enable_ha_failover", promoted):
+        infrastructure.enable_ha_failover(promoted, cmd, plan_timeout_s)
     entries = show_topology("after", [promoted])
     book.publish_summary(outcome="failed master is the new replica",
                          next_steps=[f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."])

@@ -143,21 +143,46 @@ def enable_ha_failover(
     caserver: str | None = None,
     replication_timeout_secs: int | None = None,
     tmpdir: str | None = None,
-    token_file: str | None = None,
+    skip_agent_config: bool = False,
+    agent_server_urls: Sequence[str] = (),
+    pcp_brokers: Sequence[str] = (),
 ) -> Command:
-    """``puppet infrastructure run enable_ha_failover host=… topology=… [replication_timeout_secs=…]``."""
+    """``puppet infrastructure run enable_ha_failover host=… topology=… […]``, run on the promoted replica.
+
+    The parameters are those of the plan ``enterprise_tasks::enable_ha_failover``. From PE 2019.3 it
+    authenticates with the primary's certificate: it takes no ``--token-file``. It refuses
+    ``mono-with-compile`` without ``skip_agent_config`` or both URL lists, and so does this builder.
+    """
     host = v.hostname(host, what="failed master (host)")
+    topology = v.topology(topology)
+    urls = [_host_port(u, what="agent_server_urls") for u in agent_server_urls]
+    brokers = [_host_port(u, what="pcp_brokers") for u in pcp_brokers]
+    if topology == "mono-with-compile" and not skip_agent_config and not (urls and brokers):
+        raise ValidationError("topology mono-with-compile needs agent_server_urls and pcp_brokers, or "
+                              "skip_agent_config=true (the plan refuses it otherwise)")
     argv = _infra("run", "enable_ha_failover", f"host={host}")
     if caserver is not None:
         argv.append(f"caserver={v.hostname(caserver, what='caserver')}")
-    argv.append(f"topology={v.topology(topology)}")
+    argv.append(f"topology={topology}")
     if replication_timeout_secs is not None:
         argv.append(f"replication_timeout_secs={v.positive_int(replication_timeout_secs, what='replication_timeout_secs', maximum=86400)}")
     if tmpdir is not None:
         argv.append(f"tmpdir={v.absolute_path(tmpdir, what='tmpdir')}")
-    if token_file is not None:
-        argv += ["--token-file", v.absolute_path(token_file, what="token file")]
+    if skip_agent_config:
+        argv.append("skip_agent_config=true")
+    if urls:
+        argv.append(f"agent_server_urls={','.join(urls)}")
+    if brokers:
+        argv.append(f"pcp_brokers={','.join(brokers)}")
     return Command(tuple(argv), f"enable_ha_failover host={host}")
+
+
+def _host_port(value: str, *, what: str) -> str:
+    """``host:port`` (a server or broker URL of the plan's comma-separated lists)."""
+    host, sep, port = str(value).strip().rpartition(":")
+    if not sep:
+        raise ValidationError(f"{what}: {value!r} must be host:port")
+    return f"{v.hostname(host, what=what)}:{v.positive_int(int(port) if port.isdigit() else -1, what=what + ' port', maximum=65535)}"
 
 
 # -- puppet: services, agent, jobs, config ----------------------------------------------------------

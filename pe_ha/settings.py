@@ -108,8 +108,6 @@ class Settings(BaseSettings):
                              description="Where classifier backups are written on the worker (mode 0700).")
     remote_lang: str = Field(default="C.UTF-8", description="LANG for remote root sessions.")
     remote_path: str = Field(default=DEFAULT_REMOTE_PATH, description="PATH for remote root sessions.")
-    failover_margin_s: float = Field(default=60, ge=1, le=3600,
-                                     description="enable_ha_failover is killed at replication_timeout_secs plus this margin.")
     health_interval_s: int = Field(default=300, ge=10, le=86400,
                                    description="verify_health schedule interval in seconds (10 s to a day).")
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from prefect import task
 
 from pe_ha import commands, runtime
+from pe_ha.commands import Command
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitTimedOut
 from tasks._base import READ, SIDE_EFFECT, logger
 
@@ -112,19 +113,14 @@ def reinitialize_replica(replica: str, databases: Sequence[str]) -> str:
     return runtime.executor().run(replica, commands.reinitialize_replica(databases)).stdout
 
 
-@task(name="enable-ha-failover", task_run_name="enable-ha-failover/{failed_master}", **SIDE_EFFECT)
-def enable_ha_failover(on_host: str, failed_master: str, topology: str, replication_timeout_secs: int,
-                       caserver: str | None = None, tmpdir: str | None = None, margin_s: float = 60) -> str:
-    """``puppet infrastructure run enable_ha_failover`` on the promoted replica, killed at timeout + margin."""
-    s = runtime.settings()
-    cmd = commands.enable_ha_failover(failed_master, topology=topology, caserver=caserver,
-                                      replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
-                                      token_file=s.remote_token_file)
+@task(name="enable-ha-failover", task_run_name="enable-ha-failover/{on_host}", **SIDE_EFFECT)
+def enable_ha_failover(on_host: str, cmd: Command, plan_timeout_s: float) -> str:
+    """``puppet infrastructure run enable_ha_failover`` on the promoted replica, killed at ``plan_timeout_s``."""
     try:
-        return runtime.executor().run(on_host, cmd, timeout_s=replication_timeout_secs + margin_s).stdout
+        return runtime.executor().run(on_host, cmd, timeout_s=plan_timeout_s).stdout
     except RemoteTimeout:
-        raise RemoteTimeout(f"enable_ha_failover did not finish within replication_timeout_secs={replication_timeout_secs}"
-                            f" + {margin_s:g} s and was killed", host=on_host,
+        raise RemoteTimeout(f"enable_ha_failover did not finish within plan_timeout_s={plan_timeout_s:g} and was killed",
+                            host=on_host,
                             hint="check /var/log/puppetlabs/installer/bolt_info.log on the host, then re-run") from None
 
 

@@ -43,9 +43,15 @@ PINNED = [
     (c.enable_ha_failover("old-master.example.com", topology="mono", replication_timeout_secs=900, tmpdir="/var/tmp"),
      "puppet infrastructure run enable_ha_failover host=old-master.example.com topology=mono "
      "replication_timeout_secs=900 tmpdir=/var/tmp"),
-    (c.enable_ha_failover("old.example.com", caserver="new.example.com", topology="mono-with-compile"),
+    (c.enable_ha_failover("old.example.com", caserver="new.example.com", topology="mono-with-compile",
+                          skip_agent_config=True),
      "puppet infrastructure run enable_ha_failover host=old.example.com caserver=new.example.com "
-     "topology=mono-with-compile"),
+     "topology=mono-with-compile skip_agent_config=true"),
+    (c.enable_ha_failover("old.example.com", topology="mono-with-compile",
+                          agent_server_urls=["new.example.com:8140", "compile1.example.com:8140"],
+                          pcp_brokers=["new.example.com:8142"]),
+     "puppet infrastructure run enable_ha_failover host=old.example.com topology=mono-with-compile "
+     "agent_server_urls=new.example.com:8140,compile1.example.com:8140 pcp_brokers=new.example.com:8142"),
     (c.service("puppet", "stopped"), "puppet resource service puppet ensure=stopped"),
     (c.service("pe-puppetdb", "running"), "puppet resource service pe-puppetdb ensure=running"),
     (c.agent_run(), "puppet agent -t"),
@@ -108,6 +114,11 @@ REFUSED = [
     (lambda: c.pg_restore(file="/var/tmp/x", jobs=0, **PG), "whole number"),
     (lambda: c.pg_dump(file="/var/tmp/x", os_user="pe-postgres;id", bin_dir=B), "user name"),
     (lambda: c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=-5), "whole number"),
+    (lambda: c.enable_ha_failover("old.example.com", topology="mono-with-compile"), "agent_server_urls and pcp_brokers"),
+    (lambda: c.enable_ha_failover("old.example.com", topology="mono-with-compile",
+                                  agent_server_urls=["new.example.com:8140"]), "agent_server_urls and pcp_brokers"),
+    (lambda: c.enable_ha_failover("old.example.com", topology="mono", agent_server_urls=["new.example.com"]),
+     "host:port"),
     (lambda: c.config_set("server", "a\nb"), "line break"),
     (lambda: c.config_delete("server", section="main;x"), "section"),
     (lambda: c.write_restore_lists({"/var/tmp/x.list": [0]}), "whole number"),
@@ -179,9 +190,9 @@ FAST_PINNED = [
     (c.job_run_all_nodes(token_file=TF),
      "puppet job run --no-enforce-environment --query 'nodes {deactivated is null and expired is null}' "
      "--token-file " + TF),
-    (c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=60, token_file=TF),
-     "puppet infrastructure run enable_ha_failover host=old.example.com topology=mono replication_timeout_secs=60 "
-     "--token-file " + TF),
+    # From PE 2019.3 the plan authenticates with the primary's certificate: no --token-file.
+    (c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=60),
+     "puppet infrastructure run enable_ha_failover host=old.example.com topology=mono replication_timeout_secs=60"),
 ]
 
 

@@ -200,10 +200,28 @@ def test_enable_ha_failover_is_killed_at_its_bound(env):
     fake.script(R, ("puppet", "infrastructure", "run"), error=RemoteTimeout("did not finish", host=R))
     from flows.enable_ha_failover import enable_ha_failover
 
-    state = enable_ha_failover(host=M, replication_timeout_secs=30, return_state=True)
-    with pytest.raises(RemoteTimeout, match="replication_timeout_secs=30"):
+    state = enable_ha_failover(host=M, replication_timeout_secs=30, plan_timeout_s=90, return_state=True)
+    with pytest.raises(RemoteTimeout, match="plan_timeout_s=90"):
         state.result()
-    assert ("rm", "-f", "--", TF) in fake.commands_on(R)
+    (run,) = [c for c in fake.commands_on(R) if c[:3] == ("puppet", "infrastructure", "run")]
+    assert "--token-file" not in run  # the plan reads no token from PE 2019.3 on
+    assert not any(TF in c for c in fake.commands_on(R))  # and none is staged or removed
+
+
+def test_enable_ha_failover_refuses_a_plan_bound_below_the_replication_wait(env):
+    from flows.enable_ha_failover import enable_ha_failover
+
+    state = enable_ha_failover(host=M, replication_timeout_secs=1800, plan_timeout_s=1800, return_state=True)
+    assert state.is_failed() and "plan_timeout_s=1800 must exceed replication_timeout_secs=1800" in state.message
+
+
+def test_enable_ha_failover_mono_with_compile_needs_the_agent_urls(env):
+    fake, _, _ = env
+    from flows.enable_ha_failover import enable_ha_failover
+
+    state = enable_ha_failover(host=M, topology="mono-with-compile", return_state=True)
+    assert state.is_failed() and "agent_server_urls and pcp_brokers" in state.message
+    assert not any(c[:3] == ("puppet", "infrastructure", "run") for c in fake.commands_on(R))
 
 
 def test_reinitialize_refuses_when_the_master_is_unhealthy(tmp_path):

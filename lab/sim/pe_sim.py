@@ -332,8 +332,15 @@ def read_token_file(path):
         return None
 
 
+# Set while the enable_ha_failover plan runs: from PE 2019.3 its inner steps authenticate with the primary's
+# certificate and read no token (2019.3 release notes; SOURCES.md CLI table).
+PLAN_CERT_AUTH = {"on": False}
+
+
 def require_token(args):
     """The CLI's check: authenticate the token against the master's RBAC (over HTTPS, for real)."""
+    if PLAN_CERT_AUTH["on"]:
+        return
     path = option(args, "--token-file") or os.path.expanduser("~/.puppetlabs/token")
     token = read_token_file(path)
     if not token:
@@ -1307,14 +1314,18 @@ def cmd_run(args):
     if not host or topology not in ("mono", "mono-with-compile"):
         raise SimError("Error: enable_ha_failover needs host=<failed master> and topology=mono|mono-with-compile")
     timeout = float(params.get("replication_timeout_secs", 1800))
+    skip = params.get("skip_agent_config") == "true"
+    agent_urls, pcp = params.get("agent_server_urls"), params.get("pcp_brokers")
+    # The plan's own first check (enterprise_tasks::enable_ha_failover, both public copies)
+    if topology == "mono-with-compile" and not skip and not (agent_urls and pcp):
+        raise SimError("Error: agent_server_urls and pcp_brokers are required parameters for the 'mono-with-compile' "
+                       "topology unless skip_agent_config is true")
     s = state()
     if s.get("role") != "master":
         raise SimError("Error: run enable_ha_failover on the promoted replica (the current master).")
     if host == s["master"]:
         raise SimError("Error: host must be the failed master, not this node.")
     known_host(host)
-    token_args = ["--token-file", option(args, "--token-file")] if option(args, "--token-file") else []
-    require_token(token_args)
     started = time.time()
     print("Starting: plan enterprise_tasks::enable_ha_failover")
     slow_fault("enable_ha_failover")
@@ -1322,7 +1333,8 @@ def cmd_run(args):
     if r.returncode:
         raise SimError("Error: could not prepare %s: %s" % (host, r.stderr.decode().strip()))
     print("Finished: disable_all_puppet_services, remove_enterprise_conf_files, delete_ssl_dir on %s" % host)
-    cmd_provision(["replica", host] + token_args)
+    PLAN_CERT_AUTH["on"] = True
+    cmd_provision(["replica", host])
     deadline = started + timeout
     while True:
         entries = host_entries(host, "Primary Master Replica", "replica")
@@ -1334,7 +1346,14 @@ def cmd_run(args):
             raise SimError("Error: puppetlabs.hafailover/provision-replica-failed: Replica status check timed out "
                            "after %gs" % timeout)
         time.sleep(min(2.0, max(0.1, deadline - time.time())))
-    cmd_enable(["replica", host, "--topology", topology, "--yes"] + token_args)
+    enable = ["replica", host, "--topology", topology, "--yes"]
+    if skip:
+        enable.append("--skip-agent-config")
+    if agent_urls:
+        enable += ["--agent-server-urls", agent_urls]
+    if pcp:
+        enable += ["--pcp-brokers", pcp]
+    cmd_enable(enable)
     print("Finished: plan enterprise_tasks::enable_ha_failover in %.1f sec" % (time.time() - started))
     return 0
 

@@ -316,7 +316,7 @@ def test_agent_lock_held(fresh_lab, outcome):
 def test_enable_ha_failover_ends_on_time(fresh_lab, outcome):
     from flows.enable_ha_failover import enable_ha_failover
 
-    settings = lab_settings(failover_margin_s=3)
+    settings = lab_settings()
     check = quiet(settings)
     core.node_run(fresh_lab.replica, "pe-sim", "fault", "slow_command", '"enable_ha_failover"')
     core.node_run(fresh_lab.replica, "pe-sim", "fault", "slow_seconds", "60")
@@ -324,13 +324,14 @@ def test_enable_ha_failover_ends_on_time(fresh_lab, outcome):
     core.node_run(fresh_lab.replica, "bash", "-c", "/usr/bin/python3 - <<'X'\nimport json\np='/opt/puppetlabs/sim/state.json'\n"
                   "s=json.load(open(p)); s.update(role='master', master='replica.lab.test'); json.dump(s, open(p,'w'))\nX")
     core.node_run(fresh_lab.replica, "pe-sim", "ensure-services")  # a promoted replica runs the master's services
-    with outcome("fault", "enable_ha_failover with replication_timeout_secs=5 and a command that would run 60 s",
-                 "ends at the bound (timeout + margin), remote command killed") as o:
+    with outcome("fault", "enable_ha_failover with plan_timeout_s=8 and a plan that would run 60 s",
+                 "ends at the plan's bound, remote command killed") as o:
         with runtime.use(settings=settings):
             started = time.monotonic()
-            state = enable_ha_failover(host=M, replication_timeout_secs=5, promoted=R, return_state=True)
+            state = enable_ha_failover(host=M, replication_timeout_secs=5, plan_timeout_s=8, promoted=R,
+                                       return_state=True)
             took = time.monotonic() - started
-        assert state.is_failed() and "replication_timeout_secs=5" in state.message
+        assert state.is_failed() and "plan_timeout_s=8" in state.message
         assert took < 40
         time.sleep(1)
         assert check.run(R, ["pgrep", "-f", "^/usr/bin/python3 /opt/puppetlabs/sim/pe_sim.py puppet infrastructure run"],
