@@ -14,7 +14,7 @@ from flows._common import Runbook, distinct, installation_lock, inventory_host, 
 from pe_ha import commands, runtime
 from pe_ha.errors import ValidationError
 from pe_ha.validation import Topology, positive_int
-from tasks import infrastructure
+from tasks import infrastructure, network
 
 
 @flow(name="enable-ha-failover", flow_run_name=run_name("enable-ha-failover", "host", "master"))
@@ -55,10 +55,16 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
                                       skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
                                       pcp_brokers=pcp_brokers or ())
     book = Runbook("enable-ha-failover", host)
+    book.planned("check PE version", promoted, commands.pe_version())
+    book.planned("check ssh to the failed master", promoted, commands.ssh_check(host))
     book.planned("enable_ha_failover", promoted, cmd)
     if dry_run:
         return {"dry_run": True, "plan": book.publish_plan()}
     show_topology("before", [promoted])
+    with book.step("check PE version", promoted):
+        infrastructure.pe_version(promoted)
+    with book.step("check ssh to the failed master", promoted):
+        network.require_ssh(promoted, host)  # the plan works on the failed master over ssh
     with book.step("puppet infrastructure run enable_ha_failover", promoted):
         infrastructure.enable_ha_failover(promoted, cmd, plan_timeout_s)
     entries = show_topology("after", [promoted])

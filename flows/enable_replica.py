@@ -49,7 +49,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     ``start_at`` re-runs from a named step after a manual fix or a crash; earlier steps are not repeated.
 
     Args:
-        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
         topology: mono (no compilers) or mono-with-compile; mono-with-compile needs skip_agent_config or the URL
             lists.
         skip_agent_config: Leave agents' server_list and pcp_broker_list alone (--skip-agent-config), e.g. when load

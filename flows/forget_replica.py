@@ -31,7 +31,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
     """Decommission ``replica``: classification and database state are cleaned up on the master.
 
     Args:
-        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
         master: The master to run on; empty means the inventory's master.
         approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
             operator.

@@ -1,6 +1,8 @@
 """Promote a replica — PE guide, "Promote a replica". Only when the master is offline for good.
 
-1. Split-brain guard: the master must answer on none of PE's ports, asked from the replica and from
+1. Preconditions: the replica runs a supported PE version and was enabled (classification, read from the
+   replica's own classifier).
+   Split-brain guard: the master must answer on none of PE's ports, asked from the replica and from
    the worker. ``allow_master_reachable=True`` overrides it, loudly.
 2. Approval pause (unless approved up front).
 3. ``puppet infrastructure promote replica`` on the replica.
@@ -28,7 +30,7 @@ from flows._common import (
 from pe_ha import commands, runtime
 from pe_ha.errors import ApprovalRejected, PreconditionFailed
 from pe_ha.validation import Topology
-from tasks import agent, infrastructure, status_api, token
+from tasks import agent, classifier, infrastructure, status_api, token
 
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
@@ -40,7 +42,7 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     """Promote ``replica`` to primary master after the old master is gone for good.
 
     Args:
-        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
         topology: Optional --topology for the promotion: mono or mono-with-compile.
         deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (puppet job
             run).
@@ -56,6 +58,8 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     distinct(master, replica, "replica")
     nodes = [n.name for n in s.managed_nodes]
     book = Runbook("promote-replica", replica)
+    book.planned("check PE version", replica, commands.pe_version())
+    book.planned("check the replica was enabled", replica, "classifier on the replica: ha_enabled_replicas")
     book.planned("split-brain guard", "worker", f"TCP probe of {master} on PE ports")
     for port in (8140, 8081, 4433, 8143, 8142, 8170):
         book.planned("split-brain guard", replica, commands.tcp_probe(master, port))
@@ -66,6 +70,14 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
         return {"dry_run": True, "plan": book.publish_plan()}
 
     show_topology("before", [replica])
+    with book.step("check PE version", replica):
+        infrastructure.pe_version(replica)
+    with book.step("check the replica was enabled", replica):
+        if not classifier.replica_enabled(replica, read_from=replica):
+            raise PreconditionFailed(f"{replica} was never enabled as a replica (it is not in ha_enabled_replicas of "
+                                     "the classification it holds); promoting it would leave agents without a master",
+                                     hint="a provisioned replica must be enabled (enable-replica) before it can be "
+                                          "promoted; if the master is gone, restore it from backup instead")
     with book.step("split-brain guard: is the old master gone?", master):
         from_worker = status_api.open_ports_from_worker(master)
         from_replica = status_api.open_ports_from_host(replica, master)

@@ -24,7 +24,7 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
 
     Args:
         databases: Databases to reinitialize: pe-activity, pe-classifier, pe-orchestrator, pe-rbac; empty means all.
-        replica: The replica's certname; empty means the replica from the inventory (PEHA_HOSTS).
+        replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
         master: The master to run on; empty means the inventory's master.
         approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
             operator.

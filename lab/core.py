@@ -273,6 +273,12 @@ def _node_files(cfg: LabConfig) -> None:
         for sub in ("postgresql", "sim"):
             (log / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(log / "postgresql", "postgres", "postgres")
+        if h.role == "master":  # the secret keys PE keeps on the primary (profile's list; random for the lab)
+            for key_file in cfg.profile.secret_key_files:
+                path = h.path(key_file)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"pe-ha-lab-simulator": os.urandom(16).hex()}) + "\n")
+                path.chmod(0o600)
         # The replica starts as a plain agent node: PE makes it a replica at provision time.
         (h.path("/root") / ".bashrc").write_text(f"export PATH={NODE_PATH}\n")
         state = {"certname": h.fqdn, "role": "master" if h.role == "master" else "agent", "master": cfg.master.fqdn, "replica": None,

@@ -324,6 +324,26 @@ def scp_to(path: str, *, host: str, dest: str) -> Command:
 
 
 
+def pe_version() -> Command:
+    return Command(("cat", "/opt/puppetlabs/server/pe_version"), "PE version")
+
+
+def ssh_check(target: str, *, timeout_s: int = 5) -> Command:
+    """Can this node ssh to ``target`` as root without a prompt (what ``puppet infrastructure run`` needs)?"""
+    return Command(("ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={v.positive_int(timeout_s, what='timeout', maximum=60)}",
+                    v.hostname(target), "true"), f"ssh to {target}")
+
+
+def file_exists(path: str) -> Command:
+    return Command(("test", "-f", v.absolute_path(path)), f"{path} exists")
+
+
+def copy_preserving(path: str, *, host: str) -> Command:
+    """``scp -p`` a file to the same path on ``host`` (mode and times kept), run on the node that has it."""
+    return Command(("scp", "-p", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", v.absolute_path(path),
+                    f"{v.hostname(host)}:{v.absolute_path(path)}"), f"copy {path} to {host}")
+
+
 def service_state(name: str) -> Command:
     """``puppet resource service <name>``: prints the current ensure value."""
     return Command((PUPPET, "resource", "service", v.service(name)), f"state of {name}")

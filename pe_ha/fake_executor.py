@@ -47,6 +47,7 @@ class FakeExecutor:
     calls: list[Call] = field(default_factory=list)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
+    pe_version: str = "2019.8.12"  # what an unscripted `cat /opt/puppetlabs/server/pe_version` answers
     _rules: list[_Rule] = field(default_factory=list)
 
     def script(
@@ -104,13 +105,21 @@ class FakeExecutor:
         return result
 
     def _answer(self, host: str, argv: tuple[str, ...]) -> CommandResult | PeHaError | Responder:
+        found = self._scripted(host, argv)
+        if found is not None:
+            return found
+        if argv == ("cat", "/opt/puppetlabs/server/pe_version"):
+            return CommandResult(host, argv, 0, self.pe_version + "\n", "", 0.0)
+        return CommandResult(host, argv, 0, "", "", 0.0)
+
+    def _scripted(self, host: str, argv: tuple[str, ...]) -> CommandResult | PeHaError | Responder | None:
         for rule in self._rules:
             if rule.host not in (None, host) or argv[: len(rule.prefix)] != rule.prefix or not rule.answers:
                 continue
             if len(rule.answers) > 1 or not rule.repeat_last:
                 return rule.answers.pop(0)
             return rule.answers[0]
-        return CommandResult(host, argv, 0, "", "", 0.0)
+        return None
 
     def put(self, host: str, local_path: Path, remote_path: str, *, mode: int = 0o600) -> None:
         self.calls.append(Call(host, ("put", str(local_path), remote_path), "put"))

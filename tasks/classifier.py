@@ -61,3 +61,27 @@ def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], 
                                      "rule": rule, "classes": {AGENT_PROFILE: params},
                                      "description": f"pe-ha: agents at site {site} fail over through these servers"})
     return {"group": group, "changed": True}
+
+
+@task(name="code-manager-configured", **READ)
+def code_manager_auto_configure(host: str | None = None) -> bool:
+    """``code_manager_auto_configure`` on the PE Master group's ``puppet_enterprise::profile::master`` class."""
+    groups = runtime.api().groups(runtime.settings().rbac_token(), host)
+    for group in groups:
+        if group.get("name") == "PE Master":
+            params = (group.get("classes") or {}).get("puppet_enterprise::profile::master") or {}
+            return params.get("code_manager_auto_configure") is True
+    return False
+
+
+@task(name="replica-enabled", task_run_name="replica-enabled/{replica}", **READ)
+def replica_enabled(replica: str, read_from: str) -> bool:
+    """Was ``replica`` enabled? PE records it in classification: ``ha_enabled_replicas`` of the
+    ``puppet_enterprise`` class on PE Infrastructure, beside the PE HA Replica group. Read from ``read_from``
+    (the replica's own, replicated classifier when the master is gone)."""
+    groups = runtime.api().groups(runtime.settings().rbac_token(), read_from)
+    for group in groups:
+        pe = (group.get("classes") or {}).get("puppet_enterprise") or {}
+        if replica in (pe.get("ha_enabled_replicas") or []):
+            return True
+    return False

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from prefect import task
 
-from pe_ha import commands, runtime
+from pe_ha import commands, runtime, versions
 from pe_ha.commands import Command
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitTimedOut
 from tasks._base import READ, SIDE_EFFECT, logger
@@ -127,3 +127,28 @@ def enable_ha_failover(on_host: str, cmd: Command, plan_timeout_s: float) -> str
 def require_role(entries: list[dict], host: str, expected_type: str) -> None:
     if not any(e.get("server") == host and e.get("type") == expected_type for e in entries):
         raise PreconditionFailed(f"{host} is not the {expected_type} according to puppet infrastructure status")
+
+
+@task(name="pe-version", task_run_name="pe-version/{host}", **READ)
+def pe_version(host: str) -> str:
+    """The PE version on ``host``, refused with a clear message when pe-ha does not support it."""
+    text = runtime.executor().run(host, commands.pe_version(), timeout_s=30, stream=False).stdout
+    return str(versions.require_supported(text, host))
+
+
+@task(name="copy-secret-keys", task_run_name="copy-secret-keys/{replica}", **SIDE_EFFECT)
+def copy_secret_keys(master: str, replica: str, version: str) -> list[str]:
+    """Copy the secret key files this PE version needs on a new replica from the master (mode kept)."""
+    parsed = versions.parse(version)
+    assert parsed is not None
+    ex = runtime.executor()
+    files = list(parsed.secret_key_files)
+    missing = [f for f in files if ex.run(master, commands.file_exists(f), check=False, timeout_s=30, stream=False).exit_code]
+    if missing:
+        raise PreconditionFailed(f"{master} has no {', '.join(missing)}, which PE {version} copies to a new replica",
+                                 hint="check the master's PE installation (puppet infrastructure configure)")
+    for path in files:
+        ex.run(replica, commands.make_dir(path.rsplit("/", 1)[0]), timeout_s=30)
+        ex.run(master, commands.copy_preserving(path, host=replica), timeout_s=120)
+    logger().info("copied %d secret key file(s) from %s to %s", len(files), master, replica)
+    return files

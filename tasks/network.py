@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from pe_ha import commands, runtime
-from pe_ha.errors import CommandFailed
+from pe_ha.errors import CommandFailed, PreconditionFailed
 from pe_ha.validation import hostname
 from tasks._base import READ, RETRY_CONNECT, logger
 
@@ -50,3 +50,14 @@ def reconnect_all(master: str, addresses: list[str]) -> None:
             reconnect.fn(master, address)
         except Exception as exc:  # keep trying the others; the operator is told
             logger().error("drill: could not reconnect %s to %s: %s — remove the iptables rules by hand", address, master, exc)
+
+
+@task(name="check-ssh", task_run_name="check-ssh/{from_host}->{to_host}", **READ)
+def require_ssh(from_host: str, to_host: str) -> None:
+    """``from_host`` must reach ``to_host`` over ssh as root without a prompt (``puppet infrastructure run`` does)."""
+    result = runtime.executor().run(from_host, commands.ssh_check(to_host), check=False, timeout_s=30, stream=False)
+    if result.exit_code:
+        raise PreconditionFailed(f"{from_host} cannot ssh to {to_host} as root (exit {result.exit_code}: "
+                                 f"{(result.stderr or result.stdout).strip()[:160]})",
+                                 hint=f"add {from_host}'s root key to {to_host}'s /root/.ssh/authorized_keys and "
+                                      f"{to_host}'s host key to {from_host}'s known_hosts")

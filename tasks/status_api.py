@@ -9,7 +9,7 @@ from prefect import task
 
 from pe_ha import commands, runtime
 from pe_ha.errors import ApiError
-from pe_ha.pe_api import PE_PORTS, STATUS_PORTS
+from pe_ha.pe_api import PE_PORTS, PUPPETSERVER, STATUS_PORTS
 from tasks._base import READ
 
 
@@ -70,3 +70,14 @@ def open_ports_from_host(from_host: str, host: str, timeout_s: int = 3) -> list[
     result = runtime.executor().run(from_host, commands.tcp_probe_ports(host, PE_PORTS, timeout_s=timeout_s),
                                     check=False, timeout_s=timeout_s + 10, stream=False)
     return sorted(int(line) for line in result.stdout.split() if line.isdigit())
+
+
+@task(name="code-manager-status", task_run_name="code-manager-status/{host}", **READ)
+def code_manager_running(host: str) -> bool | None:
+    """Code Manager's entry in the status API on 8140 (where PE reports it): True running, False absent or not
+    running, None when the status API could not be read."""
+    try:
+        rows = runtime.api().services_status(host, PUPPETSERVER)
+    except ApiError:
+        return None
+    return any(r.service == "code-manager-service" and r.running for r in rows)

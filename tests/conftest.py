@@ -100,8 +100,12 @@ def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | Non
     from pe_ha.pe_api import PEApi
 
     calls: list[str] = []
-    state = {"groups": groups if groups is not None else [{"name": "PE Agent", "id": "agent-id", "parent": "root",
-                                                           "rule": None, "classes": {}}]}
+    # By default, an installation whose replica was enabled (PE records it in ha_enabled_replicas).
+    enabled = [settings.replica.name] if settings.replica else []
+    state = {"groups": groups if groups is not None else [
+        {"name": "PE Agent", "id": "agent-id", "parent": "root", "rule": None, "classes": {}},
+        {"name": "PE Infrastructure", "id": "infra-id", "parent": "root",
+         "classes": {"puppet_enterprise": {"ha_enabled_replicas": enabled}}}]}
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(f"{request.method} {request.url.host}:{request.url.port}{request.url.path}")
@@ -118,7 +122,10 @@ def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | Non
             state["groups"].append(body)
             return httpx.Response(200, json=body)
         if path == "/status/v1/services":
-            per_host = (status or {}).get(request.url.host, {"svc": "running"})
+            default = {"svc": "running"}
+            if request.url.port == 8140:  # PE reports Code Manager on 8140
+                default["code-manager-service"] = "running"
+            per_host = (status or {}).get(request.url.host, default)
             body = {k: {"state": v, "status": {}, "active_alerts": []} for k, v in per_host.items()}
             code = 200 if all(v == "running" for v in per_host.values()) else 503
             return httpx.Response(code, json=body)

@@ -42,16 +42,88 @@ def test_provision_replica_runs_the_runbook_in_order(env):
 
     result = provision_replica(sync_timeout_s=30)
     assert result == {"replica": R, "services": 2, "verify_exit_code": 0}
-    assert fake.commands_on(R) == [("puppet", "config", "print", "server", "--section", "main")]
+    keys = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
+    assert fake.commands_on(R) == [("puppet", "config", "print", "server", "--section", "main"),
+                                   ("install", "-d", "-m", "0750", keys.rsplit("/", 1)[0])]
     master = [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")]
     assert master == [
+        ("cat", "/opt/puppetlabs/server/pe_version"),
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
+        ("test", "-f", keys),  # PE 2019.8: the orchestrator's keys.json goes to the replica first
+        ("scp", "-p", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", keys, f"{R}:{keys}"),
         ("puppet", "infrastructure", "provision", "replica", R, "--color", "false", "--token-file", TF),
         ("rm", "-f", "--", TF),
     ]
     assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}")]
     assert ("put", "<bytes>", TF) in [c.argv for c in fake.calls if c.kind == "put"]
     assert any("authenticate" in c for c in api.calls)
+
+
+@pytest.mark.parametrize(("version", "files"), [("2021.5.0", 1), ("2021.7.9", 3), ("2023.8.0", 3)])
+def test_provision_copies_the_versions_secret_key_files(env, version, files):
+    fake, _, _ = env
+    fake.pe_version = version
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
+    from flows.provision_replica import provision_replica
+
+    provision_replica(sync_timeout_s=30)
+    copies = [c for c in fake.commands_on(M) if c[0] == "scp"]
+    assert len(copies) == files
+    first_copy = fake.commands_on(M).index(copies[0])
+    assert all(fake.commands_on(M).index(c) > first_copy for c in fake.commands_on(M) if c[:3] == ("puppet", "infrastructure", "provision"))
+
+
+@pytest.mark.parametrize("version", ["2019.7.3", "2018.1.15", "2025.0.0", "not a version"])
+def test_unsupported_pe_version_is_refused_before_anything_changes(env, version):
+    fake, _, _ = env
+    fake.pe_version = version
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(return_state=True)
+    assert state.is_failed() and ("pe-ha supports PE 2019.8.x, 2021.x and 2023.x" in state.message
+                                  or "not a PE version" in state.message)
+    assert [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")] == [
+        ("cat", "/opt/puppetlabs/server/pe_version")]
+    assert not [c for c in fake.calls if c.kind == "put"]
+
+
+def test_provision_refuses_when_code_manager_is_not_enabled(tmp_path):
+    settings = make_settings(tmp_path)
+    fake = FakeExecutor()
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    api = fake_pe_api(settings, status={M: {"pe-master": "running"}})
+    with runtime.use(executor=fake, api=api, settings=settings):
+        from flows.provision_replica import provision_replica
+
+        state = provision_replica(return_state=True)
+    assert state.is_failed() and "Code Manager is not enabled" in state.message
+    assert not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M))
+
+
+def test_promote_refuses_a_replica_that_was_never_enabled(tmp_path):
+    settings = make_settings(tmp_path)
+    fake = FakeExecutor()
+    provisioned_only = [{"name": "PE Infrastructure", "id": "infra-id", "parent": "root",
+                         "classes": {"puppet_enterprise": {"ha_enabled_replicas": []}}}]
+    with runtime.use(executor=fake, api=fake_pe_api(settings, groups=provisioned_only), settings=settings):
+        from flows.promote_replica import promote_replica
+
+        state = promote_replica(approve=True, return_state=True)
+    assert state.is_failed() and "was never enabled as a replica" in state.message
+    assert not any(c[:3] == ("puppet", "infrastructure", "promote") for c in fake.commands_on(R))
+
+
+def test_enable_ha_failover_needs_ssh_to_the_failed_master(env):
+    fake, _, _ = env
+    fake.script(R, ("ssh", "-o", "BatchMode=yes"), exit_code=255, stderr="Permission denied (publickey).")
+    from flows.enable_ha_failover import enable_ha_failover
+
+    state = enable_ha_failover(host=M, return_state=True)
+    assert state.is_failed() and f"{R} cannot ssh to {M}" in state.message
+    assert not any(c[:3] == ("puppet", "infrastructure", "run") for c in fake.commands_on(R))
 
 
 def test_provision_refuses_replica_pointing_elsewhere(env):
@@ -123,7 +195,7 @@ def test_token_expiring_during_sync_is_refused(tmp_path):
 
         state = provision_replica(sync_timeout_s=1800, return_state=True)
     assert state.is_failed() and "expires in" in state.message
-    assert all(c[:3] == ("puppet", "infrastructure", "status") for c in fake.commands_on(M))  # topology read only
+    assert all(c[:3] == ("puppet", "infrastructure", "status") or c[0] == "cat" for c in fake.commands_on(M))  # reads only
 
 
 def test_enable_replica_with_job_deploy_and_drill(env):

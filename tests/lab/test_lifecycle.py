@@ -72,6 +72,8 @@ def run_lifecycle(lab) -> tuple[float, int]:
         # 1. provision with the manual PuppetDB copy during the sync
         provision_replica(copy_puppetdb=True, sync_timeout_s=120)
         assert sim_state(check, R)["role"] == "replica"
+        for key_file in lab.profile.secret_key_files:  # the PE version's own step, before provisioning
+            assert check.run(R, ["cat", key_file], stream=False).stdout == check.run(M, ["cat", key_file], stream=False).stdout
         assert rows(settings, R, "catalog_resources") == rows(settings, M, "catalog_resources") > 0
         assert verify_health(installation="lab")["healthy"] == 17
 

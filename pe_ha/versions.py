@@ -1,0 +1,61 @@
+"""PE versions pe-ha supports, and what each needs of the procedures (SOURCES.md's CLI table).
+
+pe-ha is tested against the lab's PE profiles: 2019.8, 2021.7 and 2023.8. It serves PE 2019.8.x, 2021.x and
+2023.x; anything else is refused before a procedure changes anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pe_ha.errors import PreconditionFailed
+
+SUPPORTED_TEXT = "PE 2019.8.x, 2021.x and 2023.x"
+_VERSION_RE = re.compile(r"^\s*(\d{4})\.(\d+)(?:\.(\d+))?")
+ORCHESTRATOR_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
+ORCHESTRATOR_ENCRYPTION_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json"
+CONSOLE_KEYS = "/etc/puppetlabs/console-services/conf.d/secrets/keys.json"
+
+
+@dataclass(frozen=True, order=True)
+class PeVersion:
+    year: int
+    minor: int
+    patch: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.year}.{self.minor}.{self.patch}"
+
+    @property
+    def supported(self) -> bool:
+        return (self.year, self.minor) >= (2019, 8) and self.year in (2019, 2021, 2023)
+
+    @property
+    def secret_key_files(self) -> tuple[str, ...]:
+        """Secret keys a new replica needs from the primary before provisioning (PE's own step), without which a
+        promoted replica cannot read the secrets stored on the old master: one file up to 2021.5, three from
+        2021.7 (the 2021.7 docs; 2021.6's list is not documented, so it gets the longer one)."""
+        if (self.year, self.minor) < (2021, 6):
+            return (ORCHESTRATOR_KEYS,)
+        return (ORCHESTRATOR_KEYS, ORCHESTRATOR_ENCRYPTION_KEYS, CONSOLE_KEYS)
+
+
+def parse(text: str) -> PeVersion | None:
+    """``/opt/puppetlabs/server/pe_version`` (``2019.8.12``); None when it is not a PE version."""
+    m = _VERSION_RE.match(text or "")
+    if not m:
+        return None
+    return PeVersion(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def require_supported(text: str, host: str) -> PeVersion:
+    version = parse(text)
+    if version is None:
+        raise PreconditionFailed(f"{host}: /opt/puppetlabs/server/pe_version reads {text.strip()[:40]!r}, not a PE version",
+                                 hint="run pe-ha against a PE primary server (or its replica)")
+    if not version.supported:
+        raise PreconditionFailed(f"{host} runs PE {version}; pe-ha supports {SUPPORTED_TEXT}",
+                                 hint="upgrade PE first, or run this procedure by hand from PE's documentation "
+                                      "for your version")
+    return version
