@@ -24,13 +24,19 @@ at the boundary that met it, so flows and tasks only ever handle ``PeHaError`` s
 
 from __future__ import annotations
 
+from pe_ha.masking import mask
+
 
 class PeHaError(Exception):
-    """Base of every error pe-ha raises on purpose. ``hint`` tells the operator what to do next."""
+    """Base of every error pe-ha raises on purpose. ``hint`` tells the operator what to do next.
+
+    Registered secrets are masked here, once: the message becomes a run's state message in Prefect's
+    database, where no log filter reaches."""
 
     retryable: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message, hint = mask(message), mask(hint) if hint else hint
         self.message = message
         self.hint = hint
         super().__init__(message if not hint else f"{message} — {hint}")

@@ -37,7 +37,7 @@ def mask(text: str) -> str:
 
 
 class MaskingFilter(logging.Filter):
-    """A logging filter that masks registered secrets in a record's final message."""
+    """A logging filter that masks registered secrets in a record's final message and its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -47,12 +47,35 @@ class MaskingFilter(logging.Filter):
         masked = mask(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask(record.stack_info)
         return True
 
 
-def install_log_masking(*logger_names: str) -> None:
-    """Attach the masking filter to the named loggers (idempotent)."""
-    for name in logger_names or ("prefect", "pe_ha"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, MaskingFilter) for f in logger.filters):
-            logger.addFilter(MaskingFilter())
+def _attach(holder: logging.Logger | logging.Handler) -> None:
+    if not any(isinstance(f, MaskingFilter) for f in holder.filters):
+        holder.addFilter(MaskingFilter())
+
+
+def install_log_masking(*prefixes: str) -> None:
+    """Attach the masking filter to every handler of the root logger and of the loggers under ``prefixes``
+    (Prefect's API log handler among them), and to those loggers (idempotent).
+
+    A logger's own filters apply only to records created on that very logger; a handler's apply to every
+    record it emits, whichever child logger made it (``prefect.flow_runs``, ``prefect.task_runs``,
+    ``pe_ha.remote``). So the handlers are what must carry the filter.
+    """
+    prefixes = prefixes or ("prefect", "pe_ha")
+    loggers = [logging.getLogger()]
+    for name in list(logging.root.manager.loggerDict):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            loggers.append(logging.getLogger(name))
+    loggers += [logging.getLogger(p) for p in prefixes]
+    for logger in loggers:
+        _attach(logger)
+        for handler in logger.handlers:
+            _attach(handler)
