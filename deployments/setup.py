@@ -1,7 +1,9 @@
 """Idempotent Prefect set-up for pe-ha: the process work pool, the per-installation lock, the alert
-webhook block and the automations. Running it twice changes nothing.
+webhook block and the automations. Running it twice changes nothing; an automation whose definition
+changed is updated.
 
-    python -m deployments.setup            # uses PEHA_INSTALLATION and PEHA_ALERT_WEBHOOK_URL
+    python -m deployments.setup            # reads pe-ha's settings (PEHA_* variables or .env), as the flows do
+    python -m deployments.setup --no-alerts   # without a webhook: no alert automations, said plainly
 """
 
 from __future__ import annotations
@@ -56,16 +58,25 @@ def _automation(name: str, trigger: EventTrigger, block_id: str, subject: str, b
                       actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)])
 
 
-def ensure_automations(block_id: str) -> dict[str, str]:
-    wanted = [
+def wanted_automations(block_id: str) -> list[Automation]:
+    """One alert per bad outcome: a procedure's failed or crashed run; for verify-health, its
+    pe-ha.health.degraded event (which it emits for every failure, so its Failed run is not matched too)."""
+    return [
         _automation(
             "pe-ha: a run failed or crashed",
             EventTrigger(expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-                         match_related={"prefect.resource.id": "prefect.tag.pe-ha"},
+                         match_related={"prefect.resource.id": "prefect.tag.ha-procedure"},
                          posture=Posture.Reactive, threshold=1, within=timedelta(0)),
             block_id, "pe-ha: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}",
             "Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.state.name }}: "
             "{{ flow_run.state.message }}"),
+        _automation(
+            "pe-ha: the health check crashed",
+            EventTrigger(expect={"prefect.flow-run.Crashed"},
+                         match_related={"prefect.resource.id": "prefect.tag.health"},
+                         posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+            block_id, "pe-ha: {{ flow.name }} run {{ flow_run.name }} crashed",
+            "Flow run {{ flow_run.name }} crashed: {{ flow_run.state.message }}"),
         _automation(
             "pe-ha: PE health degraded",
             EventTrigger(expect={"pe-ha.health.degraded"}, match={"prefect.resource.id": "pe-ha.installation.*"},
@@ -73,8 +84,11 @@ def ensure_automations(block_id: str) -> dict[str, str]:
             block_id, "pe-ha: PE services degraded on {{ event.resource.name }}",
             "{{ event.payload }}"),
     ]
+
+
+def ensure_automations(block_id: str) -> dict[str, str]:
     result = {}
-    for automation in wanted:
+    for automation in wanted_automations(block_id):
         try:
             existing = Automation.read(name=automation.name)
         except (ValueError, ObjectNotFound):
@@ -82,9 +96,18 @@ def ensure_automations(block_id: str) -> dict[str, str]:
         if existing is None:
             automation.create()
             result[automation.name] = "created"
+        elif _definition(existing) != _definition(automation):
+            automation.id = existing.id
+            automation.update()
+            result[automation.name] = "updated"
         else:
             result[automation.name] = "exists"
     return result
+
+
+def _definition(automation: Automation) -> dict:
+    return automation.model_dump(mode="json", include={"description", "enabled", "trigger", "actions"},
+                                 exclude={"trigger": {"id"}})
 
 
 def apply_health_interval(seconds: int) -> str:
@@ -105,18 +128,41 @@ def apply_health_interval(seconds: int) -> str:
         return "updated"
 
 
+def _settings_defaults() -> dict:
+    """Installation, webhook and health interval from pe-ha's settings (environment or .env), as the flows
+    read them; the process environment alone, when the settings are not complete on this machine."""
+    try:
+        from pe_ha.settings import load_settings
+
+        s = load_settings()
+        return {"installation": s.installation, "webhook": s.alert_webhook_url, "interval": s.health_interval_s}
+    except Exception:  # e.g. no PEHA_MASTER here: a set-up host need not hold the inventory
+        return {"installation": os.environ.get("PEHA_INSTALLATION", "default"),
+                "webhook": os.environ.get("PEHA_ALERT_WEBHOOK_URL"),
+                "interval": int(os.environ.get("PEHA_HEALTH_INTERVAL_S", "300"))}
+
+
 def main(argv: list[str] | None = None) -> int:
+    defaults = _settings_defaults()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--installation", default=os.environ.get("PEHA_INSTALLATION", "default"))
-    p.add_argument("--webhook-url", default=os.environ.get("PEHA_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/pe-ha-alerts"))
+    p.add_argument("--installation", default=defaults["installation"])
+    p.add_argument("--webhook-url", default=defaults["webhook"], help="where alerts are posted (PEHA_ALERT_WEBHOOK_URL)")
+    p.add_argument("--no-alerts", action="store_true", help="set up without alert automations (no webhook)")
     p.add_argument("--post-deploy", action="store_true", help="after `prefect deploy`: apply the health interval")
-    p.add_argument("--health-interval-s", type=int, default=int(os.environ.get("PEHA_HEALTH_INTERVAL_S", "300")))
+    p.add_argument("--health-interval-s", type=int, default=defaults["interval"])
     args = p.parse_args(argv)
     if args.post_deploy:
         print(f"verify-health schedule every {args.health_interval_s} s: {apply_health_interval(args.health_interval_s)}")
         return 0
+    if not args.webhook_url and not args.no_alerts:
+        print("refused: no alert webhook. Set PEHA_ALERT_WEBHOOK_URL (or --webhook-url) so that failed procedures "
+              "and degraded health reach someone, or pass --no-alerts to set up without alerts.")
+        return 2
     print(f"work pool {WORK_POOL}: {ensure_work_pool()}")
     print(f"lock pe-ha:{args.installation}: {ensure_lock(args.installation)}")
+    if args.no_alerts:
+        print("alerts: NOT set up (--no-alerts): failed procedures and degraded health alert no one")
+        return 0
     block_id = ensure_webhook_block(args.webhook_url)
     print(f"webhook block {WEBHOOK_BLOCK}: saved")
     for name, outcome in ensure_automations(block_id).items():

@@ -31,7 +31,21 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
         master: Master to check; empty means the inventory's master.
         replica: Replica to check; empty means the inventory's replica (skipped when there is none).
     """
-    s = runtime.settings()
+    resource = {"prefect.resource.id": f"pe-ha.installation.{installation}", "prefect.resource.name": installation}
+    try:
+        s = runtime.settings()
+        resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}", "prefect.resource.name": s.installation}
+        return _check(s, resource, fail_on_degraded, master, replica)
+    except PreconditionFailed:
+        raise  # degraded: its event is out already
+    except Exception as exc:
+        # Every failure reaches the one health alert (the degraded event), never a second one for the run.
+        emit_event(event="pe-ha.health.degraded", resource=resource,
+                   payload={"healthy": 0, "total": 0, "problems": [f"the health check could not run: {exc}"]})
+        raise
+
+
+def _check(s: Any, resource: dict, fail_on_degraded: bool, master: str | None, replica: str | None) -> dict:
     master = inventory_host(master, default=s.master.name, what="master")
     replica_host = (inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
                     if (replica or s.replica) else None)
@@ -43,7 +57,6 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
     bad = [r for r in rows if r["state"] != "running" or r.get("failing_alerts")]
     create_table_artifact(key=f"pe-health-{s.installation}", table=rows,
                           description=f"PE service status: {len(rows) - len(bad)} of {len(rows)} healthy")
-    resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}", "prefect.resource.name": s.installation}
     summary: dict[str, Any] = {"healthy": len(rows) - len(bad), "total": len(rows),
                "problems": [f"{r['host']} {r['service']}: {r['state']} {r['alerts']}".strip() for r in bad]}
     if bad:

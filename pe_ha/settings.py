@@ -108,6 +108,9 @@ class Settings(BaseSettings):
                              description="Where classifier backups are written on the worker (mode 0700).")
     remote_lang: str = Field(default="C.UTF-8", description="LANG for remote root sessions.")
     remote_path: str = Field(default=DEFAULT_REMOTE_PATH, description="PATH for remote root sessions.")
+    alert_webhook_url: str | None = Field(
+        default=None, description="Where pe-ha's alerts are posted (a Prefect custom webhook); set-up refuses to "
+                                  "create the alert automations without one, unless told --no-alerts.")
     health_interval_s: int = Field(default=300, ge=10, le=86400,
                                    description="verify_health schedule interval in seconds (10 s to a day).")
 

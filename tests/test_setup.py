@@ -1,0 +1,36 @@
+"""Set-up's alert definitions: a degraded health check alerts once, a failed procedure once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from deployments.setup import main, wanted_automations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tags() -> dict[str, set[str]]:
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: set(d.get("tags") or []) for d in doc["deployments"]}
+
+
+def test_a_degraded_health_check_matches_one_automation_only():
+    automations = {a.name: a for a in wanted_automations("00000000-0000-0000-0000-000000000000")}
+    failed_run = automations["pe-ha: a run failed or crashed"].trigger
+    health_crash = automations["pe-ha: the health check crashed"].trigger
+    degraded = automations["pe-ha: PE health degraded"].trigger
+    tags = _tags()
+    # the failed-run alert matches procedures only; verify-health's Failed run comes with its degraded event
+    procedure_tag = failed_run.match_related.root["prefect.resource.id"].removeprefix("prefect.tag.")  # type: ignore[union-attr]
+    assert procedure_tag not in tags["verify-health"]
+    assert all(procedure_tag in t for name, t in tags.items() if name != "verify-health")
+    assert health_crash.expect == {"prefect.flow-run.Crashed"}  # a crash emits no event: alerted by the run
+    assert degraded.expect == {"pe-ha.health.degraded"}
+
+
+def test_setup_refuses_without_a_webhook(capsys, monkeypatch):
+    monkeypatch.delenv("PEHA_ALERT_WEBHOOK_URL", raising=False)
+    assert main(["--installation", "x"]) == 2
+    assert "no alert webhook" in capsys.readouterr().out
