@@ -142,6 +142,29 @@ def _settings_defaults() -> dict:
                 "interval": int(os.environ.get("PEHA_HEALTH_INTERVAL_S", "300"))}
 
 
+def refuse_unknown_parameters() -> dict[str, str]:
+    """``additionalProperties: false`` in each pe-ha deployment's parameter schema: with
+    ``enforce_parameter_schema`` the server then refuses a run with a misspelt parameter when it is created
+    (HTTP 409, naming it), instead of a run that crashes in the worker. ``prefect deploy`` writes the schema
+    anew, so ``--post-deploy`` applies this each time."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterWorkPoolName
+
+    result = {}
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments(
+            deployment_filter=DeploymentFilter(work_pool_name=DeploymentFilterWorkPoolName(any_=[WORK_POOL])))
+        for deployment in deployments:
+            schema = dict(deployment.parameter_openapi_schema or {})
+            if schema.get("additionalProperties") is False:
+                result[deployment.name] = "unchanged"
+                continue
+            schema["additionalProperties"] = False
+            client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=schema))
+            result[deployment.name] = "updated"
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = _settings_defaults()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -153,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.post_deploy:
         print(f"verify-health schedule every {args.health_interval_s} s: {apply_health_interval(args.health_interval_s)}")
+        for name, outcome in refuse_unknown_parameters().items():
+            print(f"deployment {name}: unknown parameters refused ({outcome})")
         return 0
     if not args.webhook_url and not args.no_alerts:
         print("refused: no alert webhook. Set PEHA_ALERT_WEBHOOK_URL (or --webhook-url) so that failed procedures "

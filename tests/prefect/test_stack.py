@@ -36,6 +36,14 @@ def test_parameter_schema_offers_choices(stack):
     assert bad.status_code == 409
 
 
+def test_an_unknown_parameter_is_refused_when_the_run_is_created(stack):
+    dep = stack.deployment_id("provision-replica", "provision-replica")
+    r = stack._request("POST", f"/deployments/{dep}/create_flow_run",
+                       json={"parameters": {"replica": "replica.lab.test", "evil": "x"}})
+    assert r.status_code == 409, r.text
+    assert "evil" in r.text
+
+
 def test_schedule_creates_verify_health_runs(stack):
     dep = stack.deployment_id("verify-health", "verify-health")
     deadline = time.monotonic() + 60
