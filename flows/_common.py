@@ -198,13 +198,39 @@ def _holder_variable(installation: str) -> str:
     return f"pe-ha-lock-holder-{installation}"
 
 
-def _who_holds(installation: str) -> str:
-    try:
-        from prefect.variables import Variable
+# The procedures that take the lock: a run of one of these, running or paused, is the holder.
+LOCKING_PROCEDURES = ("provision-replica", "copy-puppetdb", "enable-replica", "promote-replica",
+                      "enable-ha-failover", "forget-replica", "reinitialize-replica", "configure-agent-failover")
 
-        return str(Variable.get(_holder_variable(installation), default="an unknown run"))
-    except Exception:  # the holder note is informational
-        return "an unknown run"
+
+def _who_holds(installation: str) -> str:
+    """The run that holds the lock, as a waiter that timed out can tell: the holder's note, when the run it
+    names is still active (the note is written just after the lock is taken, so it may still name the
+    previous holder); otherwise the active run of a locking procedure."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import flow_run
+    from prefect.variables import Variable
+
+    active = {StateType.RUNNING, StateType.PAUSED}
+    try:
+        note = Variable.get(_holder_variable(installation), default=None)
+        with get_client(sync_client=True) as client:
+            if isinstance(note, dict) and note.get("id"):
+                noted = client.read_flow_run(note["id"])
+                if noted.state is not None and noted.state.type in active and str(noted.id) != str(flow_run.id):
+                    return f"{note['name']} ({note['procedure']}, flow run {note['id']})"
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=sorted(active)))), limit=50)
+        holders = [r for r in runs if str(r.id) != str(flow_run.id)
+                   and any(r.name.startswith(p + "/") for p in LOCKING_PROCEDURES)]
+        if holders:
+            r = holders[0]
+            return f"{r.name} (flow run {r.id})"
+    except Exception as exc:  # the holder's name is informational; the refusal stands without it
+        log().debug("could not tell who holds the lock: %s", exc)
+    return "a run whose name could not be read"
 
 
 def _note_holder(installation: str, procedure: str) -> None:
@@ -212,8 +238,8 @@ def _note_holder(installation: str, procedure: str) -> None:
         from prefect.runtime import flow_run
         from prefect.variables import Variable
 
-        Variable.set(_holder_variable(installation), f"{flow_run.name} ({procedure}, flow run {flow_run.id})",
-                     overwrite=True)
+        Variable.set(_holder_variable(installation),
+                     {"name": flow_run.name, "procedure": procedure, "id": str(flow_run.id)}, overwrite=True)
     except Exception as exc:  # informational only
         log().debug("could not record the lock holder: %s", exc)
 
