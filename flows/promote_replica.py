@@ -1,9 +1,8 @@
 """Promote a replica — PE guide, "Promote a replica". Only when the master is offline for good.
 
-1. Preconditions: the replica runs a supported PE version and was enabled (classification, read from the
-   replica's own classifier).
-   Split-brain guard: the master must answer on none of PE's ports, asked from the replica and from
-   the worker. ``allow_master_reachable=True`` overrides it, loudly.
+1. Preconditions: the replica runs a supported PE version. Split-brain guard: the master must answer on
+   none of PE's ports, asked from the replica and from the worker (``allow_master_reachable=True``
+   overrides it, loudly). The replica was enabled (classification, read from its own classifier).
 2. Approval pause (unless approved up front).
 3. ``puppet infrastructure promote replica`` on the replica.
 4. Redeploy the agents' configuration (Puppet runs through the new master, or a Direct Puppet job).
@@ -28,7 +27,7 @@ from flows._common import (
     show_topology,
 )
 from pe_ha import commands, runtime
-from pe_ha.errors import ApprovalRejected, PreconditionFailed
+from pe_ha.errors import ApiError, ApprovalRejected, PreconditionFailed
 from pe_ha.validation import Topology
 from tasks import agent, classifier, infrastructure, status_api, token
 
@@ -59,10 +58,10 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     nodes = [n.name for n in s.managed_nodes]
     book = Runbook("promote-replica", replica)
     book.planned("check PE version", replica, commands.pe_version())
-    book.planned("check the replica was enabled", replica, "classifier on the replica: ha_enabled_replicas")
     book.planned("split-brain guard", "worker", f"TCP probe of {master} on PE ports")
     for port in (8140, 8081, 4433, 8143, 8142, 8170):
         book.planned("split-brain guard", replica, commands.tcp_probe(master, port))
+    book.planned("check the replica was enabled", replica, "classifier on the replica: ha_enabled_replicas")
     book.planned("promote", replica, commands.promote_replica(topology=topology))
     for host in nodes:
         book.planned("redeploy", host, commands.agent_run(server_list=[replica]))
@@ -72,12 +71,6 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     show_topology("before", [replica])
     with book.step("check PE version", replica):
         infrastructure.pe_version(replica)
-    with book.step("check the replica was enabled", replica):
-        if not classifier.replica_enabled(replica, read_from=replica):
-            raise PreconditionFailed(f"{replica} was never enabled as a replica (it is not in ha_enabled_replicas of "
-                                     "the classification it holds); promoting it would leave agents without a master",
-                                     hint="a provisioned replica must be enabled (enable-replica) before it can be "
-                                          "promoted; if the master is gone, restore it from backup instead")
     with book.step("split-brain guard: is the old master gone?", master):
         from_worker = status_api.open_ports_from_worker(master)
         from_replica = status_api.open_ports_from_host(replica, master)
@@ -89,6 +82,19 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
                                                       "down (or fence it) first, or run forget/reinitialize instead")
             log().error("SPLIT-BRAIN GUARD OVERRIDDEN by allow_master_reachable=True: %s. Agents may talk to two "
                         "masters.", reason)
+    with book.step("check the replica was enabled", replica):
+        try:
+            enabled = classifier.replica_enabled(replica, read_from=replica)
+        except ApiError as exc:
+            raise PreconditionFailed(f"cannot confirm that {replica} was enabled as a replica: its classifier "
+                                     f"did not answer ({exc.message})",
+                                     hint=f"check that {replica}'s console services run (puppet infrastructure "
+                                          "status on the replica)") from None
+        if not enabled:
+            raise PreconditionFailed(f"{replica} was never enabled as a replica (it is not in ha_enabled_replicas of "
+                                     "the classification it holds); promoting it would leave agents without a master",
+                                     hint="a provisioned replica must be enabled (enable-replica) before it can be "
+                                          "promoted; if the master is gone, restore it from backup instead")
     try:
         require_approval(book, f"Promote {replica} to primary master; the old master {master} is decommissioned.",
                          approved_up_front=approve)
