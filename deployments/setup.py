@@ -148,12 +148,11 @@ def refuse_unknown_parameters() -> dict[str, str]:
     (HTTP 409, naming it), instead of a run that crashes in the worker. ``prefect deploy`` writes the schema
     anew, so ``--post-deploy`` applies this each time."""
     from prefect.client.schemas.actions import DeploymentUpdate
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterWorkPoolName
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 
     result = {}
     with get_client(sync_client=True) as client:
-        deployments = client.read_deployments(
-            deployment_filter=DeploymentFilter(work_pool_name=DeploymentFilterWorkPoolName(any_=[WORK_POOL])))
+        deployments = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])))
         for deployment in deployments:
             schema = dict(deployment.parameter_openapi_schema or {})
             if schema.get("additionalProperties") is False:
