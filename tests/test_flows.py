@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -397,11 +398,12 @@ def test_command_result_masks_secrets():
     assert "sekrit" not in r.command
 
 
-def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(env, monkeypatch):
+@contextlib.contextmanager
+def provision_holding_the_lock(fake, monkeypatch):
+    """provision-replica in a thread, held inside its provision command (so holding the lock) until the block ends."""
     import threading
     import time as _time
 
-    fake, _, _ = env
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
     fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(R))
     release = threading.Event()
@@ -412,7 +414,6 @@ def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(
 
     fake.script(M, ("puppet", "infrastructure", "provision"), responder=slow_provision)
     monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
-    from flows.forget_replica import forget_replica
     from flows.provision_replica import provision_replica
 
     holder = threading.Thread(target=lambda: provision_replica(sync_timeout_s=30))
@@ -422,21 +423,26 @@ def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(
         while not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M)):
             assert _time.monotonic() < deadline
             _time.sleep(0.05)
-        state = forget_replica(approve=True, return_state=True)
-        assert state.is_failed()
-        assert "holds the pe-ha:unit lock" in state.message and "provision-replica" in state.message
-        assert not any(c[:3] == ("puppet", "infrastructure", "forget") for c in fake.commands_on(M))
+        yield
     finally:
         release.set()
         holder.join(30)
 
 
+def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(env, monkeypatch):
+    fake, _, _ = env
+    from flows.forget_replica import forget_replica
+
+    with provision_holding_the_lock(fake, monkeypatch):
+        state = forget_replica(approve=True, return_state=True)
+        assert state.is_failed()
+        assert "holds the pe-ha:unit lock" in state.message and "provision-replica" in state.message
+        assert not any(c[:3] == ("puppet", "infrastructure", "forget") for c in fake.commands_on(M))
+
+
 def test_a_stale_holder_note_never_names_the_wrong_run(env, monkeypatch):
     """The holder's note may still name the previous holder (it is written just after the lock is taken): the
     refusal must name the run that really holds the lock, never a finished one."""
-    import threading
-    import time as _time
-
     from prefect import flow
     from prefect.variables import Variable
 
@@ -451,32 +457,12 @@ def test_a_stale_holder_note_never_names_the_wrong_run(env, monkeypatch):
                                             "id": str(finished.state_details.flow_run_id)}, overwrite=True)
     monkeypatch.setattr(common, "_note_holder", lambda installation, procedure: None)  # the new note is late
     fake, _, _ = env
-    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
-    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(R))
-    release = threading.Event()
-
-    def slow_provision(host, argv):
-        release.wait(20)
-        return CommandResult(host, argv, 0, "provisioned", "", 0.0)
-
-    fake.script(M, ("puppet", "infrastructure", "provision"), responder=slow_provision)
-    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
     from flows.forget_replica import forget_replica
-    from flows.provision_replica import provision_replica
 
-    holder = threading.Thread(target=lambda: provision_replica(sync_timeout_s=30))
-    holder.start()
-    try:
-        deadline = _time.monotonic() + 20
-        while not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M)):
-            assert _time.monotonic() < deadline
-            _time.sleep(0.05)
+    with provision_holding_the_lock(fake, monkeypatch):
         state = forget_replica(approve=True, return_state=True)
         assert state.is_failed() and "provision-replica/" in state.message, state.message
         assert "copy-puppetdb" not in state.message
-    finally:
-        release.set()
-        holder.join(30)
 
 
 def test_verify_health_takes_no_lock(env, monkeypatch):
