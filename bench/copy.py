@@ -15,10 +15,8 @@ import subprocess
 import sys
 import time
 
-import psycopg
-
 from bench.common import lab_runtime, median, prefect_for_bench, table, write
-from lab import core, pdbgen
+from lab import core, inspect, pdbgen
 from lab.config import LAB_DIR, LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -91,13 +89,12 @@ def full_fingerprint(settings, host: str) -> str:
 
     entry = settings.host(host)
     digest = hashlib.sha256()
-    with psycopg.connect(host=entry.address, dbname="pe-puppetdb", user="pe-ha",
-                         password=settings.pg_password().get_secret_value(), connect_timeout=5) as conn:
+    with inspect.connect(entry.address) as conn:
         tables = [r[0] for r in conn.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                              "WHERE nspname = 'public' AND relkind IN ('r', 'p') ORDER BY 1")]
         for t in tables:
             digest.update(f"{t}:{conn.execute(f'SELECT count(*) FROM ONLY public.{t}').fetchone()[0]};".encode())
-        for key, value in sorted(catalog_inventory(conn).items()):
+        for key, value in sorted(catalog_inventory(inspect.Rows(conn)).items()):
             digest.update(f"{key}={value};".encode())
         for t in CHECK_TABLES:
             cols = [r[0] for r in conn.execute(

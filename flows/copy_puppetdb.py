@@ -11,7 +11,7 @@ staging copy is verified against the source snapshot, and only then swapped in b
 
 ``documented``: the guide's own steps:
 
-1. Size check (psycopg: the ``\\l+`` figure) and free space on both ends.
+1. Size check (the ``\\l+`` figure, in a psql session as PostgreSQL's owner) and free space on both ends.
 2. ``pg_dump --format=custom --compress=3`` on the master, from a snapshot whose fingerprint is recorded.
 3. Transfer with scp; the sha256 on both ends must match (a mismatch is never restored).
 4. Stop ``puppet`` then ``pe-puppetdb`` on the replica (approval pause unless approved up front).
@@ -99,7 +99,8 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
 
 
 def _plan(book: Runbook, s, method: str, source: str, target: str, dump_file: str) -> None:
-    book.planned("size check", source, "psycopg: SELECT pg_database_size('pe-puppetdb')")
+    book.planned("size check", source, commands.psql_session("postgres", os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
+                 .description + ": SELECT pg_database_size('pe-puppetdb')")
     book.planned("free space", source, commands.free_bytes(s.dump_dir))
     book.planned("free space", target, commands.free_bytes(s.pg_data_dir if method == "fast" else s.dump_dir))
     if method == "fast":

@@ -385,11 +385,8 @@ def _initdb(cfg: LabConfig, h: Host) -> None:
 def _start_postgres(cfg: LabConfig, h: Host, secrets: dict[str, str]) -> None:
     node_run(h, f"{cfg.pg_bin}/pg_ctl", "-D", cfg.profile.pg_data, "-l", "/var/log/puppetlabs/postgresql/postgresql.log",
              "-w", "-t", "60", "start", as_postgres=True)
-    # pe-ha's read-only role as the README asks for it: pg_read_all_data exists from PostgreSQL 14 only; on 11
-    # it gets CONNECT and SELECT grants in each database instead (lab.pdbschema.database_grants_sql).
-    read_all = ", pg_read_all_data" if cfg.profile.pg_major >= 14 else ""
-    sql = [f"CREATE ROLE \"pe-ha\" LOGIN PASSWORD '{secrets['pg_peha']}' IN ROLE pg_monitor{read_all};",
-           # PE's superuser role; the lab's OS user stays postgres (docs/simulator.md)
+    # No role for pe-ha: it runs psql as PostgreSQL's owner on the node, as the guide does.
+    sql = [  # PE's superuser role; the lab's OS user stays postgres (docs/simulator.md)
            'CREATE ROLE "pe-postgres" SUPERUSER;',
            f"CREATE ROLE \"pe-puppetdb-migrator\" LOGIN PASSWORD '{secrets['pg_service']}';",
            f"CREATE ROLE \"pe-puppetdb\" LOGIN PASSWORD '{secrets['pg_service']}';",
@@ -423,7 +420,7 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     CREATED.write_text(json.dumps(created))
     secrets_dir = LAB_DIR / "secrets"
     secrets_dir.mkdir(mode=0o755)
-    secrets = {name: os.urandom(12).hex() for name in ("pg_superuser", "pg_peha", "pg_service", "admin_password")}
+    secrets = {name: os.urandom(12).hex() for name in ("pg_superuser", "pg_service", "admin_password")}
     for name, value in secrets.items():
         (secrets_dir / name).write_text(value + "\n")
         (secrets_dir / name).chmod(0o644 if name == "pg_superuser" else 0o600)  # initdb reads it as postgres
@@ -476,8 +473,6 @@ def write_env_file(cfg: LabConfig) -> Path:
         "PEHA_CLIENT_KEY": str(LAB_DIR / "pki" / "pe-ha-worker.key"),
         "PEHA_HTTP_CONNECT_TIMEOUT_S": "2",
         "PEHA_PG_OS_USER": "postgres",
-        "PEHA_PG_PASSWORD_FILE": str(LAB_DIR / "secrets" / "pg_peha"),
-        "PEHA_PG_USER": "pe-ha",
     }
     path = LAB_DIR / "peha.env"
     path.write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))

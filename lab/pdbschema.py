@@ -267,18 +267,10 @@ GRANT CONNECT ON DATABASE "pe-puppetdb" TO "pe-puppetdb-migrator" WITH GRANT OPT
 SET ROLE "pe-puppetdb-migrator";
 GRANT CONNECT ON DATABASE "pe-puppetdb" TO "pe-puppetdb";
 RESET ROLE;
-GRANT CONNECT ON DATABASE "pe-puppetdb" TO "pe-ha";
 """
 
 
 def database_grants_sql(p: PeProfile) -> str:
-    """Inside pe-puppetdb, as a superuser: the public schema as PE sets it, and the read access the README
-    asks for pe-ha's checks (PostgreSQL 11 has no pg_read_all_data)."""
-    out = ['REVOKE ALL ON SCHEMA public FROM PUBLIC;', 'GRANT USAGE, CREATE ON SCHEMA public TO "pe-puppetdb";',
-           'GRANT USAGE ON SCHEMA public TO "pe-ha";']
-    if p.pg_major < 14:
-        out += ['GRANT SELECT ON ALL TABLES IN SCHEMA public TO "pe-ha";',
-                'GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO "pe-ha";',
-                'ALTER DEFAULT PRIVILEGES FOR ROLE "pe-puppetdb" IN SCHEMA public GRANT SELECT ON TABLES TO "pe-ha";',
-                'ALTER DEFAULT PRIVILEGES FOR ROLE "pe-puppetdb" IN SCHEMA public GRANT SELECT ON SEQUENCES TO "pe-ha";']
+    """Inside pe-puppetdb, as a superuser: the public schema as PE sets it."""
+    out = ['REVOKE ALL ON SCHEMA public FROM PUBLIC;', 'GRANT USAGE, CREATE ON SCHEMA public TO "pe-puppetdb";']
     return "\n".join(out) + "\n"

@@ -284,6 +284,17 @@ def psql(sql: str, *, os_user: str, bin_dir: str, database: str = "postgres") ->
     return Command(tuple(argv), f"psql on {database}")
 
 
+PSQL_FIELD_SEPARATOR = "\x1f"
+
+
+def psql_session(database: str, *, os_user: str, bin_dir: str) -> Command:
+    """A psql kept open on ``database`` as the PG owner, read from stdin: unaligned, tuples only, one unit
+    separator between fields, quiet, stopping at the first error (``pe_ha.psql`` speaks to it)."""
+    argv = _as_pg(os_user, bin_dir, "psql", "-X", "-q", "-A", "-t", "-F", PSQL_FIELD_SEPARATOR,
+                  "-v", "ON_ERROR_STOP=1", "-d", v.database_name(database))
+    return Command(tuple(argv), f"psql session on {database} (read-only checks over SSH)")
+
+
 def psql_database_size(database: str = "pe-puppetdb", *, os_user: str, bin_dir: str) -> Command:
     """The guide's size check: ``psql -c '\\l+ "pe-puppetdb"'``."""
     db = v.database_name(database)

@@ -1,6 +1,6 @@
 """The one exception tree of pe-ha.
 
-Every lower-level error (paramiko/fabric, httpx, psycopg, OSError) is translated into one of these
+Every lower-level error (paramiko/fabric, httpx, psql over SSH, OSError) is translated into one of these
 at the boundary that met it, so flows and tasks only ever handle ``PeHaError`` subclasses::
 
     PeHaError
@@ -15,7 +15,7 @@ at the boundary that met it, so flows and tasks only ever handle ``PeHaError`` s
     ├── ApiError                    a PE HTTPS API call failed
     │   ├── ApiUnavailable          connect error, timeout or 5xx (retryable)
     │   └── AuthError               401/403, e.g. an expired RBAC token (never retried)
-    ├── DatabaseError               a PostgreSQL call failed (psycopg)
+    ├── DatabaseError               a PostgreSQL query failed (psql on the node)
     ├── WaitTimedOut                a bounded wait ended before the condition held
     └── ApprovalRejected            the operator did not approve a destructive step
 

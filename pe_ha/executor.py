@@ -19,12 +19,14 @@ Output is streamed line by line to a callback (by default the Prefect run logger
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import select
 import shlex
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +87,21 @@ class Executor(Protocol):
     def get(self, host: str, remote_path: str, local_path: Path) -> None: ...
 
     def relay(self, src_host: str, src_path: str, dst_host: str, dst_path: str, *, chunk: int = 1 << 20) -> int: ...
+
+    def open_session(self, host: str, argv: Iterable[str], *, timeout_s: float | None = None) -> RemoteSession: ...
+
+    def close(self) -> None: ...
+
+
+class RemoteSession(Protocol):
+    """A command kept running on a host and spoken to through its stdin (e.g. one psql session whose
+    transaction must stay open across several steps)."""
+
+    def send(self, text: str) -> None: ...
+
+    def read_until(self, marker: str, *, timeout_s: float) -> list[str]:
+        """The stdout lines before the line ``marker``. Raises CommandFailed when the command ends first."""
+        ...
 
     def close(self) -> None: ...
 
@@ -290,6 +307,26 @@ class FabricExecutor:
                                 output=mask("\n".join(err_lines[-8:] + out_lines[-8:])))
         return result
 
+    def open_session(self, host: str, argv: Iterable[str], *, timeout_s: float | None = None) -> FabricSession:
+        """Start ``argv`` in a root session and keep it running; no pty, so what is sent is never echoed."""
+        argv = tuple(argv)
+        limit = float(timeout_s if timeout_s is not None else self.settings.command_timeout_s)
+        entry = self._host(host)
+        line = root_session(argv, login_user=entry.user, lang=self.settings.remote_lang,
+                            path=self.settings.remote_path, timeout_s=limit)
+        conn = self.connection(host)
+        try:
+            transport = conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise paramiko.SSHException("transport is not active")
+            chan = transport.open_session(timeout=self.settings.ssh_connect_timeout_s)
+            chan.set_combine_stderr(True)
+            chan.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._drop(host)
+            raise ConnectError(f"could not open an SSH session: {exc}", host=host) from None
+        return FabricSession(self, host, argv, chan)
+
     def _probe_link(self, host: str, transport: paramiko.Transport) -> None:
         try:
             probe = transport.open_session(timeout=self.settings.ssh_connect_timeout_s)
@@ -388,6 +425,69 @@ class FabricExecutor:
             self._drop(dst_host)
             raise TransferError(f"copy {src_host}:{src_path} -> {dst_host}:{dst_path} failed: {exc}",
                                 host=dst_host) from None
+
+
+class FabricSession:
+    """One running remote command (``FabricExecutor.open_session``). Thread-safe: one exchange at a time."""
+
+    def __init__(self, executor: FabricExecutor, host: str, argv: tuple[str, ...], chan: paramiko.Channel) -> None:
+        self.executor, self.host, self.argv, self.chan = executor, host, argv, chan
+        self._buffer = b""
+        self._errors: list[str] = []
+        self._pgid: int | None = None
+        self._lock = threading.Lock()
+
+    def send(self, text: str) -> None:
+        try:
+            self.chan.sendall(text.encode())
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise ConnectError(f"lost the session running `{mask(shlex.join(self.argv))}`: {exc}", host=self.host) from None
+
+    def read_until(self, marker: str, *, timeout_s: float) -> list[str]:
+        with self._lock:
+            out: list[str] = []
+            deadline = time.monotonic() + timeout_s
+            while True:
+                while b"\n" in self._buffer:
+                    raw, self._buffer = self._buffer.split(b"\n", 1)
+                    text = raw.decode("utf-8", errors="replace").rstrip("\r")
+                    if self._pgid is None and text.startswith(_PID_MARK):
+                        with contextlib.suppress(ValueError):
+                            self._pgid = int(text[len(_PID_MARK):].strip())
+                    elif text.startswith(_ERR_MARK):
+                        self._errors.append(text[len(_ERR_MARK):])
+                        _quiet_sink(self.host, "stderr", text[len(_ERR_MARK):])
+                    elif text == marker:
+                        return out
+                    else:
+                        out.append(text)
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise RemoteTimeout(f"`{mask(shlex.join(self.argv))}` gave no answer in {timeout_s:g} s; ended",
+                                        host=self.host)
+                readable, _, _ = select.select([self.chan], [], [], 0.2)
+                if not readable:
+                    continue
+                data = self.chan.recv(65536)
+                if not data:
+                    code = self.chan.recv_exit_status() if self.chan.exit_status_ready() else -1
+                    raise CommandFailed(host=self.host, command=mask(shlex.join(self.argv)), exit_code=code,
+                                        output=mask("\n".join(self._errors[-8:] + out[-8:])))
+                self._buffer += data
+
+    def close(self) -> None:
+        """End of input, then the command has 2 s to finish; else its process group is killed on the host."""
+        try:
+            self.chan.shutdown_write()
+            deadline = time.monotonic() + 2
+            while not self.chan.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.chan.exit_status_ready():
+                self.chan.close()
+                return
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
+        self.executor._kill_remote(self.host, self.chan, self._pgid)
 
 
 def private_file_mode_ok(path: Path) -> bool:

@@ -20,6 +20,7 @@ from pe_ha.executor import CommandResult
 from pe_ha.masking import mask
 
 Responder = Callable[[str, tuple[str, ...]], "CommandResult | PeHaError"]
+SqlResponder = Callable[[str, str], "list[str] | PeHaError"]  # (host, what was sent) -> the lines it answers
 
 
 @dataclass
@@ -34,7 +35,7 @@ class _Rule:
 class Call:
     host: str
     argv: tuple[str, ...]
-    kind: str = "run"  # run | put | get
+    kind: str = "run"  # run | put | get | session | sql
 
     def __str__(self) -> str:
         return f"{self.host}: {shlex.join(self.argv)}"
@@ -48,6 +49,7 @@ class FakeExecutor:
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     unreachable: set[str] = field(default_factory=set)
     pe_version: str = "2019.8.12"  # what an unscripted `cat /opt/puppetlabs/server/pe_version` answers
+    session_responder: SqlResponder | None = None  # answers what is sent to an open session; default: no lines
     _rules: list[_Rule] = field(default_factory=list)
 
     def script(
@@ -143,6 +145,13 @@ class FakeExecutor:
         self.files[(dst_host, dst_path)] = data
         return len(data)
 
+    def open_session(self, host: str, argv: Iterable[str], *, timeout_s: float | None = None) -> FakeSession:
+        argv = tuple(argv)
+        self.calls.append(Call(host, argv, "session"))
+        if host in self.unreachable:
+            raise ConnectError("SSH connect timed out (fake)", host=host)
+        return FakeSession(self, host)
+
     def close(self) -> None:
         pass
 
@@ -153,3 +162,29 @@ class FakeExecutor:
 
     def transcript(self) -> list[str]:
         return [str(c) for c in self.calls]
+
+
+@dataclass
+class FakeSession:
+    """An open session of the fake: what is sent up to a marker is recorded and answered by the executor's
+    ``session_responder``."""
+
+    executor: FakeExecutor
+    host: str
+    _pending: list[str] = field(default_factory=list)
+
+    def send(self, text: str) -> None:
+        self._pending.append(text)
+
+    def read_until(self, marker: str, *, timeout_s: float) -> list[str]:
+        sent = "".join(self._pending).replace(marker, "")
+        self._pending.clear()
+        self.executor.calls.append(Call(self.host, (sent,), "sql"))
+        respond = self.executor.session_responder
+        answer = respond(self.host, sent) if respond is not None else []
+        if isinstance(answer, PeHaError):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        pass

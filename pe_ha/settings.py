@@ -93,9 +93,6 @@ class Settings(BaseSettings):
     http_connect_timeout_s: float = Field(default=5, gt=0, le=120, description="HTTPS connect timeout.")
     http_read_timeout_s: float = Field(default=30, gt=0, le=600, description="HTTPS read timeout.")
     pg_os_user: str = Field(default="pe-postgres", description="OS user that owns PE's PostgreSQL.")
-    pg_port: int = Field(default=5432, ge=1, le=65535, description="PostgreSQL port on master and replica.")
-    pg_user: str = Field(default="pe-ha", description="PostgreSQL role pe-ha uses for read-only checks.")
-    pg_password_file: Path | None = Field(default=None, description="File holding that role's password.")
     pg_bin_dir: str = Field(default="/opt/puppetlabs/server/bin", description="PE's PostgreSQL client tools.")
     index_build_memory_mb: int = Field(
         default=512, ge=16, le=16384,
@@ -120,7 +117,7 @@ class Settings(BaseSettings):
         """Fail with the setting's name when a file it names is missing or unreadable."""
         for field in ("ssh_key_file", "ssh_known_hosts_file", "rbac_token_file", "ca_cert"):
             _readable(field, getattr(self, field))
-        for field in ("client_cert", "client_key", "pg_password_file"):
+        for field in ("client_cert", "client_key"):
             if getattr(self, field) is not None:
                 _readable(field, getattr(self, field))
 
@@ -151,11 +148,6 @@ class Settings(BaseSettings):
     def rbac_token(self) -> SecretStr:
         """The admin RBAC token, registered for masking."""
         return SecretStr(_read_secret("rbac_token_file", self.rbac_token_file))
-
-    def pg_password(self) -> SecretStr | None:
-        if self.pg_password_file is None:
-            return None
-        return SecretStr(_read_secret("pg_password_file", self.pg_password_file))
 
 
 def _readable(field: str, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tasks on PuppetDB's PostgreSQL database: size, dump, transfer, restore, verify (psycopg + SSH)."""
+"""Tasks on PuppetDB's PostgreSQL database: size, dump, transfer, restore, verify (psql and tools over SSH)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import psycopg
 from prefect import task
-from psycopg import sql
 
 from pe_ha import commands, runtime
 from pe_ha.background import Background
 from pe_ha.errors import CommandFailed, DatabaseError, PreconditionFailed, TransferError
+from pe_ha.psql import Psql, quote_ident, quote_literal
+from pe_ha.psql import session as psql_session
 from tasks._base import READ, RETRY_CONNECT, SIDE_EFFECT, logger
 from tasks.copy_plan import IndexInfo, Job, copy_jobs, loaded_rows, post_data_plan
 
@@ -22,40 +22,27 @@ DB = "pe-puppetdb"
 
 
 @contextlib.contextmanager
-def connect(host: str, database: str = DB) -> Iterator[psycopg.Connection]:
-    """psycopg connection to ``host``'s PE PostgreSQL as the read-only pe-ha role; errors become DatabaseError."""
+def connect(host: str, database: str = DB, *, answer_within_s: float | None = None) -> Iterator[Psql]:
+    """A psql session on ``host``'s ``database`` as PostgreSQL's owner over SSH (no role or pg_hba line for
+    pe-ha); failures become DatabaseError."""
     s = runtime.settings()
-    entry = s.host(host)
-    password = s.pg_password()
-    try:
-        conn = psycopg.connect(host=entry.ssh_address, port=s.pg_port, dbname=database, user=s.pg_user,
-                               password=password.get_secret_value() if password else None,
-                               connect_timeout=max(1, int(s.ssh_connect_timeout_s)), application_name="pe-ha")
-    except psycopg.OperationalError as exc:
-        raise DatabaseError(f"{host}: cannot connect to PostgreSQL database {database}: {str(exc).strip()}",
-                            hint="check that PostgreSQL listens on the host, pg_hba allows pe-ha, and PEHA_PG_* settings") from None
-    try:
+    with psql_session(runtime.executor(), host, database, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
+                      timeout_s=answer_within_s or s.command_timeout_s) as conn:
         yield conn
-    except psycopg.Error as exc:
-        raise DatabaseError(f"{host}: PostgreSQL error: {str(exc).strip()}") from None
-    finally:
-        conn.close()
+
+
+def _int(text: str) -> int:
+    return int(text) if text else 0
 
 
 @task(name="puppetdb-size", task_run_name="puppetdb-size/{host}", **READ)
 def database_size(host: str) -> int:
     """The size of pe-puppetdb in bytes (the figure ``\\l+`` shows)."""
-    with connect(host) as conn:
-        row = conn.execute("SELECT pg_database_size(%s)", (DB,)).fetchone()
-    return int(row[0]) if row else 0
+    with connect(host, "postgres", answer_within_s=120) as conn:
+        return _int(conn.value(f"SELECT pg_database_size({quote_literal(DB)})"))
 
 
-def server_major(conn: psycopg.Connection) -> int:
-    """PostgreSQL major version (15 for 15.x)."""
-    return conn.info.server_version // 10000
-
-
-def fingerprint_in(conn: psycopg.Connection, *, count_rows: bool = True) -> dict[str, int | str]:
+def fingerprint_in(conn: Psql, *, count_rows: bool = True) -> dict[str, int | str]:
     """What a copy must carry, read in the current snapshot: each table's own rows (``FROM ONLY``: an INHERITS
     parent's count never includes its children, which are tables of their own), index and constraint counts, a
     digest of certnames, every sequence's value and ``is_called``, the partition inventory, object owners, the
@@ -63,24 +50,22 @@ def fingerprint_in(conn: psycopg.Connection, *, count_rows: bool = True) -> dict
 
     ``count_rows=False`` leaves out the row counts (a scan of every table); everything else stays.
     """
-    tables = [r[0] for r in conn.execute(
+    tables = [r[0] for r in conn.rows(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1").fetchall()]
+        "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1")]
     result: dict[str, int | str] = {}
     for table in tables if count_rows else []:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM ONLY public.{}").format(sql.Identifier(table))).fetchone()
-        result[f"rows:{table}"] = int(row[0]) if row else -1
+        result[f"rows:{table}"] = _int(conn.value(f"SELECT count(*) FROM ONLY public.{quote_ident(table)}"))
     for name, query in (
         ("indexes", "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'"),
         ("constraints", "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
                         "WHERE n.nspname = 'public'"),
     ):
-        row = conn.execute(query).fetchone()
-        result[name] = int(row[0]) if row else -1
+        result[name] = _int(conn.value(query))
     if "certnames" in tables:
-        row = conn.execute("SELECT coalesce(md5(string_agg(certname || ':' || coalesce(deactivated::text, ''), ',' "
-                           "ORDER BY certname)), '') FROM certnames").fetchone()
-        result["md5:certnames"] = str(row[0]) if row else ""
+        result["md5:certnames"] = conn.value(
+            "SELECT coalesce(md5(string_agg(certname || ':' || coalesce(deactivated::text, ''), ',' "
+            "ORDER BY certname)), '') FROM certnames")
     result.update(catalog_inventory(conn))
     return result
 
@@ -89,49 +74,47 @@ SEQUENCES_QUERY = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oi
                    "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")
 
 
-def sequence_values(conn: psycopg.Connection) -> dict[str, tuple[int, bool]]:
+def sequence_values(conn: Psql) -> dict[str, tuple[int, bool]]:
     """Every sequence's ``last_value`` and ``is_called``, read from the sequence itself (PostgreSQL 10+)."""
     out: dict[str, tuple[int, bool]] = {}
-    for (name,) in conn.execute(SEQUENCES_QUERY).fetchall():
-        row = conn.execute(sql.SQL("SELECT last_value, is_called FROM public.{}").format(sql.Identifier(name))).fetchone()
-        if row is not None:
-            out[str(name)] = (int(row[0]), bool(row[1]))
+    for (name,) in conn.rows(SEQUENCES_QUERY):
+        for value, called in conn.rows(f"SELECT last_value, is_called FROM public.{quote_ident(name)}"):
+            out[name] = (int(value), called == "t")
     return out
 
 
-def catalog_inventory(conn: psycopg.Connection) -> dict[str, int | str]:
+def catalog_inventory(conn: Psql) -> dict[str, int | str]:
     """The parts of a database that rows and indexes do not show, one key each, as text to compare."""
     out: dict[str, int | str] = {}
     for name, (value, called) in sequence_values(conn).items():
         out[f"sequence:{name}"] = f"{value} {'called' if called else 'not called'}"
-    parts = conn.execute(
+    parts = conn.rows(
         "SELECT p.relname || ' <- ' || c.relname || ' (' || c.relkind || ')' FROM pg_inherits i "
         "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') "
-        "ORDER BY 1").fetchall()
+        "ORDER BY 1")
     out["partitions"] = md5_of(str(r[0]) for r in parts)
     out["partition count"] = len(parts)
-    out["partitioned parents"] = ",".join(str(r[0]) for r in conn.execute(
+    out["partitioned parents"] = ",".join(r[0] for r in conn.rows(
         "SELECT c.relname || ':' || c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND (c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i "
-        "WHERE i.inhparent = c.oid)) ORDER BY 1").fetchall())
-    owners = conn.execute(
+        "WHERE i.inhparent = c.oid)) ORDER BY 1"))
+    owners = conn.rows(
         "SELECT pg_get_userbyid(c.relowner) || ':' || c.relkind, count(*) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v') "
         "GROUP BY 1 UNION ALL SELECT pg_get_userbyid(p.proowner) || ':function', count(*) FROM pg_proc p "
         "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND NOT EXISTS "
-        "(SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') GROUP BY 1 ORDER BY 1").fetchall()
+        "(SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') GROUP BY 1 ORDER BY 1")
     out["owners"] = ", ".join(f"{r[0]}={r[1]}" for r in owners)
-    row = conn.execute(
+    found = conn.rows(
         "SELECT pg_get_userbyid(d.datdba), coalesce((SELECT string_agg(g, ',' ORDER BY g) FROM (SELECT CASE "
         "WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || '=' || a.privilege_type || CASE "
         "WHEN a.is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(a.grantor) AS g "
-        "FROM aclexplode(d.datacl) a) acl), 'default') FROM pg_database d WHERE d.datname = current_database()"
-    ).fetchone()
-    out["database owner"] = str(row[0]) if row else ""
-    out["database acl"] = str(row[1]) if row else ""
-    out["extensions"] = ",".join(f"{r[0]} {r[1]}" for r in conn.execute(
-        "SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
+        "FROM aclexplode(d.datacl) a) acl), 'default') FROM pg_database d WHERE d.datname = current_database()")
+    owner, acl = found[0] if found else ("", "")
+    out["database owner"], out["database acl"] = owner, acl
+    out["extensions"] = ",".join(f"{r[0]} {r[1]}" for r in conn.rows(
+        "SELECT extname, extversion FROM pg_extension ORDER BY 1"))
     return out
 
 
@@ -208,8 +191,7 @@ def dump(host: str, file: str, compress: int = 3) -> DumpResult:
     started = time.monotonic()
     with connect(host) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-        snapshot = str(row[0]) if row else None
+        snapshot = conn.value("SELECT pg_export_snapshot()") or None
         expected = fingerprint_in(conn)
         # The exporting transaction stays open while pg_dump imports its snapshot.
         cmd = commands.pg_dump(file=file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir, compress=compress,
@@ -287,13 +269,13 @@ def remove_files(host: str, *paths: str) -> None:
 # -- the fast copy: schema frame + per-table streams into a staging database + rename swap ---------------
 
 
-def leaf_tables(conn: psycopg.Connection) -> list[tuple[str, int]]:
+def leaf_tables(conn: Psql) -> list[tuple[str, int]]:
     """Every table that holds rows (partitions included, partitioned parents excluded) with its size without
     indexes (heap and TOAST), largest first."""
-    rows = conn.execute(
+    rows = conn.rows(
         "SELECT c.relname, pg_table_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC, 1").fetchall()
-    return [(str(r[0]), int(r[1])) for r in rows]
+        "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC, 1")
+    return [(r[0], int(r[1])) for r in rows]
 
 
 @task(name="measure-link", task_run_name="measure-link/{source}->{target}", **READ)
@@ -322,14 +304,14 @@ def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: flo
     return "none"
 
 
-def index_info(conn: psycopg.Connection) -> dict[str, IndexInfo]:
+def index_info(conn: Psql) -> dict[str, IndexInfo]:
     """Index name -> the leaf table it is on, its access method and size (partitioned parents' indexes left out)."""
-    rows = conn.execute(
+    rows = conn.rows(
         "SELECT i.relname, t.relname, am.amname, pg_relation_size(i.oid) FROM pg_index x "
         "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
         "JOIN pg_am am ON am.oid = i.relam JOIN pg_namespace n ON n.oid = t.relnamespace "
-        "WHERE n.nspname = 'public' AND t.relkind = 'r'").fetchall()
-    return {str(r[0]): IndexInfo(table=str(r[1]), method=str(r[2]), bytes=int(r[3])) for r in rows}
+        "WHERE n.nspname = 'public' AND t.relkind = 'r'")
+    return {r[0]: IndexInfo(table=r[1], method=r[2], bytes=int(r[3])) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -341,15 +323,14 @@ class LoadProgress:
 
 
 def load_progress(host: str, database: str) -> LoadProgress:
-    """``database``'s size and its running COPY and CREATE INDEX commands (``pg_stat_progress_*``; the pe-ha
-    role's pg_monitor membership lets it see other sessions' progress)."""
-    with connect(host, database) as conn:
-        conn.autocommit = True  # every look reads the live progress views, not a transaction's snapshot
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        major = server_major(conn)
+    """``database``'s size and its running COPY and CREATE INDEX commands (``pg_stat_progress_*``, which
+    PostgreSQL's owner sees for every session). Each look is a short session of its own, outside any transaction."""
+    with connect(host, database, answer_within_s=30) as conn:
+        size = _int(conn.value("SELECT pg_database_size(current_database())"))
+        major = conn.major()
         if major < 14:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+: the size says enough
-            return LoadProgress(int(row[0]) if row else 0, [] if major < 12 else _index_progress(conn))
-        rows = conn.execute(
+            return LoadProgress(size, [] if major < 12 else _index_progress(conn))
+        rows = conn.rows(
             "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
             " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"
             " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -358,16 +339,16 @@ def load_progress(host: str, database: str) -> LoadProgress:
             " WHEN p.blocks_total > 0 THEN ' ' || (100 * p.blocks_done / p.blocks_total) || ' %'"
             " WHEN p.tuples_total > 0 THEN ' ' || (100 * p.tuples_done / p.tuples_total) || ' %' ELSE '' END"
             " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
-            " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
-    return LoadProgress(int(row[0]) if row else 0, sorted(str(r[0]) for r in rows))
+            " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    return LoadProgress(size, sorted(r[0] for r in rows))
 
 
-def _index_progress(conn: psycopg.Connection) -> list[str]:
-    rows = conn.execute(
+def _index_progress(conn: Psql) -> list[str]:
+    rows = conn.rows(
         "SELECT 'INDEX on ' || coalesce(c.relname, p.relid::text) || ': ' || p.phase"
         " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
-        " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
-    return sorted(str(r[0]) for r in rows)
+        " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    return sorted(r[0] for r in rows)
 
 
 class ProgressWatch:
@@ -562,15 +543,14 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
         chooser = Background(lambda: choose_compression.fn(source, target, link_mb_per_s.fn(source, target)),
                              "pe-ha-link-probe")
     ex.run(target, commands.recreate_database(staging, owner=DB, like=DB, **pg))
-    with connect(target) as target_conn:
-        target_major = server_major(target_conn)
+    with connect(target, answer_within_s=120) as target_conn:
+        target_major = target_conn.major()
     lists: dict[str, list[int]] = {}
     with ProgressWatch(target, staging, f"copy {source} -> {target}", expected_bytes=source_bytes):
         try:
             with connect(source) as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-                snapshot = str(row[0]) if row else ""
+                snapshot = conn.value("SELECT pg_export_snapshot()")
                 tables = leaf_tables(conn)
                 indexes = index_info(conn)
                 ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg))
@@ -595,7 +575,7 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
                 # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
                 expected: dict[str, int | str] = {}
                 # COPY's binary format is only portable between servers of the same major version.
-                binary = server_major(conn) == target_major
+                binary = conn.major() == target_major
                 if chooser is not None:
                     compress = str(chooser.result())
                     chooser = None

@@ -130,3 +130,38 @@ def test_last_stderr_line_is_kept_and_a_daemon_holding_stderr_does_not_hang_the_
     assert result.stdout.splitlines() == ["started"]
     assert result.stderr.splitlines() == ["final words"]
     executor.run("local.test", ["pkill", "-f", "^sleep 300"], check=False)
+
+
+# -- sessions (pe_ha.psql speaks to psql through one) ------------------------------------------------
+
+
+def test_session_answers_each_exchange_in_order_and_ends_with_its_input(executor):
+    session = executor.open_session("local.test", ["bash", "-c", 'while read -r line; do echo "got $line"; done'])
+    try:
+        session.send("one\nEND-1\n")
+        assert session.read_until("got END-1", timeout_s=10) == ["got one"]
+        session.send("two\nthree\nEND-2\n")
+        assert session.read_until("got END-2", timeout_s=10) == ["got two", "got three"]
+    finally:
+        session.close()
+    time.sleep(0.3)
+    assert not _remote_alive(executor, "bash -c while read")
+
+
+def test_session_that_ends_early_raises_with_its_error_output(executor):
+    session = executor.open_session("local.test", ["bash", "-c", "read -r line; echo 'ERROR: relation missing' >&2; exit 3"])
+    try:
+        session.send("SELECT 1;\n")
+        with pytest.raises(CommandFailed) as info:
+            session.read_until("never", timeout_s=10)
+    finally:
+        session.close()
+    assert info.value.exit_code == 3 and "relation missing" in info.value.output
+
+
+def test_session_without_an_answer_times_out_and_is_killed(executor):
+    session = executor.open_session("local.test", ["bash", "-c", "sleep 66.789"])
+    with pytest.raises(RemoteTimeout):
+        session.read_until("never", timeout_s=1)
+    time.sleep(1.5)
+    assert not _remote_alive(executor, "sleep 66.789")

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from lab import core, tokens
+from lab import core, inspect, tokens
 from pe_ha import runtime
 from pe_ha.errors import ApiError, ApiUnavailable, AuthError, CommandFailed, ConnectError
 from pe_ha.executor import FabricExecutor
@@ -41,13 +41,12 @@ def test_postgres_on_master_and_replica_only(lab, lab_runtime):
     s = lab_runtime
     for host in ("master.lab.test", "replica.lab.test"):
         addr = s.host(host).address
-        with psycopg.connect(host=addr, dbname="postgres", user="pe-ha", password=s.pg_password().get_secret_value(),
-                             connect_timeout=3) as conn:
+        with inspect.connect(addr, "postgres") as conn:
             names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
             assert {"pe-puppetdb", "pe-classifier", "pe-rbac", "pe-activity", "pe-orchestrator"} <= names
             assert conn.execute("SELECT host(inet_server_addr())").fetchone()[0] == addr
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host=s.host("agent1.lab.test").address, dbname="postgres", user="pe-ha", connect_timeout=2)
+        psycopg.connect(host=s.host("agent1.lab.test").address, dbname="postgres", user="postgres", connect_timeout=2)
 
 
 def test_per_host_puppet_files(lab, lab_runtime):

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import time
 
-import psycopg
 import pytest
 
-from lab import core
+from lab import core, inspect
 from pe_ha import runtime
 from pe_ha.executor import FabricExecutor
 from tests.lab.conftest import lab_settings
@@ -43,8 +42,7 @@ def puppet_conf(ex, host):
 
 
 def rows(settings, host, table):
-    with psycopg.connect(host=settings.host(host).address, dbname="pe-puppetdb", user="pe-ha",
-                         password=settings.pg_password().get_secret_value(), connect_timeout=3) as conn:
+    with inspect.connect(settings.host(host).address) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 

@@ -7,7 +7,6 @@ and leaves the session's lab as it found it (re-created) when it is done.
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from lab import core, pdbgen
@@ -97,16 +96,16 @@ def test_profile_refuses_flags_its_pe_version_lacks(profile_lab):
 
 
 def comparable(settings, host: str) -> dict:
-    """What the copy must carry, read by the test itself as the pe-ha role (not through pe-ha's tasks)."""
+    """What the copy must carry, read by the test itself over its own connection (not through pe-ha's session)."""
+    from lab import inspect
     from tasks.puppetdb import catalog_inventory, sequence_values
 
-    with psycopg.connect(host=settings.host(host).address, dbname="pe-puppetdb", user="pe-ha",
-                         password=settings.pg_password().get_secret_value(), connect_timeout=3) as conn:
+    with inspect.connect(settings.host(host).address) as conn:
         tables = [r[0] for r in conn.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
                                              "c.relnamespace WHERE nspname = 'public' AND relkind = 'r'")]
         rows = {t: conn.execute(f'SELECT count(*) FROM ONLY public."{t}"').fetchone()[0] for t in tables}
-        inventory = catalog_inventory(conn)
-        sequences = sequence_values(conn)
+        inventory = catalog_inventory(inspect.Rows(conn))
+        sequences = sequence_values(inspect.Rows(conn))
     return {"rows": rows, "sequences": sequences, **inventory}
 
 

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import psycopg
 import pytest
 
 from lab import core, tokens
@@ -28,10 +27,11 @@ def sim_state(ex, host) -> dict:
 
 
 def fingerprint(settings, host, db="pe-puppetdb") -> dict:
-    with psycopg.connect(host=settings.host(host).address, dbname=db, user="pe-ha",
-                         password=settings.pg_password().get_secret_value(), connect_timeout=3) as conn:
-        from tasks.puppetdb import fingerprint_in
+    from lab import inspect
+    from tasks.puppetdb import fingerprint_in
 
+    with inspect.reader(settings.host(host).address, db) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return fingerprint_in(conn)
 
 
@@ -197,8 +197,9 @@ def test_space_runs_out_during_the_dump(fresh_lab, outcome):
     pdbgen.generate(fresh_lab, 60, resources=400, reports=10)
     settings = lab_settings(dump_dir="/var/tmp/tight")
     check = quiet(settings)
-    with psycopg.connect(host=settings.host(M).address, dbname="pe-puppetdb", user="pe-ha",
-                         password=settings.pg_password().get_secret_value(), connect_timeout=3) as conn:
+    from lab import inspect
+
+    with inspect.connect(settings.host(M).address) as conn:
         size = int(conn.execute("SELECT pg_database_size('pe-puppetdb')").fetchone()[0])
     room = size // 2 + 80 * 2**20  # passes the check (size/2 + 64 MiB) with a little to spare
     for node in (fresh_lab.master, fresh_lab.replica):
