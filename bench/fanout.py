@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             from prefect.task_runners import ThreadPoolTaskRunner
 
             from flows.provision_replica import provision_replica
+            from pe_ha import commands
             from tasks import agent
 
             limit = args.limit or settings.agent_concurrency
@@ -72,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             @flow(name="bench-fanout", task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
             def fan_out(hosts: list[str], noop: bool, server_list: list[str]) -> float:
                 t0 = time.monotonic()
-                agent.agent_runs(hosts, noop=noop, server_list=server_list, limit=limit)
+                agent.agent_runs(hosts, commands.agent_run(noop=noop, server_list=server_list), limit=limit)
                 return time.monotonic() - t0
 
             @flow(name="bench-sequential")
             def sequential(hosts: list[str], noop: bool, server_list: list[str]) -> float:
                 t0 = time.monotonic()
                 for host in hosts:
-                    agent.agent_run(host, noop=noop, server_list=server_list)
+                    agent.agent_run(host, commands.agent_run(noop=noop, server_list=server_list))
                 return time.monotonic() - t0
 
             def slow_agents(seconds: float | None) -> None:
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         core.node_run(node, "pe-sim", "fault", "clear")
 
-            from pe_ha import commands
 
             for kind, noop, server_list, seconds in (
                     ("agent -t --noop --server_list=replica", True, [R], None),

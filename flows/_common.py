@@ -18,7 +18,6 @@ from pydantic import Field
 
 from pe_ha import runtime
 from pe_ha.background import Background
-from pe_ha.commands import Command
 from pe_ha.errors import ApprovalRejected, PeHaError, PreconditionFailed, ValidationError
 from pe_ha.masking import mask
 from pe_ha.validation import hostname
@@ -50,27 +49,12 @@ def distinct(a: str, b: str, what: str) -> None:
 
 @dataclass
 class Runbook:
-    """The record of one procedure run: planned commands, executed steps, and the summary artifact."""
+    """The record of one procedure run: the steps it took, and the summary artifact."""
 
     procedure: str
     target: str
-    plan: list[tuple[str, str, str]] = field(default_factory=list)  # (step, host, command)
     steps: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-
-    def planned(self, step: str, host: str, command: Command | str) -> None:
-        text = " ".join(_quote(command.argv)) if isinstance(command, Command) else command
-        self.plan.append((step, host, mask(text)))
-
-    def publish_plan(self) -> list[dict]:
-        rows = [{"step": s, "host": h, "command": c} for s, h, c in self.plan]
-        md = [f"# Dry run: {self.procedure} ({self.target})", "", "Nothing was run. These commands would run, in order:", "",
-              "| # | step | host | command |", "|---|---|---|---|"]
-        md += [f"| {i} | {r['step']} | {r['host']} | `{r['command']}` |" for i, r in enumerate(rows, 1)]
-        create_markdown_artifact(key=f"{self.procedure}-plan", markdown="\n".join(md),
-                                 description=f"dry run of {self.procedure}")
-        log().info("dry run: %d planned steps, nothing executed", len(rows))
-        return rows
 
     @contextlib.contextmanager
     def step(self, name: str, host: str = "") -> Iterator[None]:
@@ -102,12 +86,6 @@ class Runbook:
         create_markdown_artifact(key=f"{self.procedure}-summary", markdown=text,
                                  description=f"{self.procedure} on {self.target}: {outcome}")
         return text
-
-
-def _quote(argv: Sequence[str]) -> list[str]:
-    import shlex
-
-    return [shlex.quote(a) for a in argv]
 
 
 def show_topology(label: str, candidates: Sequence[str]) -> list[dict]:
@@ -142,15 +120,18 @@ class Approval(RunInput):
     comment: str = Field(default="", max_length=500, description="Optional note for the record.")
 
 
-def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int = 3600) -> str:
-    """Pause for the operator's approval of ``what`` unless it was given up front. Raises ApprovalRejected."""
+def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int = 3600,
+                     allows: str = "") -> str:
+    """Pause for the operator's approval of ``what`` unless it was given up front. Raises ApprovalRejected.
+    ``allows`` (markdown) shows what the approval lets run."""
     from prefect.flow_runs import pause_flow_run
 
     if approved_up_front:
         log().warning("APPROVED UP FRONT (approve=True): %s", what)
         book.skip("operator approval", "given up front by parameter")
         return "parameter"
-    create_markdown_artifact(key=f"{book.procedure}-approval", markdown=f"# Approval needed\n\n{what}\n\n"
+    allowed = f"## Approving lets these steps run\n\n{mask(allows)}\n\n" if allows else ""
+    create_markdown_artifact(key=f"{book.procedure}-approval", markdown=f"# Approval needed\n\n{what}\n\n{allowed}"
                              "Resume this run from the UI (or POST /api/flow_runs/<id>/resume) with approve=true to go on.",
                              description="waiting for approval")
     log().warning("waiting for approval: %s", what)

@@ -11,7 +11,8 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, Field, field_validator
 
-from flows._common import Runbook, installation_lock, log
+from flows._common import installation_lock, log
+from flows._steps import Outcome, Procedure, Step
 from pe_ha import runtime, validation
 from pe_ha.commands import PCP_PORT, PUPPET_PORT
 from pe_ha.errors import PeHaError
@@ -48,21 +49,30 @@ def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
             agents.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    book = Runbook("configure-agent-failover", ", ".join(site.name for site in sites))
-    for site in sites:
-        book.planned("classifier group", "master", f"PE Agent - {site.name}: {site.fact}={site.value} -> "
-                                                   f"server_list={','.join(site.server_list)}")
-    if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
-    with book.step("back up classifier hierarchy"):
-        backup = classifier.backup_groups(str(runtime.settings().backup_dir))
-    results = {}
-    for site in sites:
-        with book.step(f"site {site.name}"):
+    found: dict = {"sites": {}}
+
+    def backup() -> None:
+        found["backup"] = classifier.backup_groups(str(runtime.settings().backup_dir))
+
+    def site_step(site: Site) -> Step:
+        def ensure() -> None:
             out = classifier.ensure_site_group(site.name, site.fact, site.value, site.server_list, site.pcp_broker_list)
-            results[site.name] = "changed" if out["changed"] else "unchanged"
-    log().info("site groups: %s", results)
-    book.publish_summary(outcome="configured", notes=[f"classifier backup: {backup}"] +
-                         [f"{k}: {v}" for k, v in results.items()],
-                         next_steps=["Run Puppet on the agents (or wait for their next run) to apply the new server_list."])
-    return {"sites": results, "backup": backup}
+            found["sites"][site.name] = "changed" if out["changed"] else "unchanged"
+
+        return Step(f"site-{site.name}", f"site {site.name}", "worker", ensure,
+                    note=f"classifier group PE Agent - {site.name}: {site.fact}={site.value} -> "
+                         f"server_list={','.join(site.server_list)}, pcp_broker_list={','.join(site.pcp_broker_list)}")
+
+    procedure = Procedure("configure-agent-failover", ", ".join(site.name for site in sites), [
+        Step("backup", "back up classifier hierarchy", "worker", backup,
+             note="GET /classifier-api/v1/groups, written to the backup folder (mode 0600)"),
+        *[site_step(site) for site in sites],
+    ])
+    if dry_run:
+        return procedure.plan()
+    procedure.run(lambda _: Outcome("configured", notes=[f"classifier backup: {found['backup']}"] +
+                                    [f"{k}: {v}" for k, v in found["sites"].items()],
+                                    next_steps=["Run Puppet on the agents (or wait for their next run) to apply the "
+                                                "new server_list."]))
+    log().info("site groups: %s", found["sites"])
+    return {"sites": found["sites"], "backup": found["backup"]}

@@ -26,18 +26,12 @@ import uuid
 from typing import Literal
 
 from prefect import flow
-from prefect.states import Cancelled
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, log, require_approval, run_name
+from flows._common import distinct, installation_lock, inventory_host, log, run_name
+from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
-from pe_ha.errors import (
-    ApprovalRejected,
-    DatabaseError,
-    PreconditionFailed,
-    TransferError,
-    ValidationError,
-    is_retryable,
-)
+from pe_ha.errors import DatabaseError, PreconditionFailed, TransferError, ValidationError, is_retryable
+from pe_ha.settings import Settings
 from tasks import agent, puppetdb, services
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
@@ -68,92 +62,15 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
     run_id = uuid.uuid4().hex[:12]
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
-    book = Runbook("copy-puppetdb", f"{source} -> {target} ({method})")
-    _plan(book, s, method, source, target, dump_file)
+    copy = Copy(s, source, target, method, folder, dump_file)
+    steps = copy.fast_steps() if method == "fast" else copy.documented_steps()
+    procedure = Procedure("copy-puppetdb", f"{source} -> {target} ({method})", steps)
     if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
-
-    # The checks are independent reads: they run at once.
-    with book.step("size, free space and CPU checks", f"{source}, {target}"):
-        size_future = puppetdb.database_size.submit(source)
-        jobs_future = puppetdb.cpu_count.submit(target)
-        places = [(source, s.dump_dir), (target, s.dump_dir)] + ([(target, s.pg_data_dir)] if method == "fast" else [])
-        free_futures = [puppetdb.free_bytes.submit(host, path) for host, path in places]
-        size = size_future.result()
-        if method == "documented":
-            need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
-            needs = [need, need]
-        else:  # the staging copy lives beside the live one
-            needs = [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]
-        for (host, path), future, need in zip(places, free_futures, needs, strict=True):
-            free = future.result()
-            if free < need:
-                raise PreconditionFailed(
-                    f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
-                    f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
-        jobs = jobs_future.result()
-    log().info("pe-puppetdb is %.1f MiB; method %s with --jobs=%d", size / 2**20, method, jobs)
-    if method == "fast":
-        return _fast(book, s, source, target, folder, dump_file, size, jobs, approve)
-    return _documented(book, s, source, target, folder, dump_file, size, jobs, approve)
-
-
-def _plan(book: Runbook, s, method: str, source: str, target: str, dump_file: str) -> None:
-    book.planned("size check", source, commands.psql_session("postgres", os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
-                 .description + ": SELECT pg_database_size('pe-puppetdb')")
-    book.planned("free space", source, commands.free_bytes(s.dump_dir))
-    book.planned("free space", target, commands.free_bytes(s.pg_data_dir if method == "fast" else s.dump_dir))
-    if method == "fast":
-        staging = "pe-puppetdb" + commands.STAGING_SUFFIX
-        book.planned("measure link", source, commands.link_probe(target))
-        book.planned("create staging database", target, commands.recreate_database(
-            staging, owner="pe-puppetdb", os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-        book.planned("schema frame", source, commands.pg_dump_schema(file=dump_file, snapshot="0-0-1",
-                                                                      os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
-                     .description + " (from the exported snapshot)")
-        book.planned("table of contents", source, commands.pg_restore_toc(file=dump_file, os_user=s.pg_os_user,
-                                                                          bin_dir=s.pg_bin_dir))
-        book.planned("per-table streams", source, commands.stream_table(
-            "catalog_resources", snapshot="0-0-1", target=target, staging=staging, compress="zstd",
-            os_user=s.pg_os_user, bin_dir=s.pg_bin_dir).description
-            + " (one per table, compression by link speed), then on the target that table's own indexes and keys: "
-            + commands.pg_restore_listed(file=dump_file, list_file=dump_file + ".catalog_resources.list",
-                                         database=staging, jobs=1, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
-                                         maintenance_mem_mb=s.index_build_memory_mb).description)
-        book.planned("rest of post-data (foreign keys, partitioned parents, triggers)", target,
-                     commands.pg_restore_listed(file=dump_file, list_file=dump_file + ".late.list", database=staging,
-                                                jobs=2, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
-                                                maintenance_mem_mb=s.index_build_memory_mb))
-        book.planned("verify staging against the source snapshot", target,
-                     "rows loaded per table (as COPY reported) = source snapshot counts; catalog and certnames digest")
-        for name in SERVICES_IN_ORDER:
-            book.planned("stop", target, commands.service(name, "stopped"))
-        book.planned("swap", target, commands.swap_databases("pe-puppetdb", staging, "pe-puppetdb" + commands.OLD_SUFFIX,
-                                                             os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-    else:
-        book.planned("dump", source, commands.pg_dump(file=dump_file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
-        book.planned("transfer", source, commands.scp_to(dump_file, host=target, dest=dump_file))
-        book.planned("checksum", source, commands.sha256sum(dump_file))
-        book.planned("checksum", target, commands.sha256sum(dump_file))
-        for name in SERVICES_IN_ORDER:
-            book.planned("stop", target, commands.service(name, "stopped"))
-        book.planned("restore", target, commands.pg_restore(file=dump_file, jobs=1, os_user=s.pg_os_user,
-                                                            bin_dir=s.pg_bin_dir).description + " --jobs=<target CPUs>")
-    for name in reversed(SERVICES_IN_ORDER):
-        book.planned("start", target, commands.service(name, "running"))
-    book.planned("agent run", target, commands.agent_run())
-    book.planned("cleanup", source, commands.remove_files(dump_file))
-    book.planned("cleanup", target, commands.remove_files(dump_file))
-
-
-def _stop_services(book: Runbook, target: str, stopped: list[str]) -> float:
-    started = time.monotonic()
-    with book.step("stop puppet, then pe-puppetdb", target):
-        for name in SERVICES_IN_ORDER:
-            if services.service_state(target, name) == "running":
-                services.set_service(target, name, "stopped")
-                stopped.append(name)
-    return started
+        return procedure.plan()
+    result = procedure.run(copy.outcome, approve=approve)
+    if not isinstance(result, dict):
+        return result  # not approved: Cancelled, nothing swapped in or restored
+    return copy.result()
 
 
 # How long a failing run keeps trying to start again the services it stopped (a link that drops mid-copy
@@ -161,139 +78,278 @@ def _stop_services(book: Runbook, target: str, stopped: list[str]) -> float:
 RESTART_PATIENCE_S = 180
 
 
-def _restart(target: str, stopped: list[str], patience_s: float = RESTART_PATIENCE_S) -> list[str]:
-    """Start again, in reverse order, the services this flow stopped; returns those that would not start.
+class Copy:
+    """The copy's steps, in the guide's order, and what they found (size, CPUs, timings)."""
 
-    Each start retries connection errors; unreachable hosts are tried again until ``patience_s`` has passed.
-    """
-    pending = list(reversed(stopped))
-    deadline = time.monotonic() + patience_s
-    while pending:
-        name = pending[0]
-        try:
-            services.set_service(target, name, "running")
-            pending.pop(0)
-        except Exception as exc:  # keep trying while there is time: every service we stopped must come back
-            if time.monotonic() > deadline or not is_retryable(exc):
-                log().error("could not start %s on %s again: %s", name, target, exc)
-                break
-            log().warning("%s on %s is not started yet (%s); trying again", name, target, exc)
-            time.sleep(5)
-    stopped.clear()
-    return pending
+    def __init__(self, s: Settings, source: str, target: str, method: str, folder: str, dump_file: str) -> None:
+        self.s, self.source, self.target, self.method = s, source, target, method
+        self.folder, self.dump_file = folder, dump_file
+        self.pg: dict[str, str] = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
+        self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
+        self.stopped: list[str] = []
+        self.swapped = False
+        self.stop_started = self.stop_seconds = 0.0
+        self.found: dict = {}
+        places = [(source, s.dump_dir), (target, s.dump_dir)] + ([(target, s.pg_data_dir)] if method == "fast" else [])
+        self.places = places
 
+    # -- steps both methods share ------------------------------------------------------------------------
 
-def _services_back(target: str, stopped: list[str]) -> None:
-    """The success path: the services must be running again, or the run fails naming them."""
-    left_down = _restart(target, stopped)
-    if left_down:
-        raise PreconditionFailed(f"{target}: {', '.join(left_down)} did not start again after the copy",
-                                 hint=f"start them on {target}: puppet resource service <name> ensure=running")
+    def checks(self) -> Step:
+        size_cmd = commands.psql_session("postgres", **self.pg)
+        return Step("checks", "size, free space and CPU checks", f"{self.source}, {self.target}", self._checks,
+                    commands=[(self.target, commands.cpu_count())] + [(h, commands.free_bytes(p)) for h, p in self.places],
+                    concurrent=True,
+                    note=f"and on {self.source}: {size_cmd.description}: SELECT pg_database_size('pe-puppetdb')")
 
+    def _checks(self) -> None:
+        # Independent reads: they run at once.
+        size_future = puppetdb.database_size.submit(self.source)
+        jobs_future = puppetdb.cpu_count.submit(self.target)
+        free_futures = [puppetdb.free_bytes.submit(host, path) for host, path in self.places]
+        size = size_future.result()
+        if self.method == "documented":
+            need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
+            needs = [need, need]
+        else:  # the staging copy lives beside the live one
+            needs = [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]
+        for (host, path), future, need in zip(self.places, free_futures, needs, strict=True):
+            free = future.result()
+            if free < need:
+                raise PreconditionFailed(
+                    f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
+                    f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
+        self.found.update(size=size, jobs=jobs_future.result())
+        log().info("pe-puppetdb is %.1f MiB; method %s with --jobs=%d", size / 2**20, self.method, self.found["jobs"])
 
-def _cleanup(hosts: tuple[str, ...], path: str) -> None:
-    for host in hosts:
-        try:
-            puppetdb.remove_files(host, path)
-        except Exception as exc:  # cleanup must not hide the real outcome; tell the operator instead
-            log().error("could not remove %s on %s: %s", path, host, exc)
-
-
-def _fast(book: Runbook, s, source: str, target: str, folder: str, schema_file: str, size: int, jobs: int,
-          approve: bool):
-    stopped: list[str] = []
-    staging = "pe-puppetdb" + commands.STAGING_SUFFIX
-    outcome, swapped, stop_seconds = "failed", False, 0.0
-    try:
-        with book.step("prepare dump folders", f"{source}, {target}"):
-            for future in [puppetdb.prepare_dump_dir.submit(host, folder) for host in (source, target)]:
+    def prepare(self) -> Step:
+        def prepare() -> None:
+            for future in [puppetdb.prepare_dump_dir.submit(h, self.folder) for h in (self.source, self.target)]:
                 future.result()
-        # The link is measured (and compression chosen) inside, while the schema frame is made.
-        with book.step(f"stream every table into {staging}, building each table's indexes once its rows are in",
-                       f"{source} -> {target}"):
-            copied = puppetdb.fast_copy_to_staging(source, target, schema_file, None, jobs, source_bytes=size)
-        with book.step("verify the staging copy against the source snapshot", target):
-            puppetdb.verify_staging(target, copied["fingerprint"], copied["loaded_rows"])
-        require_approval(book, f"Stop puppet and pe-puppetdb on {target} briefly and swap in the verified copy of "
-                               f"pe-puppetdb from {source} (the current one is kept as pe-puppetdb{commands.OLD_SUFFIX} "
-                               "until the swap succeeds).", approved_up_front=approve)
-        started = _stop_services(book, target, stopped)
-        with book.step("swap the staging database in", target):
-            puppetdb.swap_in_staging(target)
-            swapped = True
-        _services_back(target, stopped)
-        stop_seconds = time.monotonic() - started
-        outcome = "copied, verified and swapped in"
-    except ApprovalRejected as exc:
-        outcome = f"not approved: {exc.message}"
-        return Cancelled(message=f"copy-puppetdb ended with nothing swapped in: {exc.message}")
-    finally:
-        if stopped:  # the run is failing: start what it stopped, and let the original error through
-            _restart(target, stopped)
-        if not swapped:
+
+        return Step("prepare", "prepare dump folders", f"{self.source}, {self.target}", prepare, concurrent=True,
+                    commands=[(h, commands.make_dir(self.folder, owner=self.s.pg_os_user)) for h in (self.source, self.target)])
+
+    def approval(self, what: str) -> Step:
+        return Step("approval", "operator approval", "operator", lambda: None, approval=what)
+
+    def stop_services(self) -> Step:
+        def stop() -> None:
+            self.stop_started = time.monotonic()
+            for name in SERVICES_IN_ORDER:
+                if services.service_state(self.target, name) == "running":
+                    services.set_service(self.target, name, "stopped")
+                    self.stopped.append(name)
+
+        return Step("stop", "stop puppet, then pe-puppetdb", self.target, stop, destructive=True, data_dependent=True,
+                    commands=[(self.target, c) for name in SERVICES_IN_ORDER
+                              for c in (commands.service_state(name), commands.service(name, "stopped"))],
+                    note="each service is stopped only when it runs")
+
+    def start_services(self) -> Step:
+        def start() -> None:
+            left_down = self._restart()
+            self.stop_seconds = time.monotonic() - self.stop_started
+            if left_down:
+                raise PreconditionFailed(f"{self.target}: {', '.join(left_down)} did not start again after the copy",
+                                         hint=f"start them on {self.target}: puppet resource service <name> ensure=running")
+
+        return Step("start", "start pe-puppetdb, then puppet, again", self.target, start, always=True, armed_by="stop",
+                    data_dependent=True, commands=[(self.target, commands.service(n, "running"))
+                                                   for n in reversed(SERVICES_IN_ORDER)],
+                    note="the services the copy stopped, also after a failure")
+
+    def _restart(self, patience_s: float = RESTART_PATIENCE_S) -> list[str]:
+        """Start again, in reverse order, the services this run stopped; returns those that would not start.
+        Each start retries connection errors; unreachable hosts are tried again until ``patience_s`` has passed."""
+        pending = list(reversed(self.stopped))
+        deadline = time.monotonic() + patience_s
+        while pending:
+            name = pending[0]
             try:
-                puppetdb.drop_database(target, staging)
-            except Exception as exc:  # leave it for the operator, but say so
-                log().error("could not drop %s on %s: %s", staging, target, exc)
-        _cleanup((source, target), schema_file)
-        book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB",
-                                                     f"pe-puppetdb stopped for {stop_seconds:.1f} s"])
-    # Dropping the old copy (removing its files) and the agent run touch different things: run them at once.
-    dropping = puppetdb.drop_database.submit(target, "pe-puppetdb" + commands.OLD_SUFFIX)
-    with book.step("puppet agent -t", target):
-        code = agent.agent_run(target)
-    dropping.result()
-    return {"method": "fast", "source": source, "target": target, "bytes": size, "compress": copied["compress"],
-            "tables": copied["tables"], "timings": {k: round(v, 2) for k, v in copied["timings"].items()},
-            "target_stopped_seconds": round(stop_seconds, 2), "agent_exit_code": code}
+                services.set_service(self.target, name, "running")
+                pending.pop(0)
+            except Exception as exc:  # keep trying while there is time: every service we stopped must come back
+                if time.monotonic() > deadline or not is_retryable(exc):
+                    log().error("could not start %s on %s again: %s", name, self.target, exc)
+                    break
+                log().warning("%s on %s is not started yet (%s); trying again", name, self.target, exc)
+                time.sleep(5)
+        self.stopped.clear()
+        return pending
 
+    def remove_dump(self) -> Step:
+        def remove() -> None:
+            for host in (self.source, self.target):
+                try:
+                    puppetdb.remove_files(host, self.dump_file)
+                except Exception as exc:  # cleanup must not hide the real outcome; tell the operator instead
+                    log().error("could not remove %s on %s: %s", self.dump_file, host, exc)
 
-def _documented(book: Runbook, s, source: str, target: str, folder: str, dump_file: str, size: int, jobs: int,
-                approve: bool):
-    stopped: list[str] = []
-    outcome, stop_seconds = "failed", 0.0
-    try:
-        with book.step("prepare dump folders", f"{source}, {target}"):
-            puppetdb.prepare_dump_dir(source, folder)
-            puppetdb.prepare_dump_dir(target, folder)
-        with book.step("pg_dump (snapshot)", source):
-            dumped = puppetdb.dump(source, dump_file)
-        with book.step("transfer and verify checksum", f"{source} -> {target}"):
-            puppetdb.transfer(source, target, dump_file, dump_file)
-            sent, received = puppetdb.checksum(source, dump_file), puppetdb.checksum(target, dump_file)
-            if sent != received:
-                raise TransferError(f"checksum mismatch: sent {sent[:16]}…, received {received[:16]}…; not restored",
-                                    host=target, hint="re-run the copy; check the link between the hosts")
-        require_approval(book, f"Stop puppet and pe-puppetdb on {target} and replace its pe-puppetdb with the copy "
-                               f"from {source} (pg_restore --clean --jobs={jobs}).", approved_up_front=approve)
-        started = _stop_services(book, target, stopped)
+        return Step("remove-dump", "remove the dump files", f"{self.source}, {self.target}", remove, always=True,
+                    armed_by="prepare", commands=[(h, commands.remove_files(self.dump_file)) for h in (self.source, self.target)])
+
+    def agent_run(self, *, drop_old: bool = False) -> Step:
+        agent_cmd = commands.agent_run()
+        old = "pe-puppetdb" + commands.OLD_SUFFIX
+
+        def run() -> None:
+            # Dropping the old copy (removing its files) and the agent run touch different things: run them at once.
+            dropping = puppetdb.drop_database.submit(self.target, old) if drop_old else None
+            self.found["agent"] = agent.agent_run(self.target, agent_cmd)
+            if dropping is not None:
+                dropping.result()
+
+        pairs = [(self.target, agent_cmd)] + ([(self.target, commands.drop_database(old, **self.pg))] if drop_old else [])
+        return Step("agent-run", "puppet agent -t" + (f" (and drop {old})" if drop_old else ""), self.target, run,
+                    commands=pairs, concurrent=drop_old)
+
+    # -- fast ------------------------------------------------------------------------------------------------
+
+    def fast_steps(self) -> list[Step]:
+        f, t, pg = self.dump_file, self.target, self.pg
+        example = "0000000A-0000001B-1"
+        stream = commands.stream_table("catalog_resources", snapshot=example, target=t, staging=self.staging,
+                                       compress="zstd", multiplex=True, then_restore=(f, f + ".inline-catalog_resources.list"),
+                                       maintenance_mem_mb=self.s.index_build_memory_mb, binary=True, **pg)
+        mem = self.s.index_build_memory_mb
+        copy_commands = [
+            (t, commands.recreate_database(self.staging, owner="pe-puppetdb", like="pe-puppetdb", **pg)),
+            (self.source, commands.pg_dump_schema(file=f, snapshot=example, **pg)),
+            (self.source, commands.scp_to(f, host=t, dest=f)),
+            (t, commands.pg_restore_section(file=f, database=self.staging, section="pre-data", jobs=1, **pg)),
+            (self.source, commands.pg_restore_toc(file=f, **pg)),
+            (t, commands.write_restore_lists({f + ".late.list": [1]})),
+            (self.source, stream),
+            (t, commands.pg_restore_listed(file=f, list_file=f + ".edges.list", database=self.staging,
+                                                jobs=1, maintenance_mem_mb=mem, **pg)),
+            (t, commands.pg_restore_section(file=f, database=self.staging, section="data", jobs=1, **pg)),
+            (t, commands.pg_restore_listed(file=f, list_file=f + ".late.list", database=self.staging,
+                                                jobs=2, maintenance_mem_mb=mem, **pg)),
+            (t, commands.set_sequences({"certname_id_seq": (1000, True)}, database=self.staging, **pg)),
+            (t, commands.remove_files(f + ".late.list")),
+        ]
+        return [
+            self.checks(),
+            self.prepare(),
+            Step("copy", f"stream every table into {self.staging}, building each table's indexes once its rows are in",
+                 f"{self.source} -> {t}", self._fast_copy, commands=copy_commands, data_dependent=True,
+                 note="from a snapshot exported in a psql session on the source: the link is measured (ssh) to choose "
+                      "compression; one stream per large table (small ones merged), one restore list per job; each "
+                      "table's indexes and keys as soon as its rows are in, then the rest of post-data, then every "
+                      "sequence's value. The example rows show one of each."),
+            Step("verify-staging", "verify the staging copy against the source snapshot", t, self._verify_staging,
+                 note="psql session on the staging database: rows as COPY reported them, sequences, partitions, "
+                      "owners, ACL and extensions against the source snapshot"),
+            self.approval(f"Stop puppet and pe-puppetdb on {t} briefly and swap in the verified copy of pe-puppetdb "
+                          f"from {self.source} (the current one is kept as pe-puppetdb{commands.OLD_SUFFIX} until the "
+                          "swap succeeds)."),
+            self.stop_services(),
+            Step("swap", "swap the staging database in", t, self._swap, destructive=True,
+                 commands=[(t, commands.swap_databases("pe-puppetdb", self.staging, "pe-puppetdb" + commands.OLD_SUFFIX,
+                                                       **pg))]),
+            self.start_services(),
+            Step("drop-staging", f"drop {self.staging} when it was not swapped in", t, self._drop_unused_staging,
+                 always=True, armed_by="copy", data_dependent=True,
+                 commands=[(t, commands.drop_database(self.staging, **pg))],
+                 note="only after a failure or a rejected approval: the live pe-puppetdb is untouched"),
+            self.remove_dump(),
+            self.agent_run(drop_old=True),
+        ]
+
+    def _fast_copy(self) -> None:
+        # The link is measured (and compression chosen) inside, while the schema frame is made.
+        self.found["copied"] = puppetdb.fast_copy_to_staging(self.source, self.target, self.dump_file, None,
+                                                             self.found["jobs"], source_bytes=self.found["size"])
+
+    def _verify_staging(self) -> None:
+        copied = self.found["copied"]
+        puppetdb.verify_staging(self.target, copied["fingerprint"], copied["loaded_rows"])
+
+    def _swap(self) -> None:
+        puppetdb.swap_in_staging(self.target)
+        self.swapped = True
+
+    def _drop_unused_staging(self) -> None:
+        if self.swapped:
+            return
         try:
-            with book.step("pg_restore --clean", target):
-                restored = puppetdb.restore(target, dump_file, jobs, source_bytes=size)
-            with book.step("verify the copy against the source snapshot", target):
-                puppetdb.verify(target, dumped.fingerprint)
+            puppetdb.drop_database(self.target, self.staging)
+        except Exception as exc:  # leave it for the operator, but say so
+            log().error("could not drop %s on %s: %s", self.staging, self.target, exc)
+
+    # -- documented ----------------------------------------------------------------------------------------
+
+    def documented_steps(self) -> list[Step]:
+        f, t = self.dump_file, self.target
+        return [
+            self.checks(),
+            self.prepare(),
+            Step("dump", "pg_dump (snapshot)", self.source, self._dump, data_dependent=True,
+                 commands=[(self.source, commands.pg_dump(file=f, snapshot="0000000A-0000001B-1", os_user=self.s.pg_os_user,
+                                                            bin_dir=self.s.pg_bin_dir))],
+                 note="from a snapshot exported in a psql session on the source, whose fingerprint is read first"),
+            Step("transfer", "transfer and verify checksum", f"{self.source} -> {t}", self._transfer,
+                 commands=[(self.source, commands.scp_to(f, host=t, dest=f)), (self.source, commands.sha256sum(f)),
+                           (t, commands.sha256sum(f))]),
+            self.approval(f"Stop puppet and pe-puppetdb on {t} and replace its pe-puppetdb with the copy from "
+                          f"{self.source} (pg_restore --clean --jobs=<{t}'s CPUs>)."),
+            self.stop_services(),
+            Step("restore", "pg_restore --clean", t, self._restore, destructive=True, data_dependent=True,
+                 commands=[(t, commands.pg_restore(file=f, jobs=2, os_user=self.s.pg_os_user,
+                                                                bin_dir=self.s.pg_bin_dir))], note="--jobs is the target's CPU count"),
+            Step("verify", "verify the copy against the source snapshot", t, self._verify,
+                 note="psql session on the target: rows, digests, sequences, partitions, owners, ACL and extensions"),
+            self.start_services(),
+            self.remove_dump(),
+            self.agent_run(),
+        ]
+
+    def _dump(self) -> None:
+        self.found["dumped"] = puppetdb.dump(self.source, self.dump_file)
+
+    def _transfer(self) -> None:
+        puppetdb.transfer(self.source, self.target, self.dump_file, self.dump_file)
+        sent, received = puppetdb.checksum(self.source, self.dump_file), puppetdb.checksum(self.target, self.dump_file)
+        if sent != received:
+            raise TransferError(f"checksum mismatch: sent {sent[:16]}…, received {received[:16]}…; not restored",
+                                host=self.target, hint="re-run the copy; check the link between the hosts")
+
+    def _partial(self, exc: Exception) -> DatabaseError:
+        # From the restore on, the target's pe-puppetdb may hold part of the copy: say so in the run's final state.
+        return DatabaseError(f"{self.target}: pe-puppetdb is NOT a verified copy of {self.source}'s (the restore did "
+                             f"not finish and verify: {exc})",
+                             hint="re-run copy_puppetdb; until then the replica's PuppetDB catches up by replication "
+                                  "from the master")
+
+    def _restore(self) -> None:
+        try:
+            self.found["restored"] = puppetdb.restore(self.target, self.dump_file, self.found["jobs"],
+                                                      source_bytes=self.found["size"])
         except Exception as exc:
-            # From here on the target's pe-puppetdb may hold part of the copy: say so in the run's final state.
-            raise DatabaseError(f"{target}: pe-puppetdb is NOT a verified copy of {source}'s (the restore did not "
-                                f"finish and verify: {exc})",
-                                hint="re-run copy_puppetdb; until then the replica's PuppetDB catches up by "
-                                     "replication from the master") from exc
-        _services_back(target, stopped)
-        stop_seconds = time.monotonic() - started
-        outcome = "copied and verified"
-    except ApprovalRejected as exc:
-        outcome = f"not approved: {exc.message}"
-        return Cancelled(message=f"copy-puppetdb ended with nothing restored: {exc.message}")
-    finally:
-        if stopped:  # the run is failing: start what it stopped, and let the original error through
-            _restart(target, stopped)
-        _cleanup((source, target), dump_file)
-        book.publish_summary(outcome=outcome, notes=[f"database size {size / 2**20:.1f} MiB",
-                                                     f"pe-puppetdb stopped for {stop_seconds:.1f} s"])
-    with book.step("puppet agent -t", target):
-        code = agent.agent_run(target)
-    return {"method": "documented", "source": source, "target": target, "bytes": size,
-            "restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
-            "timings": {"dump": round(dumped.seconds, 2), "restore": round(restored.seconds, 2)},
-            "target_stopped_seconds": round(stop_seconds, 2), "agent_exit_code": code,
-            "tables": sum(1 for k in dumped.fingerprint if k.startswith("rows:"))}
+            raise self._partial(exc) from exc
+
+    def _verify(self) -> None:
+        try:
+            puppetdb.verify(self.target, self.found["dumped"].fingerprint)
+        except Exception as exc:
+            raise self._partial(exc) from exc
+
+    # -- the record ----------------------------------------------------------------------------------------
+
+    def outcome(self, _: dict) -> Outcome:
+        text = "copied, verified and swapped in" if self.method == "fast" else "copied and verified"
+        return Outcome(text, notes=[f"database size {self.found['size'] / 2**20:.1f} MiB",
+                                    f"pe-puppetdb stopped for {self.stop_seconds:.1f} s"])
+
+    def result(self) -> dict:
+        common = {"method": self.method, "source": self.source, "target": self.target, "bytes": self.found["size"],
+                  "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.found["agent"]}
+        if self.method == "fast":
+            copied = self.found["copied"]
+            return {**common, "compress": copied["compress"], "tables": copied["tables"],
+                    "timings": {k: round(v, 2) for k, v in copied["timings"].items()}}
+        dumped, restored = self.found["dumped"], self.found["restored"]
+        return {**common, "restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
+                "timings": {"dump": round(dumped.seconds, 2), "restore": round(restored.seconds, 2)},
+                "tables": sum(1 for k in dumped.fingerprint if k.startswith("rows:"))}

@@ -10,7 +10,8 @@ which the remote command is killed.
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import ValidationError
 from pe_ha.validation import Topology, positive_int
@@ -54,20 +55,20 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
                                       replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
                                       skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
                                       pcp_brokers=pcp_brokers or ())
-    book = Runbook("enable-ha-failover", host)
-    book.planned("check PE version", promoted, commands.pe_version())
-    book.planned("check ssh to the failed master", promoted, commands.ssh_check(host))
-    book.planned("enable_ha_failover", promoted, cmd)
+    procedure = Procedure("enable-ha-failover", host, [
+        Step("pe-version", "check PE version", promoted, lambda: infrastructure.pe_version(promoted),
+             commands=[(promoted, commands.pe_version())]),
+        # The plan works on the failed master over ssh.
+        Step("ssh", "check ssh to the failed master", promoted, lambda: network.require_ssh(promoted, host),
+             commands=[(promoted, commands.ssh_check(host))]),
+        Step("enable-ha-failover", "puppet infrastructure run enable_ha_failover", promoted,
+             lambda: infrastructure.enable_ha_failover(promoted, cmd, plan_timeout_s), commands=[(promoted, cmd)],
+             note=f"killed on the host after plan_timeout_s={plan_timeout_s} s"),
+    ])
     if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
+        return procedure.plan()
     show_topology("before", [promoted])
-    with book.step("check PE version", promoted):
-        infrastructure.pe_version(promoted)
-    with book.step("check ssh to the failed master", promoted):
-        network.require_ssh(promoted, host)  # the plan works on the failed master over ssh
-    with book.step("puppet infrastructure run enable_ha_failover", promoted):
-        infrastructure.enable_ha_failover(promoted, cmd, plan_timeout_s)
+    procedure.run(lambda _: Outcome("failed master is the new replica", next_steps=[
+        f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."]))
     entries = show_topology("after", [promoted])
-    book.publish_summary(outcome="failed master is the new replica",
-                         next_steps=[f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."])
     return {"new_replica": host, "master": promoted, "services": len(entries)}

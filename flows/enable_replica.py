@@ -15,10 +15,11 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, log, remove_token_best_effort, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology
-from tasks import agent, classifier, infrastructure, network, puppet_conf, token
+from tasks import agent, classifier, infrastructure, network, puppet_conf
 
 
 def _reconnect_after_cancel(flow, flow_run, state) -> None:
@@ -66,11 +67,6 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
         start_at: Step to start from after a manual fix or a crash: backup, enable, deploy, remove-server or drill.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    order = ["backup", "enable", "deploy", "remove-server", "drill"]
-    first = order.index(start_at)
-
-    def wanted(step: str) -> bool:
-        return first <= order.index(step)
     s = runtime.settings()
     master = s.master.name
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
@@ -81,85 +77,90 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                                          agent_server_urls=agent_server_urls or (), pcp_brokers=pcp_brokers or (),
                                          infra_agent_server_urls=infra_agent_server_urls or (),
                                          infra_pcp_brokers=infra_pcp_brokers or ())
+    job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
+    agent_cmd = commands.agent_run()
     nodes = [n.name for n in s.managed_nodes]
     test_node = inventory_host(drill_node, default=nodes[0] if nodes else None, what="drill_node") if drill else None
-    book = Runbook("enable-replica", replica)
-    book.planned("back up classifier", "worker", "GET /classifier-api/v1/groups")
-    book.planned("enable", master, enable_cmd)
+    found: dict = {"backup": "skipped", "removed": False}
+
+    def backup() -> None:
+        found["backup"] = classifier.backup_groups(str(s.backup_dir))
+
+    def deploy_by_agent_runs() -> None:
+        # Infrastructure first, then every managed node in parallel (bounded by the task runner).
+        agent.agent_run(master, agent_cmd)
+        agent.agent_run(replica, agent_cmd)
+        codes = agent.agent_runs(nodes, agent_cmd)
+        log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes.values())))
+
+    def remove_server() -> None:
+        found["removed"] = puppet_conf.delete_setting(replica, "server", "main")
+
+    steps = [
+        check_token(master, 1800),
+        Step("backup", "back up classifier hierarchy", "worker", backup, phase="backup",
+             note=f"GET https://{master}:4433/classifier-api/v1/groups, written to {s.backup_dir} (mode 0600)"),
+        stage_token(master),
+        Step("enable", "puppet infrastructure enable replica", master,
+             lambda: infrastructure.enable_replica(master, enable_cmd), commands=[(master, enable_cmd)], phase="enable"),
+    ]
     if deploy == "job":
-        book.planned("deploy (Direct Puppet)", master, commands.job_run_all_nodes(token_file=s.remote_token_file))
+        steps.append(Step("deploy", "deploy configuration (job)", master, lambda: agent.job_run_all_nodes(master, job_cmd),
+                          commands=[(master, job_cmd)], phase="deploy"))
     else:
-        for host in [master, replica, *nodes]:
-            book.planned("deploy (Puppet run)", host, commands.agent_run())
-    book.planned("remove server setting", replica, commands.config_delete("server"))
+        steps.append(Step("deploy", "deploy configuration (agent-runs)", master, deploy_by_agent_runs, phase="deploy",
+                          commands=[(host, agent_cmd) for host in [master, replica, *nodes]],
+                          note="master, then replica, then the managed nodes in parallel"
+                          if nodes else ""))
+    steps += [
+        remove_token(master),
+        Step("remove-server", "remove `server =` from the replica's puppet.conf", replica, remove_server,
+             commands=[(replica, commands.config_delete("server"))], phase="remove-server"),
+    ]
     if drill and test_node:
-        book.planned("drill: cut off", master, "iptables DROP to/from the replica and the test node")
-        book.planned("drill: agent run", test_node, commands.agent_run())
-        book.planned("drill: reconnect", master, "iptables -D (always)")
+        steps += drill_steps(master, replica, test_node, found)
+    procedure = Procedure("enable-replica", replica, steps, phases=("backup", "enable", "deploy", "remove-server", "drill"),
+                          start_at=start_at)
     if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
+        return procedure.plan()
 
     show_topology("before", [master])
-    with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=1800, master=master)
-    backup = "skipped"
-    if wanted("backup"):
-        with book.step("back up classifier hierarchy"):
-            backup = classifier.backup_groups(str(s.backup_dir))
-    else:
-        book.skip("back up classifier hierarchy", f"start_at={start_at}")
-    try:
-        with book.step("stage RBAC token", master):
-            token.stage_token(master)
-        if wanted("enable"):
-            with book.step("puppet infrastructure enable replica", master):
-                infrastructure.enable_replica(master, replica, topology, skip_agent_config, agent_server_urls or (),
-                                              pcp_brokers or (), infra_agent_server_urls or (), infra_pcp_brokers or ())
-        else:
-            book.skip("puppet infrastructure enable replica", f"start_at={start_at}")
-        if not wanted("deploy"):
-            book.skip("deploy configuration", f"start_at={start_at}")
-        elif deploy == "job":
-            with book.step("deploy configuration (job)"):
-                agent.job_run_all_nodes(master)
-        else:
-            with book.step("deploy configuration (agent-runs)"):
-                # Infrastructure first, then every managed node in parallel (bounded by the task runner).
-                agent.agent_run(master)
-                agent.agent_run(replica)
-                codes = agent.agent_runs(nodes)
-                log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes.values())))
-    finally:
-        remove_token_best_effort(master)
-    removed = False
-    if wanted("remove-server"):
-        with book.step("remove `server =` from the replica's puppet.conf", replica):
-            removed = puppet_conf.delete_setting(replica, "server", "main")
-    drill_result = None
-    if drill and test_node:
-        drill_result = failover_drill(book, master, replica, test_node)
-    else:
-        book.skip("failover drill", "not requested")
+    procedure.run(lambda _: Outcome("enabled", notes=[f"classifier backup: {found['backup']}",
+                                                      f"server line removed: {found['removed']}"],
+                                    next_steps=["Move any console tuning parameters of the master to Hiera, so both "
+                                                "masters get them.", "Run verify-health to confirm replication is active."]))
     show_topology("after", [master])
-    book.publish_summary(outcome="enabled", notes=[f"classifier backup: {backup}",
-                                                   f"server line removed: {removed}"],
-                         next_steps=["Move any console tuning parameters of the master to Hiera, so both masters get them.",
-                                     "Run verify-health to confirm replication is active."])
-    return {"replica": replica, "backup": backup, "server_removed": removed, "drill": drill_result}
+    return {"replica": replica, "backup": found["backup"], "server_removed": found["removed"], "drill": found.get("drill")}
 
 
-def failover_drill(book: Runbook, master: str, replica: str, test_node: str) -> dict:
-    """Cut the master off from the replica and the test node, run the agent there, and always reconnect."""
-    addresses = [network.resolve(master, replica), network.resolve(master, test_node)]
-    try:
-        with book.step("drill: cut the master off", master):
-            for address in addresses:
-                network.isolate(master, address)
-        with book.step("drill: puppet agent -t on the test node", test_node):
-            code = agent.agent_run(test_node, expect_no_changes=True, suffix="-drill")
-    finally:
-        with book.step("drill: reconnect", master):
-            for address in addresses:
-                network.reconnect(master, address)
-    log().info("drill passed: %s ran Puppet through the replica with no changes (exit %d)", test_node, code)
-    return {"test_node": test_node, "exit_code": code}
+def drill_steps(master: str, replica: str, test_node: str, found: dict) -> list[Step]:
+    """The failover drill: cut the master off from the replica and the test node, run the agent there (no changes
+    expected), and always reconnect."""
+    addresses: list[str] = []
+    agent_cmd = commands.agent_run()
+
+    def cut_off() -> None:
+        addresses.extend([network.resolve(master, replica), network.resolve(master, test_node)])
+        for address in addresses:
+            network.isolate(master, address)
+
+    def run_agent() -> None:
+        code = agent.agent_run(test_node, agent_cmd, expect_no_changes=True, suffix="-drill")
+        log().info("drill passed: %s ran Puppet through the replica with no changes (exit %d)", test_node, code)
+        found["drill"] = {"test_node": test_node, "exit_code": code}
+
+    def reconnect() -> None:
+        for address in addresses:
+            network.reconnect(master, address)
+
+    return [
+        Step("drill-cut-off", "drill: cut the master off", master, cut_off, phase="drill", data_dependent=True,
+             commands=[(master, c) for c in commands.drill_block("198.51.100.1")],
+             note=f"for the addresses of {replica} and {test_node}, resolved on the master (the example shows one)"),
+        Step("drill-agent-run", "drill: puppet agent -t on the test node", test_node, run_agent, phase="drill",
+             commands=[(test_node, agent_cmd)]),
+        Step("drill-reconnect", "drill: reconnect", master, reconnect, phase="drill", always=True,
+             armed_by="drill-cut-off", data_dependent=True,
+             commands=[(master, c) for c in commands.drill_unblock("198.51.100.1")],
+             note="removes the drill's rules for each address cut off"),
+    ]

@@ -8,21 +8,12 @@
 
 
 from prefect import flow
-from prefect.states import Cancelled
 
-from flows._common import (
-    Runbook,
-    distinct,
-    installation_lock,
-    inventory_host,
-    remove_token_best_effort,
-    require_approval,
-    run_name,
-    show_topology,
-)
+from flows._common import distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
-from pe_ha.errors import ApprovalRejected, PreconditionFailed
-from tasks import infrastructure, status_api, token
+from pe_ha.errors import PreconditionFailed
+from tasks import infrastructure, status_api
 
 
 @flow(name="forget-replica", flow_run_name=run_name("forget-replica", "replica", "replica"))
@@ -41,40 +32,40 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
     master = inventory_host(master, default=s.master.name, what="master")
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
     distinct(master, replica, "replica")
-    book = Runbook("forget-replica", replica)
-    book.planned("offline check", "worker", f"TCP probe of {replica} on PE ports")
-    book.planned("forget", master, commands.forget_replica(replica, token_file=s.remote_token_file))
-    book.planned("show result", master, commands.infrastructure_status())
-    if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
-    show_topology("before", [master])
-    with book.step("is the replica permanently offline?", replica):
+    forget_cmd = commands.forget_replica(replica, token_file=s.remote_token_file)
+    status_cmd = commands.infrastructure_status()
+    found: dict = {}
+
+    def replica_is_offline() -> None:
         answering = status_api.open_ports_from_worker(replica)
         if answering:
             raise PreconditionFailed(f"{replica} still answers on PE ports {answering}",
                                      hint="forget only a replica that is permanently offline; shut it down first")
-    try:
-        require_approval(book, f"Forget {replica} on {master}: its classification and database state are removed.",
-                         approved_up_front=approve)
-    except ApprovalRejected as exc:
-        book.publish_summary(outcome="not approved")
-        return Cancelled(message=f"forget-replica ended with nothing done: {exc.message}")
-    with book.step("check RBAC token"):
-        token.validate_token(min_validity_s=600, master=master)
-    try:
-        with book.step("stage RBAC token", master):
-            token.stage_token(master)
-        with book.step("puppet infrastructure forget", master):
-            infrastructure.forget_replica(master, replica)
-    finally:
-        remove_token_best_effort(master)
-    with book.step("confirm the replica is purged", master):
-        entries = infrastructure.infrastructure_status(master)
-        still = [e for e in entries if e.get("server") == replica]
-        if still:
+
+    def replica_is_purged() -> None:
+        found["entries"] = entries = infrastructure.infrastructure_status(master)
+        if [e for e in entries if e.get("server") == replica]:
             raise PreconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
-    show_topology("after", [master])
-    book.publish_summary(outcome="forgotten", next_steps=[
+
+    procedure = Procedure("forget-replica", replica, [
+        Step("offline", "is the replica permanently offline?", replica, replica_is_offline,
+             note=f"TCP probe from the worker of {replica} on PE ports {list(status_api.PE_PORTS)}"),
+        Step("approval", "operator approval", "operator", lambda: None,
+             approval=f"Forget {replica} on {master}: its classification and database state are removed."),
+        check_token(master, 600),
+        stage_token(master),
+        Step("forget", "puppet infrastructure forget", master, lambda: infrastructure.forget_replica(master, forget_cmd),
+             commands=[(master, forget_cmd)], destructive=True),
+        remove_token(master),
+        Step("purged", "confirm the replica is purged", master, replica_is_purged, commands=[(master, status_cmd)]),
+    ])
+    if dry_run:
+        return procedure.plan()
+    show_topology("before", [master])
+    result = procedure.run(lambda _: Outcome("forgotten", next_steps=[
         f"Delete secret key files from {replica} or uninstall PE there (puppet-enterprise-uninstaller -y -p -d).",
-        "Provision a new replica to restore high availability."])
-    return {"forgotten": replica, "master_services": len(entries)}
+        "Provision a new replica to restore high availability."]), approve=approve)
+    if not isinstance(result, dict):
+        return result  # not approved: Cancelled, nothing done
+    show_topology("after", [master])
+    return {"forgotten": replica, "master_services": len(found["entries"])}

@@ -12,24 +12,14 @@
 from typing import Literal
 
 from prefect import flow
-from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import (
-    Runbook,
-    distinct,
-    installation_lock,
-    inventory_host,
-    log,
-    remove_token_best_effort,
-    require_approval,
-    run_name,
-    show_topology,
-)
+from flows._common import distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
 from pe_ha import commands, runtime
-from pe_ha.errors import ApiError, ApprovalRejected, PreconditionFailed
+from pe_ha.errors import ApiError, PreconditionFailed
 from pe_ha.validation import Topology
-from tasks import agent, classifier, infrastructure, status_api, token
+from tasks import agent, classifier, infrastructure, status_api
 
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
@@ -56,22 +46,11 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
     distinct(master, replica, "replica")
     nodes = [n.name for n in s.managed_nodes]
-    book = Runbook("promote-replica", replica)
-    book.planned("check PE version", replica, commands.pe_version())
-    book.planned("split-brain guard", "worker", f"TCP probe of {master} on PE ports")
-    for port in (8140, 8081, 4433, 8143, 8142, 8170):
-        book.planned("split-brain guard", replica, commands.tcp_probe(master, port))
-    book.planned("check the replica was enabled", replica, "classifier on the replica: ha_enabled_replicas")
-    book.planned("promote", replica, commands.promote_replica(topology=topology))
-    for host in nodes:
-        book.planned("redeploy", host, commands.agent_run(server_list=[replica]))
-    if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
+    promote_cmd = commands.promote_replica(topology=topology)
+    job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
+    agent_cmd = commands.agent_run(server_list=[replica])
 
-    show_topology("before", [replica])
-    with book.step("check PE version", replica):
-        infrastructure.pe_version(replica)
-    with book.step("split-brain guard: is the old master gone?", master):
+    def split_brain_guard() -> None:
         from_worker = status_api.open_ports_from_worker(master)
         from_replica = status_api.open_ports_from_host(replica, master)
         if from_worker or from_replica:
@@ -82,7 +61,8 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
                                                       "down (or fence it) first, or run forget/reinitialize instead")
             log().error("SPLIT-BRAIN GUARD OVERRIDDEN by allow_master_reachable=True: %s. Agents may talk to two "
                         "masters.", reason)
-    with book.step("check the replica was enabled", replica):
+
+    def replica_was_enabled() -> None:
         try:
             enabled = classifier.replica_enabled(replica, read_from=replica)
         except ApiError as exc:
@@ -95,29 +75,48 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
                                      "the classification it holds); promoting it would leave agents without a master",
                                      hint="a provisioned replica must be enabled (enable-replica) before it can be "
                                           "promoted; if the master is gone, restore it from backup instead")
-    try:
-        require_approval(book, f"Promote {replica} to primary master; the old master {master} is decommissioned.",
-                         approved_up_front=approve)
-    except ApprovalRejected as exc:
-        book.publish_summary(outcome="not approved")
-        return Cancelled(message=f"promote-replica ended with nothing done: {exc.message}")
-    with book.step("puppet infrastructure promote replica", replica):
-        infrastructure.promote_replica(replica, topology)
-    with book.step(f"redeploy configuration ({deploy})"):
-        if deploy == "job":
-            try:
-                token.stage_token(replica)
-                agent.job_run_all_nodes(replica)
-            finally:
-                remove_token_best_effort(replica)
-        else:
-            codes = list(agent.agent_runs(nodes, server_list=[replica]).values())
-            log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
-    show_topology("after", [replica])
-    book.publish_summary(outcome="promoted", next_steps=[
+
+    def redeploy_by_agent_runs() -> list[int]:
+        codes = list(agent.agent_runs(nodes, agent_cmd).values())
+        log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
+        return codes
+
+    steps = [
+        Step("pe-version", "check PE version", replica, lambda: infrastructure.pe_version(replica),
+             commands=[(replica, commands.pe_version())]),
+        Step("split-brain-guard", "split-brain guard: is the old master gone?", master, split_brain_guard,
+             commands=[(replica, commands.tcp_probe_ports(master, status_api.PE_PORTS))],
+             note=f"and from the worker: a TCP probe of {master} on PE ports {list(status_api.PE_PORTS)}"),
+        Step("replica-enabled", "check the replica was enabled", replica, replica_was_enabled,
+             note="classifier on the replica: PE Infrastructure's ha_enabled_replicas"),
+        Step("approval", "operator approval", "operator", lambda: None,
+             approval=f"Promote {replica} to primary master; the old master {master} is decommissioned."),
+        Step("promote", "puppet infrastructure promote replica", replica,
+             lambda: infrastructure.promote_replica(replica, promote_cmd), commands=[(replica, promote_cmd)],
+             destructive=True),
+    ]
+    if deploy == "job":
+        steps += [
+            stage_token(replica),
+            Step("redeploy", "redeploy configuration (job)", replica, lambda: agent.job_run_all_nodes(replica, job_cmd),
+                 commands=[(replica, job_cmd)]),
+            remove_token(replica),
+        ]
+    else:
+        steps.append(Step("redeploy", "redeploy configuration (agent-runs)", "managed nodes", redeploy_by_agent_runs,
+                          commands=[(host, agent_cmd) for host in nodes]))
+    procedure = Procedure("promote-replica", replica, steps)
+    if dry_run:
+        return procedure.plan()
+
+    show_topology("before", [replica])
+    result = procedure.run(lambda _: Outcome("promoted", next_steps=[
         f"Update everything that refers to {master}: PE client tools (puppet-access, puppet job), Code Manager "
         "webhooks, Razor brokers, and CNAME/DNS records.",
         f"Point pe-ha at the new topology: PEHA_MASTER={replica}.",
         f"Make {master} a replica again with enable-ha-failover, or forget it if it is gone for good.",
-    ])
-    return {"promoted": replica, "old_master": master}
+    ]), approve=approve)
+    if isinstance(result, dict):
+        show_topology("after", [replica])
+        return {"promoted": replica, "old_master": master}
+    return result

@@ -15,11 +15,12 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, log, remove_token_best_effort, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
-from tasks import agent, classifier, infrastructure, puppet_conf, status_api, token
+from tasks import agent, classifier, infrastructure, puppet_conf, status_api
 
 
 @flow(name="provision-replica", flow_run_name=run_name("provision-replica", "replica", "replica"))
@@ -43,38 +44,24 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         start_at: Step to start from after a manual fix or a crash: provision, wait or verify.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    order = ["provision", "wait", "verify"]
-    first = order.index(start_at)
     s = runtime.settings()
     master = s.master.name
     replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
     distinct(master, replica, "replica")
     sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=1)
     node = inventory_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
-    book = Runbook("provision-replica", replica)
-    book.planned("check replica's server setting", replica, commands.config_print("server"))
-    book.planned("check PE version", master, commands.pe_version())
-    book.planned("check Code Manager is enabled", master, "status API on 8140 (else the classifier)")
-    book.planned("stage RBAC token (sftp, mode 0600)", master, s.remote_token_file)
-    book.planned("copy the version's secret key files", master, "scp -p of each file the PE version lists")
-    book.planned("provision", master, commands.provision_replica(replica, token_file=s.remote_token_file))
-    if copy_puppetdb:
-        book.planned("copy PuppetDB during sync", master, "subflow copy_puppetdb (see its own plan)")
-    book.planned("wait for sync (bounded)", master, commands.infrastructure_status(host=replica))
-    book.planned("verify from a managed node", node, commands.agent_run(noop=True, server_list=[replica]))
-    if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
+    provision_cmd = commands.provision_replica(replica, token_file=s.remote_token_file)
+    verify_cmd = commands.agent_run(noop=True, server_list=[replica])
+    found: dict = {}
 
-    show_topology("before", [master])
-    with book.step("check replica puppet.conf [main] server", replica):
+    def replica_points_at_master() -> None:
         server = puppet_conf.read_setting(replica, "server", "main")
         if server != master:
             raise PreconditionFailed(
                 f"{replica}'s puppet.conf [main] server is {server or 'unset'!r}, not the master {master}",
                 hint=f"on {replica}, set `server = {master}` in the [main] section of /etc/puppetlabs/puppet/puppet.conf")
-    with book.step("check PE version", master):
-        version = infrastructure.pe_version(master)
-    with book.step("check Code Manager is enabled", master):
+
+    def code_manager_enabled() -> None:
         running = status_api.code_manager_running(master)
         if not running and not classifier.code_manager_auto_configure(master):
             raise PreconditionFailed(
@@ -82,33 +69,70 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
                 f"{'is not running' if running is False else 'could not be read'}, and the PE Master group does not "
                 "set code_manager_auto_configure)",
                 hint="enable Code Manager before provisioning a replica, as PE's HA guide requires")
-    with book.step("check RBAC token lifetime"):
-        token.validate_token(min_validity_s=sync_timeout_s + 600, master=master)
-    try:
-        with book.step("stage RBAC token", master):
-            token.stage_token(master)
-        if first <= order.index("provision"):
-            with book.step(f"copy PE {version}'s secret key files to the replica", master):
-                infrastructure.copy_secret_keys(master, replica, version)
-            with book.step("puppet infrastructure provision replica", master):
-                infrastructure.provision_replica(master, replica)
-        else:
-            book.skip("puppet infrastructure provision replica", f"start_at={start_at}")
-        if copy_puppetdb and first <= order.index("provision"):
-            from flows.copy_puppetdb import copy_puppetdb as copy_flow
 
-            with book.step("manual PuppetDB copy (during sync)", replica):
-                copy_flow(source=master, target=replica, approve=True)
-        with book.step("wait until replica services are operational", replica):
-            # Also when starting at "verify": the verification is only meaningful on a synced replica.
-            entries = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
-    finally:
-        remove_token_best_effort(master)
-    with book.step("verify: noop run against the replica", node):
-        code = agent.agent_run(node, noop=True, server_list=[replica], suffix="-noop")
-    show_topology("after", [master])
-    log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries), code)
-    book.publish_summary(outcome="provisioned", next_steps=[
+    def copy_during_sync() -> None:
+        from flows.copy_puppetdb import copy_puppetdb as copy_flow
+
+        copy_flow(source=master, target=replica, approve=True)
+
+    def wait_for_sync() -> None:
+        found["entries"] = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
+
+    def verify() -> None:
+        found["code"] = agent.agent_run(node, verify_cmd, suffix="-noop")
+
+    status_cmd = commands.infrastructure_status(host=replica)
+    steps = [
+        Step("server-setting", "check replica puppet.conf [main] server", replica, replica_points_at_master,
+             commands=[(replica, commands.config_print("server"))]),
+        Step("pe-version", "check PE version", master, lambda: found.setdefault("version", infrastructure.pe_version(master)),
+             commands=[(master, commands.pe_version())]),
+        Step("code-manager", "check Code Manager is enabled", master, code_manager_enabled,
+             note=f"GET https://{master}:8140/status/v1/services (else the classifier's code_manager_auto_configure)"),
+        check_token(master, sync_timeout_s + 600),
+        stage_token(master),
+        Step("secret-keys", "copy the PE version's secret key files to the replica", master,
+             lambda: infrastructure.copy_secret_keys(master, replica, found["version"]), phase="provision",
+             commands=copy_secret_keys_example(master, replica), data_dependent=True,
+             note="the files the PE version lists (2019.8-2021.5: keys.json; 2021.7 and later: three): a test -f on "
+                  "the master, then install -d on the replica and scp -p, for each"),
+        Step("provision", "puppet infrastructure provision replica", master,
+             lambda: infrastructure.provision_replica(master, provision_cmd), commands=[(master, provision_cmd)],
+             phase="provision"),
+    ]
+    if copy_puppetdb:
+        steps.append(Step("copy-puppetdb", "manual PuppetDB copy (during sync)", replica, copy_during_sync,
+                          phase="provision", data_dependent=True, note="subflow copy-puppetdb (see its own plan)"))
+    steps += [
+        # Also when starting at "verify": the verification is only meaningful on a synced replica.
+        Step("wait", "wait until replica services are operational", replica, wait_for_sync,
+             commands=[(master, status_cmd)], data_dependent=True,
+             note=f"repeated every 5 s until every service runs, for at most {sync_timeout_s:g} s"),
+        remove_token(master),
+        Step("verify", "verify: noop run against the replica", node, verify, commands=[(node, verify_cmd)]),
+    ]
+    procedure = Procedure("provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at)
+    if dry_run:
+        return procedure.plan()
+
+    show_topology("before", [master])
+    procedure.run(lambda _: Outcome("provisioned", next_steps=[
         f"Enable the replica: run the enable-replica deployment for {replica} (back up classification first; it does).",
-    ])
-    return {"replica": replica, "services": len(entries), "verify_exit_code": code}
+    ]))
+    show_topology("after", [master])
+    entries = found["entries"]
+    log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries),
+               found["code"])
+    return {"replica": replica, "services": len(entries), "verify_exit_code": found["code"]}
+
+
+def copy_secret_keys_example(master: str, replica: str) -> list:
+    """The commands of the secret-key copy for PE 2019.8 (one file), as the plan's example."""
+    from pe_ha import versions
+
+    parsed = versions.parse("2019.8.0")
+    assert parsed is not None
+    out = [(master, commands.file_exists(f)) for f in parsed.secret_key_files]
+    for path in parsed.secret_key_files:
+        out += [(replica, commands.make_dir(path.rsplit("/", 1)[0])), (master, commands.copy_preserving(path, host=replica))]
+    return out

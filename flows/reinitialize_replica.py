@@ -7,11 +7,11 @@
 
 
 from prefect import flow
-from prefect.states import Cancelled
 
-from flows._common import Runbook, distinct, installation_lock, inventory_host, require_approval, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
-from pe_ha.errors import ApprovalRejected, PreconditionFailed
+from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
 from tasks import infrastructure, status_api
 
@@ -36,27 +36,29 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
     distinct(master, replica, "replica")
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
-    book = Runbook("reinitialize-replica", replica)
-    book.planned("master health", "worker", f"GET https://{master}:<ports>/status/v1/services")
-    book.planned("reinitialize", replica, cmd)
-    if dry_run:
-        return {"dry_run": True, "plan": book.publish_plan()}
-    show_topology("before", [master])
-    with book.step("is the master healthy and reachable?", master):
+
+    def master_is_healthy() -> None:
         rows = status_api.host_status(master)
         bad = [f"{r['service']}: {r['state']}" for r in rows if r["state"] != "running"]
         if bad:
             raise PreconditionFailed(f"the master {master} is not fully functional ({'; '.join(bad)})",
                                      hint="reinitialize needs a healthy master; fix it first (verify-health shows details)")
-    try:
-        require_approval(book, f"Reinitialize {', '.join(dbs) or 'all databases'} on {replica}: they are destroyed and "
-                               "re-created from the master; the replica cannot serve failover meanwhile.",
-                         approved_up_front=approve)
-    except ApprovalRejected as exc:
-        book.publish_summary(outcome="not approved")
-        return Cancelled(message=f"reinitialize-replica ended with nothing done: {exc.message}")
-    with book.step(cmd.description, replica):
-        infrastructure.reinitialize_replica(replica, dbs)
+
+    procedure = Procedure("reinitialize-replica", replica, [
+        Step("master-health", "is the master healthy and reachable?", master, master_is_healthy,
+             note=f"GET https://{master}:<4433, 8140, 8143, 8081>/status/v1/services: every service running"),
+        Step("approval", "operator approval", "operator", lambda: None,
+             approval=f"Reinitialize {', '.join(dbs) or 'all databases'} on {replica}: they are destroyed and "
+                      "re-created from the master; the replica cannot serve failover meanwhile."),
+        Step("reinitialize", cmd.description, replica, lambda: infrastructure.reinitialize_replica(replica, cmd),
+             commands=[(replica, cmd)], destructive=True),
+    ])
+    if dry_run:
+        return procedure.plan()
+    show_topology("before", [master])
+    result = procedure.run(lambda _: Outcome("reinitialized", next_steps=[
+        "Run verify-health: replication should show as running."]), approve=approve)
+    if not isinstance(result, dict):
+        return result  # not approved: Cancelled, nothing done
     show_topology("after", [master])
-    book.publish_summary(outcome="reinitialized", next_steps=["Run verify-health: replication should show as running."])
     return {"replica": replica, "databases": dbs or "all"}

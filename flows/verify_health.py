@@ -14,15 +14,17 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._common import inventory_host, log
+from flows._steps import Procedure, Step
 from pe_ha import runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.pe_api import REPLICA_STATUS_PORTS, STATUS_PORTS
+from pe_ha.settings import Settings
 from tasks import status_api
 
 
 @flow(name="verify-health", flow_run_name="verify-health/{installation}", task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]
 def verify_health(installation: str = "default", fail_on_degraded: bool = True, master: str | None = None,
-                  replica: str | None = None) -> dict:
+                  replica: str | None = None, dry_run: bool = False) -> dict:
     """Status of every PE service on the master and the replica (defaults: the configured ones).
 
     Args:
@@ -30,12 +32,13 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
         fail_on_degraded: End the run as Failed when any service is not running (this is what triggers the alert).
         master: Master to check; empty means the inventory's master.
         replica: Replica to check; empty means the inventory's replica (skipped when there is none).
+        dry_run: Validate and show the plan (what is read, and where) without reading anything.
     """
     resource = {"prefect.resource.id": f"pe-ha.installation.{installation}", "prefect.resource.name": installation}
     try:
         s = runtime.settings()
         resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}", "prefect.resource.name": s.installation}
-        return _check(s, resource, fail_on_degraded, master, replica)
+        return _check(s, resource, fail_on_degraded, master, replica, dry_run)
     except PreconditionFailed:
         raise  # degraded: its event is out already
     except Exception as exc:
@@ -45,13 +48,18 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
         raise
 
 
-def _check(s: Any, resource: dict, fail_on_degraded: bool, master: str | None, replica: str | None) -> dict:
+def _check(s: Settings, resource: dict, fail_on_degraded: bool, master: str | None, replica: str | None,
+           dry_run: bool) -> dict:
     master = inventory_host(master, default=s.master.name, what="master")
     replica_host = (inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
                     if (replica or s.replica) else None)
-    futures = [status_api.host_status.submit(master, STATUS_PORTS)]
-    if replica_host:
-        futures.append(status_api.host_status.submit(replica_host, REPLICA_STATUS_PORTS))
+    reads = [(master, STATUS_PORTS)] + ([(replica_host, REPLICA_STATUS_PORTS)] if replica_host else [])
+    if dry_run:  # read-only: no summary of steps, only the plan of its reads
+        return Procedure("verify-health", s.installation, [
+            Step(f"status-{host}", f"status of {host}", "worker", lambda: None,
+                 note=f"GET https://{host}:<{', '.join(map(str, ports))}>/status/v1/services") for host, ports in reads
+        ]).plan()
+    futures = [status_api.host_status.submit(host, ports) for host, ports in reads]
     rows = [row for f in futures for row in f.result()]
     # Warning-level alerts are shown in the table but do not fail health; error-level ones do.
     bad = [r for r in rows if r["state"] != "running" or r.get("failing_alerts")]

@@ -30,6 +30,12 @@ class Command:
     def __iter__(self):  # lets a Command be passed where argv is expected
         return iter(self.argv)
 
+    def shell(self) -> str:
+        """The argv as the executor sends it (``shlex.join``), for plans and logs."""
+        import shlex
+
+        return shlex.join(self.argv)
+
 
 def _infra(*args: str) -> list[str]:
     return [PUPPET, "infrastructure", *args]

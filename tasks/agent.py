@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.futures import PrefectFuture, as_completed
 
-from pe_ha import commands, runtime
+from pe_ha import runtime
+from pe_ha.commands import Command
 from pe_ha.errors import CommandFailed, WaitTimedOut
 from tasks._base import RETRY_CONNECT, logger
 
@@ -17,11 +18,10 @@ _LOCKED = "already in progress"
 
 
 @task(name="puppet-agent-run", task_run_name="puppet-agent{suffix}/{host}", **RETRY_CONNECT)
-def agent_run(host: str, noop: bool = False, server_list: Sequence[str] = (), lock_wait_s: float = 600,
-              expect_no_changes: bool = False, suffix: str = "") -> int:
-    """``puppet agent -t`` on ``host``. Waits (bounded) for another run's lock; 0 and 2 succeed, 1/4/6 fail."""
+def agent_run(host: str, cmd: Command, lock_wait_s: float = 600, expect_no_changes: bool = False,
+              suffix: str = "") -> int:
+    """``puppet agent -t`` (``cmd``) on ``host``. Waits (bounded) for another run's lock; 0 and 2 succeed, 1/4/6 fail."""
     ex = runtime.executor()
-    cmd = commands.agent_run(noop=noop, server_list=server_list)
     deadline = time.monotonic() + lock_wait_s
     while True:
         result = ex.run(host, cmd, check=False, timeout_s=1800)
@@ -46,14 +46,12 @@ def agent_run(host: str, noop: bool = False, server_list: Sequence[str] = (), lo
 
 
 @task(name="puppet-job-run", **RETRY_CONNECT)
-def job_run_all_nodes(master: str) -> str:
+def job_run_all_nodes(master: str, cmd: Command) -> str:
     """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'`` on the master."""
-    cmd = commands.job_run_all_nodes(token_file=runtime.settings().remote_token_file)
     return runtime.executor().run(master, cmd, timeout_s=3600).stdout
 
 
-def agent_runs(hosts: Sequence[str], *, noop: bool = False, server_list: Sequence[str] = (),
-               limit: int | None = None) -> dict[str, int]:
+def agent_runs(hosts: Sequence[str], cmd: Command, *, limit: int | None = None) -> dict[str, int]:
     """``puppet agent -t`` on every host, at most ``limit`` at once (default: the agent_concurrency setting).
 
     A sliding window, not waves: a new run starts as soon as one finishes. Every host gets its run even when
@@ -68,7 +66,7 @@ def agent_runs(hosts: Sequence[str], *, noop: bool = False, server_list: Sequenc
     while queue or running:
         while queue and len(running) < limit:
             host = queue.pop(0)
-            future: PrefectFuture = agent_run.submit(host, noop=noop, server_list=list(server_list))
+            future: PrefectFuture = agent_run.submit(host, cmd)
             running[future] = host
         done = next(as_completed(list(running)))
         host = running.pop(done)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 
 from prefect import task
 
@@ -38,12 +37,10 @@ def not_running(entries: list[dict]) -> list[str]:
     return [f"{e.get('display_name')} on {e.get('server')}: {e.get('state')}" for e in entries if e.get("state") != "running"]
 
 
-@task(name="provision-replica", task_run_name="provision-replica/{replica}", **SIDE_EFFECT)
-def provision_replica(master: str, replica: str) -> str:
+@task(name="provision-replica", task_run_name="provision-replica/{master}", **SIDE_EFFECT)
+def provision_replica(master: str, cmd: Command) -> str:
     """``puppet infrastructure provision replica <replica>`` on the master."""
-    s = runtime.settings()
-    result = runtime.executor().run(master, commands.provision_replica(replica, token_file=s.remote_token_file))
-    return result.stdout
+    return runtime.executor().run(master, cmd).stdout
 
 
 @task(name="wait-for-replica-sync", task_run_name="wait-for-replica-sync/{replica}", **SIDE_EFFECT)
@@ -81,36 +78,28 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
         time.sleep(min(poll_s, remaining))
 
 
-@task(name="enable-replica", task_run_name="enable-replica/{replica}", **SIDE_EFFECT)
-def enable_replica(master: str, replica: str, topology: str, skip_agent_config: bool,
-                   agent_server_urls: Sequence[str] = (), pcp_brokers: Sequence[str] = (),
-                   infra_agent_server_urls: Sequence[str] = (), infra_pcp_brokers: Sequence[str] = ()) -> str:
+@task(name="enable-replica", task_run_name="enable-replica/{master}", **SIDE_EFFECT)
+def enable_replica(master: str, cmd: Command) -> str:
     """``puppet infrastructure enable replica`` with every prompt answered by flags."""
-    s = runtime.settings()
-    cmd = commands.enable_replica(replica, topology=topology, token_file=s.remote_token_file,
-                                  skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls,
-                                  pcp_brokers=pcp_brokers, infra_agent_server_urls=infra_agent_server_urls,
-                                  infra_pcp_brokers=infra_pcp_brokers)
     return runtime.executor().run(master, cmd).stdout
 
 
 @task(name="promote-replica", task_run_name="promote-replica/{replica}", **SIDE_EFFECT)
-def promote_replica(replica: str, topology: str | None = None) -> str:
+def promote_replica(replica: str, cmd: Command) -> str:
     """``puppet infrastructure promote replica`` on the replica."""
-    return runtime.executor().run(replica, commands.promote_replica(topology=topology)).stdout
+    return runtime.executor().run(replica, cmd).stdout
 
 
-@task(name="forget-replica", task_run_name="forget-replica/{replica}", **SIDE_EFFECT)
-def forget_replica(master: str, replica: str) -> str:
+@task(name="forget-replica", task_run_name="forget-replica/{master}", **SIDE_EFFECT)
+def forget_replica(master: str, cmd: Command) -> str:
     """``puppet infrastructure forget <replica>`` on the master."""
-    s = runtime.settings()
-    return runtime.executor().run(master, commands.forget_replica(replica, token_file=s.remote_token_file)).stdout
+    return runtime.executor().run(master, cmd).stdout
 
 
 @task(name="reinitialize-replica", task_run_name="reinitialize-replica/{replica}", **SIDE_EFFECT)
-def reinitialize_replica(replica: str, databases: Sequence[str]) -> str:
+def reinitialize_replica(replica: str, cmd: Command) -> str:
     """``puppet infrastructure reinitialize replica [--db …] -y`` on the replica."""
-    return runtime.executor().run(replica, commands.reinitialize_replica(databases)).stdout
+    return runtime.executor().run(replica, cmd).stdout
 
 
 @task(name="enable-ha-failover", task_run_name="enable-ha-failover/{on_host}", **SIDE_EFFECT)

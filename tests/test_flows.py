@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pe_ha import runtime
+from pe_ha import commands, runtime
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, ValidationError, WaitTimedOut
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
@@ -358,7 +358,7 @@ def test_agent_lock_is_waited_for_then_fails_clearly(env):
     from tasks.agent import agent_run
 
     with pytest.raises(WaitTimedOut, match="agent lock"):
-        agent_run.fn(A1, lock_wait_s=1)
+        agent_run.fn(A1, commands.agent_run(), lock_wait_s=1)
     assert len(fake.commands_on(A1)) >= 2
 
 
@@ -369,7 +369,7 @@ def test_agent_failures_are_failures(env, code):
     from tasks.agent import agent_run
 
     with pytest.raises(CommandFailed):
-        agent_run.fn(A1)
+        agent_run.fn(A1, commands.agent_run())
 
 
 def test_retry_policy_never_retries_auth_or_refusals():
@@ -542,7 +542,7 @@ def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env):
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
     def fan_out():
-        return agent_tasks.agent_runs(hosts, limit=3)
+        return agent_tasks.agent_runs(hosts, commands.agent_run(), limit=3)
 
     with pytest.raises(CommandFailed) as failed:
         fan_out()

@@ -51,3 +51,16 @@ def test_only_commands_module_builds_puppet_commands():
             for match in pattern.finditer(text):
                 offenders.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
     assert offenders == []
+
+
+def test_pe_ha_never_connects_to_postgresql_over_the_network():
+    """PE's PostgreSQL is read the guide's way (psql as its owner on the node, over SSH): production code has
+    no database driver and no setting for a role, a password or a port, so it needs no role and no pg_hba line."""
+    from pe_ha.settings import Settings
+
+    drivers = {"psycopg", "psycopg2", "asyncpg", "pg8000"}
+    offenders = [f"{path.relative_to(ROOT)} imports {sorted(_imports(path) & drivers)}"
+                 for package in ("pe_ha", "tasks", "flows") for path in (ROOT / package).rglob("*.py")
+                 if _imports(path) & drivers]
+    assert offenders == []
+    assert not {"pg_user", "pg_port", "pg_password_file"} & set(Settings.model_fields)

@@ -198,8 +198,8 @@ def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_runtime):
 
 
 def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
-    """The copy's progress lines read what the server has, as the pe-ha role (pg_monitor): the loading
-    database's size on every major, and the running COPY from PostgreSQL 14 (pg_stat_progress_copy)."""
+    """The copy's progress lines read what the server has, in a psql session as PostgreSQL's owner over SSH:
+    the loading database's size on every major, and the running COPY from PostgreSQL 14 (pg_stat_progress_copy)."""
     import subprocess
 
     from tasks.puppetdb import load_progress

@@ -51,6 +51,8 @@ def test_profile_is_the_pe_it_claims(profile_lab):
                                        "WHERE d.datname = 'pe-puppetdb'")
         assert ("0", "CONNECT") not in acl and ("0", "TEMPORARY") not in acl  # CONNECT revoked from PUBLIC
     assert superuser_sql(cfg, M, "SELECT 1 FROM pg_roles WHERE rolname = 'pe-puppetdb-migrator'") == [("1",)]
+    # pe-ha needs no role of its own: PE's roles only (the copy tests below run without one)
+    assert superuser_sql(cfg, M, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'pe-ha%'") == []
     owners = {r[0] for r in superuser_sql(cfg, M, (
         "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'i')"))}

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lab import core, tokens
-from pe_ha import runtime
+from pe_ha import commands, runtime
 from pe_ha.errors import ConnectError, WaitTimedOut
 from pe_ha.executor import FabricExecutor
 from tests.lab.conftest import lab_settings
@@ -310,7 +310,7 @@ def test_agent_lock_held(fresh_lab, outcome):
     with outcome("fault", "another agent run holds the lock", "waits (bounded), then fails clearly") as o:
         with runtime.use(settings=settings):
             with pytest.raises(WaitTimedOut) as info:
-                agent_run.fn(A1, lock_wait_s=4)
+                agent_run.fn(A1, commands.agent_run(), lock_wait_s=4)
         o.observed = info.value.message[:100]
 
 

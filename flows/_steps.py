@@ -1,0 +1,216 @@
+"""One declaration per step: the dry-run plan and the run both come from the same ``Step`` list.
+
+A procedure declares its steps in the guide's order, each with the commands it will send, built once. A dry
+run publishes those rows and runs nothing; a run executes the same steps, so the plan is the run. Cleanup
+steps (``always``) also run after a failure; the summary artifact is published on every outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect.states import Cancelled
+
+from flows._common import Runbook, log, require_approval
+from pe_ha.commands import Command
+from pe_ha.errors import ApprovalRejected, PeHaError
+from pe_ha.masking import mask
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a procedure.
+
+    ``commands`` are the (host, command) pairs the step sends, in order, built once and handed to its tasks.
+    ``note`` says what the step does beyond them (an API read, a poll) and, with ``data_dependent``, that its
+    commands are decided by what it reads at run time (the plan then shows an example). ``phase`` names the
+    ``start_at`` choice the step belongs to: it is skipped when the run starts at a later one. A ``concurrent``
+    step sends its commands at once, so they may arrive in any order. An ``approval``
+    step pauses for the operator and shows the rows it would allow. An ``always`` step is cleanup: it runs
+    at its place, or after a failure, once the step named by ``armed_by`` has started.
+    """
+
+    key: str
+    title: str
+    host: str
+    action: Callable[[], Any]
+    commands: Sequence[tuple[str, Command]] = ()
+    note: str = ""
+    data_dependent: bool = False
+    concurrent: bool = False
+    destructive: bool = False
+    approval: str = ""
+    always: bool = False
+    armed_by: str = ""
+    phase: str | None = None
+
+    def rows(self) -> list[dict]:
+        flags = ", ".join(f for f, on in (("destructive", self.destructive), ("needs approval", bool(self.approval)),
+                                         ("always runs", self.always), ("decided at run time", self.data_dependent))
+                          if on)
+        out = [{"key": self.key, "step": self.title, "host": host, "command": mask(command.shell()),
+                "argv": list(command.argv), "data_dependent": self.data_dependent, "concurrent": self.concurrent,
+                "flags": flags}
+               for host, command in self.commands]
+        if self.note or not out:
+            out.append({"key": self.key, "step": self.title, "host": self.host, "command": mask(self.note or self.title),
+                        "argv": None, "data_dependent": self.data_dependent, "concurrent": self.concurrent,
+                        "flags": flags})
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the summary says when the procedure completes."""
+
+    text: str
+    next_steps: Sequence[str] = ()
+    notes: Sequence[str] = ()
+
+
+@dataclass
+class Procedure:
+    """A procedure's steps and its record; ``run`` executes them, ``plan`` shows them."""
+
+    name: str
+    target: str
+    steps: list[Step]
+    phases: Sequence[str] = ()
+    start_at: str | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.book = Runbook(self.name, self.target)
+        seen_approval = False
+        for step in self.steps:
+            seen_approval = seen_approval or bool(step.approval)
+            if step.destructive and not seen_approval:
+                raise AssertionError(f"{self.name}: destructive step {step.key!r} comes before any approval step")
+            if step.phase is not None and step.phase not in self.phases:
+                raise AssertionError(f"{self.name}: step {step.key!r} has an unknown phase {step.phase!r}")
+
+    def selected(self) -> list[Step]:
+        """The steps this run takes: those of an earlier ``start_at`` phase are left out."""
+        if not self.start_at or not self.phases:
+            return list(self.steps)
+        first = list(self.phases).index(self.start_at)
+        return [s for s in self.steps if s.phase is None or list(self.phases).index(s.phase) >= first]
+
+    def plan_rows(self, steps: Sequence[Step] | None = None) -> list[dict]:
+        return [row for step in (self.selected() if steps is None else steps) for row in step.rows()]
+
+    def plan(self) -> dict:
+        """The dry run: publish the rows from ``start_at`` on; nothing runs."""
+        rows = self.plan_rows()
+        md = [f"# Dry run: {self.name} ({self.target})", "",
+              "Nothing was run. These steps would run, in order"
+              + (f" (from start_at={self.start_at})" if self.start_at else "") + ":", "",
+              "| # | step | host | command | |", "|---|---|---|---|---|"]
+        md += [f"| {i} | {r['step']} | {r['host']} | `{r['command']}` | {r['flags']} |" for i, r in enumerate(rows, 1)]
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key=f"{self.name}-plan", markdown="\n".join(md), description=f"dry run of {self.name}")
+        log().info("dry run: %d planned rows, nothing executed", len(rows))
+        return {"dry_run": True, "plan": rows}
+
+    def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Any:
+        """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run
+        Cancelled with nothing after it done."""
+        steps = self.selected()
+        skipped = [s for s in self.steps if s not in steps]
+        for step in skipped:
+            self.book.skip(step.title, f"start_at={self.start_at}")
+        started: set[str] = set()
+        done: set[str] = set()
+        current: Step | None = None
+        try:
+            for index, step in enumerate(steps):
+                if step.always and step.armed_by and step.armed_by not in started:
+                    continue
+                current = step
+                if step.approval:
+                    self._approve(step, steps[index + 1:], approve)
+                    done.add(step.key)
+                    continue
+                started.add(step.key)
+                with self.book.step(step.title, step.host):
+                    self.results[step.key] = step.action()
+                done.add(step.key)
+            current = None
+        except ApprovalRejected as exc:
+            self._cleanup(steps, started, done)
+            self.book.publish_summary(outcome="not approved", notes=[exc.message],
+                                      next_steps=["Nothing after the approval ran. Start the procedure again when it "
+                                                  "should go ahead."])
+            return Cancelled(message=f"{self.name} ended with nothing done: {exc.message}")
+        except BaseException as exc:
+            self._cleanup(steps, started, done)
+            self._publish_failure(current, exc)
+            raise
+        final = outcome(self.results)
+        self.book.publish_summary(outcome=final.text, next_steps=final.next_steps, notes=final.notes)
+        return self.results
+
+    def _approve(self, step: Step, remaining: Sequence[Step], approve: bool) -> None:
+        rows = [r for s in remaining for r in s.rows()]
+        table = ["| step | host | command |", "|---|---|---|",
+                 *[f"| {r['step']} | {r['host']} | `{r['command']}` |" for r in rows]]
+        require_approval(self.book, step.approval, approved_up_front=approve, allows="\n".join(table))
+
+    def _cleanup(self, steps: Sequence[Step], started: set[str], done: set[str]) -> None:
+        """After a failure: the armed cleanup steps that have not run yet. Each failure is logged, never raised:
+        the run's real error must get through."""
+        for step in steps:
+            if not step.always or step.key in done or (step.armed_by and step.armed_by not in started):
+                continue
+            try:
+                with self.book.step(step.title, step.host):
+                    step.action()
+            except Exception as exc:  # the original failure is what the operator must see
+                log().error("cleanup step %r failed: %s", step.title, exc)
+
+    def _publish_failure(self, step: Step | None, exc: BaseException) -> None:
+        where = f" at step {step.title!r}" if step else ""
+        message = exc.message if isinstance(exc, PeHaError) else f"{type(exc).__name__}: {exc}"
+        hint = exc.hint if isinstance(exc, PeHaError) else None
+        cancelled = type(exc).__name__ in ("TerminationSignal", "KeyboardInterrupt", "CancelledError")
+        try:
+            self.book.publish_summary(
+                outcome=("CANCELLED" if cancelled else "FAILED") + where,
+                notes=[f"error: {message}"] + ([f"hint: {hint}"] if hint else []),
+                next_steps=[hint or "Read the failing step's log lines above, fix the cause, then run the procedure "
+                                    "again (steps already done are safe to repeat, or use start_at where offered)."])
+        except Exception as publish_error:  # a lost summary must not replace the run's real error
+            log().error("could not publish the summary: %s", publish_error)
+
+
+# -- the RBAC token steps several procedures share ----------------------------------------------------
+
+
+def check_token(master: str, min_validity_s: float) -> Step:
+    from tasks import token
+
+    return Step("check-token", "check RBAC token lifetime", "worker",
+                lambda: token.validate_token(min_validity_s=min_validity_s, master=master),
+                note=f"POST https://{master}:4433/rbac-api/v2/auth/token/authenticate: valid for {min_validity_s:g} s more")
+
+
+def stage_token(host: str) -> Step:
+    from pe_ha import commands, runtime
+    from tasks import token
+
+    path = runtime.settings().remote_token_file
+    return Step("stage-token", "stage RBAC token", host, lambda: token.stage_token(host),
+                commands=[(host, commands.make_dir(path.rsplit("/", 1)[0]))],
+                note=f"then write {path} over SFTP, mode 0600 (the token never reaches argv or a log)")
+
+
+def remove_token(host: str) -> Step:
+    from flows._common import remove_token_best_effort
+    from pe_ha import commands, runtime
+
+    return Step("remove-token", "remove the staged RBAC token", host, lambda: remove_token_best_effort(host),
+                commands=[(host, commands.remove_files(runtime.settings().remote_token_file))],
+                always=True, armed_by="stage-token")
