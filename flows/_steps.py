@@ -61,6 +61,15 @@ class Step:
         return out
 
 
+# Called with (procedure, step) as each step starts: the seam a test uses to tell which step sent which command.
+step_listeners: list[Callable[[str, Step], None]] = []
+
+
+def _starting(procedure: str, step: Step) -> None:
+    for listener in step_listeners:
+        listener(procedure, step)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the summary says when the procedure completes."""
@@ -79,10 +88,13 @@ class Procedure:
     steps: list[Step]
     phases: Sequence[str] = ()
     start_at: str | None = None
+    topology_on: str | None = None  # shows the HA topology from this host first and last (patronictl's way)
     results: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
+        if self.topology_on:
+            self.steps = [topology("before", self.topology_on), *self.steps, topology("after", self.topology_on)]
         seen_approval = False
         for step in self.steps:
             seen_approval = seen_approval or bool(step.approval)
@@ -135,6 +147,7 @@ class Procedure:
                     done.add(step.key)
                     continue
                 started.add(step.key)
+                _starting(self.name, step)
                 with self.book.step(step.title, step.host):
                     self.results[step.key] = step.action()
                 done.add(step.key)
@@ -166,6 +179,7 @@ class Procedure:
             if not step.always or step.key in done or (step.armed_by and step.armed_by not in started):
                 continue
             try:
+                _starting(self.name, step)
                 with self.book.step(step.title, step.host):
                     step.action()
             except Exception as exc:  # the original failure is what the operator must see
@@ -184,6 +198,15 @@ class Procedure:
                                     "again (steps already done are safe to repeat, or use start_at where offered)."])
         except Exception as publish_error:  # a lost summary must not replace the run's real error
             log().error("could not publish the summary: %s", publish_error)
+
+
+def topology(label: str, host: str) -> Step:
+    """Show the HA topology (``puppet infrastructure status`` on ``host``); a host that does not answer is logged."""
+    from flows._common import show_topology
+    from pe_ha import commands
+
+    return Step(f"topology-{label}", f"show the HA topology {label}", host, lambda: show_topology(label, [host]),
+                commands=[(host, commands.infrastructure_status())])
 
 
 # -- the RBAC token steps several procedures share ----------------------------------------------------

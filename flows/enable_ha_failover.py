@@ -10,7 +10,7 @@ which the remote command is killed.
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, run_name
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import ValidationError
@@ -55,7 +55,7 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
                                       replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
                                       skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
                                       pcp_brokers=pcp_brokers or ())
-    procedure = Procedure("enable-ha-failover", host, [
+    procedure = Procedure("enable-ha-failover", host, topology_on=promoted, steps=[
         Step("pe-version", "check PE version", promoted, lambda: infrastructure.pe_version(promoted),
              commands=[(promoted, commands.pe_version())]),
         # The plan works on the failed master over ssh.
@@ -67,8 +67,6 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
     ])
     if dry_run:
         return procedure.plan()
-    show_topology("before", [promoted])
-    procedure.run(lambda _: Outcome("failed master is the new replica", next_steps=[
+    done = procedure.run(lambda _: Outcome("failed master is the new replica", next_steps=[
         f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."]))
-    entries = show_topology("after", [promoted])
-    return {"new_replica": host, "master": promoted, "services": len(entries)}
+    return {"new_replica": host, "master": promoted, "services": len(done["topology-after"])}

@@ -15,7 +15,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, log, run_name
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology
@@ -109,6 +109,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                           commands=[(master, job_cmd)], phase="deploy"))
     else:
         steps.append(Step("deploy", "deploy configuration (agent-runs)", master, deploy_by_agent_runs, phase="deploy",
+                          concurrent=True,
                           commands=[(host, agent_cmd) for host in [master, replica, *nodes]],
                           note="master, then replica, then the managed nodes in parallel"
                           if nodes else ""))
@@ -119,17 +120,15 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     ]
     if drill and test_node:
         steps += drill_steps(master, replica, test_node, found)
-    procedure = Procedure("enable-replica", replica, steps, phases=("backup", "enable", "deploy", "remove-server", "drill"),
-                          start_at=start_at)
+    procedure = Procedure("enable-replica", replica, steps, topology_on=master, start_at=start_at,
+                          phases=("backup", "enable", "deploy", "remove-server", "drill"))
     if dry_run:
         return procedure.plan()
 
-    show_topology("before", [master])
     procedure.run(lambda _: Outcome("enabled", notes=[f"classifier backup: {found['backup']}",
                                                       f"server line removed: {found['removed']}"],
                                     next_steps=["Move any console tuning parameters of the master to Hiera, so both "
                                                 "masters get them.", "Run verify-health to confirm replication is active."]))
-    show_topology("after", [master])
     return {"replica": replica, "backup": found["backup"], "server_removed": found["removed"], "drill": found.get("drill")}
 
 

@@ -9,7 +9,7 @@
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, run_name
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
@@ -47,7 +47,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
         if [e for e in entries if e.get("server") == replica]:
             raise PreconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
 
-    procedure = Procedure("forget-replica", replica, [
+    procedure = Procedure("forget-replica", replica, topology_on=master, steps=[
         Step("offline", "is the replica permanently offline?", replica, replica_is_offline,
              note=f"TCP probe from the worker of {replica} on PE ports {list(status_api.PE_PORTS)}"),
         Step("approval", "operator approval", "operator", lambda: None,
@@ -61,11 +61,9 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
     ])
     if dry_run:
         return procedure.plan()
-    show_topology("before", [master])
     result = procedure.run(lambda _: Outcome("forgotten", next_steps=[
         f"Delete secret key files from {replica} or uninstall PE there (puppet-enterprise-uninstaller -y -p -d).",
         "Provision a new replica to restore high availability."]), approve=approve)
     if not isinstance(result, dict):
         return result  # not approved: Cancelled, nothing done
-    show_topology("after", [master])
     return {"forgotten": replica, "master_services": len(found["entries"])}

@@ -14,7 +14,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, log, run_name
 from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import ApiError, PreconditionFailed
@@ -104,12 +104,11 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
         ]
     else:
         steps.append(Step("redeploy", "redeploy configuration (agent-runs)", "managed nodes", redeploy_by_agent_runs,
-                          commands=[(host, agent_cmd) for host in nodes]))
-    procedure = Procedure("promote-replica", replica, steps)
+                          commands=[(host, agent_cmd) for host in nodes], concurrent=True))
+    procedure = Procedure("promote-replica", replica, steps, topology_on=replica)
     if dry_run:
         return procedure.plan()
 
-    show_topology("before", [replica])
     result = procedure.run(lambda _: Outcome("promoted", next_steps=[
         f"Update everything that refers to {master}: PE client tools (puppet-access, puppet job), Code Manager "
         "webhooks, Razor brokers, and CNAME/DNS records.",
@@ -117,6 +116,5 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
         f"Make {master} a replica again with enable-ha-failover, or forget it if it is gone for good.",
     ]), approve=approve)
     if isinstance(result, dict):
-        show_topology("after", [replica])
         return {"promoted": replica, "old_master": master}
     return result

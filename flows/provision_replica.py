@@ -15,7 +15,7 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, log, run_name
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
@@ -111,15 +111,14 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         remove_token(master),
         Step("verify", "verify: noop run against the replica", node, verify, commands=[(node, verify_cmd)]),
     ]
-    procedure = Procedure("provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at)
+    procedure = Procedure("provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
+                          topology_on=master)
     if dry_run:
         return procedure.plan()
 
-    show_topology("before", [master])
     procedure.run(lambda _: Outcome("provisioned", next_steps=[
         f"Enable the replica: run the enable-replica deployment for {replica} (back up classification first; it does).",
     ]))
-    show_topology("after", [master])
     entries = found["entries"]
     log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries),
                found["code"])

@@ -8,7 +8,7 @@
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, run_name, show_topology
+from flows._common import distinct, installation_lock, inventory_host, run_name
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
@@ -44,7 +44,7 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
             raise PreconditionFailed(f"the master {master} is not fully functional ({'; '.join(bad)})",
                                      hint="reinitialize needs a healthy master; fix it first (verify-health shows details)")
 
-    procedure = Procedure("reinitialize-replica", replica, [
+    procedure = Procedure("reinitialize-replica", replica, topology_on=master, steps=[
         Step("master-health", "is the master healthy and reachable?", master, master_is_healthy,
              note=f"GET https://{master}:<4433, 8140, 8143, 8081>/status/v1/services: every service running"),
         Step("approval", "operator approval", "operator", lambda: None,
@@ -55,10 +55,8 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
     ])
     if dry_run:
         return procedure.plan()
-    show_topology("before", [master])
     result = procedure.run(lambda _: Outcome("reinitialized", next_steps=[
         "Run verify-health: replication should show as running."]), approve=approve)
     if not isinstance(result, dict):
         return result  # not approved: Cancelled, nothing done
-    show_topology("after", [master])
     return {"replica": replica, "databases": dbs or "all"}

@@ -36,6 +36,7 @@ class Call:
     host: str
     argv: tuple[str, ...]
     kind: str = "run"  # run | put | get | session | sql
+    step: str = ""  # the procedure step that sent it, when a test listens for steps (flows._steps.step_listeners)
 
     def __str__(self) -> str:
         return f"{self.host}: {shlex.join(self.argv)}"
@@ -50,6 +51,7 @@ class FakeExecutor:
     unreachable: set[str] = field(default_factory=set)
     pe_version: str = "2019.8.12"  # what an unscripted `cat /opt/puppetlabs/server/pe_version` answers
     session_responder: SqlResponder | None = None  # answers what is sent to an open session; default: no lines
+    current_step: str = ""
     _rules: list[_Rule] = field(default_factory=list)
 
     def script(
@@ -63,10 +65,12 @@ class FakeExecutor:
         error: PeHaError | None = None,
         responder: Responder | None = None,
         times: int | None = None,
+        override: bool = False,
     ) -> None:
         """Answer commands on ``host`` (None = any) starting with ``prefix``.
 
         ``times=None`` answers forever; ``times=n`` answers n times, then falls through to later rules.
+        ``override`` puts the rule before those scripted so far.
         """
         answer: CommandResult | PeHaError | Responder
         if responder is not None:
@@ -75,7 +79,8 @@ class FakeExecutor:
             answer = error
         else:
             answer = CommandResult(host or "*", tuple(prefix), exit_code, stdout, stderr, 0.0)
-        self._rules.append(_Rule(host, tuple(prefix), [answer] * (times or 1), times is None))
+        rule = _Rule(host, tuple(prefix), [answer] * (times or 1), times is None)
+        self._rules.insert(0, rule) if override else self._rules.append(rule)
 
     def sequence(self, host: str | None, prefix: Sequence[str], answers: Sequence[CommandResult | PeHaError]) -> None:
         """Answer successive matching calls with ``answers`` in order, repeating the last one."""
@@ -92,7 +97,7 @@ class FakeExecutor:
         stream: bool = True,
     ) -> CommandResult:
         argv = tuple(argv)
-        self.calls.append(Call(host, argv))
+        self.calls.append(Call(host, argv, step=self.current_step))
         if host in self.unreachable:
             raise ConnectError("SSH connect timed out (fake)", host=host)
         answer = self._answer(host, argv)
