@@ -47,6 +47,15 @@ def distinct(a: str, b: str, what: str) -> None:
         raise ValidationError(f"{what}: {a} cannot be both the master and the replica")
 
 
+def master_and_replica(master: str | None = None, replica: str | None = None) -> tuple[str, str]:
+    """The master and the replica a procedure works on: the parameters, else the inventory's; never one host."""
+    s = runtime.settings()
+    master = inventory_host(master, default=s.master.name, what="master")
+    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
+    distinct(master, replica, "replica")
+    return master, replica
+
+
 @dataclass
 class Runbook:
     """The record of one procedure run: the steps it took, and the summary artifact."""

@@ -15,7 +15,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name
+from flows._common import installation_lock, inventory_host, log, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology
@@ -68,9 +68,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master = s.master.name
-    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
-    distinct(master, replica, "replica")
+    master, replica = master_and_replica(replica=replica)
     # Building the command validates the flags (mono-with-compile needs URLs or skip_agent_config) up front.
     enable_cmd = commands.enable_replica(replica, topology=topology, token_file=s.remote_token_file,
                                          skip_agent_config=skip_agent_config,

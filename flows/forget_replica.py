@@ -9,7 +9,7 @@
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, run_name
+from flows._common import installation_lock, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
@@ -29,9 +29,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master = inventory_host(master, default=s.master.name, what="master")
-    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
-    distinct(master, replica, "replica")
+    master, replica = master_and_replica(master, replica)
     forget_cmd = commands.forget_replica(replica, token_file=s.remote_token_file)
     status_cmd = commands.infrastructure_status()
     found: dict = {}

@@ -14,7 +14,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name
+from flows._common import installation_lock, log, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import ApiError, PreconditionFailed
@@ -42,9 +42,7 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master = s.master.name
-    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
-    distinct(master, replica, "replica")
+    master, replica = master_and_replica(replica=replica)
     nodes = [n.name for n in s.managed_nodes]
     promote_cmd = commands.promote_replica(topology=topology)
     job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)

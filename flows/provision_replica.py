@@ -15,7 +15,7 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name
+from flows._common import installation_lock, inventory_host, log, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
@@ -45,9 +45,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master = s.master.name
-    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
-    distinct(master, replica, "replica")
+    master, replica = master_and_replica(replica=replica)
     sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=1)
     node = inventory_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
     provision_cmd = commands.provision_replica(replica, token_file=s.remote_token_file)

@@ -8,9 +8,9 @@
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, run_name
+from flows._common import installation_lock, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step
-from pe_ha import commands, runtime
+from pe_ha import commands
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
 from tasks import infrastructure, status_api
@@ -30,10 +30,7 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
             operator.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    s = runtime.settings()
-    master = inventory_host(master, default=s.master.name, what="master")
-    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
-    distinct(master, replica, "replica")
+    master, replica = master_and_replica(master, replica)
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
 
