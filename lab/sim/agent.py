@@ -1,0 +1,169 @@
+"""pe-ha lab simulator (not PE): `puppet agent`, `puppet resource service` and `puppet config`, simulated."""
+
+import os
+import subprocess
+
+from base import (
+    LOCKFILE,
+    ROLE_SERVICES,
+    SERVICES,
+    SimError,
+    conf_delete,
+    conf_get,
+    conf_set,
+    fault_active,
+    faults,
+    flag,
+    https,
+    option,
+    role,
+    slow_fault,
+    trusted_facts,
+)
+from services import service_running, start_service, stop_service
+
+
+def cmd_resource(args):
+    if args[:1] != ["service"] or len(args) < 2:
+        raise SimError("Error: this simulator models `puppet resource service <name> [ensure=running|stopped]`")
+    name = args[1]
+    known = set(SERVICES) | {"puppet", "pe-postgresql", "pxp-agent"}
+    if name not in known or (name in SERVICES and name not in ROLE_SERVICES.get(role(), ())
+                             and not service_running(name)):
+        if name not in known:
+            raise SimError("Error: Could not find service %s" % name)
+    ensure = next((a.split("=", 1)[1] for a in args[2:] if a.startswith("ensure=")), None)
+    before = "running" if service_running(name) else "stopped"
+    if ensure == "running" and before != "running":
+        if name == "pxp-agent":
+            pass
+        else:
+            start_service(name)
+        print("Notice: /Service[%s]/ensure: ensure changed 'stopped' to 'running'" % name)
+    elif ensure == "stopped" and before != "stopped":
+        if name != "pxp-agent":
+            stop_service(name)
+        print("Notice: /Service[%s]/ensure: ensure changed 'running' to 'stopped'" % name)
+    elif ensure not in (None, "running", "stopped"):
+        raise SimError("Error: Parameter ensure failed on Service[%s]: Invalid value %r" % (name, ensure))
+    now = "running" if service_running(name) else "stopped"
+    print("service { '%s':\n  ensure   => '%s',\n  provider => 'systemd',\n}" % (name, now))
+    return 0
+
+
+def lock_holder():
+    try:
+        pid = int(open(LOCKFILE).read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_agent(args):
+    if not flag(args, "-t", "--test", "--onetime"):
+        raise SimError("Error: this simulator models `puppet agent -t`")
+    noop = flag(args, "--noop")
+    slow_fault("agent")
+    if lock_holder() or fault_active("agent_lock"):
+        print("Notice: Run of Puppet configuration client already in progress; skipping  (%s exists)" % LOCKFILE)
+        return 1
+    os.makedirs(os.path.dirname(LOCKFILE), exist_ok=True)
+    with open(LOCKFILE, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        return _agent_run(args, noop)
+    finally:
+        try:
+            os.unlink(LOCKFILE)
+        except OSError:
+            pass
+
+
+def _agent_run(args, noop):
+    override = option(args, "--server_list")
+    listing = override or conf_get("server_list", "agent") or conf_get("server", "agent") or ""
+    servers = []
+    for item in listing.split(","):
+        item = item.strip()
+        if item:
+            host, _, port = item.partition(":")
+            servers.append((host, int(port or 8140)))
+    if not servers:
+        print("Error: Could not run: no server or server_list is configured")
+        return 1
+    connect_timeout = float(faults().get("agent_connect_timeout", 3))
+    chosen = None
+    for host, port in servers:
+        try:
+            code, body = https("GET", host, port, "/status/v1/simple/master", timeout=connect_timeout)
+            if code == 200:
+                chosen = (host, port)
+                break
+            print("Debug: %s:%d answered %s (%s)" % (host, port, code, body))
+        except OSError as e:
+            print("Debug: Unable to connect to server from server_list setting: %s:%d (%s)" % (host, port, e))
+    if chosen is None:
+        print("Error: Could not run Puppet configuration client: Could not select a functional puppet master from "
+              "server_list: '%s'" % listing)
+        return 1
+    print("Info: Using configured server_list entry %s:%d" % chosen)
+    facts = trusted_facts()
+    try:
+        _, catalog = https("POST", chosen[0], chosen[1], "/sim/v1/catalog", {"trusted": facts}, timeout=30)
+    except OSError as e:
+        print("Error: Could not retrieve catalog from remote server: %s" % e)
+        return 1
+    print("Info: Applying configuration version '1700000000' (compiled by %s)" % catalog.get("compiled_by"))
+    changes = 0
+    for key, value in sorted(catalog.get("settings", {}).items()):
+        current = conf_get(key, "main")
+        if current == value:
+            continue
+        if noop:
+            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Pe_ini_setting[%s]/value: current_value '%s', "
+                  "should be '%s' (noop)" % (key, current, value))
+        else:
+            conf_set(key, value, "main")
+            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Pe_ini_setting[%s]/value: value changed "
+                  "'%s' to '%s'" % (key, current, value))
+            changes += 1
+    failed = fault_active("agent_fail")
+    if failed:
+        print("Error: /Stage[main]/App/Exec[simulated-failure]/returns: change from 'notrun' to ['0'] failed")
+    status = "failed" if failed else ("changed" if changes else "unchanged")
+    try:
+        https("POST", chosen[0], 8081, "/pdb/cmd/v1", {"certname": facts["certname"], "status": status, "noop": noop},
+              timeout=10)
+    except OSError as e:
+        print("Warning: Unable to submit report to PuppetDB: %s" % e)
+    print("Notice: Applied catalog in 0.%02d seconds" % (changes + 3))
+    if failed:
+        return 6 if changes else 4
+    return 2 if changes else 0
+
+
+def cmd_agent_subprocess():
+    return subprocess.run(["/opt/puppetlabs/bin/puppet", "agent", "-t"], capture_output=True).returncode
+
+
+def cmd_config(args):
+    if not args:
+        raise SimError("Usage: puppet config print|set|delete ...")
+    section = option(args, "--section", "main")
+    rest = [a for i, a in enumerate(args) if a != "--section" and (i == 0 or args[i - 1] != "--section")]
+    action, rest = rest[0], rest[1:]
+    if action == "print":
+        print(conf_get(rest[0], section) or "")
+        return 0
+    if action == "set":
+        conf_set(rest[0], rest[1], section)
+        return 0
+    if action == "delete":
+        old = conf_get(rest[0], section)
+        if conf_delete(rest[0], section):
+            print("Deleted setting from '%s': '%s = %s'" % (section, rest[0], old))
+        else:
+            print("Warning: No setting found in configuration file for section '%s' setting name '%s'" % (section, rest[0]))
+        return 0
+    raise SimError("Error: unknown config action %r" % action)

@@ -1,0 +1,190 @@
+"""pe-ha lab simulator (not PE): PE's node classifier, simulated: the groups PE installs, their replication to the replica, rules, and the catalog settings they give an agent."""
+
+import json
+import subprocess
+
+from base import (
+    GROUPS,
+    ROOT_GROUP,
+    TOKENS,
+    Route,
+    StateLock,
+    _read_json,
+    _write_json,
+    certname,
+    log,
+    role,
+    ssh,
+    state,
+)
+
+
+def _group(name, gid, parent, classes=None, rule=None, description=""):
+    return {"name": name, "id": gid, "description": description, "environment": "production",
+            "environment_trumps": False, "parent": parent, "rule": rule, "classes": classes or {},
+            "config_data": {}, "deleted": {}, "variables": {}, "serial_number": 1}
+
+
+def default_groups(master):
+    ids = {n: "%08x-0000-4000-8000-%012x" % (i + 1, i + 1) for i, n in enumerate(
+        ["PE Infrastructure", "PE Master", "PE Agent", "PE Infrastructure Agent", "PE Database", "PE Console",
+         "PE Orchestrator", "PE Certificate Authority"])}
+    pin = ["or", ["=", "name", master]]
+    return [
+        _group("All Nodes", ROOT_GROUP, ROOT_GROUP, rule=["and", ["~", "name", ".*"]]),
+        _group("PE Infrastructure", ids["PE Infrastructure"], ROOT_GROUP,
+               {"puppet_enterprise": {"puppet_master_host": master, "ha_enabled_replicas": []}}),
+        _group("PE Master", ids["PE Master"], ids["PE Infrastructure"],
+               {"puppet_enterprise::profile::master": {"replication_mode": "none"}}, pin),
+        _group("PE Database", ids["PE Database"], ids["PE Infrastructure"],
+               {"puppet_enterprise::profile::database": {"replication_mode": "none"}}, pin),
+        _group("PE Console", ids["PE Console"], ids["PE Infrastructure"],
+               {"puppet_enterprise::profile::console": {"replication_mode": "none"}}, pin),
+        _group("PE Orchestrator", ids["PE Orchestrator"], ids["PE Infrastructure"], {}, pin),
+        _group("PE Certificate Authority", ids["PE Certificate Authority"], ids["PE Infrastructure"], {}, pin),
+        _group("PE Agent", ids["PE Agent"], ids["PE Infrastructure"],
+               {"puppet_enterprise::profile::agent": {}}, ["and", ["~", ["fact", "aio_agent_version"], ".+"]]),
+        _group("PE Infrastructure Agent", ids["PE Infrastructure Agent"], ids["PE Agent"],
+               {"puppet_enterprise::profile::agent": {}}, pin),
+    ]
+
+
+def save_groups(groups):
+    _write_json(GROUPS, groups, 0o600)
+    replicate_console()
+
+
+def replicate_console():
+    """Simulated pglogical: push classifier groups and RBAC tokens to the replica (best effort)."""
+    s = state()
+    if s.get("role") != "master" or not s.get("replica"):
+        return
+    payload = json.dumps({"groups": _read_json(GROUPS, []), "tokens": _read_json(TOKENS, {})}).encode()
+    try:
+        ssh(s["replica"], "/opt/puppetlabs/bin/pe-sim receive-console", timeout=10, input_bytes=payload)
+    except (subprocess.TimeoutExpired, OSError):
+        log("console replication to %s failed" % s["replica"])
+
+
+def groups_by_name():
+    return {g["name"]: g for g in _read_json(GROUPS, [])}
+
+
+def upsert_group(body, gid):
+    with StateLock():
+        groups = _read_json(GROUPS, [])
+        target = None
+        if gid is None:
+            for g in groups:
+                if g["name"] == body.get("name") and g["parent"] == body.get("parent"):
+                    target = g
+            if target is None:
+                gid = body.get("id") or "%s" % __import__("uuid").uuid4()
+                target = _group(body.get("name", "unnamed"), gid, body.get("parent", ROOT_GROUP))
+                groups.append(target)
+        else:
+            target = next((g for g in groups if g["id"] == gid), None)
+            if target is None:
+                return None
+        for key in ("name", "description", "environment", "parent", "rule", "variables", "config_data"):
+            if key in body:
+                target[key] = body[key]
+        if "classes" in body:
+            for cls, params in body["classes"].items():
+                if params is None:
+                    target["classes"].pop(cls, None)
+                else:
+                    merged = dict(target["classes"].get(cls, {}))
+                    for k, v in params.items():
+                        if v is None:
+                            merged.pop(k, None)
+                        else:
+                            merged[k] = v
+                    target["classes"][cls] = merged
+        target["serial_number"] = target.get("serial_number", 0) + 1
+        _write_json(GROUPS, groups, 0o600)
+    replicate_console()
+    return target
+
+
+def rule_matches(rule, facts):
+    if not rule:
+        return False
+    op = rule[0]
+    if op in ("and", "or"):
+        results = [rule_matches(r, facts) for r in rule[1:]]
+        return all(results) if op == "and" else any(results)
+    field, value = rule[1], rule[2]
+    if isinstance(field, list):  # ["trusted", "extensions", "pp_region"] or ["fact", ...]
+        if field[0] == "trusted":
+            actual = facts.get(field[-1])
+        elif field[0] == "fact" and field[1] == "aio_agent_version":
+            actual = "5.5.0"
+        else:
+            actual = facts.get(field[-1])
+    else:
+        actual = facts.get("certname") if field == "name" else facts.get(field)
+    if actual is None:
+        return False
+    if op == "=":
+        return actual == value
+    if op == "~":
+        import re
+        return re.search(value, actual) is not None
+    return False
+
+
+def compile_catalog(body):
+    """The part of a catalog the simulator models: puppet_enterprise::profile::agent settings."""
+    facts = body.get("trusted", {})
+    node = facts.get("certname", "")
+    s = state()
+    infra = node in (s.get("master"), s.get("replica"))
+    groups = groups_by_name()
+    params = {}
+    chain = ["PE Agent"] + (["PE Infrastructure Agent"] if infra else [])
+    for name in chain:
+        params.update(groups.get(name, {}).get("classes", {}).get("puppet_enterprise::profile::agent", {}))
+    agent = groups.get("PE Agent")
+    if agent and not infra:
+        for g in groups.values():
+            if g["parent"] == agent["id"] and g["name"] != "PE Infrastructure Agent" and rule_matches(g["rule"], facts):
+                params.update(g.get("classes", {}).get("puppet_enterprise::profile::agent", {}))
+    settings = {}
+    if params.get("server_list"):
+        settings["server_list"] = ",".join(params["server_list"])
+    if params.get("pcp_broker_list"):
+        settings["pcp_broker_list"] = ",".join(params["pcp_broker_list"])
+    return {"node": node, "compiled_by": certname(), "settings": settings}
+
+
+def set_agent_params(group_name, server_list, pcp_list):
+    groups = groups_by_name()
+    params = {"server_list": server_list or None, "pcp_broker_list": pcp_list or None}
+    upsert_group({"classes": {"puppet_enterprise::profile::agent": params}}, groups[group_name]["id"])
+
+
+def _write(port, path, body):
+    if role() != "master":
+        return 503, {"kind": "read-only", "msg": "classifier on a replica is read-only"}
+    if path == "/classifier-api/v1/import-hierarchy":
+        if not isinstance(body, list) or not any(g.get("id") == ROOT_GROUP for g in body):
+            return 400, {"kind": "schema-violation", "msg": "hierarchy must contain the root group"}
+        save_groups(body)
+        return 204, "", "text/plain"
+    if path == "/classifier-api/v1/groups":
+        group = upsert_group(body or {}, None)
+        return 303 if group is None else 200, group or {}
+    gid = path.rsplit("/", 1)[1]
+    group = upsert_group(body or {}, gid)
+    if group is None:
+        return 404, {"kind": "not-found", "msg": gid}
+    return 200, group
+
+
+ROUTES = [
+    Route("GET", 4433, "/classifier-api/v1/groups", lambda port, path, body: (200, _read_json(GROUPS, [])), auth=True),
+    Route("POST", 4433, "/classifier-api/v1/", _write, prefix=True, auth=True),
+    # puppetserver's catalog compile, as far as the simulator models it (the classification's agent settings)
+    Route("POST", 8140, "/sim/v1/catalog", lambda port, path, body: (200, compile_catalog(body or {}))),
+]

@@ -1,0 +1,143 @@
+"""pe-ha lab simulator (not PE): PuppetDB, simulated over the lab's real PostgreSQL: reports, nodes, and the HA sync between master and replica."""
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+from base import (
+    SIM,
+    Route,
+    SimError,
+    log,
+    my_address,
+    pe_profile,
+    peer_host,
+    psql,
+    reachable,
+    state,
+    update_state,
+)
+
+
+def local_db_up():
+    return reachable(my_address(), 5432, timeout=1.0)
+
+
+def replication_status():
+    s = state()
+    if s.get("role") == "master" and s.get("replica"):
+        ok = reachable(s["replica"], 5432, timeout=1.0)
+        return {"mode": "source", "status": "active" if ok else "inactive"}
+    if s.get("role") == "replica" and s.get("provisioned"):
+        ok = reachable(s["master"], 5432, timeout=1.0)
+        return {"mode": "replica", "status": "running" if ok else "down"}
+    return {"mode": "none", "status": "none"}
+
+
+def pdb_has_schema(host=None):
+    try:
+        return psql("SELECT to_regclass('public.reports') IS NOT NULL", host=host).strip() == "t"
+    except (SimError, subprocess.TimeoutExpired):
+        return False
+
+
+def insert_reports_sql(columns, select_sql):
+    """INSERT the rows of ``select_sql`` into reports as the profile's PuppetDB does: into ``reports`` itself with
+    declarative partitions (7.13+), into each day's ``reports_<YYYYMMDD>z`` child with INHERITS (6.10-7.12: no
+    trigger on reports, PuppetDB's storage.clj inserts into the child)."""
+    if pe_profile().get("partitioning") != "inherits":
+        return "INSERT INTO reports (%s) SELECT %s FROM (%s) s;" % (columns, columns, select_sql)
+    return ("DO $$ DECLARE d date; BEGIN FOR d IN SELECT DISTINCT (producer_timestamp AT TIME ZONE 'UTC')::date "
+            "FROM (%s) s LOOP EXECUTE format('INSERT INTO %%I (%s) SELECT %s FROM (%s) s "
+            "WHERE (producer_timestamp AT TIME ZONE ''UTC'')::date = %%L', "
+            "'reports_' || to_char(d, 'YYYYMMDD') || 'z', d); END LOOP; END $$;"
+            % (select_sql, columns, columns, select_sql.replace("'", "''")))
+
+
+def store_report(body):
+    name = body.get("certname", "")
+    if not name or any(c in name for c in "'\\;"):
+        return
+    status = {"changed": "changed", "unchanged": "unchanged", "failed": "failed"}.get(body.get("status"), "unchanged")
+    noop = "true" if body.get("noop") else "false"
+    columns = ("hash, certname, puppet_version, report_format, noop, status_id, producer_timestamp, receive_time,"
+               " start_time, end_time, metrics, logs")
+    row = (f"SELECT digest('{name}' || clock_timestamp()::text, 'sha1') AS hash, '{name}'::text AS certname,"
+           f" '5.5.22'::text AS puppet_version, 10::smallint AS report_format, {noop} AS noop,"
+           f" (SELECT id FROM report_statuses WHERE status = '{status}') AS status_id, now() AS producer_timestamp,"
+           " now() AS receive_time, now() AS start_time, now() AS end_time, '[]'::jsonb AS metrics, '[]'::jsonb AS logs")
+    sql = (f"INSERT INTO certnames (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
+           + insert_reports_sql(columns, row)
+           + f"UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{name}';")
+    try:
+        psql(sql)
+    except (SimError, subprocess.TimeoutExpired) as e:
+        log("store_report failed: %s" % e)
+
+
+def pdb_nodes():
+    try:
+        out = psql("SELECT certname, coalesce(deactivated::text, '') FROM certnames ORDER BY certname")
+    except (SimError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.split("|") for line in out.splitlines() if line]
+    return [{"certname": r[0], "deactivated": r[1] or None} for r in rows]
+
+
+SYNC_COLUMNS = ("hash, transaction_uuid, certname, puppet_version, report_format, start_time, end_time, receive_time,"
+                " noop, status_id, metrics, logs, producer_timestamp")
+
+
+def pdb_sync_once(peer):
+    """Pull reports (and their certnames) the peer has and this host lacks: PuppetDB HA sync, simulated."""
+    if not pdb_has_schema() or not pdb_has_schema(peer):
+        return 0
+    src = subprocess.run(
+        ["/opt/puppetlabs/server/bin/psql", "-X", "-q", "-h", peer, "-U", "pe-puppetdb", "-d", "pe-puppetdb", "-c",
+         "COPY (SELECT %s FROM reports WHERE producer_timestamp > now() - interval '1 day') TO STDOUT" % SYNC_COLUMNS],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, PGCONNECT_TIMEOUT="3", PGPASSFILE="/root/.pgpass"))
+    if src.returncode:
+        raise SimError("sync read from %s failed: %s" % (peer, src.stderr.strip()))
+    script = "%s/run/sync-%d.sql" % (SIM, os.getpid())
+    with open(script, "w") as f:
+        f.write("BEGIN;\nCREATE TEMP TABLE incoming AS SELECT %s FROM reports LIMIT 0;\n" % SYNC_COLUMNS)
+        f.write("\\copy incoming FROM pstdin\n")
+        f.write("INSERT INTO certnames (certname) SELECT DISTINCT certname FROM incoming ON CONFLICT DO NOTHING;\n")
+        f.write("DELETE FROM incoming i WHERE EXISTS "
+                "(SELECT 1 FROM reports r WHERE r.hash = i.hash AND r.producer_timestamp = i.producer_timestamp);\n")
+        f.write(insert_reports_sql(SYNC_COLUMNS, "SELECT * FROM incoming") + "\n")
+        f.write("SELECT count(*) FROM incoming;\nCOMMIT;\n")
+    try:
+        out = psql(script, input_text=src.stdout, script=True)
+    finally:
+        os.unlink(script)
+    added = int((out.strip().splitlines() or ["0"])[-1] or 0)
+    update_state(last_pdb_sync=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if added:
+        log("puppetdb sync: %d reports from %s" % (added, peer))
+    return added
+
+
+def pdb_sync_loop():
+    while True:
+        time.sleep(float(state().get("pdb_sync_interval", 2.0)))
+        peer = peer_host()
+        if not peer or time.time() < state().get("puppetdb_sync_until", 0):
+            continue
+        try:
+            pdb_sync_once(peer)
+        except Exception as e:  # the peer may be cut off: keep trying, as PuppetDB does
+            log("puppetdb sync with %s failed: %s" % (peer, e))
+
+
+def _command(port, path, body):
+    store_report(body or {})
+    return 200, {"uuid": hashlib.md5(json.dumps(body).encode()).hexdigest()}
+
+
+ROUTES = [
+    Route("GET", 8081, "/pdb/query/v4/nodes", lambda port, path, body: (200, pdb_nodes())),
+    Route("POST", 8081, "/pdb/cmd/v1", _command),
+]

@@ -1,0 +1,221 @@
+"""pe-ha lab simulator (not PE): The simulated PE services as daemons: start, stop, and the HTTPS server that routes each request to the service module that answers it."""
+
+import http.server
+import json
+import os
+import signal
+import socketserver
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import classifier
+import puppetdb
+import rbac
+import status
+from base import (
+    LOG,
+    ROLE_SERVICES,
+    RUN,
+    SERVICES,
+    SIM,
+    SSLDIR,
+    SimError,
+    certname,
+    log,
+    my_address,
+    pg_data,
+    reachable,
+    role,
+    state,
+    update_state,
+)
+from puppetdb import local_db_up, pdb_sync_loop
+from rbac import token_problem
+
+# Every HTTPS route, by the PE service that answers it.
+ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "pe-sim/1"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        log("%s:%d %s" % (self.client_address[0], self.server.server_address[1], fmt % args))
+
+    def _send(self, code, body, content_type="application/json"):
+        raw = (json.dumps(body) if content_type == "application/json" else str(body)).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _auth(self):
+        """Console APIs take an RBAC token, or a client certificate from the lab CA (like PE's whitelist)."""
+        token = self.headers.get("X-Authentication")
+        if token:
+            problem = token_problem(token)
+            if problem:
+                self._send(problem[0], {"kind": problem[1], "msg": problem[2]})
+                return False
+            return True
+        if self.connection.getpeercert():
+            return True
+        self._send(401, {"kind": "puppetlabs.rbac/user-unauthenticated", "msg": "Route requires authentication"})
+        return False
+
+    def _route(self, method):
+        port = self.server.server_address[1]
+        path = urllib.parse.urlparse(self.path).path
+        body = self._body() if method == "POST" else None
+        for route in ROUTES:
+            if route.method == method and route.port in (None, port) and route.matches(path):
+                if route.auth and not self._auth():
+                    return
+                return self._send(*route.answer(port, path, body))
+        self._send(404, {"kind": "not-found", "msg": "no route %s" % path})
+
+    def do_GET(self):
+        self._route("GET")
+
+    def do_POST(self):
+        self._route("POST")
+
+
+class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, ctx):
+        self.ctx = ctx
+        super().__init__(addr, Handler)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        sock.settimeout(10)
+        try:
+            return self.ctx.wrap_socket(sock, server_side=True), addr
+        except (ssl.SSLError, OSError):
+            sock.close()
+            raise
+
+
+def run_service(name):
+    """A simulated PE service: HTTPS on its ports, bound to this host's address."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=SSLDIR + "/certs/ca.pem")
+    me = certname()
+    ctx.load_cert_chain(SSLDIR + "/certs/%s.pem" % me, SSLDIR + "/private_keys/%s.pem" % me)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    servers = []
+    for port in SERVICES[name]:
+        srv = TLSServer((my_address(), port), ctx)
+        servers.append(srv)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    log("service %s listening on %s" % (name, SERVICES[name]))
+    if name == "pe-puppetdb":
+        threading.Thread(target=pdb_sync_loop, daemon=True).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    while not stop.wait(1):
+        pass
+    for srv in servers:
+        srv.shutdown()
+
+
+def _pidfile(name):
+    return "%s/%s.pid" % (RUN, name)
+
+
+def service_pid(name):
+    try:
+        pid = int(open(_pidfile(name)).read())
+        os.kill(pid, 0)
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"pe_sim.py" not in f.read():
+                return None
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def service_running(name):
+    if name == "puppet":
+        return state().get("puppet_service", "running") == "running"
+    if name == "pe-postgresql":
+        return local_db_up()
+    return service_pid(name) is not None
+
+
+def start_service(name):
+    if service_running(name):
+        return False
+    if name == "puppet":
+        update_state(puppet_service="running")
+        return True
+    if name == "pe-postgresql":
+        subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D",
+                        pg_data(), "-l",
+                        "/var/log/puppetlabs/postgresql/postgresql.log", "-w", "start"], check=True,
+                       capture_output=True)
+        return True
+    os.makedirs(RUN, exist_ok=True)
+    os.makedirs(LOG, exist_ok=True)
+    out = open("%s/%s.log" % (LOG, name), "a")
+    proc = subprocess.Popen(["/usr/bin/python3", SIM + "/pe_sim.py", "pe-sim", "service", name],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    with open(_pidfile(name), "w") as f:
+        f.write(str(proc.pid))
+    ports = SERVICES[name]
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if all(reachable(my_address(), p, 0.5) for p in ports):
+            return True
+        if proc.poll() is not None:
+            raise SimError("Error: %s failed to start (see %s/%s.log)" % (name, LOG, name))
+        time.sleep(0.05)
+    raise SimError("Error: %s did not start listening within 15 s" % name)
+
+
+def stop_service(name):
+    if not service_running(name):
+        return False
+    if name == "puppet":
+        update_state(puppet_service="stopped")
+        return True
+    if name == "pe-postgresql":
+        subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D",
+                        pg_data(), "-m", "fast", "-w", "stop"],
+                       check=True, capture_output=True)
+        return True
+    pid = service_pid(name)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 10
+    while time.time() < deadline and service_pid(name):
+        time.sleep(0.05)
+    if service_pid(name):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.unlink(_pidfile(name))
+    except OSError:
+        pass
+    return True
+
+
+def ensure_role_services():
+    for name in ROLE_SERVICES.get(role(), ()):
+        start_service(name)
