@@ -52,6 +52,21 @@ class RecordingExecutor(FabricExecutor):
         finally:
             _record("ssh", started)
 
+    def open_session(self, host, argv, **kw):
+        """A psql session on a node (pe-ha's PostgreSQL reads): recorded from its start to its close."""
+        started = time.monotonic()
+        session = super().open_session(host, argv, **kw)
+        close = session.close
+
+        def recorded_close() -> None:
+            try:
+                close()
+            finally:
+                _record("postgres", started)
+
+        session.close = recorded_close  # type: ignore[method-assign]
+        return session
+
 
 class RecordingApi(PEApi):
     def request(self, *args, **kw):
@@ -64,19 +79,8 @@ class RecordingApi(PEApi):
 
 @contextlib.contextmanager
 def recording_probes() -> Iterator[None]:
-    """Record PostgreSQL sessions and the worker's TCP probes to lab addresses for the block."""
-    import tasks.puppetdb as puppetdb
-
-    original_connect, original_tcp = puppetdb.connect, socket.create_connection
-
-    @contextlib.contextmanager
-    def connect(*args, **kw):
-        started = time.monotonic()
-        try:
-            with original_connect(*args, **kw) as conn:
-                yield conn
-        finally:
-            _record("postgres", started)
+    """Record the worker's TCP probes to lab addresses for the block (psql sessions are the executor's)."""
+    original_tcp = socket.create_connection
 
     def create_connection(address, *args, **kw):
         if not str(address[0]).startswith("198.18.0."):
@@ -87,11 +91,11 @@ def recording_probes() -> Iterator[None]:
         finally:
             _record("tcp", started)
 
-    puppetdb.connect, socket.create_connection = connect, create_connection
+    socket.create_connection = create_connection
     try:
         yield
     finally:
-        puppetdb.connect, socket.create_connection = original_connect, original_tcp
+        socket.create_connection = original_tcp
 
 
 def merged_seconds(spans: list[tuple[float, float]]) -> float:

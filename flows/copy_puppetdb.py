@@ -32,7 +32,7 @@ from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import DatabaseError, PreconditionFailed, TransferError, ValidationError, is_retryable
 from pe_ha.settings import Settings
-from tasks import agent, puppetdb, services
+from tasks import agent, puppetdb, puppetdb_fast, services
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
 
@@ -259,12 +259,12 @@ class Copy:
 
     def _fast_copy(self) -> None:
         # The link is measured (and compression chosen) inside, while the schema frame is made.
-        self.found["copied"] = puppetdb.fast_copy_to_staging(self.source, self.target, self.dump_file, None,
+        self.found["copied"] = puppetdb_fast.fast_copy_to_staging(self.source, self.target, self.dump_file, None,
                                                              self.found["jobs"], source_bytes=self.found["size"])
 
     def _verify_staging(self) -> None:
         copied = self.found["copied"]
-        puppetdb.verify_staging(self.target, copied["fingerprint"], copied["loaded_rows"])
+        puppetdb_fast.verify_staging(self.target, copied["fingerprint"], copied["loaded_rows"])
 
     def _swap(self) -> None:
         puppetdb.swap_in_staging(self.target)

@@ -23,7 +23,6 @@ from lab.config import (
     PG_CLIENT_BIN,
     PREFIX,
     ROOT_ADDR,
-    SUBNET,
     Host,
     LabConfig,
 )
@@ -146,68 +145,6 @@ def _mkdirs_on_host_fs(created: list[str]) -> None:
         if not p.exists():
             p.mkdir(parents=True, mode=0o755)
             created.append(path)
-
-
-def _pki(cfg: LabConfig) -> None:
-    pki = LAB_DIR / "pki"
-    pki.mkdir(parents=True)
-    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-       "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.pem"), "-days", "30",
-       "-subj", "/CN=Puppet CA (pe-ha lab simulator)")
-    all_hosts = [*cfg.hosts]
-
-    def issue(name: str, sans: str) -> None:
-        key, csr, crt = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.pem"
-        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-           "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-        ext = pki / f"{name}.ext"
-        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n")
-        sh("openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.pem"), "-CAkey", str(pki / "ca.key"),
-           "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-out", str(crt), "-days", "30", "-extfile", str(ext))
-
-    with ThreadPoolExecutor(4) as pool:
-        # DNS names only: PE's CA issues no IP SANs by default, so a connection by address must not verify.
-        jobs = [pool.submit(issue, h.fqdn, f"DNS:{h.fqdn},DNS:{h.short}") for h in all_hosts]
-        jobs.append(pool.submit(issue, "pe-ha-worker", "DNS:pe-ha-worker"))
-        for j in jobs:
-            j.result()
-
-
-def _ssh_keys(cfg: LabConfig) -> dict[str, str]:
-    ssh = LAB_DIR / "ssh"
-    ssh.mkdir(parents=True)
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pe-ha-controller", "-f", str(ssh / "id_ed25519"))
-    host_keys: dict[str, str] = {}
-    for h in cfg.hosts:
-        etc_ssh = h.path("/etc/ssh")
-        etc_ssh.mkdir(parents=True, exist_ok=True)
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"host@{h.fqdn}", "-f", str(etc_ssh / "ssh_host_ed25519_key"))
-        dot_ssh = h.path("/root/.ssh")
-        dot_ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{h.fqdn}", "-f", str(dot_ssh / "id_ed25519"))
-        host_keys[h.short] = " ".join((etc_ssh / "ssh_host_ed25519_key.pub").read_text().split()[:2])
-    authorized = [(ssh / "id_ed25519.pub").read_text().strip()]
-    authorized += [h.path("/root/.ssh/id_ed25519.pub").read_text().strip() for h in cfg.hosts]
-    known = [f"{h.fqdn},{h.short},{h.address} {host_keys[h.short]}" for h in cfg.hosts]
-    (ssh / "known_hosts").write_text("\n".join(known) + "\n")
-    (ssh / "ssh_config").write_text(
-        "".join(f"Host {h.short} {h.fqdn}\n  HostName {h.address}\n  User root\n" for h in cfg.hosts)
-        + f"Host *\n  IdentityFile {ssh}/id_ed25519\n  UserKnownHostsFile {ssh}/known_hosts\n"
-        "  StrictHostKeyChecking yes\n  ConnectTimeout 5\n  BatchMode yes\n")
-    for h in cfg.hosts:
-        dot_ssh = h.path("/root/.ssh")
-        (dot_ssh / "authorized_keys").write_text("\n".join(authorized) + "\n")
-        (dot_ssh / "known_hosts").write_text("\n".join(known) + "\n")
-        (dot_ssh / "config").write_text("Host *\n  StrictHostKeyChecking yes\n  ConnectTimeout 5\n  BatchMode yes\n")
-        for f in dot_ssh.iterdir():
-            f.chmod(0o600 if not f.name.endswith(".pub") else 0o644)
-        (h.path("/etc/ssh") / "sshd_config").write_text(
-            f"ListenAddress {h.address}\nPort 22\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
-            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "UsePAM no\nPidFile none\nStrictModes yes\nSubsystem sftp internal-sftp\nAcceptEnv LANG\n"
-            "ClientAliveInterval 10\nMaxStartups 100:30:200\nMaxSessions 50\n")
-        (h.path("/etc/ssh") / "ssh_config").write_text("Host *\n  SendEnv LANG\n")
-    return host_keys
 
 
 def _node_files(cfg: LabConfig) -> None:
@@ -361,54 +298,6 @@ def _start_sshd(h: Host) -> None:
     sh(*nsenter(h, "/usr/sbin/sshd", "-E", "/var/log/puppetlabs/sshd.log"))
 
 
-def _initdb(cfg: LabConfig, h: Host) -> None:
-    data = h.path(cfg.profile.pg_data)
-    data.parent.mkdir(parents=True, exist_ok=True)
-    for p in [h.path("/opt/puppetlabs/server"), h.path("/opt/puppetlabs/server/data"),
-              *[data.parents[i] for i in range(0, 3)]]:
-        p.chmod(0o755)
-    shutil.chown(data.parent, "postgres", "postgres")
-    pw = LAB_DIR / "secrets" / "pg_superuser"
-    sh("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "env", "-i", "LANG=C.UTF-8",
-       str(pgbuilds.installed(cfg.profile.pg_major) / "native" / "bin" / "initdb"),
-       "--no-sync", "-U", "postgres", f"--pwfile={pw}", "--auth-local=peer",
-       "--auth-host=scram-sha-256", "-E", "UTF8", "-D", str(data))
-    with open(data / "postgresql.conf", "a") as f:
-        f.write(f"\n# pe-ha lab\nlisten_addresses = '{h.address}'\nport = 5432\n"
-                "unix_socket_directories = '/run/postgresql'\nmax_connections = 100\n"
-                "shared_buffers = 128MB\nmaintenance_work_mem = 128MB\nmax_wal_size = 2GB\n"
-                "logging_collector = off\nmax_worker_processes = 8\n")
-    with open(data / "pg_hba.conf", "a") as f:
-        f.write(f"host all all {SUBNET}.0/24 scram-sha-256\nhost replication all {SUBNET}.0/24 scram-sha-256\n")
-
-
-def _start_postgres(cfg: LabConfig, h: Host, secrets: dict[str, str]) -> None:
-    node_run(h, f"{cfg.pg_bin}/pg_ctl", "-D", cfg.profile.pg_data, "-l", "/var/log/puppetlabs/postgresql/postgresql.log",
-             "-w", "-t", "60", "start", as_postgres=True)
-    # No role for pe-ha: it runs psql as PostgreSQL's owner on the node, as the guide does.
-    sql = [  # PE's superuser role; the lab's OS user stays postgres (docs/simulator.md)
-           'CREATE ROLE "pe-postgres" SUPERUSER;',
-           f"CREATE ROLE \"pe-puppetdb-migrator\" LOGIN PASSWORD '{secrets['pg_service']}';",
-           f"CREATE ROLE \"pe-puppetdb\" LOGIN PASSWORD '{secrets['pg_service']}';",
-           'GRANT "pe-puppetdb" TO "pe-puppetdb-migrator";']
-    for db in ("pe-classifier", "pe-rbac", "pe-activity", "pe-orchestrator"):
-        sql.append(f"CREATE ROLE \"{db}\" LOGIN PASSWORD '{secrets['pg_service']}';")
-        sql.append(f"CREATE DATABASE \"{db}\" OWNER \"{db}\";")
-    node_run(h, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "postgres",
-             input="\n".join(sql), as_postgres=True)
-    from lab import pdbgen
-
-    pdbgen.create_database(cfg, h)
-    node_run(h, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "pe-puppetdb",
-             input=pdbschema.database_grants_sql(cfg.profile), as_postgres=True)
-    # the simulator's own services read PE's small databases with the service password
-    pgpass = h.path("/root/.pgpass")
-    pgpass.write_text(f"*:5432:*:pe-puppetdb:{secrets['pg_service']}\n*:5432:*:pe-classifier:{secrets['pg_service']}\n"
-                      f"*:5432:*:pe-rbac:{secrets['pg_service']}\n*:5432:*:pe-activity:{secrets['pg_service']}\n"
-                      f"*:5432:*:pe-orchestrator:{secrets['pg_service']}\n*:5432:*:postgres:{secrets['pg_superuser']}\n")
-    pgpass.chmod(0o600)
-
-
 def up(cfg: LabConfig, verbose: bool = True) -> dict:
     """Bring the lab up from nothing (stale state is cleared first)."""
     started = time.monotonic()
@@ -425,12 +314,14 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
         (secrets_dir / name).write_text(value + "\n")
         (secrets_dir / name).chmod(0o644 if name == "pg_superuser" else 0o600)  # initdb reads it as postgres
     cfg.save()
-    _pki(cfg)
-    _ssh_keys(cfg)
+    from lab import keys, pgnode
+
+    keys.pki(cfg)
+    keys.ssh_keys(cfg)
     _node_files(cfg)
     pg_hosts = [h for h in cfg.hosts if h.has_postgres]
     with ThreadPoolExecutor(2) as pool:
-        initdbs = [pool.submit(_initdb, cfg, h) for h in pg_hosts]
+        initdbs = [pool.submit(pgnode.initdb, cfg, h) for h in pg_hosts]
         _network(cfg)
         for h in cfg.hosts:
             _start_holder(h)
@@ -440,7 +331,7 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     (secrets_dir / "pg_superuser").chmod(0o600)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(_start_sshd, cfg.hosts))
-        list(pool.map(lambda h: _start_postgres(cfg, h, secrets), pg_hosts))
+        list(pool.map(lambda h: pgnode.start_postgres(cfg, h, secrets), pg_hosts))
     from lab import tokens
 
     tokens.issue_admin_token(cfg, lifetime_s=4 * 3600)

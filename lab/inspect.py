@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 
 from lab.config import LAB_DIR
+from pe_ha.psql import SqlReader
 
 
 @contextlib.contextmanager
@@ -30,7 +31,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-class Rows:
+class Rows(SqlReader):
     """A psycopg connection answering as ``pe_ha.psql.Psql`` does (text values, ``t``/``f``, NULL as ``""``),
     so that pe-ha's catalog readers can run on the test's own connection."""
 
@@ -40,16 +41,6 @@ class Rows:
     def rows(self, query: str) -> list[tuple[str, ...]]:
         cur = self.conn.execute(query)  # type: ignore[call-overload]
         return [tuple(_text(v) for v in row) for row in cur.fetchall()] if cur.description else []
-
-    def value(self, query: str) -> str:
-        found = self.rows(query)
-        return found[0][0] if found and found[0] else ""
-
-    def execute(self, statement: str) -> None:
-        self.rows(statement)
-
-    def major(self) -> int:
-        return self.conn.info.server_version // 10000
 
 
 @contextlib.contextmanager

@@ -28,8 +28,26 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class Psql:
-    """One psql session on a node. Values come back as psql prints them: text, ``t``/``f``, NULL as ``""``."""
+class SqlReader:
+    """What pe-ha's catalog readers need: rows of text values (as psql prints them: ``t``/``f``, NULL as ``""``)."""
+
+    def rows(self, query: str) -> list[tuple[str, ...]]:
+        raise NotImplementedError
+
+    def value(self, query: str) -> str:
+        found = self.rows(query)
+        return found[0][0] if found and found[0] else ""
+
+    def execute(self, statement: str) -> None:
+        self.rows(statement)
+
+    def major(self) -> int:
+        """PostgreSQL's major version (11 for 11.22)."""
+        return int(self.value("SHOW server_version_num")) // 10000
+
+
+class Psql(SqlReader):
+    """One psql session on a node."""
 
     def __init__(self, session: RemoteSession, host: str, database: str, *, timeout_s: float) -> None:
         self.session, self.host, self.database, self.timeout_s = session, host, database, timeout_s
@@ -55,17 +73,6 @@ class Psql:
             raise DatabaseError(f"{self.host}: PostgreSQL ({self.database}) gave no answer in {self.timeout_s:g} s",
                                 hint="the database may be locked or the host overloaded; check it, then re-run") from None
         return [tuple(line.split(SEP)) for line in lines]
-
-    def value(self, query: str) -> str:
-        found = self.rows(query)
-        return found[0][0] if found and found[0] else ""
-
-    def execute(self, statement: str) -> None:
-        self.rows(statement)
-
-    def major(self) -> int:
-        """PostgreSQL's major version (11 for 11.22)."""
-        return int(self.value("SHOW server_version_num")) // 10000
 
 
 @contextlib.contextmanager

@@ -134,3 +134,25 @@ def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | Non
     api = PEApi(settings, transport=httpx.MockTransport(handler))
     api.calls = calls  # type: ignore[attr-defined]
     return api
+
+
+def status_json(host: str, state: str = "running") -> str:
+    """`puppet infrastructure status --format json` of a healthy (or ``state``) host, as PE prints it."""
+    import json
+
+    return json.dumps([{"service": s, "state": state, "status": {}, "display_name": s, "server": host,
+                        "url": f"https://{host}:8081/", "type": "Primary Master Replica", "alerts": []}
+                       for s in ("puppetdb-status", "pe-master")])
+
+
+@pytest.fixture()
+def env(tmp_path):
+    """A fake executor and a fake PE API installed for one test, with the unit-test settings."""
+    from pe_ha import runtime
+    from pe_ha.fake_executor import FakeExecutor
+
+    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
+    fake = FakeExecutor()
+    api = fake_pe_api(settings)
+    with runtime.use(executor=fake, api=api, settings=settings):
+        yield fake, api, settings

@@ -12,7 +12,7 @@ from pe_ha.errors import CommandFailed
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
 from tasks.copy_plan import Job
-from tasks.puppetdb import run_jobs
+from tasks.puppetdb_fast import run_jobs
 from tests.conftest import make_settings
 
 M, R = "master.example.com", "replica.example.com"

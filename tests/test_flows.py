@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -11,27 +10,12 @@ from pe_ha import commands, runtime
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, ValidationError, WaitTimedOut
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
-from tests.conftest import fake_pe_api, make_settings
+from tests.conftest import fake_pe_api, make_settings, status_json
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
 TF = "/root/.puppetlabs/pe-ha.token"
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def status_json(host: str, state: str = "running") -> str:
-    return json.dumps([{"service": s, "state": state, "status": {}, "display_name": s, "server": host,
-                        "url": f"https://{host}:8081/", "type": "Primary Master Replica", "alerts": []}
-                       for s in ("puppetdb-status", "pe-master")])
-
-
-@pytest.fixture()
-def env(tmp_path):
-    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
-    fake = FakeExecutor()
-    api = fake_pe_api(settings)
-    with runtime.use(executor=fake, api=api, settings=settings):
-        yield fake, api, settings
 
 
 def test_provision_replica_runs_the_runbook_in_order(env):
@@ -396,80 +380,6 @@ def test_command_result_masks_secrets():
     register_secret("sekrit-token-value")
     r = CommandResult("h", ("echo", "sekrit-token-value"), 0, "", "", 0.0)
     assert "sekrit" not in r.command
-
-
-@contextlib.contextmanager
-def provision_holding_the_lock(fake, monkeypatch):
-    """provision-replica in a thread, held inside its provision command (so holding the lock) until the block ends."""
-    import threading
-    import time as _time
-
-    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
-    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(R))
-    release = threading.Event()
-
-    def slow_provision(host, argv):
-        release.wait(20)
-        return CommandResult(host, argv, 0, "provisioned", "", 0.0)
-
-    fake.script(M, ("puppet", "infrastructure", "provision"), responder=slow_provision)
-    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
-    from flows.provision_replica import provision_replica
-
-    holder = threading.Thread(target=lambda: provision_replica(sync_timeout_s=30))
-    holder.start()
-    try:
-        deadline = _time.monotonic() + 20
-        while not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M)):
-            assert _time.monotonic() < deadline
-            _time.sleep(0.05)
-        yield
-    finally:
-        release.set()
-        holder.join(30)
-
-
-def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(env, monkeypatch):
-    fake, _, _ = env
-    from flows.forget_replica import forget_replica
-
-    with provision_holding_the_lock(fake, monkeypatch):
-        state = forget_replica(approve=True, return_state=True)
-        assert state.is_failed()
-        assert "holds the pe-ha:unit lock" in state.message and "provision-replica" in state.message
-        assert not any(c[:3] == ("puppet", "infrastructure", "forget") for c in fake.commands_on(M))
-
-
-def test_a_stale_holder_note_never_names_the_wrong_run(env, monkeypatch):
-    """The holder's note may still name the previous holder (it is written just after the lock is taken): the
-    refusal must name the run that really holds the lock, never a finished one."""
-    from prefect import flow
-    from prefect.variables import Variable
-
-    import flows._common as common
-
-    @flow(name="copy-puppetdb-earlier")
-    def earlier() -> None:
-        return None
-
-    finished = earlier(return_state=True)
-    Variable.set("pe-ha-lock-holder-unit", {"name": "copy-puppetdb/replica.example.com", "procedure": "copy-puppetdb",
-                                            "id": str(finished.state_details.flow_run_id)}, overwrite=True)
-    monkeypatch.setattr(common, "_note_holder", lambda installation, procedure: None)  # the new note is late
-    fake, _, _ = env
-    from flows.forget_replica import forget_replica
-
-    with provision_holding_the_lock(fake, monkeypatch):
-        state = forget_replica(approve=True, return_state=True)
-        assert state.is_failed() and "provision-replica/" in state.message, state.message
-        assert "copy-puppetdb" not in state.message
-
-
-def test_verify_health_takes_no_lock(env, monkeypatch):
-    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
-    from flows.verify_health import verify_health
-
-    assert verify_health()["healthy"] >= 1
 
 
 def test_enable_restarts_at_a_named_step_without_repeating_the_enable(env):

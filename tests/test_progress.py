@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from tasks.puppetdb import LoadProgress, ProgressWatch
+from tasks.puppetdb_progress import LoadProgress, ProgressWatch
 
 
 def _wait_for(condition, limit: int = 2000) -> None:

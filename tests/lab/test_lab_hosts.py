@@ -202,7 +202,7 @@ def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
     the loading database's size on every major, and the running COPY from PostgreSQL 14 (pg_stat_progress_copy)."""
     import subprocess
 
-    from tasks.puppetdb import load_progress
+    from tasks.puppetdb_progress import load_progress
 
     db = "pe-ha-progress-check"
     core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", "postgres",

@@ -113,8 +113,8 @@ def test_second_procedure_is_refused_while_one_holds_the_lock(stack, fresh_lab):
 
 
 def test_no_secret_reaches_the_prefect_database_logs_or_artifacts(stack):
-    secrets = [(LAB_DIR / "secrets" / name).read_text().strip() for name in ("token", "pg_peha", "pg_service",
-                                                                            "pg_superuser", "admin_password")]
+    secrets = [(LAB_DIR / "secrets" / name).read_text().strip() for name in ("token", "pg_service", "pg_superuser",
+                                                                            "admin_password")]
     key_lines = (LAB_DIR / "ssh" / "id_ed25519").read_text().splitlines()[1:-1]
     needles = [s.encode() for s in secrets + key_lines if len(s) >= 8]
     files = [p for p in Path(stack.home).rglob("*") if p.is_file()]

@@ -62,7 +62,8 @@ def test_verify_health_started_from_its_deployment_page_completes(stack, fresh_l
     expect(page).to_have_url(re.compile(rf"/runs/flow-run/{run_id}"))
     # The run page follows the run live: Scheduled/Pending/Running, then Completed.
     expect(page.get_by_text("Completed", exact=True).first).to_be_visible(timeout=180_000)
-    run = stack.flow_run(run_id)
+    # The page may show "Completed" elsewhere first (another run's badge): the run's own state is the API's.
+    run = stack.wait(run_id, 180)
     assert run["state"]["type"] == "COMPLETED" and run["deployment_id"] == deployment
     assert run["name"].startswith("verify-health/"), run["name"]  # renamed by the flow: what ran where
 

@@ -1,247 +1,14 @@
-"""Every command pe-ha runs on a PE node, built in one place as an argv list.
-
-Inputs are validated (``pe_ha.validation``) before a command is built. Nothing here quotes: the
-executor joins argv with ``shlex.join`` at the SSH boundary, and nowhere else. Forms and flags follow
-PE's "Configure high availability" guide and the flags PE's own tooling passes (see docs/commands.md).
-"""
+"""PostgreSQL's tools as PostgreSQL's owner (``runuser`` in a root session is the guide's ``sudo -u``): the guide's
+pg_dump and pg_restore, pe-ha's psql sessions, and the fast copy's per-table streams and staging database."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from pe_ha import validation as v
+from pe_ha.commands._base import Command, _pipeline
 from pe_ha.errors import ValidationError
-
-PUPPET = "puppet"
-AGENT_NODES_QUERY = "nodes {deactivated is null and expired is null}"
-PUPPET_PORT = 8140
-PCP_PORT = 8142
-
-
-@dataclass(frozen=True)
-class Command:
-    """One remote command: its argv and a short description for plans and logs."""
-
-    argv: tuple[str, ...]
-    description: str
-
-    def __iter__(self):  # lets a Command be passed where argv is expected
-        return iter(self.argv)
-
-    def shell(self) -> str:
-        """The argv as the executor sends it (``shlex.join``), for plans and logs."""
-        import shlex
-
-        return shlex.join(self.argv)
-
-
-def _infra(*args: str) -> list[str]:
-    return [PUPPET, "infrastructure", *args]
-
-
-# -- puppet infrastructure ---------------------------------------------------------------------------
-
-
-def provision_replica(replica: str, *, token_file: str) -> Command:
-    """``puppet infrastructure provision replica <replica>`` (on the master, admin token required)."""
-    replica = v.hostname(replica, what="replica")
-    argv = _infra("provision", "replica", replica, "--color", "false",
-                  "--token-file", v.absolute_path(token_file, what="token file"))
-    return Command(tuple(argv), f"provision replica {replica}")
-
-
-def enable_replica(
-    replica: str,
-    *,
-    topology: str,
-    token_file: str,
-    skip_agent_config: bool = False,
-    agent_server_urls: Sequence[str] = (),
-    pcp_brokers: Sequence[str] = (),
-    infra_agent_server_urls: Sequence[str] = (),
-    infra_pcp_brokers: Sequence[str] = (),
-) -> Command:
-    """``puppet infrastructure enable replica <replica> --topology … --yes`` with every prompt answered.
-
-    ``mono-with-compile`` needs either ``skip_agent_config`` or both URL lists, as PE requires.
-    """
-    replica = v.hostname(replica, what="replica")
-    topology = v.topology(topology)
-    argv = _infra("enable", "replica", replica, "--topology", topology)
-    if skip_agent_config:
-        if agent_server_urls or pcp_brokers:
-            raise ValidationError(
-                "skip_agent_config conflicts with agent_server_urls/pcp_brokers",
-                hint="either let PE configure agents (give the URL lists) or skip it (give neither)",
-            )
-        argv.append("--skip-agent-config")
-    elif topology == "mono-with-compile":
-        if not agent_server_urls or not pcp_brokers:
-            raise ValidationError(
-                "topology mono-with-compile needs agent_server_urls and pcp_brokers, or skip_agent_config",
-                hint="list your compile masters or load balancer (host:8140 and host:8142), "
-                "or pass skip_agent_config=True and configure agents per site",
-            )
-    if agent_server_urls:
-        argv += ["--agent-server-urls", ",".join(
-            v.server_urls(agent_server_urls, what="agent server URL", default_port=PUPPET_PORT))]
-    if pcp_brokers:
-        argv += ["--pcp-brokers", ",".join(v.server_urls(pcp_brokers, what="PCP broker", default_port=PCP_PORT))]
-    if infra_agent_server_urls:
-        argv += ["--infra-agent-server-urls", ",".join(
-            v.server_urls(infra_agent_server_urls, what="infra agent server URL", default_port=PUPPET_PORT))]
-    if infra_pcp_brokers:
-        argv += ["--infra-pcp-brokers", ",".join(
-            v.server_urls(infra_pcp_brokers, what="infra PCP broker", default_port=PCP_PORT))]
-    argv += ["--yes", "--color", "false", "--token-file", v.absolute_path(token_file, what="token file")]
-    return Command(tuple(argv), f"enable replica {replica} ({topology})")
-
-
-def promote_replica(*, topology: str | None = None) -> Command:
-    """``puppet infrastructure promote replica --yes`` (on the replica; no token required)."""
-    argv = _infra("promote", "replica")
-    if topology is not None:
-        argv += ["--topology", v.topology(topology)]
-    argv += ["--yes", "--color", "false"]
-    return Command(tuple(argv), "promote replica")
-
-
-def forget_replica(replica: str, *, token_file: str) -> Command:
-    """``puppet infrastructure forget <replica>`` (on the master, admin token required)."""
-    replica = v.hostname(replica, what="replica")
-    argv = _infra("forget", replica, "--color", "false", "--token-file",
-                  v.absolute_path(token_file, what="token file"))
-    return Command(tuple(argv), f"forget {replica}")
-
-
-def reinitialize_replica(databases: Sequence[str] = ()) -> Command:
-    """``puppet infrastructure reinitialize replica [--db <db> …] -y`` (on the replica). No dbs = all."""
-    argv = _infra("reinitialize", "replica")
-    seen: list[str] = []
-    for db in databases:
-        db = v.replica_database(db)
-        if db not in seen:
-            seen.append(db)
-            argv += ["--db", db]
-    argv += ["-y", "--color", "false"]
-    what = ", ".join(seen) if seen else "all databases"
-    return Command(tuple(argv), f"reinitialize replica ({what})")
-
-
-def infrastructure_status(*, host: str | None = None, verbose: bool = False, json: bool = True) -> Command:
-    """``puppet infrastructure status [--verbose] [--host h] [--format json]``."""
-    argv = _infra("status")
-    if verbose:
-        argv.append("--verbose")
-    if host is not None:
-        argv += ["--host", v.hostname(host)]
-    if json:
-        argv += ["--format", "json"]
-    return Command(tuple(argv), "infrastructure status" + (f" of {host}" if host else ""))
-
-
-def enable_ha_failover(
-    host: str,
-    *,
-    topology: str,
-    caserver: str | None = None,
-    replication_timeout_secs: int | None = None,
-    tmpdir: str | None = None,
-    skip_agent_config: bool = False,
-    agent_server_urls: Sequence[str] = (),
-    pcp_brokers: Sequence[str] = (),
-) -> Command:
-    """``puppet infrastructure run enable_ha_failover host=… topology=… […]``, run on the promoted replica.
-
-    The parameters are those of the plan ``enterprise_tasks::enable_ha_failover``. From PE 2019.3 it
-    authenticates with the primary's certificate: it takes no ``--token-file``. It refuses
-    ``mono-with-compile`` without ``skip_agent_config`` or both URL lists, and so does this builder.
-    """
-    host = v.hostname(host, what="failed master (host)")
-    topology = v.topology(topology)
-    urls = [_host_port(u, what="agent_server_urls") for u in agent_server_urls]
-    brokers = [_host_port(u, what="pcp_brokers") for u in pcp_brokers]
-    if topology == "mono-with-compile" and not skip_agent_config and not (urls and brokers):
-        raise ValidationError("topology mono-with-compile needs agent_server_urls and pcp_brokers, or "
-                              "skip_agent_config=true (the plan refuses it otherwise)")
-    argv = _infra("run", "enable_ha_failover", f"host={host}")
-    if caserver is not None:
-        argv.append(f"caserver={v.hostname(caserver, what='caserver')}")
-    argv.append(f"topology={topology}")
-    if replication_timeout_secs is not None:
-        argv.append(f"replication_timeout_secs={v.positive_int(replication_timeout_secs, what='replication_timeout_secs', maximum=86400)}")
-    if tmpdir is not None:
-        argv.append(f"tmpdir={v.absolute_path(tmpdir, what='tmpdir')}")
-    if skip_agent_config:
-        argv.append("skip_agent_config=true")
-    if urls:
-        argv.append(f"agent_server_urls={','.join(urls)}")
-    if brokers:
-        argv.append(f"pcp_brokers={','.join(brokers)}")
-    return Command(tuple(argv), f"enable_ha_failover host={host}")
-
-
-def _host_port(value: str, *, what: str) -> str:
-    """``host:port`` (a server or broker URL of the plan's comma-separated lists)."""
-    host, sep, port = str(value).strip().rpartition(":")
-    if not sep:
-        raise ValidationError(f"{what}: {value!r} must be host:port")
-    return f"{v.hostname(host, what=what)}:{v.positive_int(int(port) if port.isdigit() else -1, what=what + ' port', maximum=65535)}"
-
-
-# -- puppet: services, agent, jobs, config ----------------------------------------------------------
-
-
-def service(name: str, ensure: str) -> Command:
-    """``puppet resource service <name> ensure=running|stopped``."""
-    name, ensure = v.service(name), v.ensure(ensure)
-    return Command((PUPPET, "resource", "service", name, f"ensure={ensure}"), f"{name} -> {ensure}")
-
-
-def agent_run(*, noop: bool = False, server_list: Sequence[str] = ()) -> Command:
-    """``puppet agent -t [--noop] [--server_list=a,b]``; exit 0/2 succeed, 1 lock/failed, 4/6 failures."""
-    argv = [PUPPET, "agent", "-t"]
-    if noop:
-        argv.append("--noop")
-    if server_list:
-        # host or host:port, as given (validated: RFC 1123 host, numeric port)
-        argv.append("--server_list=" + ",".join(
-            v.server_url(s, what="server_list entry", default_port=PUPPET_PORT) if ":" in s
-            else v.hostname(s, what="server_list entry") for s in server_list))
-    return Command(tuple(argv), "puppet agent -t" + (" --noop" if noop else ""))
-
-
-def job_run_all_nodes(*, token_file: str | None = None) -> Command:
-    """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'``."""
-    argv = [PUPPET, "job", "run", "--no-enforce-environment", "--query", AGENT_NODES_QUERY]
-    if token_file is not None:
-        argv += ["--token-file", v.absolute_path(token_file, what="token file")]
-    return Command(tuple(argv), "puppet job run on every active node")
-
-
-def config_print(setting: str, *, section: str = "main") -> Command:
-    return Command((PUPPET, "config", "print", v.puppet_setting(setting), "--section", v.puppet_section(section)),
-                   f"puppet config print {setting}")
-
-
-def config_set(setting: str, value: str, *, section: str = "main") -> Command:
-    if any(c in value for c in "\n\r\0"):
-        raise ValidationError(f"value for {setting} contains a line break")
-    if value.startswith("-") or not value.strip():
-        # puppet would read a leading dash as an option, and an empty value deletes nothing useful
-        raise ValidationError(f"value for {setting} must not be empty or start with '-': {value!r}")
-    return Command((PUPPET, "config", "set", v.puppet_setting(setting), value, "--section", v.puppet_section(section)),
-                   f"puppet config set {setting}")
-
-
-def config_delete(setting: str, *, section: str = "main") -> Command:
-    return Command((PUPPET, "config", "delete", v.puppet_setting(setting), "--section", v.puppet_section(section)),
-                   f"puppet config delete {setting} [{section}]")
-
-
-# -- PostgreSQL (run as the PostgreSQL owner; ``runuser`` in a root session is the guide's ``sudo -u``) --
 
 
 def _as_pg(os_user: str, bin_dir: str, tool: str, *args: str, maintenance_mem_mb: int | None = None) -> list[str]:
@@ -307,137 +74,24 @@ def psql_database_size(database: str = "pe-puppetdb", *, os_user: str, bin_dir: 
     return Command(tuple(_as_pg(os_user, bin_dir, "psql", "-c", f'\\l+ "{db}"')), f"size of {db}")
 
 
-# -- plain system tools -------------------------------------------------------------------------------
-
-
-def sha256sum(path: str) -> Command:
-    return Command(("sha256sum", "--", v.absolute_path(path)), f"sha256 of {path}")
-
-
-def free_bytes(path: str) -> Command:
-    return Command(("df", "--output=avail", "-B1", "--", v.absolute_path(path)), f"free space at {path}")
-
-
-def cpu_count() -> Command:
-    return Command(("nproc",), "CPU count")
-
-
-def remove_files(*paths: str) -> Command:
-    return Command(("rm", "-f", "--", *(v.absolute_path(p) for p in paths)), "remove " + " ".join(paths))
-
-
-def make_dir(path: str, *, owner: str | None = None) -> Command:
-    argv = ["install", "-d", "-m", "0750"]
-    if owner:
-        argv += ["-o", v.os_user(owner)]
-    return Command(tuple([*argv, v.absolute_path(path)]), f"mkdir {path}")
-
-
-def scp_to(path: str, *, host: str, dest: str) -> Command:
-    """``scp -q -o BatchMode=yes <path> <host>:<dest>`` run on the source node (the guide's transfer)."""
-    return Command(("scp", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
-                    "-o", "ServerAliveCountMax=3", v.absolute_path(path),
-                    f"{v.hostname(host)}:{v.absolute_path(dest)}"), f"scp {path} to {host}")
-
-
-
-def pe_version() -> Command:
-    return Command(("cat", "/opt/puppetlabs/server/pe_version"), "PE version")
-
-
-def ssh_check(target: str, *, timeout_s: int = 5) -> Command:
-    """Can this node ssh to ``target`` as root without a prompt (what ``puppet infrastructure run`` needs)?"""
-    return Command(("ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={v.positive_int(timeout_s, what='timeout', maximum=60)}",
-                    v.hostname(target), "true"), f"ssh to {target}")
-
-
-def file_exists(path: str) -> Command:
-    return Command(("test", "-f", v.absolute_path(path)), f"{path} exists")
-
-
-def copy_preserving(path: str, *, host: str) -> Command:
-    """``scp -p`` a file to the same path on ``host`` (mode and times kept), run on the node that has it."""
-    return Command(("scp", "-p", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", v.absolute_path(path),
-                    f"{v.hostname(host)}:{v.absolute_path(path)}"), f"copy {path} to {host}")
-
-
-def service_state(name: str) -> Command:
-    """``puppet resource service <name>``: prints the current ensure value."""
-    return Command((PUPPET, "resource", "service", v.service(name)), f"state of {name}")
-
-
-def tcp_probe(host: str, port: int, *, timeout_s: int = 3) -> Command:
-    """Exit 0 when ``host:port`` accepts a TCP connection within ``timeout_s`` (bash /dev/tcp, no nc needed)."""
-    host = v.hostname(host) if not is_ipv4(host) else host
-    return Command(("timeout", str(v.positive_int(timeout_s, what="probe timeout", maximum=60)), "bash", "-c",
-                    'exec 3<>"/dev/tcp/$0/$1"', host, str(v.positive_int(port, what="port", maximum=65535))),
-                   f"probe {host}:{port}")
-
-
-def tcp_probe_ports(host: str, ports: Sequence[int], *, timeout_s: int = 3) -> Command:
-    """Probe all ``ports`` of ``host`` at once; prints each port that accepts a TCP connection."""
-    host = v.hostname(host) if not is_ipv4(host) else host
-    script = 'h=$1; shift; for p in "$@"; do (exec 3<>"/dev/tcp/$h/$p" && echo "$p") 2>/dev/null & done; wait'
-    return Command(("timeout", str(v.positive_int(timeout_s, what="probe timeout", maximum=60)), "bash", "-c", script,
-                    "probe", host, *(str(v.positive_int(p, what="port", maximum=65535)) for p in ports)),
-                   f"probe {host} ports {','.join(map(str, ports))}")
-
-
-def resolve_ipv4(host: str) -> Command:
-    return Command(("getent", "ahostsv4", v.hostname(host)), f"resolve {host}")
-
-
-DRILL_COMMENT = "pe-ha-failover-drill"
-
-
-def drill_block(address: str) -> list[Command]:
-    """iptables DROP rules on the master for traffic from and to ``address`` (the guide's drill)."""
-    ip = _ipv4(address)
-    base = ("-m", "comment", "--comment", DRILL_COMMENT, "-j", "DROP")
-    return [Command(("iptables", "-I", "INPUT", "-s", ip, *base), f"drop traffic from {ip}"),
-            Command(("iptables", "-I", "OUTPUT", "-d", ip, *base), f"drop traffic to {ip}")]
-
-
-def drill_unblock(address: str) -> list[Command]:
-    ip = _ipv4(address)
-    base = ("-m", "comment", "--comment", DRILL_COMMENT, "-j", "DROP")
-    return [Command(("iptables", "-D", "INPUT", "-s", ip, *base), f"allow traffic from {ip}"),
-            Command(("iptables", "-D", "OUTPUT", "-d", ip, *base), f"allow traffic to {ip}")]
-
-
-def list_drill_rules() -> Command:
-    return Command(("iptables", "-S"), "list iptables rules")
-
-
-def is_ipv4(value: str) -> bool:
-    parts = value.split(".")
-    return len(parts) == 4 and all(p.isdigit() and 0 <= int(p) <= 255 and str(int(p)) == p for p in parts)
-
-
-def _ipv4(value: str) -> str:
-    if not is_ipv4(value):
-        raise ValidationError(f"{value!r} is not an IPv4 address")
-    return value
-
-
-# -- the fast PuppetDB copy (pipelined per table into a staging database, then a rename swap) -------------
-
 STAGING_SUFFIX = "-pe-ha-staging"
+
+
 ROWS_MARK = "PEHA-ROWS"
+
+
 OLD_SUFFIX = "-pe-ha-old"
+
+
 _SNAPSHOT_RE = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
+
+
 _TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
 # compress, decompress
 _CODECS: dict[str, tuple[list[str], list[str]]] = {
     "none": ([], []), "gzip": (["gzip", "-1"], ["gzip", "-d"]), "zstd": (["zstd", "-q", "-1", "-T1"], ["zstd", "-q", "-d"])}
-
-
-def _pipeline(*stages: Sequence[str]) -> Command:
-    """``bash -c 'set -o pipefail; a | b | c'``: each stage is quoted here, where the pipeline is built."""
-    import shlex
-
-    script = "set -o pipefail; " + " | ".join(shlex.join(stage) for stage in stages)
-    return Command(("bash", "-c", script), "pipeline")
 
 
 def _psql_argv(os_user: str, bin_dir: str, database: str, *args: str) -> list[str]:

@@ -1,0 +1,75 @@
+"""Every command pe-ha runs on a PE node, built in one place (this package) as an argv list.
+
+Inputs are validated (``pe_ha.validation``) before a command is built. Nothing here quotes: the
+executor joins argv with ``shlex.join`` at the SSH boundary, and nowhere else (a pipeline's stages are
+quoted where the pipeline is built). Forms and flags follow PE's "Configure high availability" guide and
+the flags PE's own tooling passes (see docs/commands.md).
+"""
+
+from pe_ha.commands._base import (  # noqa: F401
+    AGENT_NODES_QUERY,
+    PCP_PORT,
+    PUPPET,
+    PUPPET_PORT,
+    Command,
+    is_ipv4,
+)
+from pe_ha.commands.postgres import (  # noqa: F401
+    OLD_SUFFIX,
+    PSQL_FIELD_SEPARATOR,
+    ROWS_MARK,
+    STAGING_SUFFIX,
+    drop_database,
+    has_tool,
+    link_probe,
+    pg_dump,
+    pg_dump_schema,
+    pg_restore,
+    pg_restore_listed,
+    pg_restore_section,
+    pg_restore_toc,
+    psql,
+    psql_database_size,
+    psql_session,
+    recreate_database,
+    set_sequences,
+    stream_table,
+    stream_tables_merged,
+    swap_databases,
+    write_restore_lists,
+)
+from pe_ha.commands.puppet import (  # noqa: F401
+    agent_run,
+    config_delete,
+    config_print,
+    config_set,
+    enable_ha_failover,
+    enable_replica,
+    forget_replica,
+    infrastructure_status,
+    job_run_all_nodes,
+    promote_replica,
+    provision_replica,
+    reinitialize_replica,
+    service,
+)
+from pe_ha.commands.system import (  # noqa: F401
+    DRILL_COMMENT,
+    copy_preserving,
+    cpu_count,
+    drill_block,
+    drill_unblock,
+    file_exists,
+    free_bytes,
+    list_drill_rules,
+    make_dir,
+    pe_version,
+    remove_files,
+    resolve_ipv4,
+    scp_to,
+    service_state,
+    sha256sum,
+    ssh_check,
+    tcp_probe,
+    tcp_probe_ports,
+)

@@ -1,0 +1,55 @@
+"""The command type and the helpers every builder shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pe_ha.errors import ValidationError
+
+PUPPET = "puppet"
+
+
+AGENT_NODES_QUERY = "nodes {deactivated is null and expired is null}"
+
+
+PUPPET_PORT = 8140
+
+
+PCP_PORT = 8142
+
+
+@dataclass(frozen=True)
+class Command:
+    """One remote command: its argv and a short description for plans and logs."""
+
+    argv: tuple[str, ...]
+    description: str
+
+    def __iter__(self):  # lets a Command be passed where argv is expected
+        return iter(self.argv)
+
+    def shell(self) -> str:
+        """The argv as the executor sends it (``shlex.join``), for plans and logs."""
+        import shlex
+
+        return shlex.join(self.argv)
+
+
+def is_ipv4(value: str) -> bool:
+    parts = value.split(".")
+    return len(parts) == 4 and all(p.isdigit() and 0 <= int(p) <= 255 and str(int(p)) == p for p in parts)
+
+
+def _ipv4(value: str) -> str:
+    if not is_ipv4(value):
+        raise ValidationError(f"{value!r} is not an IPv4 address")
+    return value
+
+
+def _pipeline(*stages: Sequence[str]) -> Command:
+    """``bash -c 'set -o pipefail; a | b | c'``: each stage is quoted here, where the pipeline is built."""
+    import shlex
+
+    script = "set -o pipefail; " + " | ".join(shlex.join(stage) for stage in stages)
+    return Command(("bash", "-c", script), "pipeline")
