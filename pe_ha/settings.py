@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from pe_ha import validation
+from pe_ha import inventory, validation
 from pe_ha.errors import ConfigurationError, ValidationError
 from pe_ha.masking import register_secret
 
@@ -54,12 +56,36 @@ class HostSettings(BaseModel):
         return self.address or self.name
 
 
+class InventorySource(PydanticBaseSettingsSource):
+    """The settings a Bolt-like inventory file gives (``PEHA_INVENTORY_FILE``; see ``pe_ha.inventory``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole file is read at once, in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        path = inventory.source_path()
+        return inventory.load(path) if path else {}
+
+
 class Settings(BaseSettings):
     """Everything pe-ha needs to reach one PE installation."""
 
     model_config = SettingsConfigDict(
         env_prefix="PEHA_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # PEHA_* variables and .env lines first; the inventory file fills what they leave out.
+        return init_settings, env_settings, dotenv_settings, InventorySource(settings_cls), file_secret_settings
+
+    inventory_file: Path | None = Field(
+        default=None, description="A Bolt-like inventory.yaml giving the installation, hosts and SSH files "
+                                  "(pe_ha/inventory.py); PEHA_* variables take precedence over it.")
 
     installation: str = Field(
         default="default",

@@ -1,0 +1,266 @@
+"""`pe-ha`: start and follow pe-ha's procedures through the Prefect server, thin over Prefect's client.
+
+    pe-ha run PROCEDURE [--param k=v ...] [--watch]   start its deployment (and follow state and logs)
+    pe-ha plan PROCEDURE [--param k=v ...]            the dry run: print the plan of every step
+    pe-ha approve RUN --operator NAME [--reject] [--comment TEXT]
+    pe-ha status                                      the last verify-health result and the runs in progress
+    pe-ha setup [--no-alerts] [--webhook-url URL]     the idempotent set-up, `prefect deploy --all`, post-deploy
+
+The exit code follows the run's final state: 0 Completed, 1 Failed or Crashed, 3 Cancelled (also when an
+approval was rejected), 4 still paused or running when not watched to the end, 2 a refused command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EXIT = {"COMPLETED": 0, "FAILED": 1, "CRASHED": 1, "CANCELLED": 3}
+TERMINAL = set(EXIT)
+
+
+def procedures() -> dict[str, str]:
+    """Deployment name -> entrypoint, from prefect.yaml (the same file `prefect deploy` reads)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d["entrypoint"] for d in spec["deployments"]}
+
+
+def parameters_help() -> str:
+    """Each procedure and its parameters, from the flow signatures (the same schema as the UI's run forms)."""
+    import importlib
+
+    from prefect.utilities.callables import parameter_schema
+
+    lines = ["procedures and their parameters (--param name=value):"]
+    for name, entrypoint in procedures().items():
+        module, _, attr = entrypoint.partition(":")
+        flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), attr)
+        lines.append(f"  {name}: {(flow.description or '').splitlines()[0] if flow.description else ''}")
+        schema = parameter_schema(flow.fn).model_dump_for_openapi()
+        for param, spec in schema.get("properties", {}).items():
+            default = f" (default {json.dumps(spec['default'])})" if "default" in spec else " (required)"
+            lines.append(f"      {param}{default}: {' '.join(spec.get('description', '').split())}")
+    return "\n".join(lines)
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"pe-ha: --param takes name=value, not {pair!r}")
+        try:
+            out[key] = json.loads(value)  # true, 30, ["a", "b"]
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _deployment(client, procedure: str):
+    from prefect.exceptions import ObjectNotFound
+
+    if procedure not in procedures():
+        raise SystemExit(f"pe-ha: unknown procedure {procedure!r}; one of: {', '.join(procedures())}")
+    try:
+        return client.read_deployment_by_name(f"{procedure}/{procedure}")
+    except ObjectNotFound:
+        raise SystemExit(f"pe-ha: no deployment {procedure}/{procedure} on the server: run `pe-ha setup`") from None
+
+
+def start(procedure: str, params: dict[str, Any]) -> str:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with _client() as client:
+        deployment = _deployment(client, procedure)
+        try:
+            run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
+        except PrefectHTTPStatusError as exc:  # e.g. 409: a misspelt parameter, named by the server
+            detail = exc.response.json().get("detail", exc.response.text) if exc.response.content else str(exc)
+            raise SystemExit(f"pe-ha: the server refused the run: {detail}") from None
+    print(f"started {run.name} (flow run {run.id})")
+    return str(run.id)
+
+
+def watch(run_id: str, *, follow_logs: bool = True, poll_s: float = 1.0) -> str:
+    """Print the run's state changes and log lines until it ends; returns the final state type."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    seen_logs, last_state, hinted = 0, None, False
+    with _client() as client:
+
+        def print_new_logs() -> int:
+            nonlocal seen_logs
+            if not follow_logs:
+                return 0
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                                    sort=LogSort.TIMESTAMP_ASC, offset=seen_logs, limit=200)
+            for entry in logs:
+                print(f"{entry.timestamp:%H:%M:%S} {entry.message}")
+            seen_logs += len(logs)
+            return len(logs)
+
+        while True:
+            run = client.read_flow_run(run_id)
+            state = run.state.type.value if run.state else "UNKNOWN"
+            print_new_logs()
+            if state in TERMINAL and follow_logs:
+                # The run's last lines reach the API in a batch after its final state: drain them.
+                quiet = 0
+                while quiet < 3:
+                    time.sleep(poll_s)
+                    quiet = 0 if print_new_logs() else quiet + 1
+            if state != last_state:
+                print(f"-- {run.name}: {run.state.name if run.state else state}"
+                      + (f": {run.state.message}" if run.state and run.state.message else ""))
+                last_state = state
+            if state == "PAUSED" and not hinted:
+                print(f"-- waiting for approval: pe-ha approve {run_id} --operator NAME [--reject --comment TEXT]")
+                hinted = True
+            if state in TERMINAL:
+                return state
+            time.sleep(poll_s)
+
+
+def plan(procedure: str, params: dict[str, Any]) -> int:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_id = start(procedure, {**params, "dry_run": True})
+    final = watch(run_id, follow_logs=False)
+    with _client() as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    for artifact in found:
+        if artifact.key and artifact.key.endswith("-plan"):
+            print(artifact.data)
+    return EXIT.get(final, 4)
+
+
+def approve(run_id: str, operator: str, *, reject: bool, comment: str) -> int:
+    with _client() as client:
+        result = client.resume_flow_run(run_id, run_input={"approve": not reject, "operator": operator,
+                                                           "comment": comment})
+    status = result.status.value
+    reason = getattr(result.details, "reason", "") or ""
+    if status != "ACCEPT":
+        # Prefect answers invalid input with HTTP 200 and REJECT: the run is still paused.
+        print(f"REJECT: the server did not take the answer ({reason or status}); the run is still waiting")
+        return 1
+    print(f"{'rejected' if reject else 'approved'} by {operator}: flow run {run_id} resumes")
+    return 0
+
+
+def status() -> int:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with _client() as client:
+        health = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["verify-health"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]))),
+            sort=FlowRunSort.START_TIME_DESC, limit=1)
+        active = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PAUSED, StateType.PENDING]))), limit=50)
+    if health:
+        run = health[0]
+        when = f"{run.start_time:%Y-%m-%d %H:%M:%S} UTC" if run.start_time else "?"
+        print(f"last health check: {run.state.name if run.state else '?'} at {when} ({run.name})"
+              + (f": {run.state.message}" if run.state and run.state.message else ""))
+    else:
+        print("last health check: none has finished yet")
+    print(f"runs in progress: {len(active)}")
+    for run in active:
+        print(f"  {run.name}  {run.state.name if run.state else '?'}  flow run {run.id}")
+    return 0 if health and health[0].state and health[0].state.type == StateType.COMPLETED else 1
+
+
+def setup(extra: list[str]) -> int:
+    """The README's set-up: idempotent objects, the deployments, then their parameter schemas and interval."""
+    import os
+
+    from pe_ha.errors import PeHaError
+    from pe_ha.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except PeHaError as exc:
+        raise SystemExit(f"pe-ha: the settings are not complete: {exc}") from None
+    # `prefect deploy` templates these from its environment: give it the settings' values, not the shell's.
+    env = {**os.environ, "PEHA_INSTALLATION": settings.installation,
+           "PEHA_PROJECT_DIR": os.environ.get("PEHA_PROJECT_DIR", str(ROOT))}
+    python = sys.executable
+    prefect = str(Path(python).with_name("prefect"))
+    for argv in ([python, "-m", "deployments.setup", *extra], [prefect, "--no-prompt", "deploy", "--all"],
+                 [python, "-m", "deployments.setup", "--post-deploy"]):
+        print("$ " + " ".join(argv[1:] if argv[0] == python else ["prefect", *argv[1:]]))
+        if subprocess.run(argv, cwd=ROOT, env=env).returncode:
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    p = argparse.ArgumentParser(prog="pe-ha", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=parameters_help() if wants_help else None)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, what in (("run", "start a procedure's deployment"), ("plan", "dry run: print the plan")):
+        c = sub.add_parser(name, help=what, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=parameters_help() if wants_help else None)
+        c.add_argument("procedure")
+        c.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+        if name == "run":
+            c.add_argument("--watch", action="store_true", help="follow the run's state and logs until it ends")
+    a = sub.add_parser("approve", help="answer a paused run's approval")
+    a.add_argument("run")
+    a.add_argument("--operator", required=True)
+    a.add_argument("--reject", action="store_true")
+    a.add_argument("--comment", default="")
+    sub.add_parser("status", help="the last verify-health result and the runs in progress")
+    s = sub.add_parser("setup", help="set-up, `prefect deploy --all` and the post-deploy step")
+    s.add_argument("--no-alerts", action="store_true")
+    s.add_argument("--webhook-url")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "run":
+            run_id = start(args.procedure, parse_params(args.param))
+            return EXIT.get(watch(run_id), 4) if args.watch else 0
+        if args.command == "plan":
+            return plan(args.procedure, parse_params(args.param))
+        if args.command == "approve":
+            return approve(args.run, args.operator, reject=args.reject, comment=args.comment)
+        if args.command == "status":
+            return status()
+        extra = (["--no-alerts"] if args.no_alerts else []) + (["--webhook-url", args.webhook_url] if args.webhook_url else [])
+        return setup(extra)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

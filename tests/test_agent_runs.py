@@ -1,0 +1,70 @@
+"""Puppet agent runs as the flows drive them: the lock wait, the exit codes, the bounded fan-out."""
+
+from __future__ import annotations
+
+import pytest
+
+from pe_ha import commands
+from pe_ha.errors import CommandFailed, WaitTimedOut
+from pe_ha.executor import CommandResult
+
+M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_agent_lock_is_waited_for_then_fails_clearly(env):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent"), exit_code=1,
+                stdout="Notice: Run of Puppet configuration client already in progress; skipping")
+    from tasks.agent import agent_run
+
+    with pytest.raises(WaitTimedOut, match="agent lock"):
+        agent_run.fn(A1, commands.agent_run(), lock_wait_s=1)
+    assert len(fake.commands_on(A1)) >= 2
+
+
+@pytest.mark.parametrize("code", [1, 4, 6])
+def test_agent_failures_are_failures(env, code):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent"), exit_code=code, stdout="Error: something")
+    from tasks.agent import agent_run
+
+    with pytest.raises(CommandFailed):
+        agent_run.fn(A1, commands.agent_run())
+
+
+def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env):
+    import threading
+    import time as _time
+
+    fake, _, settings = env
+    hosts = [f"agent{i}.example.com" for i in range(1, 9)]
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def agent(host, argv):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        _time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        failing = host in ("agent3.example.com", "agent6.example.com")
+        return CommandResult(host, argv, 4 if failing else 2, "", "Error: failures" if failing else "", 0.05)
+
+    fake.script(None, ("puppet", "agent", "-t"), responder=agent)
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from tasks import agent as agent_tasks
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
+    def fan_out():
+        return agent_tasks.agent_runs(hosts, commands.agent_run(), limit=3)
+
+    with pytest.raises(CommandFailed) as failed:
+        fan_out()
+    assert "agent3.example.com" in str(failed.value) and "agent6.example.com" in str(failed.value)
+    assert "2 of 8 agent runs failed" in str(failed.value)
+    assert sorted(c.host for c in fake.calls if c.argv[:3] == ("puppet", "agent", "-t")) == sorted(hosts)
+    assert peak[0] == 3  # bounded by the limit, and the window was kept full
