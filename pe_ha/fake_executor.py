@@ -80,7 +80,7 @@ class FakeExecutor:
         else:
             answer = CommandResult(host or "*", tuple(prefix), exit_code, stdout, stderr, 0.0)
         rule = _Rule(host, tuple(prefix), [answer] * (times or 1), times is None)
-        self._rules.insert(0, rule) if override else self._rules.append(rule)
+        self._rules.insert(0 if override else len(self._rules), rule)
 
     def sequence(self, host: str | None, prefix: Sequence[str], answers: Sequence[CommandResult | PeHaError]) -> None:
         """Answer successive matching calls with ``answers`` in order, repeating the last one."""
