@@ -425,6 +425,10 @@ class FabricSession:
                     continue
                 data = self.chan.recv(65536)
                 if not data:
+                    # The exit status follows the end of output in its own message: wait for it, bounded.
+                    settle = time.monotonic() + 5
+                    while not self.chan.exit_status_ready() and time.monotonic() < settle:
+                        time.sleep(0.02)
                     code = self.chan.recv_exit_status() if self.chan.exit_status_ready() else -1
                     raise CommandFailed(host=self.host, command=mask(shlex.join(self.argv)), exit_code=code,
                                         output=mask("\n".join(self._errors[-8:] + out[-8:])))
