@@ -207,6 +207,17 @@ class PrefectStack:
             time.sleep(0.5)
         raise TimeoutError(f"flow run {run_id} did not reach {until} in {timeout_s} s")
 
+    def explain(self, run_id: str, lines: int = 25) -> str:
+        """The run's final state message and its last log lines: what a failed assertion should print."""
+        run = self.flow_run(run_id)
+        r = self._request("POST", "/logs/filter", json={
+            "logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_DESC", "limit": lines})
+        logs = r.json() if r.status_code == 200 else []
+        state = run.get("state") or {}
+        text = [f"{run.get('name')}: {state.get('type')}: {state.get('message')}"]
+        text += [f"  {entry['level']:>2} {entry['message'][:400]}" for entry in reversed(logs)]
+        return "\n".join(text)
+
     def resume(self, run_id: str, run_input: dict) -> dict:
         r = self._request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
         return {"http": r.status_code, **r.json()}

@@ -88,7 +88,7 @@ def test_approval_resumes_through_the_api(stack, fresh_lab):
     stack.wait(fr["id"], 180, until={"PAUSED"})
     answer = stack.resume(fr["id"], {"approve": True, "operator": "tester"})
     assert answer["http"] == 201 and answer["status"] == "ACCEPT"
-    assert state_of(stack.wait(fr["id"], 300)) == "COMPLETED"
+    assert state_of(stack.wait(fr["id"], 300)) == "COMPLETED", stack.explain(fr["id"])
 
 
 def test_second_procedure_is_refused_while_one_holds_the_lock(stack, fresh_lab):
@@ -106,8 +106,8 @@ def test_second_procedure_is_refused_while_one_holds_the_lock(stack, fresh_lab):
         # verify-health is read-only and is not blocked
         health = stack.wait(stack.create_run("verify-health", "verify-health", {"installation": "lab",
                                                                                 "fail_on_degraded": False})["id"], 120)
-        assert state_of(health) == "COMPLETED"
-        assert state_of(stack.wait(first["id"], 300)) == "COMPLETED"
+        assert state_of(health) == "COMPLETED", stack.explain(health["id"])
+        assert state_of(stack.wait(first["id"], 300)) == "COMPLETED", stack.explain(first["id"])
     finally:
         core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
 

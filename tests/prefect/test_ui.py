@@ -41,7 +41,7 @@ def test_verify_health_started_from_its_deployment_page_completes(stack, fresh_l
 
     # A healthy pair first: provision through the API, so verify-health has a replica to find running.
     provision = stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})
-    assert stack.wait(provision["id"], 300)["state"]["type"] == "COMPLETED"
+    assert stack.wait(provision["id"], 300)["state"]["type"] == "COMPLETED", stack.explain(provision["id"])
 
     deployment = stack.deployment_id("verify-health", "verify-health")
     page.goto(f"{stack.ui}deployments/deployment/{deployment}", wait_until="networkidle")

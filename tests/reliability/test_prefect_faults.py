@@ -81,7 +81,7 @@ def test_worker_killed_mid_flow(stack, fresh_lab, outcome):
     with outcome("fault", "the worker is killed in the middle of enable_replica's deploy step",
                  "lock freed within its lease; re-run from 'deploy' finishes without repeating the enable") as o:
         prov = stack.wait(stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})["id"], 300)
-        assert prov["state"]["type"] == "COMPLETED"
+        assert prov["state"]["type"] == "COMPLETED", stack.explain(prov["id"])
         core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"agent"')
         core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "120")
         fr = stack.create_run("enable-replica", "enable-replica", {"topology": "mono"})
