@@ -32,7 +32,7 @@ def _ts(value: str) -> float:
 def first_task_latency(stack: PrefectStack, params: dict) -> tuple[float, float]:
     """Seconds from the create_flow_run call to the first task's start, and the run's own duration."""
     called = time.time()
-    fr = stack.create_run("verify-health", "verify-health", params)
+    fr = stack.create_run("verify-health", "lab", params)
     run = stack.wait(fr["id"], 300)
     tasks = stack._request("POST", "/task_runs/filter", json={
         "flow_runs": {"id": {"any_": [fr["id"]]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 50}).json()
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # The replica must be serving for "all hosts up" to mean a healthy pair.
         stack.start_worker("setup")
-        assert stack.wait(stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})["id"],
+        assert stack.wait(stack.create_run("provision-replica", "lab", {"sync_timeout_s": 120})["id"],
                           300)["state"]["type"] == "COMPLETED"
         stack.stop_workers()
 

@@ -6,6 +6,8 @@
     pe-ha status                                      the last verify-health result and the runs in progress
     pe-ha setup [--no-alerts] [--webhook-url URL]     the idempotent set-up, `prefect deploy --all`, post-deploy
 
+Each installation has its own deployments, <procedure>/<installation>: the installation is pe-ha's
+PEHA_INSTALLATION setting (environment, .env or inventory file), or --installation NAME.
 The exit code follows the run's final state: 0 Completed, 1 Failed or Crashed, 3 Cancelled (also when an
 approval was rejected), 4 still paused or running when not watched to the end, 2 a refused command line.
 """
@@ -26,11 +28,30 @@ TERMINAL = set(EXIT)
 
 
 def procedures() -> dict[str, str]:
-    """Deployment name -> entrypoint, from prefect.yaml (the same file `prefect deploy` reads)."""
+    """Procedure (the flow's name) -> entrypoint, from prefect.yaml (the same file `prefect deploy` reads)."""
     import yaml
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    return {d["name"]: d["entrypoint"] for d in spec["deployments"]}
+    return {d["entrypoint"].rpartition(":")[2].replace("_", "-"): d["entrypoint"] for d in spec["deployments"]}
+
+
+_installation: str | None = None
+
+
+def installation() -> str:
+    """The installation whose deployments this command addresses: --installation, else the settings'."""
+    global _installation
+    if _installation is None:
+        import os
+
+        from pe_ha.errors import PeHaError
+        from pe_ha.settings import get_settings
+
+        try:
+            _installation = get_settings().installation
+        except PeHaError:  # a console without the inventory: the variable alone
+            _installation = os.environ.get("PEHA_INSTALLATION", "default")
+    return _installation
 
 
 def parameters_help() -> str:
@@ -75,10 +96,12 @@ def _deployment(client, procedure: str):
 
     if procedure not in procedures():
         raise SystemExit(f"pe-ha: unknown procedure {procedure!r}; one of: {', '.join(procedures())}")
+    name = f"{procedure}/{installation()}"
     try:
-        return client.read_deployment_by_name(f"{procedure}/{procedure}")
+        return client.read_deployment_by_name(name)
     except ObjectNotFound:
-        raise SystemExit(f"pe-ha: no deployment {procedure}/{procedure} on the server: run `pe-ha setup`") from None
+        raise SystemExit(f"pe-ha: no deployment {name} on the server: run `pe-ha setup` with this "
+                         "installation's settings") from None
 
 
 def start(procedure: str, params: dict[str, Any]) -> str:
@@ -167,6 +190,8 @@ def status() -> int:
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterName,
+        FlowFilter,
+        FlowFilterName,
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
@@ -174,14 +199,17 @@ def status() -> int:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
+    this_installation = DeploymentFilter(name=DeploymentFilterName(any_=[installation()]))
     with _client() as client:
         health = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["verify-health"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["verify-health"])), deployment_filter=this_installation,
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
                 any_=[StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]))),
             sort=FlowRunSort.START_TIME_DESC, limit=1)
-        active = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-            type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PAUSED, StateType.PENDING]))), limit=50)
+        active = client.read_flow_runs(deployment_filter=this_installation, flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.RUNNING, StateType.PAUSED, StateType.PENDING]))), limit=50)
+    print(f"installation {installation()}")
     if health:
         run = health[0]
         when = f"{run.start_time:%Y-%m-%d %H:%M:%S} UTC" if run.start_time else "?"
@@ -206,6 +234,9 @@ def setup(extra: list[str]) -> int:
         settings = get_settings()
     except PeHaError as exc:
         raise SystemExit(f"pe-ha: the settings are not complete: {exc}") from None
+    if installation() != settings.installation:
+        raise SystemExit(f"pe-ha: setup deploys the settings' installation ({settings.installation}), not "
+                         f"{installation()}: run it with that installation's settings")
     # `prefect deploy` templates these from its environment: give it the settings' values, not the shell's.
     env = {**os.environ, "PEHA_INSTALLATION": settings.installation,
            "PEHA_PROJECT_DIR": os.environ.get("PEHA_PROJECT_DIR", str(ROOT))}
@@ -225,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pe-ha", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=parameters_help() if wants_help else None)
+    p.add_argument("--installation", help="the PE installation (default: the PEHA_INSTALLATION setting)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, what in (("run", "start a procedure's deployment"), ("plan", "dry run: print the plan")):
         c = sub.add_parser(name, help=what, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -243,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--no-alerts", action="store_true")
     s.add_argument("--webhook-url")
     args = p.parse_args(argv)
+    global _installation
+    _installation = args.installation
     try:
         if args.command == "run":
             run_id = start(args.procedure, parse_params(args.param))

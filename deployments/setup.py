@@ -110,12 +110,16 @@ def _definition(automation: Automation) -> dict:
                                  exclude={"trigger": {"id"}})
 
 
-def apply_health_interval(seconds: int) -> str:
-    """Set verify-health's schedule interval (the PEHA_HEALTH_INTERVAL_S setting); idempotent."""
+def apply_health_interval(installation: str, seconds: int) -> str:
+    """Set the installation's verify-health schedule to the PEHA_HEALTH_INTERVAL_S setting; idempotent.
+
+    prefect.yaml says ``schedules: null``, so ``prefect deploy`` keeps the schedule made here. (Prefect
+    checks ``interval`` as a duration before it templates, so ``{{ $PEHA_HEALTH_INTERVAL_S }}`` is refused
+    there.)"""
     from prefect.client.schemas.schedules import IntervalSchedule
 
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("verify-health/verify-health")
+        deployment = client.read_deployment_by_name(f"verify-health/{installation}")
         schedules = client.read_deployment_schedules(deployment.id)
         if not schedules:
             client.create_deployment_schedules(deployment.id, [(IntervalSchedule(interval=timedelta(seconds=seconds)), True)])
@@ -142,26 +146,35 @@ def _settings_defaults() -> dict:
                 "interval": int(os.environ.get("PEHA_HEALTH_INTERVAL_S", "300"))}
 
 
-def refuse_unknown_parameters() -> dict[str, str]:
+def refuse_unknown_parameters(installation: str) -> dict[str, str]:
     """``additionalProperties: false`` in each pe-ha deployment's parameter schema: with
     ``enforce_parameter_schema`` the server then refuses a run with a misspelt parameter when it is created
     (HTTP 409, naming it), instead of a run that crashes in the worker. ``prefect deploy`` writes the schema
     anew, so ``--post-deploy`` applies this each time."""
     from prefect.client.schemas.actions import DeploymentUpdate
-    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
 
     result = {}
     with get_client(sync_client=True) as client:
-        deployments = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])))
+        deployments = client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[installation])))
+        flows = {f.id: f.name for f in client.read_flows()}
         for deployment in deployments:
+            name = f"{flows.get(deployment.flow_id, '?')}/{deployment.name}"
             schema = dict(deployment.parameter_openapi_schema or {})
             if schema.get("additionalProperties") is False:
-                result[deployment.name] = "unchanged"
+                result[name] = "unchanged"
                 continue
             schema["additionalProperties"] = False
             client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=schema))
-            result[deployment.name] = "updated"
-    return result
+            result[name] = "updated"
+    return dict(sorted(result.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--installation", default=defaults["installation"])
     p.add_argument("--webhook-url", default=defaults["webhook"], help="where alerts are posted (PEHA_ALERT_WEBHOOK_URL)")
     p.add_argument("--no-alerts", action="store_true", help="set up without alert automations (no webhook)")
-    p.add_argument("--post-deploy", action="store_true", help="after `prefect deploy`: apply the health interval")
+    p.add_argument("--post-deploy", action="store_true",
+                   help="after `prefect deploy`: the health interval, and unknown parameters refused")
     p.add_argument("--health-interval-s", type=int, default=defaults["interval"])
     args = p.parse_args(argv)
     if args.post_deploy:
-        print(f"verify-health schedule every {args.health_interval_s} s: {apply_health_interval(args.health_interval_s)}")
-        for name, outcome in refuse_unknown_parameters().items():
+        print(f"verify-health/{args.installation} every {args.health_interval_s} s: "
+              f"{apply_health_interval(args.installation, args.health_interval_s)}")
+        for name, outcome in refuse_unknown_parameters(args.installation).items():
             print(f"deployment {name}: unknown parameters refused ({outcome})")
         return 0
     if not args.webhook_url and not args.no_alerts:

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from pe_ha import runtime
 from pe_ha.background import Background
-from pe_ha.errors import ApprovalRejected, PeHaError, PreconditionFailed, ValidationError
+from pe_ha.errors import ApprovalRejected, ConfigurationError, PeHaError, PreconditionFailed, ValidationError
 from pe_ha.masking import mask
 from pe_ha.validation import hostname
 from tasks import infrastructure
@@ -198,7 +198,13 @@ def _who_holds(installation: str) -> str:
     names is still active (the note is written just after the lock is taken, so it may still name the
     previous holder); otherwise the active run of a locking procedure."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.runtime import flow_run
     from prefect.variables import Variable
@@ -211,8 +217,9 @@ def _who_holds(installation: str) -> str:
                 noted = client.read_flow_run(note["id"])
                 if noted.state is not None and noted.state.type in active and str(noted.id) != str(flow_run.id):
                     return f"{note['name']} ({note['procedure']}, flow run {note['id']})"
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=sorted(active)))), limit=50)
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=sorted(active)))),
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[installation])), limit=50)
         holders = [r for r in runs if str(r.id) != str(flow_run.id)
                    and any(r.name.startswith(p + "/") for p in LOCKING_PROCEDURES)]
         if holders:
@@ -234,6 +241,20 @@ def _note_holder(installation: str, procedure: str) -> None:
         log().debug("could not record the lock holder: %s", exc)
 
 
+def check_run_is_for_this_installation(installation: str) -> None:
+    """A run from a deployment must run with its installation's settings: the deployment is named after the
+    installation, and only that installation's worker (with its settings) serves its work queue."""
+    from prefect.runtime import deployment
+
+    name = deployment.name
+    if name and name != installation:
+        raise ConfigurationError("PEHA_INSTALLATION",
+            f"this run comes from the deployment for installation {name!r}, but the worker running it has the "
+            f"settings of installation {installation!r}; nothing was changed",
+            hint=f"run {name!r}'s worker with its own settings, serving only its queue: "
+                 f"prefect worker start --pool pe-ha --work-queue {name}")
+
+
 def installation_lock(procedure: str):
     """Decorator: the flow body runs holding the installation's global concurrency limit (limit 1, strict).
 
@@ -245,9 +266,12 @@ def installation_lock(procedure: str):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if kwargs.get("dry_run") or _lock_held.get():
+            if _lock_held.get():
                 return fn(*args, **kwargs)
             s = runtime.settings()
+            check_run_is_for_this_installation(s.installation)
+            if kwargs.get("dry_run"):
+                return fn(*args, **kwargs)
             name = lock_name(s.installation)
             wait = float(os.environ.get("PEHA_LOCK_WAIT_S", "900"))
             from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import inventory_host, log
+from flows._common import check_run_is_for_this_installation, inventory_host, log
 from flows._steps import Procedure, Step
 from pe_ha import runtime
 from pe_ha.errors import PreconditionFailed
@@ -38,6 +38,7 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
     try:
         s = runtime.settings()
         resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}", "prefect.resource.name": s.installation}
+        check_run_is_for_this_installation(s.installation)
         return _check(s, resource, fail_on_degraded, master, replica, dry_run)
     except PreconditionFailed:
         raise  # degraded: its event is out already

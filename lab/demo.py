@@ -72,10 +72,10 @@ def lifecycle(stack: PrefectStack, cfg: LabConfig, *, verbose: bool = True) -> l
         if verbose:
             print(text, flush=True)
 
-    def run(flow: str, deployment: str, params: dict | None = None, approve_as: str | None = None,
-            timeout_s: float = 600) -> dict:
+    def run(flow: str, params: dict | None = None, approve_as: str | None = None, timeout_s: float = 600) -> dict:
         started = time.monotonic()
-        fr = stack.create_run(flow, deployment, params)
+        deployment = f"{flow}/lab"
+        fr = stack.create_run(flow, "lab", params)
         say(f"   -> {deployment} {params or ''} (run {fr['name']})")
         if approve_as:
             stack.wait(fr["id"], timeout_s, until={"PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -90,25 +90,25 @@ def lifecycle(stack: PrefectStack, cfg: LabConfig, *, verbose: bool = True) -> l
         return final
 
     # Before provisioning the replica serves nothing: report it, without failing the run.
-    run("verify-health", "verify-health", {"installation": "lab", "fail_on_degraded": False})
-    run("provision-replica", "provision-replica", {"copy_puppetdb": True, "sync_timeout_s": 300})
-    run("verify-health", "verify-health", {"installation": "lab"})
-    run("enable-replica", "enable-replica", {"topology": "mono", "drill": True})
+    run("verify-health", {"installation": "lab", "fail_on_degraded": False})
+    run("provision-replica", {"copy_puppetdb": True, "sync_timeout_s": 300})
+    run("verify-health", {"installation": "lab"})
+    run("enable-replica", {"topology": "mono", "drill": True})
     say("   (cutting the master off: it is now 'permanently offline')")
     core.outage(cfg.master, "drop")
     try:
-        run("promote-replica", "promote-replica", {}, approve_as="demo-operator")
+        run("promote-replica", {}, approve_as="demo-operator")
     finally:
         core.outage(cfg.master, "restore")
-    run("enable-ha-failover", "enable-ha-failover", {"host": M, "topology": "mono", "replication_timeout_secs": 300,
+    run("enable-ha-failover", {"host": M, "topology": "mono", "replication_timeout_secs": 300,
                                                       "promoted": R})
-    run("verify-health", "verify-health", {"installation": "lab", "master": R, "replica": M})
-    run("reinitialize-replica", "reinitialize-replica", {"databases": ["pe-rbac"], "replica": M, "master": R},
+    run("verify-health", {"installation": "lab", "master": R, "replica": M})
+    run("reinitialize-replica", {"databases": ["pe-rbac"], "replica": M, "master": R},
         approve_as="demo-operator")
     say("   (the new replica is destroyed for good: cutting it off)")
     core.outage(cfg.master, "drop")
     try:
-        run("forget-replica", "forget-replica", {"replica": M, "master": R}, approve_as="demo-operator")
+        run("forget-replica", {"replica": M, "master": R}, approve_as="demo-operator")
     finally:
         core.outage(cfg.master, "restore")
     return rows

@@ -102,10 +102,10 @@ class PrefectStack:
         env.update(self.extra_env)
         return env
 
-    def _spawn(self, argv: list[str], log: str) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         self.home.mkdir(parents=True, exist_ok=True)
         out = open(self.home / log, "a")
-        proc = subprocess.Popen(argv, env=self.env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, env={**self.env(), **(env or {})}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         self.processes.append(proc)
         return proc
@@ -123,21 +123,23 @@ class PrefectStack:
             time.sleep(0.2)
         raise RuntimeError(f"Prefect server did not answer within {timeout_s} s; see {self.home / 'server.log'}")
 
-    def run(self, *argv: str, timeout: float = 300) -> str:
-        r = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], env=self.env(), cwd=ROOT, capture_output=True,
+    def run(self, *argv: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
+        r = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], env={**self.env(), **(env or {})}, cwd=ROOT, capture_output=True,
                            text=True, timeout=timeout)
         if r.returncode:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{r.stdout}\n{r.stderr}")
         return r.stdout
 
-    def setup_and_deploy(self, installation: str, webhook_url: str) -> None:
-        self.run("python", "-m", "deployments.setup", "--installation", installation, "--webhook-url", webhook_url)
-        self.run("prefect", "--no-prompt", "deploy", "--all")
-        self.run("python", "-m", "deployments.setup", "--post-deploy")
+    def setup_and_deploy(self, installation: str, webhook_url: str, env: dict[str, str] | None = None) -> None:
+        """`pe-ha setup`, as the README has it: the installation's objects and deployments, from its settings."""
+        self.run("pe-ha", "setup", "--webhook-url", webhook_url, env={"PEHA_INSTALLATION": installation, **(env or {})})
 
-    def start_worker(self, name: str = "worker-1") -> subprocess.Popen:
-        worker = self._spawn([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "pe-ha", "--name", name,
-                            "--type", "process"], f"{name}.log")
+    def start_worker(self, name: str = "worker-1", installation: str = "lab",
+                     env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A process worker serving one installation's work queue, with that installation's settings."""
+        worker = self._spawn([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "pe-ha", "--work-queue",
+                              installation, "--name", name, "--type", "process"], f"{name}.log",
+                             env={"PEHA_INSTALLATION": installation, **(env or {})})
         self.workers.append(worker)
         return worker
 

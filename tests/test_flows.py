@@ -403,3 +403,19 @@ def test_site_servers_are_validated():
 
     with pytest.raises(PydanticError):
         Site(name="x", value="east", server_list=["bad host"], pcp_broker_list=["ok.example.com"])
+
+
+@pytest.mark.parametrize("procedure", ["provision_replica", "verify_health"])
+def test_a_run_from_another_installations_deployment_is_refused_before_any_command(env, monkeypatch, procedure):
+    # The deployment is named after its installation; a worker with other settings must not run it.
+    fake, api, settings = env
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__NAME", "prod-eu")
+    import importlib
+
+    flow = getattr(importlib.import_module(f"flows.{procedure}"), procedure)
+    state = flow(return_state=True)
+    assert state.is_failed()
+    assert f"installation 'prod-eu', but the worker running it has the settings of installation " \
+           f"'{settings.installation}'" in state.message
+    assert "--work-queue prod-eu" in state.message
+    assert fake.calls == [] and api.calls == []

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _tags() -> dict[str, set[str]]:
     doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    return {d["name"]: set(d.get("tags") or []) for d in doc["deployments"]}
+    return {d["entrypoint"].rpartition(":")[2].replace("_", "-"): set(d.get("tags") or []) for d in doc["deployments"]}
 
 
 def test_a_degraded_health_check_matches_one_automation_only():
@@ -34,3 +34,14 @@ def test_setup_refuses_without_a_webhook(capsys, monkeypatch):
     monkeypatch.delenv("PEHA_ALERT_WEBHOOK_URL", raising=False)
     assert main(["--installation", "x"]) == 2
     assert "no alert webhook" in capsys.readouterr().out
+
+
+def test_every_deployment_is_named_after_the_installation_on_its_own_queue():
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert len(doc["deployments"]) == 9
+    for d in doc["deployments"]:
+        assert d["name"] == "{{ $PEHA_INSTALLATION }}", d["entrypoint"]
+        assert d["work_pool"] == {"name": "pe-ha", "work_queue_name": "{{ $PEHA_INSTALLATION }}"}, d["entrypoint"]
+        assert d["enforce_parameter_schema"] is True
+    health = next(d for d in doc["deployments"] if d["entrypoint"].endswith(":verify_health"))
+    assert health["schedules"] is None  # `prefect deploy` keeps the schedule that set-up made from the settings

@@ -10,10 +10,11 @@ from tests.lab.conftest import fresh_lab, lab, lab_runtime  # noqa: F401  (the l
 
 
 @pytest.fixture(scope="module")
-def stack(lab, tmp_path_factory):  # noqa: F811  (the lab fixture, not the package)
+def stack(lab, tmp_path_factory, request):  # noqa: F811  (the lab fixture, not the package)
     hook = WebhookReceiver(port=free_port()).start()
     env = core.lab_env()
-    env.update({"PEHA_HEALTH_INTERVAL_S": "30", "PEHA_LOCK_WAIT_S": "3"})
+    interval = getattr(request.module, "HEALTH_INTERVAL_S", 30)
+    env.update({"PEHA_HEALTH_INTERVAL_S": str(interval), "PEHA_LOCK_WAIT_S": "3"})
     st = PrefectStack(home=tmp_path_factory.mktemp("prefect"), port=free_port(), extra_env=env)
     try:
         st.start_server()

@@ -22,13 +22,19 @@ def state_of(run: dict) -> str:
     return run["state"]["type"]
 
 
-def test_setup_is_idempotent(stack):
-    out = stack.run("python", "-m", "deployments.setup", "--installation", "lab", "--webhook-url", stack.hook.url)
-    assert "created" not in out and "lock pe-ha:lab: exists" in out and "work pool pe-ha: exists" in out
+def test_setup_is_idempotent_and_keeps_the_health_interval(stack):
+    out = stack.run("pe-ha", "setup", "--webhook-url", stack.hook.url)
+    ours = [line for line in out.splitlines() if line.startswith(("work pool ", "lock ", "automation ", "verify-health/"))]
+    assert len(ours) == 6 and not [line for line in ours if line.endswith("created")], out
+    assert "lock pe-ha:lab: exists" in ours and "work pool pe-ha: exists" in ours
+    assert "verify-health/lab every 30 s: unchanged" in out  # `prefect deploy` kept the schedule
+    dep = stack._request("GET", "/deployments/name/verify-health/lab").json()
+    assert [s["schedule"]["interval"] for s in dep["schedules"]] == [30.0]
+    assert dep["work_queue_name"] == "lab"
 
 
 def test_parameter_schema_offers_choices(stack):
-    dep = httpx.get(f"{stack.api}/deployments/name/enable-replica/enable-replica").json()
+    dep = httpx.get(f"{stack.api}/deployments/name/enable-replica/lab").json()
     props = dep["parameter_openapi_schema"]["properties"]
     assert props["topology"]["enum"] == ["mono", "mono-with-compile"] or "mono-with-compile" in str(props["topology"])
     assert dep["enforce_parameter_schema"] is True
@@ -37,7 +43,7 @@ def test_parameter_schema_offers_choices(stack):
 
 
 def test_an_unknown_parameter_is_refused_when_the_run_is_created(stack):
-    dep = stack.deployment_id("provision-replica", "provision-replica")
+    dep = stack.deployment_id("provision-replica", "lab")
     r = stack._request("POST", f"/deployments/{dep}/create_flow_run",
                        json={"parameters": {"replica": "replica.lab.test", "evil": "x"}})
     assert r.status_code == 409, r.text
@@ -45,7 +51,7 @@ def test_an_unknown_parameter_is_refused_when_the_run_is_created(stack):
 
 
 def test_schedule_creates_verify_health_runs(stack):
-    dep = stack.deployment_id("verify-health", "verify-health")
+    dep = stack.deployment_id("verify-health", "lab")
     deadline = time.monotonic() + 60
     runs = []
     while time.monotonic() < deadline and not runs:
@@ -58,7 +64,7 @@ def test_schedule_creates_verify_health_runs(stack):
 
 def test_failed_health_check_alerts_through_the_webhook(stack, fresh_lab):
     # Before provisioning, the replica serves nothing: verify-health must fail, and the automation must notify.
-    run = stack.wait(stack.create_run("verify-health", "verify-health", {"installation": "lab"})["id"], 120)
+    run = stack.wait(stack.create_run("verify-health", "lab", {"installation": "lab"})["id"], 120)
     assert state_of(run) == "FAILED"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not stack.hook.received:
@@ -68,7 +74,7 @@ def test_failed_health_check_alerts_through_the_webhook(stack, fresh_lab):
 
 
 def test_approval_pause_reject_and_invalid_input(stack, fresh_lab):
-    fr = stack.create_run("copy-puppetdb", "copy-puppetdb", {})
+    fr = stack.create_run("copy-puppetdb", "lab", {})
     run = stack.wait(fr["id"], 180, until={"PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
     assert state_of(run) == "PAUSED"
     invalid = stack.resume(fr["id"], {"approve": True})  # operator missing
@@ -84,7 +90,7 @@ def test_approval_pause_reject_and_invalid_input(stack, fresh_lab):
 
 
 def test_approval_resumes_through_the_api(stack, fresh_lab):
-    fr = stack.create_run("copy-puppetdb", "copy-puppetdb", {})
+    fr = stack.create_run("copy-puppetdb", "lab", {})
     stack.wait(fr["id"], 180, until={"PAUSED"})
     answer = stack.resume(fr["id"], {"approve": True, "operator": "tester"})
     assert answer["http"] == 201 and answer["status"] == "ACCEPT"
@@ -95,16 +101,16 @@ def test_second_procedure_is_refused_while_one_holds_the_lock(stack, fresh_lab):
     core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"provision"')
     core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "15")
     try:
-        first = stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})
+        first = stack.create_run("provision-replica", "lab", {"sync_timeout_s": 120})
         stack.wait(first["id"], 120, until={"RUNNING"})
         time.sleep(3)  # let it take the lock and reach the slow provision command
-        second = stack.create_run("forget-replica", "forget-replica", {"approve": True})
+        second = stack.create_run("forget-replica", "lab", {"approve": True})
         final = stack.wait(second["id"], 120)
         assert state_of(final) == "FAILED"
         assert "holds the pe-ha:lab lock" in final["state"]["message"]
         assert "provision-replica" in final["state"]["message"]
         # verify-health is read-only and is not blocked
-        health = stack.wait(stack.create_run("verify-health", "verify-health", {"installation": "lab",
+        health = stack.wait(stack.create_run("verify-health", "lab", {"installation": "lab",
                                                                                 "fail_on_degraded": False})["id"], 120)
         assert state_of(health) == "COMPLETED", stack.explain(health["id"])
         assert state_of(stack.wait(first["id"], 300)) == "COMPLETED", stack.explain(first["id"])

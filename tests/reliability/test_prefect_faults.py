@@ -49,7 +49,7 @@ def test_cancel_from_the_api_kills_the_remote_command(stack, fresh_lab, outcome)
     core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"provision"')
     core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "90")
     with outcome("fault", "cancel from the API during a remote command", "run Cancelled; remote process killed") as o:
-        fr = stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 60})
+        fr = stack.create_run("provision-replica", "lab", {"sync_timeout_s": 60})
         wait_until(lambda: remote_running(fresh_lab, M, "infrastructure provision"), 120, "the remote provision")
         started = time.monotonic()
         stack.cancel(fr["id"])
@@ -80,17 +80,17 @@ def _kill_worker_and_flow_runs(stack) -> None:
 def test_worker_killed_mid_flow(stack, fresh_lab, outcome):
     with outcome("fault", "the worker is killed in the middle of enable_replica's deploy step",
                  "lock freed within its lease; re-run from 'deploy' finishes without repeating the enable") as o:
-        prov = stack.wait(stack.create_run("provision-replica", "provision-replica", {"sync_timeout_s": 120})["id"], 300)
+        prov = stack.wait(stack.create_run("provision-replica", "lab", {"sync_timeout_s": 120})["id"], 300)
         assert prov["state"]["type"] == "COMPLETED", stack.explain(prov["id"])
         core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"agent"')
         core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "120")
-        fr = stack.create_run("enable-replica", "enable-replica", {"topology": "mono"})
+        fr = stack.create_run("enable-replica", "lab", {"topology": "mono"})
         wait_until(lambda: remote_running(fresh_lab, M, "pe_sim.py puppet agent"), 180, "the deploy step")
         _kill_worker_and_flow_runs(stack)
         killed = time.monotonic()
         core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
         stack.worker = stack.start_worker("worker-b")
-        rerun = stack.create_run("enable-replica", "enable-replica", {"topology": "mono", "start_at": "deploy"})
+        rerun = stack.create_run("enable-replica", "lab", {"topology": "mono", "start_at": "deploy"})
         final = stack.wait(rerun["id"], 300)
         freed_after = time.monotonic() - killed
         assert final["state"]["type"] == "COMPLETED", final["state"]

@@ -70,7 +70,7 @@ def test_postgres_server_two_workers_schedule_beside_lifecycles(pg_stack, fresh_
         not_completed = [(r["run"], r["state"], r["message"][:300]) for r in procedure_rows if r["state"] != "Completed"]
         assert procedure_rows and not_completed == [], not_completed
 
-        scheduled = [r for r in pg_stack.runs_of("verify-health", "verify-health", limit=1000) if r["auto_scheduled"]]
+        scheduled = [r for r in pg_stack.runs_of("verify-health", "lab", limit=1000) if r["auto_scheduled"]]
         now = datetime.now(UTC)  # the scheduler also holds future runs: only those due by now count
         due = [r for r in scheduled if (now - _parse(r["expected_start_time"])).total_seconds() > 60]
         never_ran = [r["name"] for r in due if r["state"]["type"] in ("SCHEDULED", "PENDING")]
