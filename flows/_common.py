@@ -17,7 +17,6 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from pe_ha import runtime
-from pe_ha.background import Background
 from pe_ha.errors import ApprovalRejected, ConfigurationError, PeHaError, PreconditionFailed, ValidationError
 from pe_ha.masking import mask
 from pe_ha.validation import hostname
@@ -194,9 +193,9 @@ LOCKING_PROCEDURES = ("provision-replica", "copy-puppetdb", "enable-replica", "p
 
 
 def _who_holds(installation: str) -> str:
-    """The run that holds the lock, as a waiter that timed out can tell: the holder's note, when the run it
-    names is still active (the note is written just after the lock is taken, so it may still name the
-    previous holder); otherwise the active run of a locking procedure."""
+    """The run that holds the lock, as a waiter that timed out can tell: the holder's note, written as soon
+    as the lock is taken, when the run it names is still active; otherwise (a note marked released, or
+    none) the active run of a locking procedure of this installation."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -206,22 +205,26 @@ def _who_holds(installation: str) -> str:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.runtime import flow_run
+    from prefect.runtime import deployment, flow_run
     from prefect.variables import Variable
 
     active = {StateType.RUNNING, StateType.PAUSED}
     try:
         note = Variable.get(_holder_variable(installation), default=None)
+        note = note if isinstance(note, dict) else {}
         with get_client(sync_client=True) as client:
-            if isinstance(note, dict) and note.get("id"):
+            if note.get("id"):
                 noted = client.read_flow_run(note["id"])
                 if noted.state is not None and noted.state.type in active and str(noted.id) != str(flow_run.id):
                     return f"{note['name']} ({note['procedure']}, flow run {note['id']})"
+            # Runs from deployments belong to the installation their deployment is named after.
+            same_installation = (DeploymentFilter(name=DeploymentFilterName(any_=[installation]))
+                                 if deployment.name else None)
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=sorted(active)))),
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[installation])), limit=50)
-        holders = [r for r in runs if str(r.id) != str(flow_run.id)
-                   and any(r.name.startswith(p + "/") for p in LOCKING_PROCEDURES)]
+                deployment_filter=same_installation, limit=50)
+        gone = {str(flow_run.id), str(note.get("released"))}
+        holders = [r for r in runs if str(r.id) not in gone and any(r.name.startswith(p + "/") for p in LOCKING_PROCEDURES)]
         if holders:
             r = holders[0]
             return f"{r.name} (flow run {r.id})"
@@ -239,6 +242,17 @@ def _note_holder(installation: str, procedure: str) -> None:
                      {"name": flow_run.name, "procedure": procedure, "id": str(flow_run.id)}, overwrite=True)
     except Exception as exc:  # informational only
         log().debug("could not record the lock holder: %s", exc)
+
+
+def _note_released(installation: str) -> None:
+    """Before the lock goes: this run, still Running for a moment, must not be named by the next waiter."""
+    try:
+        from prefect.runtime import flow_run
+        from prefect.variables import Variable
+
+        Variable.set(_holder_variable(installation), {"released": str(flow_run.id)}, overwrite=True)
+    except Exception as exc:  # informational only
+        log().debug("could not record the lock's release: %s", exc)
 
 
 def check_run_is_for_this_installation(installation: str) -> None:
@@ -278,17 +292,15 @@ def installation_lock(procedure: str):
 
             try:
                 with concurrency(name, occupy=1, timeout_seconds=wait, strict=True, lease_duration=LOCK_LEASE_S):
-                    # The holder's note is written beside the procedure's first step (it is only read by a
-                    # run that waited in vain), and joined before the lock is released, so that the next
-                    # holder's note always lands after this one.
-                    noting = Background(lambda: _note_holder(s.installation, procedure), "pe-ha-lock-holder-note")
+                    # Recorded with the lock, before any step: a waiter that gives up names this run.
+                    _note_holder(s.installation, procedure)
                     token = _lock_held.set(True)
                     try:
                         log().info("holding the %s lock for %s", name, procedure)
                         return fn(*args, **kwargs)
                     finally:
                         _lock_held.reset(token)
-                        noting.wait(30)
+                        _note_released(s.installation)
             except AcquireConcurrencySlotTimeoutError:
                 raise PreconditionFailed(
                     f"another procedure holds the {name} lock: {_who_holds(s.installation)}; waited {wait:g} s",

@@ -87,3 +87,14 @@ def test_verify_health_takes_no_lock(env, monkeypatch):
     from flows.verify_health import verify_health
 
     assert verify_health()["healthy"] >= 1
+
+
+def test_the_holder_is_noted_with_the_lock_and_marked_released_before_it_goes(env, monkeypatch):
+    from prefect.variables import Variable
+
+    fake, _, _ = env
+    with provision_holding_the_lock(fake, monkeypatch):
+        note = Variable.get("pe-ha-lock-holder-unit")
+        assert note["procedure"] == "provision-replica" and note["name"].startswith("provision-replica/")
+        holder_id = note["id"]
+    assert Variable.get("pe-ha-lock-holder-unit") == {"released": holder_id}
