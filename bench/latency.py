@@ -2,6 +2,9 @@
 
 1. From the API call that creates a run to its first task running: the median of ``--runs`` (10), with the
    worker polling at Prefect's default ``PREFECT_WORKER_QUERY_SECONDS`` (the baseline) and at pe-ha's 1 s.
+   Each call is made once the previous run's process has exited, as an operator's click meets an idle
+   worker. A third series starts pe-ha's runs back to back instead: on SQLite the new run's first writes
+   then meet the last writes of the one ending ("database is locked", retried with backoff).
 2. verify_health's duration with every host up, and with the master cut off (packets dropped, the
    worst case: no RST, no ICMP). Cut off, it must be bounded by the connect timeouts, not by the
    kernel's TCP retry limit (about 135 s).
@@ -23,14 +26,32 @@ from lab.config import LabConfig
 from lab.stack import PrefectStack, free_port
 
 PREFECT_DEFAULT_WORKER_QUERY_S = "10"
+FIRST_TASK_GOAL_S = 3.5
 
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def first_task_latency(stack: PrefectStack, params: dict) -> tuple[float, float]:
+def flow_run_processes() -> list[int]:
+    """The flow-run processes alive now (the process worker starts each as `python -m prefect.engine`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"prefect.engine" in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def first_task_latency(stack: PrefectStack, params: dict, *, idle: bool = True) -> tuple[float, float]:
     """Seconds from the create_flow_run call to the first task's start, and the run's own duration."""
+    deadline = time.monotonic() + 30
+    while idle and flow_run_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
     called = time.time()
     fr = stack.create_run("verify-health", "lab", params)
     run = stack.wait(fr["id"], 300)
@@ -74,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2)
             first_task_latency(stack, healthy)  # warm-up: imports and the first connection
             latency[label] = [first_task_latency(stack, healthy)[0] for _ in range(args.runs)]
+            if label == "pe-ha":
+                latency["pe-ha back to back"] = [first_task_latency(stack, healthy, idle=False)[0]
+                                                 for _ in range(args.runs)]
             stack.stop_workers()
         results["api_to_first_task_s"] = {k: {"median": median(v), "all": v} for k, v in latency.items()}
 
@@ -99,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"measure": f"API call -> first task (median of {args.runs})",
              "baseline": f"{a['default']['median']:.2f} s (worker query {PREFECT_DEFAULT_WORKER_QUERY_S} s)",
              "pe-ha": f"{a['pe-ha']['median']:.2f} s (worker query 1 s)",
-             "ratio": f"{a['pe-ha']['median'] / a['default']['median']:.2f}"}]
+             "ratio": f"{a['pe-ha']['median'] / a['default']['median']:.2f}"},
+            {"measure": f"... runs started back to back (median of {args.runs})",
+             "baseline": f"{a['default']['median']:.2f} s (the idle baseline)",
+             "pe-ha": f"{a['pe-ha back to back']['median']:.2f} s (worker query 1 s)",
+             "ratio": f"{a['pe-ha back to back']['median'] / a['default']['median']:.2f}"}]
     h = results["verify_health_s"]
     rows.append({"measure": "verify_health duration (median of 3)", "baseline": f"{h['all_up']:.2f} s all hosts up",
                  "pe-ha": f"{h['master_cut_off']:.2f} s master cut off",
@@ -108,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     met = h["master_cut_off"] <= h["bound_s"]
     print(f"goal: verify_health with the master cut off <= connect timeout + 2 s ({h['bound_s']:.0f} s): "
           f"{h['master_cut_off']:.2f} s -> {'met' if met else 'MISSED'}")
+    fast = a["pe-ha"]["median"] <= FIRST_TASK_GOAL_S
+    print(f"goal: API call -> first task <= {FIRST_TASK_GOAL_S} s (median, idle worker): "
+          f"{a['pe-ha']['median']:.2f} s -> {'met' if fast else 'MISSED'}")
     print(f"results: {write('latency', results)}")
-    return 0 if h["master_cut_off"] <= h["bound_s"] else 1
+    return 0 if met and fast else 1
 
 
 if __name__ == "__main__":

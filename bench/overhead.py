@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from bench.common import lab_runtime, median, prefect_for_bench, table, write
 from lab import core
 from lab.config import LabConfig
-from pe_ha.executor import FabricExecutor
 from pe_ha.pe_api import PEApi
+from pe_ha.ssh import FabricExecutor
 
 M, R = "master.lab.test", "replica.lab.test"
 GOAL_SHARE = 0.05  # issue #6: orchestration <= 5 % of the lifecycle's wall time

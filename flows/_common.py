@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
@@ -210,8 +211,8 @@ def _who_holds(installation: str) -> str:
 
     active = {StateType.RUNNING, StateType.PAUSED}
     try:
-        note = Variable.get(_holder_variable(installation), default=None)
-        note = note if isinstance(note, dict) else {}
+        stored = Variable.get(_holder_variable(installation), default=None)
+        note: dict[str, Any] = stored if isinstance(stored, dict) else {}
         with get_client(sync_client=True) as client:
             if note.get("id"):
                 noted = client.read_flow_run(note["id"])

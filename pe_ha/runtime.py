@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pe_ha.executor import Executor, FabricExecutor
+from pe_ha.executor import Executor
 from pe_ha.masking import install_log_masking
 from pe_ha.pe_api import PEApi
 from pe_ha.settings import Settings, get_settings
@@ -31,6 +31,8 @@ def settings() -> Settings:
 def executor() -> Executor:
     with _lock:
         if "executor" not in _state:
+            from pe_ha.ssh import FabricExecutor  # fabric and paramiko load with the first SSH step, not the flow
+
             _state["executor"] = FabricExecutor(settings())
         return _state["executor"]
 

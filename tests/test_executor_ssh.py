@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pe_ha.errors import CommandFailed, ConnectError, RemoteTimeout
-from pe_ha.executor import FabricExecutor
+from pe_ha.ssh import FabricExecutor
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.ssh

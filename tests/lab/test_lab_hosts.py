@@ -11,8 +11,8 @@ import pytest
 from lab import core, inspect, tokens
 from pe_ha import runtime
 from pe_ha.errors import ApiError, ApiUnavailable, AuthError, CommandFailed, ConnectError
-from pe_ha.executor import FabricExecutor
 from pe_ha.pe_api import PEApi
+from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
 
 pytestmark = pytest.mark.lab

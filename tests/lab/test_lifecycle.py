@@ -13,7 +13,7 @@ import pytest
 
 from lab import core, inspect
 from pe_ha import runtime
-from pe_ha.executor import FabricExecutor
+from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]

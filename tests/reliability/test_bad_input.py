@@ -6,7 +6,7 @@ import pytest
 
 from pe_ha import runtime
 from pe_ha.errors import ConfigurationError, PeHaError, ValidationError
-from pe_ha.executor import FabricExecutor
+from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]

@@ -11,7 +11,7 @@ import pytest
 from lab import core, tokens
 from pe_ha import commands, runtime
 from pe_ha.errors import ConnectError, WaitTimedOut
-from pe_ha.executor import FabricExecutor
+from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
