@@ -47,10 +47,11 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     promote_cmd = commands.promote_replica(topology=topology)
     job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
     agent_cmd = commands.agent_run(server_list=[replica])
+    probe_cmd = commands.tcp_probe_ports(master, status_api.PE_PORTS)
 
     def split_brain_guard() -> None:
         from_worker = status_api.open_ports_from_worker(master)
-        from_replica = status_api.open_ports_from_host(replica, master)
+        from_replica = status_api.open_ports_from_host(replica, probe_cmd)
         if from_worker or from_replica:
             reason = (f"the master {master} still answers on PE ports {sorted(set(from_worker) | set(from_replica))} "
                       f"(from the worker: {from_worker or 'none'}; from {replica}: {from_replica or 'none'})")
@@ -83,7 +84,7 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
         Step("pe-version", "check PE version", replica, lambda: infrastructure.pe_version(replica),
              commands=[(replica, commands.pe_version())]),
         Step("split-brain-guard", "split-brain guard: is the old master gone?", master, split_brain_guard,
-             commands=[(replica, commands.tcp_probe_ports(master, status_api.PE_PORTS))],
+             commands=[(replica, probe_cmd)],
              note=f"and from the worker: a TCP probe of {master} on PE ports {list(status_api.PE_PORTS)}"),
         Step("replica-enabled", "check the replica was enabled", replica, replica_was_enabled,
              note="classifier on the replica: PE Infrastructure's ha_enabled_replicas"),

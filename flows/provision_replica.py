@@ -91,7 +91,8 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         stage_token(master),
         Step("secret-keys", "copy the PE version's secret key files to the replica", master,
              lambda: infrastructure.copy_secret_keys(master, replica, found["version"]), phase="provision",
-             commands=copy_secret_keys_example(master, replica), data_dependent=True,
+             commands=[c for part in infrastructure.secret_key_commands(master, replica, "2019.8.0") for c in part],
+             data_dependent=True,
              note="the files the PE version lists (2019.8-2021.5: keys.json; 2021.7 and later: three): a test -f on "
                   "the master, then install -d on the replica and scp -p, for each"),
         Step("provision", "puppet infrastructure provision replica", master,
@@ -121,15 +122,3 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries),
                found["code"])
     return {"replica": replica, "services": len(entries), "verify_exit_code": found["code"]}
-
-
-def copy_secret_keys_example(master: str, replica: str) -> list:
-    """The commands of the secret-key copy for PE 2019.8 (one file), as the plan's example."""
-    from pe_ha import versions
-
-    parsed = versions.parse("2019.8.0")
-    assert parsed is not None
-    out = [(master, commands.file_exists(f)) for f in parsed.secret_key_files]
-    for path in parsed.secret_key_files:
-        out += [(replica, commands.make_dir(path.rsplit("/", 1)[0])), (master, commands.copy_preserving(path, host=replica))]
-    return out

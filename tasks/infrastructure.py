@@ -125,19 +125,27 @@ def pe_version(host: str) -> str:
     return str(versions.require_supported(text, host))
 
 
+def secret_key_commands(master: str, replica: str, version: str) -> tuple[list[tuple[str, Command]], list[tuple[str, Command]]]:
+    """The secret-key copy for a PE version: the checks that each file is on the master, then the copies."""
+    parsed = versions.parse(version)
+    assert parsed is not None
+    files = parsed.secret_key_files
+    checks = [(master, commands.file_exists(path)) for path in files]
+    copies = [pair for path in files for pair in ((replica, commands.make_dir(path.rsplit("/", 1)[0])),
+                                                  (master, commands.copy_preserving(path, host=replica)))]
+    return checks, copies
+
+
 @task(name="copy-secret-keys", task_run_name="copy-secret-keys/{replica}", **SIDE_EFFECT)
 def copy_secret_keys(master: str, replica: str, version: str) -> list[str]:
     """Copy the secret key files this PE version needs on a new replica from the master (mode kept)."""
-    parsed = versions.parse(version)
-    assert parsed is not None
     ex = runtime.executor()
-    files = list(parsed.secret_key_files)
-    missing = [f for f in files if ex.run(master, commands.file_exists(f), check=False, timeout_s=30, stream=False).exit_code]
+    checks, copies = secret_key_commands(master, replica, version)
+    missing = [cmd.argv[-1] for host, cmd in checks if ex.run(host, cmd, check=False, timeout_s=30, stream=False).exit_code]
     if missing:
         raise PreconditionFailed(f"{master} has no {', '.join(missing)}, which PE {version} copies to a new replica",
                                  hint="check the master's PE installation (puppet infrastructure configure)")
-    for path in files:
-        ex.run(replica, commands.make_dir(path.rsplit("/", 1)[0]), timeout_s=30)
-        ex.run(master, commands.copy_preserving(path, host=replica), timeout_s=120)
-    logger().info("copied %d secret key file(s) from %s to %s", len(files), master, replica)
-    return files
+    for host, cmd in copies:
+        ex.run(host, cmd, timeout_s=120)
+    logger().info("copied %d secret key file(s) from %s to %s", len(checks), master, replica)
+    return [cmd.argv[-1] for _, cmd in checks]

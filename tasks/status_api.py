@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prefect import task
 
-from pe_ha import commands, runtime
+from pe_ha import runtime
+from pe_ha.commands import Command
 from pe_ha.errors import ApiError
 from pe_ha.pe_api import PE_PORTS, PUPPETSERVER, STATUS_PORTS
 from tasks._base import READ
@@ -63,12 +64,11 @@ def open_ports_from_worker(host: str, timeout_s: float = 3.0) -> list[int]:
         return sorted(p for p in pool.map(probe, PE_PORTS) if p is not None)
 
 
-@task(name="probe-ports-from-host", task_run_name="probe-ports/{host}-from-{from_host}",
+@task(name="probe-ports-from-host", task_run_name="probe-ports-from-{from_host}",
       cache_policy=READ["cache_policy"], retries=0)
-def open_ports_from_host(from_host: str, host: str, timeout_s: int = 3) -> list[int]:
-    """PE ports on ``host`` that accept a TCP connection from ``from_host`` (one parallel probe over SSH)."""
-    result = runtime.executor().run(from_host, commands.tcp_probe_ports(host, PE_PORTS, timeout_s=timeout_s),
-                                    check=False, timeout_s=timeout_s + 10, stream=False)
+def open_ports_from_host(from_host: str, probe: Command, timeout_s: int = 3) -> list[int]:
+    """The ports that ``probe`` (``commands.tcp_probe_ports``) finds open from ``from_host``, over SSH."""
+    result = runtime.executor().run(from_host, probe, check=False, timeout_s=timeout_s + 10, stream=False)
     return sorted(int(line) for line in result.stdout.split() if line.isdigit())
 
 

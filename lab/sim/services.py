@@ -161,6 +161,12 @@ def service_running(name):
     return service_pid(name) is not None
 
 
+def pg_ctl(*args):
+    """PE's PostgreSQL service, as its unit runs it: pg_ctl on the node's data directory, as its OS user."""
+    subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D", pg_data(), *args],
+                   check=True, capture_output=True)
+
+
 def start_service(name):
     if service_running(name):
         return False
@@ -168,10 +174,7 @@ def start_service(name):
         update_state(puppet_service="running")
         return True
     if name == "pe-postgresql":
-        subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D",
-                        pg_data(), "-l",
-                        "/var/log/puppetlabs/postgresql/postgresql.log", "-w", "start"], check=True,
-                       capture_output=True)
+        pg_ctl("-l", "/var/log/puppetlabs/postgresql/postgresql.log", "-w", "start")
         return True
     os.makedirs(RUN, exist_ok=True)
     os.makedirs(LOG, exist_ok=True)
@@ -198,9 +201,7 @@ def stop_service(name):
         update_state(puppet_service="stopped")
         return True
     if name == "pe-postgresql":
-        subprocess.run(["runuser", "-u", "postgres", "--", "/opt/puppetlabs/server/bin/pg_ctl", "-D",
-                        pg_data(), "-m", "fast", "-w", "stop"],
-                       check=True, capture_output=True)
+        pg_ctl("-m", "fast", "-w", "stop")
         return True
     pid = service_pid(name)
     os.kill(pid, signal.SIGTERM)
