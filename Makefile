@@ -50,7 +50,8 @@ $(TOOLS)/bin/uv:
 venv: .stamps/venv
 .stamps/venv: pyproject.toml uv.lock | $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
 	@mkdir -p .stamps
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
+	$(PY) -m compileall -q pe_ha flows tasks deployments lab
 	@touch $@
 
 lint: venv
