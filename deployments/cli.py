@@ -238,8 +238,12 @@ def setup(extra: list[str]) -> int:
         raise SystemExit(f"pe-ha: setup deploys the settings' installation ({settings.installation}), not "
                          f"{installation()}: run it with that installation's settings")
     # `prefect deploy` templates these from its environment: give it the settings' values, not the shell's.
+    # deployments.setup gets them too: a .env in this directory is not read from the checkout it runs in.
     env = {**os.environ, "PEHA_INSTALLATION": settings.installation,
+           "PEHA_HEALTH_INTERVAL_S": str(settings.health_interval_s),
            "PEHA_PROJECT_DIR": os.environ.get("PEHA_PROJECT_DIR", str(ROOT))}
+    if settings.alert_webhook_url:
+        env["PEHA_ALERT_WEBHOOK_URL"] = settings.alert_webhook_url
     python = sys.executable
     prefect = str(Path(python).with_name("prefect"))
     for argv in ([python, "-m", "deployments.setup", *extra], [prefect, "--no-prompt", "deploy", "--all"],
