@@ -178,6 +178,7 @@ def run_name(procedure: str, parameter: str, fallback: str):
 
 _lock_held: contextvars.ContextVar[bool] = contextvars.ContextVar("pe_ha_lock_held", default=False)
 LOCK_LEASE_S = 60  # Prefect's minimum; a crashed holder frees the lock within about a minute
+LOCK_ATTEMPTS = 3  # a timed-out wait for a lock that turns out free is asked again, at most this often
 
 
 def lock_name(installation: str) -> str:
@@ -191,6 +192,19 @@ def _holder_variable(installation: str) -> str:
 # The procedures that take the lock: a run of one of these, running or paused, is the holder.
 LOCKING_PROCEDURES = ("provision-replica", "copy-puppetdb", "enable-replica", "promote-replica",
                       "enable-ha-failover", "forget-replica", "reinitialize-replica", "configure-agent-failover")
+
+
+def _lock_is_taken(name: str) -> bool:
+    """Whether the lock's slot is occupied now; when that cannot be read, it is taken (the refusal stands)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        return limit.active_slots >= limit.limit
+    except Exception as exc:
+        log().debug("could not read the %s lock's slots: %s", name, exc)
+        return True
 
 
 def _who_holds(installation: str) -> str:
@@ -291,24 +305,32 @@ def installation_lock(procedure: str):
             wait = float(os.environ.get("PEHA_LOCK_WAIT_S", "900"))
             from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
 
-            try:
-                with concurrency(name, occupy=1, timeout_seconds=wait, strict=True, lease_duration=LOCK_LEASE_S):
-                    # Recorded with the lock, before any step: a waiter that gives up names this run.
-                    _note_holder(s.installation, procedure)
-                    token = _lock_held.set(True)
-                    try:
-                        log().info("holding the %s lock for %s", name, procedure)
-                        return fn(*args, **kwargs)
-                    finally:
-                        _lock_held.reset(token)
-                        _note_released(s.installation)
-            except AcquireConcurrencySlotTimeoutError:
-                raise PreconditionFailed(
-                    f"another procedure holds the {name} lock: {_who_holds(s.installation)}; waited {wait:g} s",
-                    hint="wait for that run to finish (or cancel it), then start this one again") from None
-            except ConcurrencySlotAcquisitionError as exc:
-                raise PreconditionFailed(f"the concurrency limit {name} is missing ({exc})",
-                                         hint="run `python -m deployments.setup` to create it") from None
+            for attempt in range(LOCK_ATTEMPTS):
+                try:
+                    with concurrency(name, occupy=1, timeout_seconds=wait, strict=True, lease_duration=LOCK_LEASE_S):
+                        # Recorded with the lock, before any step: a waiter that gives up names this run.
+                        _note_holder(s.installation, procedure)
+                        token = _lock_held.set(True)
+                        try:
+                            log().info("holding the %s lock for %s", name, procedure)
+                            return fn(*args, **kwargs)
+                        finally:
+                            _lock_held.reset(token)
+                            _note_released(s.installation)
+                except AcquireConcurrencySlotTimeoutError:
+                    if attempt + 1 < LOCK_ATTEMPTS and not _lock_is_taken(name):
+                        # The wait went on the server's answers (SQLite's "database is locked" is retried with
+                        # backoff), not on a holder: refusing would name a holder that does not exist.
+                        log().warning("the %s lock was free, but the server did not grant it within %g s; "
+                                      "asking again", name, wait)
+                        continue
+                    raise PreconditionFailed(
+                        f"another procedure holds the {name} lock: {_who_holds(s.installation)}; waited {wait:g} s",
+                        hint="wait for that run to finish (or cancel it), then start this one again") from None
+                except ConcurrencySlotAcquisitionError as exc:
+                    raise PreconditionFailed(f"the concurrency limit {name} is missing ({exc})",
+                                             hint="run `pe-ha setup` to create it") from None
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
         # Flow modules do not use `from __future__ import annotations`: Prefect builds the parameter
         # schema from these (wrapped) annotations, which must be real types, not strings.

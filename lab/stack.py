@@ -206,6 +206,8 @@ class PrefectStack:
             state = (run.get("state") or {}).get("type")
             if state in until:
                 return run
+            if state in TERMINAL:  # it ended without reaching what the caller waits for: say why, now
+                raise AssertionError(f"flow run {run_id} ended before reaching {sorted(until)}:\n{self.explain(run_id)}")
             time.sleep(0.5)
         raise TimeoutError(f"flow run {run_id} did not reach {until} in {timeout_s} s")
 

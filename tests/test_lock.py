@@ -98,3 +98,51 @@ def test_the_holder_is_noted_with_the_lock_and_marked_released_before_it_goes(en
         assert note["procedure"] == "provision-replica" and note["name"].startswith("provision-replica/")
         holder_id = note["id"]
     assert Variable.get("pe-ha-lock-holder-unit") == {"released": holder_id}
+
+
+def test_a_wait_that_timed_out_on_a_free_lock_asks_again(env, monkeypatch):
+    """A slow server (SQLite's 'database is locked', retried with backoff) can use up the wait while nobody
+    holds the lock: the procedure asks again instead of naming a holder that does not exist."""
+    from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
+    from prefect.concurrency.sync import concurrency as real_concurrency
+
+    import flows._common as common
+
+    fake, _, _ = env
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
+    asked = []
+
+    def slow_then_granted(*args, **kwargs):
+        asked.append(kwargs["timeout_seconds"])
+        if len(asked) == 1:
+            raise AcquireConcurrencySlotTimeoutError("timed out")
+        return real_concurrency(*args, **kwargs)
+
+    monkeypatch.setattr(common, "concurrency", slow_then_granted)
+    from flows.provision_replica import provision_replica
+
+    assert provision_replica(sync_timeout_s=30)["replica"] == R
+    assert len(asked) == 2
+
+
+def test_a_wait_that_timed_out_on_a_held_lock_is_refused_at_once(env, monkeypatch):
+    from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
+
+    import flows._common as common
+
+    fake, _, _ = env
+    asked = []
+
+    def held(*args, **kwargs):
+        asked.append(1)
+        raise AcquireConcurrencySlotTimeoutError("timed out")
+
+    monkeypatch.setattr(common, "concurrency", held)
+    monkeypatch.setattr(common, "_lock_is_taken", lambda name: True)
+    from flows.forget_replica import forget_replica
+
+    state = forget_replica(approve=True, return_state=True)
+    assert state.is_failed() and "holds the pe-ha:unit lock" in state.message
+    assert len(asked) == 1 and fake.calls == []
