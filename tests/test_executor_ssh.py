@@ -125,11 +125,12 @@ def test_file_transfer_round_trip(executor, tmp_path):
 def test_last_stderr_line_is_kept_and_a_daemon_holding_stderr_does_not_hang_the_run(executor):
     # The stderr tagger must finish before the session ends (a lost last line hid error messages under
     # load), but a background process that inherits stderr must not hold the run until its timeout.
-    script = "sleep 300 </dev/null >/dev/null & echo started; echo 'final words' >&2"
+    script = "sleep 300 </dev/null >/dev/null & echo \"started $!\"; echo 'final words' >&2"
     result = executor.run("local.test", ["bash", "-c", script], timeout_s=60)
-    assert result.stdout.splitlines() == ["started"]
+    started, pid = result.stdout.split()
+    assert started == "started" and pid.isdigit()
     assert result.stderr.splitlines() == ["final words"]
-    executor.run("local.test", ["pkill", "-f", "^sleep 300"], check=False)
+    executor.run("local.test", ["kill", pid], check=False)  # that one process: never a pattern machine-wide
 
 
 # -- sessions (pe_ha.psql speaks to psql through one) ------------------------------------------------
