@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
-                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb
+                postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb \
+                $(PUPPET_PACKAGES)
+# Real Puppet from Debian 12, pinned: the agent judges the noop check's summary (tests/contract/test_agent_report.py).
+PUPPET_PACKAGES := puppet-agent=7.23.0-1+deb12u1
 TOOLS := $(CURDIR)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
@@ -36,7 +39,10 @@ pg-builds: .stamps/pg-builds
 apt: .stamps/apt
 .stamps/apt:
 	@mkdir -p .stamps
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do name=$${p%%=*}; want=$${p#*=}; \
+	  have=$$(dpkg-query -W -f='$${Status} $${Version}' $$name 2>/dev/null); \
+	  case "$$have" in "install ok installed "*) [ "$$p" = "$$name" ] || [ "$${have##* }" = "$$want" ] || missing="$$missing $$p";; \
+	  *) missing="$$missing $$p";; esac; done; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \

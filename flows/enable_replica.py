@@ -155,7 +155,7 @@ def drill_steps(master: str, replica: str, test_node: str, found: dict) -> list[
              commands=[(master, c) for c in commands.drill_block("198.51.100.1")],
              note=f"for the addresses of {replica} and {test_node}, resolved on the master (the example shows one)"),
         Step("drill-agent-run", "drill: puppet agent -t on the test node", test_node, run_agent, phase="drill",
-             commands=[(test_node, agent_cmd)]),
+             commands=[(test_node, agent_cmd), (test_node, commands.agent_last_run_summary())]),
         Step("drill-reconnect", "drill: reconnect", master, reconnect, phase="drill", always=True,
              armed_by="drill-cut-off", data_dependent=True,
              commands=[(master, c) for c in commands.drill_unblock("198.51.100.1")],

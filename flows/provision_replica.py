@@ -7,7 +7,8 @@
    keys.json; 2021.7 and later: three files), then ``puppet infrastructure provision replica <replica>``.
    (Optional) the manual PuppetDB copy, during the sync, as the guide allows.
 5. Wait, bounded, until every replica service is running (PuppetDB no longer ``starting``).
-6. ``puppet agent -t --noop --server_list=<replica>`` on a managed node: 0 or 2 passes.
+6. ``puppet agent -t --noop --server_list=<replica>`` on a managed node succeeds and shows no changed resources:
+   its ``last_run_summary.yaml`` counts nothing out of sync (a noop run exits 0 with changes pending).
 """
 
 
@@ -77,7 +78,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         found["entries"] = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
 
     def verify() -> None:
-        found["code"] = agent.agent_run(node, verify_cmd, suffix="-noop")
+        found["code"] = agent.agent_run(node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
     status_cmd = commands.infrastructure_status(host=replica)
     steps = [
@@ -108,7 +109,8 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
              commands=[(master, status_cmd)], data_dependent=True,
              note=f"repeated every 5 s until every service runs, for at most {sync_timeout_s:g} s"),
         remove_token(master),
-        Step("verify", "verify: noop run against the replica", node, verify, commands=[(node, verify_cmd)]),
+        Step("verify", "verify: noop run against the replica, no changed resources", node, verify,
+             commands=[(node, verify_cmd), (node, commands.agent_last_run_summary())]),
     ]
     procedure = Procedure("provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
                           topology_on=master)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.futures import PrefectFuture, as_completed
 
-from pe_ha import runtime
+from pe_ha import commands, runtime
+from pe_ha.agent_report import no_changes_problem
 from pe_ha.commands import Command
 from pe_ha.errors import CommandFailed, WaitTimedOut
 from tasks._base import RETRY_CONNECT, logger
@@ -20,7 +21,11 @@ _LOCKED = "already in progress"
 @task(name="puppet-agent-run", task_run_name="puppet-agent{suffix}/{host}", **RETRY_CONNECT)
 def agent_run(host: str, cmd: Command, lock_wait_s: float = 600, expect_no_changes: bool = False,
               suffix: str = "") -> int:
-    """``puppet agent -t`` (``cmd``) on ``host``. Waits (bounded) for another run's lock; 0 and 2 succeed, 1/4/6 fail."""
+    """``puppet agent -t`` (``cmd``) on ``host``. Waits (bounded) for another run's lock; 0 and 2 succeed, 1/4/6 fail.
+
+    ``expect_no_changes`` also reads the run's ``last_run_summary.yaml``: a ``--noop`` run exits 0 with changes
+    pending, so only the summary's out-of-sync and noop counts say "no changed resources".
+    """
     ex = runtime.executor()
     deadline = time.monotonic() + lock_wait_s
     while True:
@@ -39,9 +44,13 @@ def agent_run(host: str, cmd: Command, lock_wait_s: float = 600, expect_no_chang
         raise CommandFailed(host=host, command=result.command, exit_code=result.exit_code,
                             output=result.stdout + "\n" + result.stderr,
                             hint=meaning.get(result.exit_code, "unexpected exit code"))
-    if expect_no_changes and result.exit_code == 2:
-        raise CommandFailed(host=host, command=result.command, exit_code=2, output=result.stdout,
-                            hint="the run changed resources where none were expected")
+    if expect_no_changes:
+        summary = ex.run(host, commands.agent_last_run_summary(), check=False, timeout_s=60)
+        problem = ("last_run_summary.yaml could not be read: " + summary.stderr.strip()[:200]
+                   if summary.exit_code != 0 else no_changes_problem(summary.stdout, result.stdout))
+        if problem:
+            raise CommandFailed(host=host, command=result.command, exit_code=result.exit_code, output=result.stdout,
+                                hint=f"the run shows changes where none were expected: {problem}")
     return result.exit_code
 
 

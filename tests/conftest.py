@@ -145,6 +145,16 @@ def status_json(host: str, state: str = "running") -> str:
                        for s in ("puppetdb-status", "pe-master")])
 
 
+CLEAN_AGENT_SUMMARY = (Path(__file__).parent / "contract" / "samples" / "agent-last-run-summary-clean.yaml").read_text()
+
+
+def answer_agent_summary(fake, text: str = CLEAN_AGENT_SUMMARY, host: str | None = None) -> None:
+    """Every node's ``last_run_summary.yaml`` read answers ``text`` (default: Puppet's own clean summary)."""
+    from pe_ha import commands
+
+    fake.script(host, commands.agent_last_run_summary().argv, stdout=text, override=True)
+
+
 @pytest.fixture()
 def env(tmp_path):
     """A fake executor and a fake PE API installed for one test, with the unit-test settings."""
@@ -153,6 +163,7 @@ def env(tmp_path):
 
     settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
     fake = FakeExecutor()
+    answer_agent_summary(fake)
     api = fake_pe_api(settings)
     with runtime.use(executor=fake, api=api, settings=settings):
         yield fake, api, settings

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pe_ha import commands
 from pe_ha.errors import CommandFailed, WaitTimedOut
 from pe_ha.executor import CommandResult
+from tests.conftest import answer_agent_summary
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
 
@@ -32,6 +35,30 @@ def test_agent_failures_are_failures(env, code):
 
     with pytest.raises(CommandFailed):
         agent_run.fn(A1, commands.agent_run())
+
+
+PENDING_SUMMARY = (Path(__file__).parent / "contract" / "samples" / "agent-last-run-summary-noop-pending.yaml").read_text()
+
+
+def test_a_noop_run_that_exits_0_with_a_pending_change_fails_the_no_changes_check(env):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent"), exit_code=0, stdout=(
+        "Info: Applying configuration version '1796514648'\n"
+        "Notice: /Stage[main]/Main/File[/etc/motd]/ensure: current_value 'absent', should be 'file' (noop)\n"))
+    answer_agent_summary(fake, PENDING_SUMMARY, host=A1)
+    from tasks.agent import agent_run
+
+    with pytest.raises(CommandFailed, match=r"File\[/etc/motd\]"):
+        agent_run(A1, commands.agent_run(noop=True, server_list=[R]), expect_no_changes=True)
+    assert fake.commands_on(A1)[-1] == commands.agent_last_run_summary().argv
+
+
+def test_a_noop_run_with_a_clean_summary_passes_the_no_changes_check(env):
+    fake, _, _ = env
+    fake.script(A1, ("puppet", "agent"), exit_code=0, stdout="Info: Applying configuration version '1796514764'\n")
+    from tasks.agent import agent_run
+
+    assert agent_run(A1, commands.agent_run(noop=True), expect_no_changes=True) == 0
 
 
 def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pe_ha import runtime
+from pe_ha import commands, runtime
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, ValidationError, WaitTimedOut
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
@@ -39,7 +39,8 @@ def test_provision_replica_runs_the_runbook_in_order(env):
         ("puppet", "infrastructure", "provision", "replica", R, "--color", "false", "--token-file", TF),
         ("rm", "-f", "--", TF),
     ]
-    assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}")]
+    assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}"),
+                                    commands.agent_last_run_summary().argv]  # the noop run's own counts
     assert ("put", "<bytes>", TF) in [c.argv for c in fake.calls if c.kind == "put"]
     assert any("authenticate" in c for c in api.calls)
 
@@ -199,7 +200,7 @@ def test_enable_replica_with_job_deploy_and_drill(env):
          "nodes {deactivated is null and expired is null}", "--token-file", TF),
     ]
     assert fake.commands_on(R) == [("puppet", "config", "delete", "server", "--section", "main")]
-    assert fake.commands_on(A2) == [("puppet", "agent", "-t")]
+    assert fake.commands_on(A2) == [("puppet", "agent", "-t"), commands.agent_last_run_summary().argv]
     iptables = [c for c in fake.commands_on(M) if c[0] == "iptables"]
     assert [c[1] for c in iptables[:4]] == ["-I", "-I", "-I", "-I"]
     assert any(c[1] == "-D" for c in iptables)
@@ -380,7 +381,8 @@ def test_provision_restarts_at_wait_without_reprovisioning(env):
 
     provision_replica(start_at="wait", sync_timeout_s=30)
     assert not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M))
-    assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}")]
+    assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}"),
+                                    commands.agent_last_run_summary().argv]
 
 
 def test_configure_agent_failover_is_idempotent(env):

@@ -14,7 +14,7 @@ from flows import _steps
 from pe_ha import commands, runtime
 from pe_ha.fake_executor import FakeExecutor
 from pe_ha.psql import SEP
-from tests.conftest import fake_pe_api, make_settings
+from tests.conftest import answer_agent_summary, fake_pe_api, make_settings
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
 
@@ -57,6 +57,7 @@ def scripted(fake: FakeExecutor) -> FakeExecutor:
     # a table stream's loader reports the rows it loaded
     fake.script(M, ("bash",), stdout="PEHA-ROWS certnames 5\n")
     fake.session_responder = answer_sql
+    answer_agent_summary(fake)
     return fake
 
 

@@ -2,8 +2,10 @@
 
 import os
 import subprocess
+import time
 
 from base import (
+    LASTRUNFILE,
     LOCKFILE,
     ROLE_SERVICES,
     SERVICES,
@@ -114,13 +116,16 @@ def _agent_run(args, noop):
     except OSError as e:
         print("Error: Could not retrieve catalog from remote server: %s" % e)
         return 1
-    print("Info: Applying configuration version '1700000000' (compiled by %s)" % catalog.get("compiled_by"))
+    config_version = int(time.time())
+    print("Info: Applying configuration version '%d' (compiled by %s)" % (config_version, catalog.get("compiled_by")))
     changes = 0
+    pending = 0
     for key, value in sorted(catalog.get("settings", {}).items()):
         current = conf_get(key, "main")
         if current == value:
             continue
         if noop:
+            pending += 1
             print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Pe_ini_setting[%s]/value: current_value '%s', "
                   "should be '%s' (noop)" % (key, current, value))
         else:
@@ -138,13 +143,36 @@ def _agent_run(args, noop):
     except OSError as e:
         print("Warning: Unable to submit report to PuppetDB: %s" % e)
     print("Notice: Applied catalog in 0.%02d seconds" % (changes + 3))
+    write_summary(config_version, total=len(catalog.get("settings", {})) + 8, changed=changes,
+                  out_of_sync=changes + pending, failed=1 if failed else 0, noop=pending)
     if failed:
         return 6 if changes else 4
     return 2 if changes else 0
 
 
+def write_summary(config_version, *, total, changed, out_of_sync, failed, noop):
+    """``last_run_summary.yaml`` in the layout Puppet 7.23.0 writes (a real capture:
+    tests/contract/samples/agent-last-run-summary-noop-pending.yaml)."""
+    os.makedirs(os.path.dirname(LASTRUNFILE), exist_ok=True)
+    now = int(time.time())
+    with open(LASTRUNFILE + ".tmp", "w") as f:
+        f.write("---\nversion:\n  config: %d\n  puppet: 7.23.0\napplication:\n  run_mode: agent\n"
+                "  initial_environment: production\n  converged_environment: production\n"
+                "resources:\n  changed: %d\n  corrective_change: 0\n  failed: %d\n  failed_to_restart: 0\n"
+                "  out_of_sync: %d\n  restarted: 0\n  scheduled: 0\n  skipped: 0\n  total: %d\n"
+                "time:\n  total: 0.05\n  last_run: %d\nchanges:\n  total: %d\n"
+                "events:\n  failure: %d\n  noop: %d\n  success: %d\n  total: %d\n"
+                % (config_version, changed, failed, out_of_sync, total, now, changed, failed, noop, changed,
+                   failed + noop + changed))
+    os.replace(LASTRUNFILE + ".tmp", LASTRUNFILE)
+
+
 def cmd_agent_subprocess():
     return subprocess.run(["/opt/puppetlabs/bin/puppet", "agent", "-t"], capture_output=True).returncode
+
+
+# Puppet's own defaults for the settings pe-ha reads but PE does not write into puppet.conf.
+SETTING_DEFAULTS = {"lastrunfile": LASTRUNFILE}
 
 
 def cmd_config(args):
@@ -154,7 +182,7 @@ def cmd_config(args):
     rest = [a for i, a in enumerate(args) if a != "--section" and (i == 0 or args[i - 1] != "--section")]
     action, rest = rest[0], rest[1:]
     if action == "print":
-        print(conf_get(rest[0], section) or "")
+        print(conf_get(rest[0], section) or SETTING_DEFAULTS.get(rest[0], ""))
         return 0
     if action == "set":
         conf_set(rest[0], rest[1], section)

@@ -43,6 +43,8 @@ SSLDIR = "/etc/puppetlabs/puppet/ssl"
 
 
 LOCKFILE = "/opt/puppetlabs/puppet/cache/state/agent_catalog_run.lock"
+# Puppet 7's default ``lastrunfile`` ($publicdir/last_run_summary.yaml); Puppet 6 kept it under cache/state.
+LASTRUNFILE = "/opt/puppetlabs/puppet/public/last_run_summary.yaml"
 
 
 PDB_SCHEMA = SIM + "/puppetdb_schema.sql"

@@ -39,6 +39,7 @@ from pe_ha.commands.postgres import (  # noqa: F401
     write_restore_lists,
 )
 from pe_ha.commands.puppet import (  # noqa: F401
+    agent_last_run_summary,
     agent_run,
     config_delete,
     config_print,

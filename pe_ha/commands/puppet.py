@@ -179,6 +179,13 @@ def agent_run(*, noop: bool = False, server_list: Sequence[str] = ()) -> Command
     return Command(tuple(argv), "puppet agent -t" + (" --noop" if noop else ""))
 
 
+def agent_last_run_summary() -> Command:
+    """The agent's ``last_run_summary.yaml``, wherever this Puppet keeps it (``lastrunfile``: PE's Puppet 7 and later
+    under ``/opt/puppetlabs/puppet/public``, earlier under the agent's state dir)."""
+    script = f"cat -- \"$({PUPPET} config print lastrunfile --section agent)\""
+    return Command(("bash", "-c", script), "the agent's last_run_summary.yaml")
+
+
 def job_run_all_nodes(*, token_file: str | None = None) -> Command:
     """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'``."""
     argv = [PUPPET, "job", "run", "--no-enforce-environment", "--query", AGENT_NODES_QUERY]
