@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from lab import core, pdbgen, tokens
+from lab import core, pdbgen, realpuppet, tokens
 from lab.config import LAB_DIR, LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -43,9 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "up":
         cfg = LabConfig(agents=args.agents, sync_seconds=args.sync_seconds, pdb_nodes=args.pdb_nodes, pe=args.pe)
         core.up(cfg)
-        print(f"PE profile {cfg.pe} (simulated): PE {cfg.profile.pe_version}, PostgreSQL {cfg.profile.pg_major}, "
-              f"PuppetDB {cfg.profile.puppetdb_version} ({cfg.profile.partitioning} partitions)")
-        if args.pdb_nodes:
+        p = cfg.profile
+        pdb = "real PuppetDB (Debian's)" if p.real_puppetdb else "PuppetDB schema simulated"
+        print(f"PE profile {cfg.pe} (PE simulated, {pdb}): PE {p.pe_version}, PostgreSQL {p.pg_major}, "
+              f"PuppetDB {p.puppetdb_version} ({p.partitioning} partitions)")
+        if p.real_puppetdb:
+            took = realpuppet.seed(cfg, args.pdb_nodes)
+            print(f"real PuppetDB on the master: started in {took['start']:.1f} s, {args.pdb_nodes} nodes through its "
+                  f"command API in {took['fill']:.1f} s (http://127.0.0.1:8080 inside the master)")
+        elif args.pdb_nodes:
             print(f"synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
         print(f"settings for pe-ha: {LAB_DIR / 'peha.env'}")
         return 0
@@ -75,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"new admin token in {LAB_DIR / 'secrets' / 'token'}")
         return 0
     if args.cmd == "pdb":
-        print(f"{pdbgen.generate(cfg, args.nodes):.1f} s")
+        if cfg.profile.real_puppetdb:
+            print(f"{realpuppet.fill(realpuppet.RealPuppetDB(cfg, cfg.master), args.nodes):.1f} s (through PuppetDB)")
+        else:
+            print(f"{pdbgen.generate(cfg, args.nodes):.1f} s")
         return 0
     return 2
 

@@ -35,6 +35,9 @@ class PeProfile:
     trgm_required: bool
     reinitialize_databases: tuple[str, ...]  # what `reinitialize replica --db` accepts
     secret_key_files: tuple[str, ...]  # copied to the replica before provisioning (the version's own step)
+    # PuppetDB is the real one (Debian's puppetdb, lab/realpuppet.py): it builds pe-puppetdb by its own migrations
+    # and is fed through its command API, instead of lab/pdbschema.py and lab/pdbgen.py.
+    real_puppetdb: bool = False
 
     @property
     def infra_flags(self) -> dict[str, tuple[str, ...]]:
@@ -61,6 +64,11 @@ PROFILES = {
                         (*PE_DATABASES_BASE, "pe-inventory"),
                         (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
                          "/etc/puppetlabs/console-services/conf.d/secrets/keys.json")),
+    # PE 2021.7 with the PuppetDB Debian 12 ships (7.12.1: migration 80, INHERITS day children); no PE release note
+    # found names 7.12.1, so this is not a PE release's exact PuppetDB (docs/simulator.md).
+    "2021.7-real": PeProfile("2021.7-real", "2021.7.9", 11, "7.12.1", "inherits", 80, True, PE_DATABASES_BASE,
+                             (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
+                              "/etc/puppetlabs/console-services/conf.d/secrets/keys.json"), real_puppetdb=True),
 }
 DEFAULT_PROFILE = "2019.8"
 

@@ -19,14 +19,18 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
 M, R = "master.lab.test", "replica.lab.test"
 
 
-@pytest.fixture(scope="module", params=sorted(PROFILES))
+# The real-PuppetDB profile has its own module (tests/lab/test_real_puppetdb.py): its data comes from PuppetDB.
+SIMULATED = sorted(name for name, p in PROFILES.items() if not p.real_puppetdb)
+
+
+@pytest.fixture(scope="module", params=SIMULATED)
 def profile_lab(request, lab):
     """The lab brought up as PE ``param`` with 20 PuppetDB nodes, as ``python -m lab up --pe P --pdb-nodes 20``."""
     cfg = LabConfig(agents=lab.agents, sync_seconds=lab.sync_seconds, pdb_nodes=20, pe=request.param)
     core.up(cfg, verbose=False)
     pdbgen.generate(cfg, 20, resources=200, reports=10)
     yield cfg
-    if request.param == sorted(PROFILES)[-1]:  # the last profile: give the session its own lab back
+    if request.param == SIMULATED[-1]:  # the last profile: give the session its own lab back
         core.up(lab, verbose=False)
         pdbgen.generate(lab, lab.pdb_nodes, resources=200, reports=10)
 

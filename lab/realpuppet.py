@@ -1,0 +1,280 @@
+"""Real PuppetDB on the lab's master and replica: Debian's ``puppetdb`` 7.12.1 (the open-source PuppetDB, not
+PE's build), each on its own host's PE PostgreSQL and ``pe-puppetdb``, as PE configures it: cleartext on
+``localhost:8080`` (PE's ``jetty.ini``), the database user ``pe-puppetdb``.
+
+The simulator keeps 8081 (PE's TLS port with RBAC tokens) for now; see docs/simulator.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from lab.config import LAB_DIR, Host, LabConfig
+from lab.core import node_run
+
+JAR = "/usr/share/puppetdb/puppetdb.jar"
+BOOTSTRAP = "/etc/puppetdb/bootstrap.cfg"
+AUTH_CONF = "/etc/puppetdb/conf.d/auth.conf"
+CONF_D = "/etc/puppetlabs/puppetdb/conf.d"  # PE's path, inside each lab host
+VARDIR = "/opt/puppetlabs/server/data/puppetdb"
+LOG = "/var/log/puppetlabs/puppetdb/puppetdb.log"
+HEAP = "-Xmx384m"
+URL = "http://127.0.0.1:8080"
+
+
+class PuppetDBError(RuntimeError):
+    """A real PuppetDB in the lab did not start, answer or store what it was sent."""
+
+
+def installed() -> bool:
+    from pathlib import Path
+
+    return Path(JAR).exists() and Path(BOOTSTRAP).exists()
+
+
+def _service_password() -> str:
+    return (LAB_DIR / "secrets" / "pg_service").read_text().strip()
+
+
+def write_config(cfg: LabConfig, h: Host) -> None:
+    """config.ini, database.ini, jetty.ini, auth.conf and logging for ``h``'s PuppetDB."""
+    conf = h.path(CONF_D)
+    conf.mkdir(parents=True, exist_ok=True)
+    h.path(VARDIR).mkdir(parents=True, exist_ok=True)
+    h.path(LOG).parent.mkdir(parents=True, exist_ok=True)
+    logback = conf.parent / "logback.xml"
+    logback.write_text(
+        '<configuration>\n  <appender name="F" class="ch.qos.logback.core.FileAppender">\n'
+        f"    <file>{LOG}</file>\n    <append>true</append>\n"
+        "    <encoder><pattern>%d{yyyy-MM-dd'T'HH:mm:ss.SSSXXX} %-5p [%c{2}] %m%n</pattern></encoder>\n"
+        '  </appender>\n  <root level="info"><appender-ref ref="F"/></root>\n</configuration>\n')
+    (conf / "config.ini").write_text(
+        f"[global]\nvardir = {VARDIR}\nlogging-config = {CONF_D.rsplit('/', 1)[0]}/logback.xml\n\n"
+        "[command-processing]\nthreads = 2\n")
+    (conf / "database.ini").write_text(
+        f"[database]\nsubname = //{h.address}:5432/pe-puppetdb\nusername = pe-puppetdb\n"
+        f"password = {_service_password()}\nmigrator-username = pe-puppetdb\nmigrator-password = {_service_password()}\n"
+        # PuppetDB's own partition and GC work stays out of the way of the copy under test
+        "gc-interval = 0\nnode-purge-ttl = 0s\nreport-ttl = 3650d\nnode-ttl = 0s\n")
+    (conf / "database.ini").chmod(0o600)
+    (conf / "jetty.ini").write_text("[jetty]\nhost = 127.0.0.1\nport = 8080\n")
+    (conf / "auth.conf").write_text(open(AUTH_CONF).read())
+
+
+@dataclass
+class RealPuppetDB:
+    """One host's PuppetDB process (started inside the host's namespaces)."""
+
+    cfg: LabConfig
+    host: Host
+
+    def start(self, *, timeout_s: float = 120) -> float:
+        """Start PuppetDB and wait until its status is ``running``; returns the seconds it took."""
+        if self.running():
+            return 0.0
+        write_config(self.cfg, self.host)
+        started = time.monotonic()
+        offset = self.log_size()
+        java = (f"exec /usr/bin/java {HEAP} -XX:+UseSerialGC -Djava.security.egd=file:/dev/urandom -cp {JAR} "
+                f"clojure.main -m puppetlabs.puppetdb.core services --config {CONF_D} --bootstrap-config {BOOTSTRAP}"
+                f" >> {LOG}.out 2>&1")
+        node_run(self.host, "sh", "-c", f"setsid sh -c '{java}' </dev/null >/dev/null 2>&1 & echo $! > {VARDIR}/pid")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.status() == "running":
+                return time.monotonic() - started
+            if not self._pid_alive():
+                raise PuppetDBError(f"PuppetDB on {self.host.fqdn} exited while starting:\n{self.log_since(offset)[-3000:]}")
+            time.sleep(0.5)
+        raise PuppetDBError(f"PuppetDB on {self.host.fqdn} not running after {timeout_s:g} s:\n"
+                            f"{self.log_since(offset)[-3000:]}")
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        node_run(self.host, "kill", str(pid), check=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self._pid_alive():
+            time.sleep(0.2)
+        if self._pid_alive():
+            node_run(self.host, "kill", "-9", str(pid), check=False)
+        self.host.path(f"{VARDIR}/pid").unlink(missing_ok=True)
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.host.path(f"{VARDIR}/pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _pid_alive(self) -> bool:
+        pid = self._pid()
+        return pid is not None and node_run(self.host, "kill", "-0", str(pid), check=False).returncode == 0
+
+    def running(self) -> bool:
+        return self._pid_alive() and self.status() == "running"
+
+    def log_size(self) -> int:
+        path = self.host.path(LOG)
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        path = self.host.path(LOG)
+        if not path.exists():
+            return ""
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    # -- HTTP inside the host (PuppetDB listens on the host's own loopback) ----------------------------
+
+    def _curl(self, *args: str, timeout: float = 60) -> tuple[int, str]:
+        out = node_run(self.host, "curl", "-sS", "-m", str(int(timeout)), "-w", "\n%{http_code}", *args,
+                       check=False, timeout=timeout + 10)
+        body, _, code = out.stdout.rpartition("\n")
+        return (int(code) if code.isdigit() else 0), body
+
+    def status(self) -> str | None:
+        code, body = self._curl(f"{URL}/status/v1/services/puppetdb-status", timeout=5)
+        if code not in (200, 503):
+            return None
+        try:
+            return json.loads(body).get("state")
+        except ValueError:
+            return None
+
+    def query(self, pql: str) -> list:
+        code, body = self._curl("-G", f"{URL}/pdb/query/v4", "--data-urlencode", f"query={pql}")
+        if code != 200:
+            raise PuppetDBError(f"PQL {pql!r} on {self.host.fqdn}: HTTP {code}: {body[:500]}")
+        return json.loads(body)
+
+    def submit(self, command: str, version: int, certname: str, payload: dict, *, wait_s: int = 60) -> dict:
+        """POST a command to ``/pdb/cmd/v1`` and wait for PuppetDB to process it."""
+        params = urllib.parse.urlencode({"command": command, "version": version, "certname": certname,
+                                         "producer-timestamp": payload.get("producer_timestamp", _now()),
+                                         "secondsToWaitForCompletion": wait_s})
+        staging = self.host.path("/var/tmp/pe-ha-lab-command.json")
+        staging.write_text(json.dumps(payload))
+        code, body = self._curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                                "@/var/tmp/pe-ha-lab-command.json", f"{URL}/pdb/cmd/v1?{params}", timeout=wait_s + 10)
+        if code != 200:
+            raise PuppetDBError(f"{command} for {certname} on {self.host.fqdn}: HTTP {code}: {body[:500]}")
+        answer = json.loads(body)
+        if answer.get("timed_out") or answer.get("processed") is False:
+            raise PuppetDBError(f"{command} for {certname} on {self.host.fqdn} was not processed: {answer}")
+        return answer
+
+
+def _now(delta: timedelta = timedelta()) -> str:
+    return (datetime.now(UTC) + delta).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- the data PuppetDB is fed: facts, a catalog and reports per node, through its command API ----------------
+
+
+def node_commands(certname: str, *, index: int, reports: int, resources: int, producer: str) -> list[tuple[str, int, dict]]:
+    """``replace facts`` v5, ``replace catalog`` v9 and ``reports`` x ``store report`` v8 for one node, as an agent
+    run sends them (PuppetDB's wire formats: documentation/wire_format/*.markdown in puppetlabs/puppetdb)."""
+    env = "production"
+    facts = {"certname": certname, "environment": env, "producer_timestamp": _now(), "producer": producer,
+             "values": {"os": {"family": "Debian", "release": {"major": "12"}}, "fqdn": certname,
+                        "memorysize_mb": 2048 + index, "processors": {"count": 2}, "region": "east" if index % 2 else "west",
+                        "networking": {"ip": f"10.1.{index // 250}.{index % 250}", "hostname": certname.split(".")[0]},
+                        "packages_count": 300 + index}}
+    resources_list = [{"type": "Class", "title": "Main", "exported": False, "file": None, "line": None,
+                       "tags": ["class", "main"], "parameters": {}}]
+    resources_list += [{"type": "File", "title": f"/etc/app/{i}.conf", "exported": False,
+                        "file": "/etc/puppetlabs/code/environments/production/manifests/site.pp", "line": 10 + i,
+                        "tags": ["file", "class"], "parameters": {"ensure": "file", "content": f"setting {i} = {index}\n",
+                                                                  "mode": "0644"}}
+                       for i in range(resources)]
+    catalog = {"certname": certname, "version": str(1700000000 + index), "environment": env,
+               "transaction_uuid": str(uuid.uuid4()), "catalog_uuid": str(uuid.uuid4()), "code_id": None,
+               "job_id": None, "producer_timestamp": _now(), "producer": producer, "resources": resources_list,
+               "edges": [{"source": {"type": "Class", "title": "Main"}, "target": {"type": "File", "title": r["title"]},
+                          "relationship": "contains"} for r in resources_list[1:]]}
+    out: list[tuple[str, int, dict]] = [("replace facts", 5, facts), ("replace catalog", 9, catalog)]
+    for n in range(reports):
+        at = timedelta(days=-((reports - 1 - n) % 4), minutes=-(reports - n) * 30)  # spread over the last days
+        events = [{"status": "success", "timestamp": _now(at), "property": "content", "name": "content",
+                   "new_value": "{md5}new", "old_value": "{md5}old", "message": "content changed",
+                   "corrective_change": False}
+                  for i in range(min(2, resources))]
+        out.append(("store report", 8, {
+            "certname": certname, "environment": env, "puppet_version": "7.23.0", "report_format": 10,
+            "configuration_version": str(1700000000 + index), "start_time": _now(at - timedelta(seconds=20)),
+            "end_time": _now(at), "producer_timestamp": _now(at), "producer": producer,
+            "transaction_uuid": str(uuid.uuid4()), "catalog_uuid": catalog["catalog_uuid"], "code_id": None,
+            "job_id": None, "cached_catalog_status": "not_used", "status": "changed", "noop": False,
+            "noop_pending": False, "corrective_change": False, "type": "agent",
+            "logs": [{"file": None, "line": None, "level": "notice", "message": "Applied catalog in 1.2 seconds",
+                      "source": "Puppet", "tags": ["notice"], "time": _now(at)}],
+            "metrics": [{"category": "time", "name": "total", "value": 1.2}],
+            "resources": [{"timestamp": _now(at), "resource_type": "File", "resource_title": f"/etc/app/{i}.conf",
+                           "skipped": False, "file": None, "line": None,
+                           "containment_path": ["Stage[main]", "Main", f"File[/etc/app/{i}.conf]"],
+                           "corrective_change": False, "events": [e]} for i, e in enumerate(events)]}))
+    return out
+
+
+def fill(db: RealPuppetDB, nodes: int, *, reports: int = 3, resources: int = 20, first: int = 0) -> float:
+    """Feed ``nodes`` simulated agents' facts, catalogs and reports through PuppetDB's command API."""
+    started = time.monotonic()
+    producer = db.cfg.master.fqdn
+    for i in range(first, first + nodes):
+        for command, version, payload in node_commands(f"pdbnode{i:05d}.lab.test", index=i, reports=reports,
+                                                       resources=resources, producer=producer):
+            db.submit(command, version, payload["certname"], payload)
+    return time.monotonic() - started
+
+
+# Questions whose answers must be the same from the master's PuppetDB and the replica's on the copy.
+ACCEPTANCE_QUERIES = {
+    "nodes": "nodes[certname, catalog_timestamp, facts_timestamp, report_timestamp, latest_report_hash] "
+             "{ order by certname }",
+    "facts": "facts[count()] {}",
+    "reports": "reports[count()] {}",
+    "resources": "resources[count()] {}",
+    "events": "events[count()] { certname ~ \".\" }",
+    "catalogs": "catalogs[count()] {}",
+    "fact_contents": "fact_contents[count()] {}",
+}
+
+
+def answers(db: RealPuppetDB) -> dict[str, list]:
+    return {name: db.query(pql) for name, pql in ACCEPTANCE_QUERIES.items()}
+
+
+def seed(cfg: LabConfig, nodes: int, *, reports: int = 3, resources: int = 20) -> dict[str, float]:
+    """The real profile's pe-puppetdb: the master's PuppetDB migrates its empty database, then ``nodes`` agents'
+    data arrive through its command API. The schema it built becomes what a provisioned replica's PuppetDB
+    migrates to (the simulator's provision step), so both ends have PuppetDB's own schema."""
+    master = RealPuppetDB(cfg, cfg.master)
+    started = master.start()
+    filled = fill(master, nodes, reports=reports, resources=resources)
+    schema = "\n".join(line for line in schema_dump(cfg, cfg.master).splitlines()
+                       if not line.startswith("COMMENT ON EXTENSION"))  # owned by the superuser, not pe-puppetdb
+    for h in cfg.hosts:
+        h.path("/opt/puppetlabs/sim/puppetdb_schema.sql").write_text(schema + "\n")
+    return {"start": started, "fill": filled}
+
+
+def stop_all(cfg: LabConfig) -> None:
+    for h in cfg.hosts:
+        if h.has_postgres:
+            RealPuppetDB(cfg, h).stop()
+
+
+def schema_dump(cfg: LabConfig, h: Host) -> str:
+    """``pg_dump --schema-only`` of ``h``'s pe-puppetdb (what PuppetDB's migrations built)."""
+    return node_run(h, "pg_dump", "-h", "/run/postgresql", "--schema-only", "--no-owner", "--no-privileges",
+                    "-d", "pe-puppetdb", as_postgres=True, timeout=120).stdout
+
+
+
