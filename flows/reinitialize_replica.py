@@ -1,8 +1,10 @@
 """Reinitialize a replica — PE guide, "Reinitialize a replica" (all databases, or some).
 
-1. The master must be fully functional and reachable: every service on its status API is running.
-2. Approval pause (unless approved up front).
-3. ``puppet infrastructure reinitialize replica [--db …] -y`` on the replica.
+1. The PE version is one pe-ha supports, and its ``reinitialize --db`` accepts each database asked for
+   (``pe-inventory`` from 2023.8).
+2. The master must be fully functional and reachable: every service on its status API is running.
+3. Approval pause (unless approved up front).
+4. ``puppet infrastructure reinitialize replica [--db …] -y`` on the replica.
 """
 
 
@@ -10,7 +12,7 @@ from prefect import flow
 
 from flows._common import installation_lock, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step
-from pe_ha import commands
+from pe_ha import commands, versions
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
 from tasks import infrastructure, status_api
@@ -23,7 +25,8 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
     """Destroy and re-create the replica's databases (``databases`` empty or None = all).
 
     Args:
-        databases: Databases to reinitialize: pe-activity, pe-classifier, pe-orchestrator, pe-rbac; empty means all.
+        databases: Databases to reinitialize: pe-activity, pe-classifier, pe-orchestrator, pe-rbac, and (PE 2023.8
+            and later) pe-inventory; empty means all.
         replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
         master: The master to run on; empty means the inventory's master.
         approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
@@ -34,6 +37,15 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
 
+    def version_has_databases() -> None:
+        version = versions.parse(infrastructure.pe_version(master))
+        assert version is not None  # pe_version refuses what it cannot parse
+        lacking = [d for d in dbs if d not in version.reinitialize_databases]
+        if lacking:
+            raise PreconditionFailed(
+                f"PE {version}'s `puppet infrastructure reinitialize replica --db` does not accept {', '.join(lacking)}",
+                hint=f"choose from {', '.join(version.reinitialize_databases)}; pe-inventory arrived with PE 2023.8")
+
     def master_is_healthy() -> None:
         rows = status_api.host_status(master)
         bad = [f"{r['service']}: {r['state']}" for r in rows if r["state"] != "running"]
@@ -42,6 +54,8 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
                                      hint="reinitialize needs a healthy master; fix it first (verify-health shows details)")
 
     procedure = Procedure("reinitialize-replica", replica, topology_on=master, steps=[
+        Step("pe-version", "check PE version and the databases it can reinitialize", master, version_has_databases,
+             commands=[(master, commands.pe_version())]),
         Step("master-health", "is the master healthy and reachable?", master, master_is_healthy,
              note=f"GET https://{master}:<4433, 8140, 8143, 8081>/status/v1/services: every service running"),
         Step("approval", "operator approval", "operator", lambda: None,

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 from pe_ha.errors import ValidationError
 
 Topology = Literal["mono", "mono-with-compile"]
-ReplicaDatabase = Literal["pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac"]
+ReplicaDatabase = Literal["pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac", "pe-inventory"]
 ServiceName = Literal[
     "puppet",
     "pe-puppetdb",

@@ -41,6 +41,15 @@ class PeVersion:
         return (ORCHESTRATOR_KEYS, ORCHESTRATOR_ENCRYPTION_KEYS, CONSOLE_KEYS)
 
 
+    @property
+    def reinitialize_databases(self) -> tuple[str, ...]:
+        """What ``puppet infrastructure reinitialize replica --db`` accepts. PE's current "Reinitialize a replica"
+        page adds ``pe-inventory`` to the four; the 2021.7 page lists the four. The release that added it is not
+        documented, so it is offered from 2023.8 (the LTS that has it, as the lab's 2023.8 profile), refused below."""
+        base = ("pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac")
+        return (*base, "pe-inventory") if (self.year, self.minor) >= (2023, 8) else base
+
+
 def parse(text: str) -> PeVersion | None:
     """``/opt/puppetlabs/server/pe_version`` (``2019.8.12``); None when it is not a PE version."""
     m = _VERSION_RE.match(text or "")

@@ -302,6 +302,39 @@ def test_reinitialize_runs_one_db_flag_per_database(env):
     reinitialize_replica(databases=["pe-rbac", "pe-activity"], approve=True)
     assert fake.commands_on(R) == [("puppet", "infrastructure", "reinitialize", "replica", "--db", "pe-rbac", "--db",
                                     "pe-activity", "-y", "--color", "false")]
+    assert ("cat", "/opt/puppetlabs/server/pe_version") in fake.commands_on(M)
+
+
+@pytest.mark.parametrize("version", ["2023.8.0", "2023.8.4"])
+def test_reinitialize_offers_pe_inventory_where_pe_documents_it(env, version):
+    fake, _, _ = env
+    fake.pe_version = version
+    from flows.reinitialize_replica import reinitialize_replica
+
+    reinitialize_replica(databases=["pe-inventory"], approve=True)
+    assert fake.commands_on(R) == [("puppet", "infrastructure", "reinitialize", "replica", "--db", "pe-inventory",
+                                    "-y", "--color", "false")]
+
+
+@pytest.mark.parametrize("version", ["2019.8.12", "2021.7.9", "2023.7.0"])
+def test_reinitialize_refuses_pe_inventory_on_versions_without_it_before_anything_runs(env, version):
+    fake, _, _ = env
+    fake.pe_version = version
+    from flows.reinitialize_replica import reinitialize_replica
+
+    state = reinitialize_replica(databases=["pe-inventory"], approve=True, return_state=True)
+    assert state.is_failed() and "does not accept pe-inventory" in state.message and version in state.message
+    assert fake.commands_on(R) == []
+
+
+def test_reinitialize_refuses_an_unsupported_pe_version(env):
+    fake, _, _ = env
+    fake.pe_version = "2018.1.11"
+    from flows.reinitialize_replica import reinitialize_replica
+
+    state = reinitialize_replica(approve=True, return_state=True)
+    assert state.is_failed() and "runs PE 2018.1.11" in state.message
+    assert fake.commands_on(R) == []
 
 
 def test_reinitialize_refuses_unknown_database(env):
