@@ -237,3 +237,35 @@ def remove_token(host: str) -> Step:
     return Step("remove-token", "remove the staged RBAC token", host, lambda: remove_token_best_effort(host),
                 commands=[(host, commands.remove_files(runtime.settings().remote_token_file))],
                 always=True, armed_by="stage-token")
+
+
+# -- the puppet service, paused around a procedure that runs Puppet itself ---------------------------------
+
+
+def pause_puppet_service(host: str) -> tuple[Step, Step]:
+    """Stop the ``puppet`` service on ``host`` before a procedure whose own Puppet runs a background run would
+    collide with (peadm's add_replica stops it on the primary around provisioning), and start it again after,
+    also after a failure, unless it was stopped to begin with."""
+    from pe_ha import commands
+    from tasks import services
+
+    was: dict[str, str] = {}
+
+    def stop() -> None:
+        was["state"] = services.service_state(host, "puppet")
+        if was["state"] != "stopped":  # running, or not readable: stopping is harmless and idempotent
+            services.set_service(host, "puppet", "stopped")
+
+    def restart() -> None:
+        if was.get("state") == "stopped":
+            log().info("the puppet service on %s was stopped before this procedure: left stopped", host)
+            return
+        services.set_service(host, "puppet", "running")
+
+    stop_step = Step("stop-puppet", "stop the puppet service (its background runs would collide)", host, stop,
+                     commands=[(host, commands.service_state("puppet")), (host, commands.service("puppet", "stopped"))],
+                     note="left stopped if it was stopped already")
+    start_step = Step("start-puppet", "start the puppet service again", host, restart, always=True,
+                      armed_by="stop-puppet", commands=[(host, commands.service("puppet", "running"))],
+                      note="also after a failure; not when it was stopped before the procedure")
+    return stop_step, start_step

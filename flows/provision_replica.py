@@ -6,6 +6,8 @@
 4. The version's secret key files are copied to the replica (PE 2019.8-2021.5: the orchestrator's
    keys.json; 2021.7 and later: three files), then ``puppet infrastructure provision replica <replica>``.
    (Optional) the manual PuppetDB copy, during the sync, as the guide allows.
+   The primary's ``puppet`` service is stopped from here until the sync is done (and started again after a
+   failure too), as peadm does: a background run would collide with provisioning's own Puppet runs.
 5. Wait, bounded, until every replica service is running (PuppetDB no longer ``starting``).
 6. ``puppet agent -t --noop --server_list=<replica>`` on a managed node succeeds and shows no changed resources:
    its ``last_run_summary.yaml`` counts nothing out of sync (a noop run exits 0 with changes pending).
@@ -17,7 +19,7 @@ from typing import Literal
 from prefect import flow
 
 from flows._common import installation_lock, inventory_host, log, master_and_replica, run_name
-from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
@@ -81,6 +83,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         found["code"] = agent.agent_run(node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
     status_cmd = commands.infrastructure_status(host=replica)
+    stop_puppet, start_puppet = pause_puppet_service(master)
     steps = [
         Step("server-setting", "check replica puppet.conf [main] server", replica, replica_points_at_master,
              commands=[(replica, commands.config_print("server"))]),
@@ -90,12 +93,13 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
              note=f"GET https://{master}:8140/status/v1/services (else the classifier's code_manager_auto_configure)"),
         check_token(master, sync_timeout_s + 600),
         stage_token(master),
-        Step("secret-keys", "copy the PE version's secret key files to the replica", master,
-             lambda: infrastructure.copy_secret_keys(master, replica, found["version"]), phase="provision",
-             commands=[c for part in infrastructure.secret_key_commands(master, replica, "2019.8.0") for c in part],
-             data_dependent=True,
-             note="the files the PE version lists (2019.8-2021.5: keys.json; 2021.7 and later: three): a test -f on "
-                  "the master, then install -d on the replica and scp -p, for each"),
+        stop_puppet,
+        Step("replica-files", "copy the secret keys, hiera.yaml and ad_ca_chain.pem to the replica", master,
+             lambda: infrastructure.copy_replica_files(master, replica, found["version"]), phase="provision",
+             commands=infrastructure.replica_file_plan(master, replica, "2019.8.0"), data_dependent=True,
+             note="the secret keys the PE version lists (2019.8-2021.5: keys.json; 2021.7 and later: three) must be on "
+                  "the master; hiera.yaml and ad_ca_chain.pem are copied when present; each: folder 0755, scp -p, "
+                  "0644"),
         Step("provision", "puppet infrastructure provision replica", master,
              lambda: infrastructure.provision_replica(master, provision_cmd), commands=[(master, provision_cmd)],
              phase="provision"),
@@ -109,6 +113,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
              commands=[(master, status_cmd)], data_dependent=True,
              note=f"repeated every 5 s until every service runs, for at most {sync_timeout_s:g} s"),
         remove_token(master),
+        start_puppet,
         Step("verify", "verify: noop run against the replica, no changed resources", node, verify,
              commands=[(node, verify_cmd), (node, commands.agent_last_run_summary())]),
     ]

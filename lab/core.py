@@ -216,6 +216,12 @@ def _node_files(cfg: LabConfig) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"pe-ha-lab-simulator": os.urandom(16).hex()}) + "\n")
                 path.chmod(0o600)
+            # PE's default Hiera config on the primary (not replicated: a new replica needs a copy)
+            hiera = h.path("/etc/puppetlabs/puppet/hiera.yaml")
+            hiera.write_text("---\n# pe-ha lab primary\nversion: 5\ndefaults:\n  datadir: data\n  data_hash: yaml_data\n"
+                             "hierarchy:\n  - name: \"Per-node data\"\n    path: \"nodes/%{trusted.certname}.yaml\"\n"
+                             "  - name: \"Common data\"\n    path: \"common.yaml\"\n")
+            hiera.chmod(0o600)
         # The replica starts as a plain agent node: PE makes it a replica at provision time.
         (h.path("/root") / ".bashrc").write_text(f"export PATH={NODE_PATH}\n")
         state = {"certname": h.fqdn, "role": "master" if h.role == "master" else "agent", "master": cfg.master.fqdn, "replica": None,

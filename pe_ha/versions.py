@@ -16,6 +16,11 @@ _VERSION_RE = re.compile(r"^\s*(\d{4})\.(\d+)(?:\.(\d+))?")
 ORCHESTRATOR_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
 ORCHESTRATOR_ENCRYPTION_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json"
 CONSOLE_KEYS = "/etc/puppetlabs/console-services/conf.d/secrets/keys.json"
+# Copied to a new replica when the primary has them (peadm's add_replica.pp): Hiera is not replicated, and the
+# console's LDAP/AD CA chain exists only where directory service is configured.
+HIERA_CONFIG = "/etc/puppetlabs/puppet/hiera.yaml"
+AD_CA_CHAIN = "/opt/puppetlabs/server/data/console-services/certs/ad_ca_chain.pem"
+REPLICA_FILES_IF_PRESENT = (HIERA_CONFIG, AD_CA_CHAIN)
 
 
 @dataclass(frozen=True, order=True)

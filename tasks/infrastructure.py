@@ -28,13 +28,28 @@ def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: f
     return entries
 
 
+def error_alerts(entry: dict) -> list[str]:
+    """An entry's alerts that are not warnings or information: a service can be ``running`` while its database
+    replication is inactive, which PE reports only as an error alert (peadm's infrastatus.json capture)."""
+    alerts = entry.get("alerts") or []
+    return [str(a.get("message") or a) for a in alerts if isinstance(a, dict)
+            and str(a.get("severity", "error")).lower() not in ("warning", "info", "information")]
+
+
 def summarize(entries: list[dict]) -> str:
-    running = sum(1 for e in entries if e.get("state") == "running")
-    return f"{running} of {len(entries)} services are fully operational"
+    operational = sum(1 for e in entries if e.get("state") == "running" and not error_alerts(e))
+    return f"{operational} of {len(entries)} services are fully operational"
 
 
-def not_running(entries: list[dict]) -> list[str]:
-    return [f"{e.get('display_name')} on {e.get('server')}: {e.get('state')}" for e in entries if e.get("state") != "running"]
+def not_operational(entries: list[dict]) -> list[str]:
+    """Each service that is not running, or running with an error alert, with its reason."""
+    out = []
+    for e in entries:
+        alerts = error_alerts(e)
+        if e.get("state") != "running" or alerts:
+            out.append(f"{e.get('display_name')} on {e.get('server')}: {e.get('state')}"
+                       + "".join(f" ({alert})" for alert in alerts))
+    return out
 
 
 @task(name="provision-replica", task_run_name="provision-replica/{master}", **SIDE_EFFECT)
@@ -45,7 +60,8 @@ def provision_replica(master: str, cmd: Command) -> str:
 
 @task(name="wait-for-replica-sync", task_run_name="wait-for-replica-sync/{replica}", **SIDE_EFFECT)
 def wait_for_replica_operational(master: str, replica: str, timeout_s: float, poll_s: float = 5.0) -> list[dict]:
-    """Wait, bounded, until every replica service in ``status --format json`` is running (PuppetDB not starting)."""
+    """Wait, bounded, until every replica service in ``status --format json`` is running (PuppetDB not starting)
+    with no error alert (an inactive database replication shows only as one)."""
     log = logger()
     deadline = time.monotonic() + timeout_s
     last: list[dict] | str = "no status read yet"
@@ -56,10 +72,10 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
             remaining = max(5.0, min(120.0, deadline - time.monotonic()))
             entries = infrastructure_status.fn(master, replica, timeout_s=remaining)
             last = entries
-            if entries and not not_running(entries):
+            if entries and not not_operational(entries):
                 log.info("replica %s: %s", replica, summarize(entries))
                 return entries
-            log.info("replica %s: %s; waiting for %s", replica, summarize(entries), "; ".join(not_running(entries)))
+            log.info("replica %s: %s; waiting for %s", replica, summarize(entries), "; ".join(not_operational(entries)))
         except (CommandFailed, RemoteTimeout) as exc:
             last = f"status failed: {exc}"
             log.warning("status of %s not readable yet: %s", replica, exc)
@@ -70,7 +86,7 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
             log.warning("%s", last)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            detail = "; ".join(not_running(last)) if isinstance(last, list) else last
+            detail = "; ".join(not_operational(last)) if isinstance(last, list) else last
             raise WaitTimedOut(f"replica {replica} was not fully operational after {timeout_s:g} s (last seen: {detail})",
                                last_seen=last,
                                hint="check `puppet infrastructure status --verbose` on the master; a large PuppetDB "
@@ -125,27 +141,45 @@ def pe_version(host: str) -> str:
     return str(versions.require_supported(text, host))
 
 
-def secret_key_commands(master: str, replica: str, version: str) -> tuple[list[tuple[str, Command]], list[tuple[str, Command]]]:
-    """The secret-key copy for a PE version: the checks that each file is on the master, then the copies."""
+def replica_file_commands(master: str, replica: str, version: str) -> dict[str, tuple[bool, Command, list[tuple[str, Command]]]]:
+    """For each file a new replica needs from the master: whether PE requires it (the version's secret keys) or it is
+    copied when present (``hiera.yaml``, ``ad_ca_chain.pem``), the check on the master, and the copy: the folder
+    (0755), ``scp -p``, then 0644, as peadm's ``util/copy_file.pp`` leaves it (root-owned; PE's service users do not
+    exist on the replica yet)."""
     parsed = versions.parse(version)
     assert parsed is not None
-    files = parsed.secret_key_files
-    checks = [(master, commands.file_exists(path)) for path in files]
-    copies = [pair for path in files for pair in ((replica, commands.make_dir(path.rsplit("/", 1)[0])),
-                                                  (master, commands.copy_preserving(path, host=replica)))]
-    return checks, copies
+    wanted = [(path, True) for path in parsed.secret_key_files] + [(p, False) for p in versions.REPLICA_FILES_IF_PRESENT]
+    return {path: (required, commands.file_exists(path),
+                   [(replica, commands.make_dir(path.rsplit("/", 1)[0], mode="0755")),
+                    (master, commands.copy_preserving(path, host=replica)),
+                    (replica, commands.make_readable(path))])
+            for path, required in wanted}
 
 
-@task(name="copy-secret-keys", task_run_name="copy-secret-keys/{replica}", **SIDE_EFFECT)
-def copy_secret_keys(master: str, replica: str, version: str) -> list[str]:
-    """Copy the secret key files this PE version needs on a new replica from the master (mode kept)."""
+def replica_file_plan(master: str, replica: str, version: str) -> list[tuple[str, Command]]:
+    """Every command of the copy, in the order it runs when every file is present."""
+    files = replica_file_commands(master, replica, version)
+    return [(master, check) for _, check, _ in files.values()] + [c for *_, copy in files.values() for c in copy]
+
+
+@task(name="copy-replica-files", task_run_name="copy-replica-files/{replica}", **SIDE_EFFECT)
+def copy_replica_files(master: str, replica: str, version: str) -> list[str]:
+    """Copy the files a new replica needs from the master: refused before any copy when a secret key this PE version
+    needs is missing; an optional file the master does not have is skipped, and said so."""
     ex = runtime.executor()
-    checks, copies = secret_key_commands(master, replica, version)
-    missing = [cmd.argv[-1] for host, cmd in checks if ex.run(host, cmd, check=False, timeout_s=30, stream=False).exit_code]
+    files = replica_file_commands(master, replica, version)
+    present = {path: ex.run(master, check, check=False, timeout_s=30, stream=False).exit_code == 0
+               for path, (_, check, _) in files.items()}
+    missing = [path for path, (required, _, _) in files.items() if required and not present[path]]
     if missing:
         raise PreconditionFailed(f"{master} has no {', '.join(missing)}, which PE {version} copies to a new replica",
                                  hint="check the master's PE installation (puppet infrastructure configure)")
-    for host, cmd in copies:
-        ex.run(host, cmd, timeout_s=120)
-    logger().info("copied %d secret key file(s) from %s to %s", len(checks), master, replica)
-    return [cmd.argv[-1] for _, cmd in checks]
+    for path, (_, _, copy) in files.items():
+        if not present[path]:
+            logger().info("%s has no %s: nothing to copy (it exists only where it is configured)", master, path)
+            continue
+        for host, cmd in copy:
+            ex.run(host, cmd, timeout_s=120)
+    copied = [path for path in files if present[path]]
+    logger().info("copied %d file(s) from %s to %s: %s", len(copied), master, replica, ", ".join(copied))
+    return copied

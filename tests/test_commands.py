@@ -33,6 +33,8 @@ PINNED = [
     (c.promote_replica(topology="mono"), "puppet infrastructure promote replica --topology mono --yes --color false"),
     (c.forget_replica("replica.example.com", token_file=TF),
      "puppet infrastructure forget replica.example.com --color false --token-file " + TF),
+    (c.make_dir("/etc/puppetlabs/puppet", mode="0755"), "install -d -m 0755 /etc/puppetlabs/puppet"),
+    (c.make_readable("/etc/puppetlabs/puppet/hiera.yaml"), "chmod 0644 -- /etc/puppetlabs/puppet/hiera.yaml"),
     (c.reinitialize_replica(), "puppet infrastructure reinitialize replica -y --color false"),
     (c.reinitialize_replica(["pe-rbac", "pe-activity", "pe-rbac"]),
      "puppet infrastructure reinitialize replica --db pe-rbac --db pe-activity -y --color false"),

@@ -28,16 +28,26 @@ def test_provision_replica_runs_the_runbook_in_order(env):
     result = provision_replica(sync_timeout_s=30)
     assert result == {"replica": R, "services": 2, "verify_exit_code": 0}
     keys = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
+    hiera = "/etc/puppetlabs/puppet/hiera.yaml"
+    ad_ca = "/opt/puppetlabs/server/data/console-services/certs/ad_ca_chain.pem"
     assert fake.commands_on(R) == [("puppet", "config", "print", "server", "--section", "main"),
-                                   ("install", "-d", "-m", "0750", keys.rsplit("/", 1)[0])]
+                                   *[c for path in (keys, hiera, ad_ca) for c in (
+                                       ("install", "-d", "-m", "0755", path.rsplit("/", 1)[0]),
+                                       ("chmod", "0644", "--", path))]]
     master = [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")]
     assert master == [
         ("cat", "/opt/puppetlabs/server/pe_version"),
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
+        ("puppet", "resource", "service", "puppet"),  # a background run would collide with provisioning's
+        ("puppet", "resource", "service", "puppet", "ensure=stopped"),
         ("test", "-f", keys),  # PE 2019.8: the orchestrator's keys.json goes to the replica first
-        ("scp", "-p", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", keys, f"{R}:{keys}"),
+        ("test", "-f", hiera),
+        ("test", "-f", ad_ca),
+        *[("scp", "-p", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", path, f"{R}:{path}")
+          for path in (keys, hiera, ad_ca)],
         ("puppet", "infrastructure", "provision", "replica", R, "--color", "false", "--token-file", TF),
         ("rm", "-f", "--", TF),
+        ("puppet", "resource", "service", "puppet", "ensure=running"),  # after the sync
     ]
     assert fake.commands_on(A1) == [("puppet", "agent", "-t", "--noop", f"--server_list={R}"),
                                     commands.agent_last_run_summary().argv]  # the noop run's own counts
@@ -55,10 +65,64 @@ def test_provision_copies_the_versions_secret_key_files(env, version, files):
     from flows.provision_replica import provision_replica
 
     provision_replica(sync_timeout_s=30)
-    copies = [c for c in fake.commands_on(M) if c[0] == "scp"]
+    copies = [c for c in fake.commands_on(M) if c[0] == "scp" and "secrets" in c[-1]]
     assert len(copies) == files
     first_copy = fake.commands_on(M).index(copies[0])
     assert all(fake.commands_on(M).index(c) > first_copy for c in fake.commands_on(M) if c[:3] == ("puppet", "infrastructure", "provision"))
+
+
+def test_provision_skips_hiera_and_the_ad_ca_chain_where_the_master_has_none(env):
+    fake, _, _ = env
+    hiera = "/etc/puppetlabs/puppet/hiera.yaml"
+    ad_ca = "/opt/puppetlabs/server/data/console-services/certs/ad_ca_chain.pem"
+    fake.script(M, ("test", "-f", ad_ca), exit_code=1)
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
+    from flows.provision_replica import provision_replica
+
+    provision_replica(sync_timeout_s=30)
+    copied = [c[-1] for c in fake.commands_on(M) if c[0] == "scp"]
+    assert f"{R}:{hiera}" in copied and f"{R}:{ad_ca}" not in copied
+
+
+def test_provision_starts_the_puppet_service_again_after_a_failure(env):
+    fake, _, _ = env
+    fake.script(M, ("puppet", "resource", "service", "puppet"), stdout="service { 'puppet':\n  ensure => 'running',\n}")
+    fake.script(M, ("puppet", "infrastructure", "provision"), exit_code=1, stdout="Error: provisioning failed")
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(return_state=True)
+    assert state.is_failed()
+    on_master = fake.commands_on(M)
+    stopped = on_master.index(("puppet", "resource", "service", "puppet", "ensure=stopped"))
+    provisioned = next(i for i, c in enumerate(on_master) if c[:3] == ("puppet", "infrastructure", "provision"))
+    assert stopped < provisioned < on_master.index(("puppet", "resource", "service", "puppet", "ensure=running"))
+
+
+def test_provision_leaves_a_stopped_puppet_service_stopped(env):
+    fake, _, _ = env
+    fake.script(M, ("puppet", "resource", "service", "puppet"), stdout="service { 'puppet':\n  ensure => 'stopped',\n}")
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
+    from flows.provision_replica import provision_replica
+
+    provision_replica(sync_timeout_s=30)
+    assert not [c for c in fake.commands_on(M) if c[:4] == ("puppet", "resource", "service", "puppet") and len(c) == 5]
+
+
+def test_provision_refuses_a_master_without_its_secret_keys_before_copying_anything(env):
+    fake, _, _ = env
+    keys = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
+    fake.script(M, ("test", "-f", keys), exit_code=1)
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(return_state=True)
+    assert state.is_failed() and f"has no {keys}" in state.message
+    assert not [c for c in fake.commands_on(M) if c[0] == "scp" or c[:3] == ("puppet", "infrastructure", "provision")]
 
 
 @pytest.mark.parametrize("version", ["2019.7.3", "2018.1.15", "2025.0.0", "not a version"])

@@ -64,6 +64,7 @@ from pe_ha.commands.system import (  # noqa: F401
     free_bytes,
     list_drill_rules,
     make_dir,
+    make_readable,
     pe_version,
     remove_files,
     resolve_ipv4,

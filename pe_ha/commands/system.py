@@ -24,8 +24,10 @@ def remove_files(*paths: str) -> Command:
     return Command(("rm", "-f", "--", *(v.absolute_path(p) for p in paths)), "remove " + " ".join(paths))
 
 
-def make_dir(path: str, *, owner: str | None = None) -> Command:
-    argv = ["install", "-d", "-m", "0750"]
+def make_dir(path: str, *, owner: str | None = None, mode: str = "0750") -> Command:
+    if mode not in ("0700", "0750", "0755"):
+        raise ValueError(f"directory mode {mode!r}")
+    argv = ["install", "-d", "-m", mode]
     if owner:
         argv += ["-o", v.os_user(owner)]
     return Command(tuple([*argv, v.absolute_path(path)]), f"mkdir {path}")
@@ -50,6 +52,12 @@ def ssh_check(target: str, *, timeout_s: int = 5) -> Command:
 
 def file_exists(path: str) -> Command:
     return Command(("test", "-f", v.absolute_path(path)), f"{path} exists")
+
+
+def make_readable(path: str) -> Command:
+    """``chmod 0644``: a file copied to a new replica before PE is installed there (its service users do not exist
+    yet), readable by the service that will use it, as peadm's ``util/copy_file.pp`` writes it."""
+    return Command(("chmod", "0644", "--", v.absolute_path(path)), f"{path} readable (0644)")
 
 
 def copy_preserving(path: str, *, host: str) -> Command:

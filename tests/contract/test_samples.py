@@ -156,13 +156,16 @@ def test_html_503_from_a_load_balancer_is_an_unknown_row_not_a_crash(tmp_path):
 
 
 def test_infrastructure_status_capture():
-    from tasks.infrastructure import not_running, summarize
+    from tasks.infrastructure import not_operational, summarize
 
     entries = json.loads(sample("infra-status-json-replica-unreachable.json"))
     assert isinstance(entries, list)
-    down = not_running(entries)
-    assert down and all(": unreachable" in line for line in down)
-    assert summarize(entries).endswith(f"of {len(entries)} services are fully operational")
+    down = not_operational(entries)
+    assert [line for line in down if ": unreachable" in line] and len(down) == 10
+    # running, but with database replication inactive: PE says so only in an error alert
+    inactive = [line for line in down if ": running" in line]
+    assert len(inactive) == 4 and all("Database replication for" in line and "is inactive" in line for line in inactive)
+    assert summarize(entries) == f"7 of {len(entries)} services are fully operational"
 
 
 # -- classifier -------------------------------------------------------------------------------------------

@@ -72,8 +72,13 @@ def run_lifecycle(lab) -> tuple[float, int]:
         assert sim_state(check, R)["role"] == "replica"
         for key_file in lab.profile.secret_key_files:  # the PE version's own step, before provisioning
             assert check.run(R, ["cat", key_file], stream=False).stdout == check.run(M, ["cat", key_file], stream=False).stdout
+        hiera = "/etc/puppetlabs/puppet/hiera.yaml"  # copied (Hiera is not replicated), readable by PE's services
+        assert check.run(R, ["cat", hiera], stream=False).stdout == check.run(M, ["cat", hiera], stream=False).stdout
+        assert check.run(R, ["stat", "-c", "%a %U", hiera, *lab.profile.secret_key_files], stream=False).stdout.splitlines() \
+            == ["644 root"] * (1 + len(lab.profile.secret_key_files))
         assert rows(settings, R, "catalog_resources") == rows(settings, M, "catalog_resources") > 0
         assert verify_health(installation="lab")["healthy"] == 17
+        assert sim_state(check, M).get("puppet_service", "running") == "running"  # paused around provisioning only
 
         # 2. enable with the failover drill
         enable_replica(topology="mono", drill=True)
