@@ -204,8 +204,9 @@ def _node_files(cfg: LabConfig) -> None:
                 (sbin / tool).symlink_to(f"{PG_CLIENT_BIN}/{tool}")
             for tool in ("pg_ctl", "initdb", "postgres"):
                 (sbin / tool).symlink_to(f"{cfg.pg_bin}/{tool}")
-        (h.path("/opt/puppetlabs/server") / "pe_version").parent.mkdir(parents=True, exist_ok=True)
-        (h.path("/opt/puppetlabs/server") / "pe_version").write_text(cfg.profile.pe_version + "\n")
+        if h.has_postgres:  # PE server nodes only: an agent has no /opt/puppetlabs/server
+            (h.path("/opt/puppetlabs/server") / "pe_version").parent.mkdir(parents=True, exist_ok=True)
+            (h.path("/opt/puppetlabs/server") / "pe_version").write_text(cfg.profile.pe_version + "\n")
         log = h.path("/var/log/puppetlabs")
         for sub in ("postgresql", "sim"):
             (log / sub).mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from pe_ha import runtime
+from pe_ha.errors import PreconditionFailed
 from pe_ha.masking import mask
 from tasks._base import READ, RETRY_CONNECT, logger
 
@@ -38,6 +39,13 @@ def backup_groups(backup_dir: str) -> str:
     return str(path)
 
 
+def site_rule(fact: str, value: str) -> list:
+    """Agents whose trusted fact ``fact`` is ``value``, but no PE server node: those have the ``pe_server_version``
+    fact, and get their ``server_list`` from PE Infrastructure Agent, a sibling of the site group. Matching both
+    is a classification conflict, and PE fails their Puppet runs."""
+    return ["and", ["=", ["trusted", "extensions", fact], value], ["not", ["~", ["fact", "pe_server_version"], ".+"]]]
+
+
 @task(name="configure-site-group", task_run_name="site-group/{site}", **RETRY_CONNECT)
 def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], pcp_broker_list: list[str]) -> dict:
     """Create or update the PE Agent child group for one site (idempotent). Returns the group and whether it changed."""
@@ -47,9 +55,9 @@ def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], 
     groups = api.groups(token)
     parent = next((g for g in groups if g["name"] == "PE Agent"), None)
     if parent is None:
-        raise RuntimeError("the classifier has no PE Agent group; is this a PE master?")
+        raise PreconditionFailed("the classifier has no PE Agent group", hint="point pe-ha at a PE primary server")
     name = f"PE Agent - {site}"
-    rule = ["and", ["=", ["trusted", "extensions", fact], value]]
+    rule = site_rule(fact, value)
     params = {"server_list": server_list, "pcp_broker_list": pcp_broker_list}
     existing = next((g for g in groups if g["name"] == name and g["parent"] == parent["id"]), None)
     if existing is not None:
@@ -57,7 +65,8 @@ def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], 
             return {"group": existing, "changed": False}
         group = api.update_group(token, existing["id"], {"rule": rule, "classes": {AGENT_PROFILE: params}})
         return {"group": group, "changed": True}
-    group = api.create_group(token, {"name": name, "parent": parent["id"], "environment": "production",
+    # A child group runs in its parent's environment: PE Agent's may not be production.
+    group = api.create_group(token, {"name": name, "parent": parent["id"], "environment": parent.get("environment", "production"),
                                      "rule": rule, "classes": {AGENT_PROFILE: params},
                                      "description": f"pe-ha: agents at site {site} fail over through these servers"})
     return {"group": group, "changed": True}

@@ -112,9 +112,14 @@ def _agent_run(args, noop):
     print("Info: Using configured server_list entry %s:%d" % chosen)
     facts = trusted_facts()
     try:
-        _, catalog = https("POST", chosen[0], chosen[1], "/sim/v1/catalog", {"trusted": facts}, timeout=30)
+        code, catalog = https("POST", chosen[0], chosen[1], "/sim/v1/catalog",
+                              {"trusted": facts, "facts": node_facts()}, timeout=30)
     except OSError as e:
         print("Error: Could not retrieve catalog from remote server: %s" % e)
+        return 1
+    if code != 200:
+        print("Error: Could not retrieve catalog from remote server: Error %s on SERVER: %s"
+              % (code, catalog.get("msg", catalog) if isinstance(catalog, dict) else catalog))
         return 1
     config_version = int(time.time())
     print("Info: Applying configuration version '%d' (compiled by %s)" % (config_version, catalog.get("compiled_by")))
@@ -165,6 +170,16 @@ def write_summary(config_version, *, total, changed, out_of_sync, failed, noop):
                 % (config_version, changed, failed, out_of_sync, total, now, changed, failed, noop, changed,
                    failed + noop + changed))
     os.replace(LASTRUNFILE + ".tmp", LASTRUNFILE)
+
+
+def node_facts():
+    """The facts the simulator's classifier rules may read. ``pe_server_version``: PE's fact, present where PE's
+    server packages are (``/opt/puppetlabs/server/pe_version``), absent on agents."""
+    try:
+        with open("/opt/puppetlabs/server/pe_version") as f:
+            return {"pe_server_version": f.read().strip()}
+    except OSError:
+        return {}
 
 
 def cmd_agent_subprocess():

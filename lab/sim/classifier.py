@@ -114,12 +114,16 @@ def rule_matches(rule, facts):
     if op in ("and", "or"):
         results = [rule_matches(r, facts) for r in rule[1:]]
         return all(results) if op == "and" else any(results)
+    if op == "not":
+        return not rule_matches(rule[1], facts)
     field, value = rule[1], rule[2]
     if isinstance(field, list):  # ["trusted", "extensions", "pp_region"] or ["fact", ...]
         if field[0] == "trusted":
             actual = facts.get(field[-1])
         elif field[0] == "fact" and field[1] == "aio_agent_version":
             actual = "5.5.0"
+        elif field[0] == "fact":
+            actual = facts.get("facts", {}).get(field[1])
         else:
             actual = facts.get(field[-1])
     else:
@@ -135,27 +139,40 @@ def rule_matches(rule, facts):
 
 
 def compile_catalog(body):
-    """The part of a catalog the simulator models: puppet_enterprise::profile::agent settings."""
-    facts = body.get("trusted", {})
+    """The part of a catalog the simulator models: puppet_enterprise::profile::agent settings. Every child group
+    of PE Agent whose rule matches contributes; two sibling groups setting the same parameter to different values
+    is a classification conflict, and the catalog request fails, as PE's classifier fails it."""
+    facts = dict(body.get("trusted", {}))
+    facts["facts"] = body.get("facts") or {}
     node = facts.get("certname", "")
     s = state()
     infra = node in (s.get("master"), s.get("replica"))
     groups = groups_by_name()
-    params = {}
-    chain = ["PE Agent"] + (["PE Infrastructure Agent"] if infra else [])
-    for name in chain:
-        params.update(groups.get(name, {}).get("classes", {}).get("puppet_enterprise::profile::agent", {}))
+    params = dict(groups.get("PE Agent", {}).get("classes", {}).get("puppet_enterprise::profile::agent", {}))
     agent = groups.get("PE Agent")
-    if agent and not infra:
-        for g in groups.values():
-            if g["parent"] == agent["id"] and g["name"] != "PE Infrastructure Agent" and rule_matches(g["rule"], facts):
-                params.update(g.get("classes", {}).get("puppet_enterprise::profile::agent", {}))
+    from_child = {}
+    for g in (groups.values() if agent else ()):
+        if g["parent"] != agent["id"]:
+            continue
+        matches = infra if g["name"] == "PE Infrastructure Agent" else rule_matches(g["rule"], facts)
+        if not matches:
+            continue
+        for key, value in g.get("classes", {}).get("puppet_enterprise::profile::agent", {}).items():
+            if value is None:
+                continue
+            if key in from_child and from_child[key][1] != value:
+                return 500, {"kind": "classification-conflict",
+                             "msg": "Classification of %s failed due to a classification conflict: "
+                                    "puppet_enterprise::profile::agent::%s is set by %s and by %s"
+                                    % (node, key, from_child[key][0], g["name"])}
+            from_child[key] = (g["name"], value)
+    params.update({k: v for k, (_, v) in from_child.items()})
     settings = {}
     if params.get("server_list"):
         settings["server_list"] = ",".join(params["server_list"])
     if params.get("pcp_broker_list"):
         settings["pcp_broker_list"] = ",".join(params["pcp_broker_list"])
-    return {"node": node, "compiled_by": certname(), "settings": settings}
+    return 200, {"node": node, "compiled_by": certname(), "settings": settings}
 
 
 def set_agent_params(group_name, server_list, pcp_list):
@@ -186,5 +203,5 @@ ROUTES = [
     Route("GET", 4433, "/classifier-api/v1/groups", lambda port, path, body: (200, _read_json(GROUPS, [])), auth=True),
     Route("POST", 4433, "/classifier-api/v1/", _write, prefix=True, auth=True),
     # puppetserver's catalog compile, as far as the simulator models it (the classification's agent settings)
-    Route("POST", 8140, "/sim/v1/catalog", lambda port, path, body: (200, compile_catalog(body or {}))),
+    Route("POST", 8140, "/sim/v1/catalog", lambda port, path, body: compile_catalog(body or {})),
 ]

@@ -197,6 +197,34 @@ def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_runtime):
     assert "server_list" not in ex.run("agent2.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_pe_server_node_with_the_sites_fact_keeps_its_own_server_list(fresh_lab, lab_runtime):
+    """The master carries the site's trusted fact too. Matched by the site group beside PE Infrastructure Agent,
+    its Puppet runs would fail on the classification conflict; the site rule leaves PE server nodes out."""
+    from flows.configure_agent_failover import Site, configure_agent_failover
+    from tasks import classifier
+
+    ex = runtime.executor()
+    ex.run("master.lab.test", ["sh", "-c", "printf -- '---\\nextension_requests:\\n  pp_region: east\\n' "
+                                           "> /etc/puppetlabs/puppet/csr_attributes.yaml"])
+    token, api = runtime.settings().rbac_token(), runtime.api()
+    infra_agent = next(g for g in api.groups(token) if g["name"] == "PE Infrastructure Agent")
+    api.update_group(token, infra_agent["id"], {"classes": {"puppet_enterprise::profile::agent": {
+        "server_list": ["master.lab.test:8140"], "pcp_broker_list": ["master.lab.test:8142"]}}})
+    site = Site(name="east", fact="pp_region", value="east", server_list=["replica.lab.test"],
+                pcp_broker_list=["replica.lab.test"])
+    configure_agent_failover(sites=[site])
+    ex.run("master.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))
+    ex.run("agent1.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))
+    assert "server_list = replica.lab.test:8140" in ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
+
+    # The rule without the exclusion, as pe-ha wrote it before: PE fails the master's run.
+    group = next(g for g in api.groups(token) if g["name"] == "PE Agent - east")
+    api.update_group(token, group["id"], {"rule": classifier.site_rule("pp_region", "east")[:2]})
+    failed = ex.run("master.lab.test", ["puppet", "agent", "-t"], check=False)
+    assert failed.exit_code == 1 and "classification conflict" in failed.stdout
+
+
 def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
     """The copy's progress lines read what the server has, in a psql session as PostgreSQL's owner over SSH:
     the loading database's size on every major, and the running COPY from PostgreSQL 14 (pg_stat_progress_copy)."""
