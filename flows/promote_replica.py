@@ -17,22 +17,25 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._common import installation_lock, log, master_and_replica, run_name
 from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
 from pe_ha import commands, runtime
-from pe_ha.errors import ApiError, PreconditionFailed
-from pe_ha.validation import Topology
+from pe_ha.errors import ApiError, PreconditionFailed, ValidationError
+from pe_ha.validation import Topology, positive_int
 from tasks import agent, classifier, infrastructure, status_api
 
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
       task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
 @installation_lock("promote-replica")
-def promote_replica(replica: str | None = None, topology: Topology | None = None,
+def promote_replica(replica: str | None = None, topology: Topology = "mono", promote_timeout_s: int = 4 * 3600,
                     deploy: Literal["agent-runs", "job"] = "agent-runs", approve: bool = False,
                     allow_master_reachable: bool = False, dry_run: bool = False):
     """Promote ``replica`` to primary master after the old master is gone for good.
 
     Args:
         replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
-        topology: Optional --topology for the promotion: mono or mono-with-compile.
+        topology: The --topology of the promotion, always passed: mono, or mono-with-compile where compilers serve
+            agents.
+        promote_timeout_s: Longest the promotion may take before the command is stopped. PE: "Promotion can take up
+            to the amount of time it took to install PE initially", so the default is generous (4 h).
         deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (puppet job
             run).
         approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
@@ -45,6 +48,10 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
     master, replica = master_and_replica(replica=replica)
     nodes = [n.name for n in s.managed_nodes]
     promote_cmd = commands.promote_replica(topology=topology)
+    promote_timeout_s = positive_int(promote_timeout_s, what="promote_timeout_s", maximum=24 * 3600)
+    if promote_timeout_s < 600:
+        raise ValidationError(f"promote_timeout_s={promote_timeout_s} is shorter than any promotion (at least 600 s)",
+                              hint="promotion can take as long as PE's installation took; keep the default")
     job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
     agent_cmd = commands.agent_run(server_list=[replica])
     probe_cmd = commands.tcp_probe_ports(master, status_api.PE_PORTS)
@@ -91,8 +98,8 @@ def promote_replica(replica: str | None = None, topology: Topology | None = None
         Step("approval", "operator approval", "operator", lambda: None,
              approval=f"Promote {replica} to primary master; the old master {master} is decommissioned."),
         Step("promote", "puppet infrastructure promote replica", replica,
-             lambda: infrastructure.promote_replica(replica, promote_cmd), commands=[(replica, promote_cmd)],
-             destructive=True),
+             lambda: infrastructure.promote_replica(replica, promote_cmd, promote_timeout_s),
+             commands=[(replica, promote_cmd)], destructive=True, note=f"stopped after {promote_timeout_s} s"),
     ]
     if deploy == "job":
         steps += [

@@ -37,6 +37,7 @@ class Call:
     argv: tuple[str, ...]
     kind: str = "run"  # run | put | get | session | sql
     step: str = ""  # the procedure step that sent it, when a test listens for steps (flows._steps.step_listeners)
+    timeout_s: float | None = None  # the bound the caller gave (None: the executor's default)
 
     def __str__(self) -> str:
         return f"{self.host}: {shlex.join(self.argv)}"
@@ -97,7 +98,7 @@ class FakeExecutor:
         stream: bool = True,
     ) -> CommandResult:
         argv = tuple(argv)
-        self.calls.append(Call(host, argv, step=self.current_step))
+        self.calls.append(Call(host, argv, step=self.current_step, timeout_s=timeout_s))
         if host in self.unreachable:
             raise ConnectError("SSH connect timed out (fake)", host=host)
         answer = self._answer(host, argv)

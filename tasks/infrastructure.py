@@ -101,9 +101,9 @@ def enable_replica(master: str, cmd: Command) -> str:
 
 
 @task(name="promote-replica", task_run_name="promote-replica/{replica}", **SIDE_EFFECT)
-def promote_replica(replica: str, cmd: Command) -> str:
-    """``puppet infrastructure promote replica`` on the replica."""
-    return runtime.executor().run(replica, cmd).stdout
+def promote_replica(replica: str, cmd: Command, timeout_s: float) -> str:
+    """``puppet infrastructure promote replica`` on the replica, bounded by the flow's own ``timeout_s``."""
+    return runtime.executor().run(replica, cmd, timeout_s=timeout_s).stdout
 
 
 @task(name="forget-replica", task_run_name="forget-replica/{master}", **SIDE_EFFECT)

@@ -29,7 +29,8 @@ PINNED = [
      "--agent-server-urls lb.example.com:8140,lb2.example.com:8141 --pcp-brokers lb.example.com:8142 "
      "--infra-agent-server-urls m.example.com:8140 --infra-pcp-brokers m.example.com:8142 --yes --color false "
      "--token-file " + TF),
-    (c.promote_replica(), "puppet infrastructure promote replica --yes --color false"),
+    (c.promote_replica(topology="mono-with-compile"),
+     "puppet infrastructure promote replica --topology mono-with-compile --yes --color false"),
     (c.promote_replica(topology="mono"), "puppet infrastructure promote replica --topology mono --yes --color false"),
     (c.forget_replica("replica.example.com", token_file=TF),
      "puppet infrastructure forget replica.example.com --color false --token-file " + TF),

@@ -313,7 +313,8 @@ def test_promote_when_master_is_gone(env):
 
     result = promote_replica(approve=True)
     assert result == {"promoted": R, "old_master": M}
-    assert ("puppet", "infrastructure", "promote", "replica", "--yes", "--color", "false") in fake.commands_on(R)
+    assert ("puppet", "infrastructure", "promote", "replica", "--topology", "mono", "--yes", "--color", "false") \
+        in fake.commands_on(R)
     assert fake.commands_on(A1) == [("puppet", "agent", "-t", f"--server_list={R}")]
 
 
@@ -482,6 +483,35 @@ def test_provision_restarts_at_wait_without_reprovisioning(env):
                                     commands.agent_last_run_summary().argv]
 
 
+def test_promote_names_its_topology_and_is_bounded_by_its_own_timeout(env):
+    fake, _, _ = env
+    from flows.promote_replica import promote_replica
+
+    promote_replica(approve=True, allow_master_reachable=True, promote_timeout_s=7200)
+    promote = next(c for c in fake.calls if c.argv[:3] == ("puppet", "infrastructure", "promote"))
+    assert promote.argv == ("puppet", "infrastructure", "promote", "replica", "--topology", "mono", "--yes", "--color",
+                            "false")
+    assert promote.timeout_s == 7200
+
+
+def test_promote_waits_longer_than_an_hour_by_default(env):
+    fake, _, _ = env
+    from flows.promote_replica import promote_replica
+
+    promote_replica(approve=True, allow_master_reachable=True)
+    promote = next(c for c in fake.calls if c.argv[:3] == ("puppet", "infrastructure", "promote"))
+    assert promote.timeout_s is not None and promote.timeout_s > 3600
+
+
+def test_promote_refuses_a_timeout_shorter_than_any_promotion_before_anything_runs(env):
+    fake, _, _ = env
+    from flows.promote_replica import promote_replica
+
+    with pytest.raises(ValidationError, match="promote_timeout_s"):
+        promote_replica(approve=True, promote_timeout_s=60)
+    assert fake.calls == []
+
+
 def test_configure_agent_failover_is_idempotent(env):
     from flows.configure_agent_failover import Site, configure_agent_failover
 
@@ -493,6 +523,24 @@ def test_configure_agent_failover_is_idempotent(env):
     second = configure_agent_failover(sites=sites)
     assert first["sites"] == {"east": "changed", "west": "changed"}
     assert second["sites"] == {"east": "unchanged", "west": "unchanged"}
+
+
+def test_a_site_group_excludes_pe_server_nodes_and_runs_in_its_parents_environment(tmp_path):
+    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
+    groups = [{"name": "PE Agent", "id": "agent-id", "parent": "infra-id", "rule": None, "classes": {},
+               "environment": "pe_infra"},
+              {"name": "PE Infrastructure", "id": "infra-id", "parent": "root", "environment": "pe_infra",
+               "classes": {"puppet_enterprise": {"ha_enabled_replicas": [R]}}}]
+    api = fake_pe_api(settings, groups=groups)
+    with runtime.use(executor=FakeExecutor(), api=api, settings=settings):
+        from flows.configure_agent_failover import Site, configure_agent_failover
+
+        configure_agent_failover(sites=[Site(name="east", fact="pp_region", value="east",
+                                             server_list=["lb-east.example.com"], pcp_broker_list=["lb-east.example.com"])])
+    created = next(g for g in groups if g["name"] == "PE Agent - east")
+    assert created["environment"] == "pe_infra"
+    assert created["rule"] == ["and", ["=", ["trusted", "extensions", "pp_region"], "east"],
+                               ["not", ["~", ["fact", "pe_server_version"], ".+"]]]
 
 
 def test_site_servers_are_validated():

@@ -68,11 +68,11 @@ def enable_replica(
     return Command(tuple(argv), f"enable replica {replica} ({topology})")
 
 
-def promote_replica(*, topology: str | None = None) -> Command:
-    """``puppet infrastructure promote replica --yes`` (on the replica; no token required)."""
+def promote_replica(*, topology: str) -> Command:
+    """``puppet infrastructure promote replica --topology <t> --yes`` (on the replica; no token required). The
+    topology is always given: without it the command decides or asks, and pe-ha answers no prompt."""
     argv = _infra("promote", "replica")
-    if topology is not None:
-        argv += ["--topology", v.topology(topology)]
+    argv += ["--topology", v.topology(topology)]
     argv += ["--yes", "--color", "false"]
     return Command(tuple(argv), "promote replica")
 
