@@ -87,7 +87,7 @@ lab-status: venv
 
 demo: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
-	$(PY) -m lab.demo $(DEMO_ARGS)
+	$(PY) -m lab.demo --pe $(PE) $(DEMO_ARGS)
 
 # Benchmarks: each compares against a baseline in the same run, prints a table and writes bench/results/*.json.
 bench-copy: setup

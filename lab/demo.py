@@ -1,7 +1,9 @@
 """`make demo`: the lab, a real Prefect server, deployments from prefect.yaml and a worker; then the whole
 HA lifecycle started through Prefect's REST API, with approvals given through the API as an operator would.
 
-    python -m lab.demo [--keep] [--pdb-nodes N]
+    python -m lab.demo [--keep] [--pdb-nodes N] [--pe PROFILE]
+
+``--pe 2021.7-real`` runs it with real PuppetDB on master and replica (``make demo PE=2021.7-real``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import shutil
 import sys
 import time
 
-from lab import core, pdbgen
+from lab import core, pdbgen, realpuppet
 from lab.config import LabConfig
+from lab.profiles import DEFAULT_PROFILE, PROFILES
 from lab.stack import ROOT, PrefectStack, WebhookReceiver
 
 M, R = "master.lab.test", "replica.lab.test"
@@ -23,12 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="leave the lab and Prefect up to explore the UI")
     p.add_argument("--pdb-nodes", type=int, default=100)
     p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--pe", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="the lab's PE profile")
     args = p.parse_args(argv)
     t0 = time.monotonic()
     print("== 1. lab up (hosts in network namespaces running a PE *simulator*)")
-    cfg = LabConfig(agents=2, sync_seconds=5, pdb_nodes=args.pdb_nodes)
+    cfg = LabConfig(agents=2, sync_seconds=5, pdb_nodes=args.pdb_nodes, pe=args.pe)
     core.up(cfg)
-    print(f"   synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
+    if cfg.profile.real_puppetdb:
+        took = realpuppet.seed(cfg, args.pdb_nodes)
+        print(f"   real PuppetDB 7.12.1 on the master: started in {took['start']:.1f} s, {args.pdb_nodes} nodes "
+              f"through its command API in {took['fill']:.1f} s")
+    else:
+        print(f"   synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
     env = core.lab_env()
     env["PEHA_HEALTH_INTERVAL_S"] = "300"
     home = ROOT / ".prefect" / "demo"
