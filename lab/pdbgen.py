@@ -20,11 +20,11 @@ def drop_database_sql(name: str) -> list[str]:
             "-c", f'DROP DATABASE IF EXISTS "{name}"']
 
 
-def create_database(cfg: LabConfig, host: Host) -> None:
-    """An empty pe-puppetdb as PE creates it: owned by pe-postgres, PE's database ACL, the extensions."""
-    node_run(host, *PSQL, "-d", "postgres", *drop_database_sql("pe-puppetdb"), as_postgres=True)
-    node_run(host, *PSQL, "-d", "postgres", input=pdbschema.database_sql(), as_postgres=True)
-    node_run(host, *PSQL, "-d", "pe-puppetdb", input=pdbschema.extensions_sql(), as_postgres=True)
+def create_database(cfg: LabConfig, host: Host, name: str = "pe-puppetdb") -> None:
+    """An empty PuppetDB database as PE creates it: owned by pe-postgres, PE's database ACL, the extensions."""
+    node_run(host, *PSQL, "-d", "postgres", *drop_database_sql(name), as_postgres=True)
+    node_run(host, *PSQL, "-d", "postgres", input=pdbschema.database_sql(name=name), as_postgres=True)
+    node_run(host, *PSQL, "-d", name, input=pdbschema.extensions_sql(), as_postgres=True)
 
 
 def generate(cfg: LabConfig, nodes: int, *, resources: int = 1000, reports: int = 28, host: Host | None = None) -> float:

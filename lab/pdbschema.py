@@ -258,14 +258,14 @@ def sequences_after_load_sql() -> str:
     return "\n".join(out) + "\n"
 
 
-def database_sql(owner: str = "pe-postgres") -> str:
-    """pe-puppetdb with PE's database ACL (run as a superuser on the postgres database)."""
-    return f"""CREATE DATABASE "pe-puppetdb" OWNER "{owner}";
-REVOKE CONNECT, TEMPORARY ON DATABASE "pe-puppetdb" FROM PUBLIC;
-GRANT CREATE, TEMPORARY ON DATABASE "pe-puppetdb" TO "pe-puppetdb";
-GRANT CONNECT ON DATABASE "pe-puppetdb" TO "pe-puppetdb-migrator" WITH GRANT OPTION;
+def database_sql(owner: str = "pe-postgres", name: str = "pe-puppetdb") -> str:
+    """A PuppetDB database with PE's database ACL (run as a superuser on the postgres database)."""
+    return f"""CREATE DATABASE "{name}" OWNER "{owner}";
+REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC;
+GRANT CREATE, TEMPORARY ON DATABASE "{name}" TO "pe-puppetdb";
+GRANT CONNECT ON DATABASE "{name}" TO "pe-puppetdb-migrator" WITH GRANT OPTION;
 SET ROLE "pe-puppetdb-migrator";
-GRANT CONNECT ON DATABASE "pe-puppetdb" TO "pe-puppetdb";
+GRANT CONNECT ON DATABASE "{name}" TO "pe-puppetdb";
 RESET ROLE;
 """
 

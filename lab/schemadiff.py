@@ -80,11 +80,9 @@ def build_reconstruction(cfg, host, database: str = "pdbschema-reconstruction") 
     """lab/pdbschema.py's schema for ``cfg``'s profile, in a scratch database on ``host`` (as the lab builds it)."""
     from lab import pdbschema
     from lab.core import node_run
+    from lab.pdbgen import PSQL, create_database
 
-    psql = ("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql")
-    node_run(host, *psql, "-d", "postgres", "-c", f'DROP DATABASE IF EXISTS "{database}"', as_postgres=True)
-    node_run(host, *psql, "-d", "postgres", "-c", f'CREATE DATABASE "{database}" OWNER "pe-postgres"', as_postgres=True)
-    node_run(host, *psql, "-d", database,
-             input=pdbschema.extensions_sql() + pdbschema.database_grants_sql(cfg.profile), as_postgres=True)
-    node_run(host, *psql, "-d", database, "-1", input='SET ROLE "pe-puppetdb";\n' + pdbschema.schema_sql(cfg.profile),
+    create_database(cfg, host, database)
+    node_run(host, *PSQL, "-d", database, input=pdbschema.database_grants_sql(cfg.profile), as_postgres=True)
+    node_run(host, *PSQL, "-d", database, "-1", input='SET ROLE "pe-puppetdb";\n' + pdbschema.schema_sql(cfg.profile),
              as_postgres=True)

@@ -27,6 +27,16 @@ STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR)
 REPLICA_STATUS_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE)
 
 
+# Severities that do not fail health; PE's status API says "info", its CLI JSON may say "information".
+PASSING_SEVERITIES = ("warning", "info", "information")
+
+
+def failing_alerts(alerts: Any) -> list[dict[str, Any]]:
+    """Alerts that fail health: any severity but a passing one (a missing or unknown severity counts)."""
+    return [a for a in alerts or [] if isinstance(a, dict)
+            and str(a.get("severity", "error")).lower() not in PASSING_SEVERITIES]
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     host: str
@@ -42,8 +52,7 @@ class ServiceStatus:
 
     @property
     def errors(self) -> list[dict[str, Any]]:
-        """Alerts that fail health: any severity but ``warning`` and ``info`` (an unknown one counts)."""
-        return [a for a in self.alerts if str(a.get("severity", "error")).lower() not in ("warning", "info")]
+        return failing_alerts(self.alerts)
 
 
 def parse_services_status(host: str, port: int, status_code: int, text: str) -> list[ServiceStatus]:

@@ -7,7 +7,7 @@ import time
 
 from prefect import task
 
-from pe_ha import commands, runtime, versions
+from pe_ha import commands, pe_api, runtime, versions
 from pe_ha.commands import Command
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitTimedOut
 from tasks._base import READ, SIDE_EFFECT, logger
@@ -31,9 +31,7 @@ def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: f
 def error_alerts(entry: dict) -> list[str]:
     """An entry's alerts that are not warnings or information: a service can be ``running`` while its database
     replication is inactive, which PE reports only as an error alert (peadm's infrastatus.json capture)."""
-    alerts = entry.get("alerts") or []
-    return [str(a.get("message") or a) for a in alerts if isinstance(a, dict)
-            and str(a.get("severity", "error")).lower() not in ("warning", "info", "information")]
+    return [str(a.get("message") or a) for a in pe_api.failing_alerts(entry.get("alerts"))]
 
 
 def summarize(entries: list[dict]) -> str:

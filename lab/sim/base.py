@@ -253,16 +253,18 @@ def conf_delete(key, section="main"):
 
 
 def trusted_facts():
-    facts = {"certname": certname()}
+    """Puppet's ``$trusted`` shape: the certname, and the certificate's extensions (the lab reads them from
+    csr_attributes.yaml's extension_requests, which its CA copies into the certificate)."""
+    extensions = {}
     try:
         with open("/etc/puppetlabs/puppet/csr_attributes.yaml") as f:
             for line in f:
                 if ":" in line and line.startswith("  "):
                     k, _, v = line.strip().partition(":")
-                    facts[k.strip()] = v.strip()
+                    extensions[k.strip()] = v.strip()
     except OSError:
         pass
-    return facts
+    return {"certname": certname(), "extensions": extensions}
 
 
 def ssl_client_context():

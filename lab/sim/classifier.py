@@ -107,27 +107,36 @@ def upsert_group(body, gid):
     return target
 
 
-def rule_matches(rule, facts):
+def _lookup(tree, path):
+    for key in path:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def rule_matches(rule, trusted, facts):
+    """PE's rule grammar over a node's trusted facts and facts: ``"name"`` is the certname, a plain string or
+    ``["fact", ...]`` a (structured) fact, ``["trusted", ...]`` a path into ``$trusted``."""
     if not rule:
         return False
     op = rule[0]
     if op in ("and", "or"):
-        results = [rule_matches(r, facts) for r in rule[1:]]
+        results = [rule_matches(r, trusted, facts) for r in rule[1:]]
         return all(results) if op == "and" else any(results)
     if op == "not":
-        return not rule_matches(rule[1], facts)
+        return not rule_matches(rule[1], trusted, facts)
     field, value = rule[1], rule[2]
-    if isinstance(field, list):  # ["trusted", "extensions", "pp_region"] or ["fact", ...]
-        if field[0] == "trusted":
-            actual = facts.get(field[-1])
-        elif field[0] == "fact" and field[1] == "aio_agent_version":
-            actual = "5.5.0"
-        elif field[0] == "fact":
-            actual = facts.get("facts", {}).get(field[1])
-        else:
-            actual = facts.get(field[-1])
+    if field == "name":
+        actual = trusted.get("certname")
+    elif isinstance(field, list) and field[0] == "trusted":
+        actual = _lookup(trusted, field[1:])
+    elif field == ["fact", "aio_agent_version"]:
+        actual = "5.5.0"  # the simulated agent's version; its facts carry only what rules in pe-ha read
+    elif isinstance(field, list) and field[0] == "fact":
+        actual = _lookup(facts, field[1:])
     else:
-        actual = facts.get("certname") if field == "name" else facts.get(field)
+        actual = facts.get(field)
     if actual is None:
         return False
     if op == "=":
@@ -142,9 +151,9 @@ def compile_catalog(body):
     """The part of a catalog the simulator models: puppet_enterprise::profile::agent settings. Every child group
     of PE Agent whose rule matches contributes; two sibling groups setting the same parameter to different values
     is a classification conflict, and the catalog request fails, as PE's classifier fails it."""
-    facts = dict(body.get("trusted", {}))
-    facts["facts"] = body.get("facts") or {}
-    node = facts.get("certname", "")
+    trusted = body.get("trusted") or {}
+    facts = body.get("facts") or {}
+    node = trusted.get("certname", "")
     s = state()
     infra = node in (s.get("master"), s.get("replica"))
     groups = groups_by_name()
@@ -154,7 +163,7 @@ def compile_catalog(body):
     for g in (groups.values() if agent else ()):
         if g["parent"] != agent["id"]:
             continue
-        matches = infra if g["name"] == "PE Infrastructure Agent" else rule_matches(g["rule"], facts)
+        matches = infra if g["name"] == "PE Infrastructure Agent" else rule_matches(g["rule"], trusted, facts)
         if not matches:
             continue
         for key, value in g.get("classes", {}).get("puppet_enterprise::profile::agent", {}).items():
