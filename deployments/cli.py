@@ -2,7 +2,8 @@
 
     pe-ha run PROCEDURE [--param k=v ...] [--watch]   start its deployment (and follow state and logs)
     pe-ha plan PROCEDURE [--param k=v ...]            the dry run: print the plan of every step
-    pe-ha approve RUN --operator NAME [--reject] [--comment TEXT]
+    pe-ha run PROCEDURE --token-file FILE ...         ... recording who started it (their RBAC login)
+    pe-ha approve RUN (--token-file FILE | --operator NAME) [--reject] [--comment TEXT]
     pe-ha status                                      the last verify-health result and the runs in progress
     pe-ha setup [--no-alerts] [--webhook-url URL]     the idempotent set-up, `prefect deploy --all`, post-deploy
 
@@ -104,17 +105,66 @@ def _deployment(client, procedure: str):
                          "installation's settings") from None
 
 
-def start(procedure: str, params: dict[str, Any]) -> str:
+def read_token(path: str) -> Any:
+    """An RBAC token from a file, or from a prompt for ``-``; never from the command line itself."""
+    import getpass
+
+    from pydantic import SecretStr
+
+    if path == "-":
+        text = getpass.getpass("RBAC token: ")
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SystemExit(f"pe-ha: cannot read the token file {path}: {exc.strerror}") from None
+    if not text.strip():
+        raise SystemExit(f"pe-ha: no token in {path}: log in with `puppet-access login` first")
+    return SecretStr(text.strip())
+
+
+def rbac_login(token: Any) -> str:
+    """The PE login RBAC gives for ``token`` (asked here, before anything is sent to the run)."""
+    from pe_ha.errors import PeHaError
+    from pe_ha.pe_api import PEApi
+    from pe_ha.settings import get_settings
+
+    try:
+        api = PEApi(get_settings())
+        try:
+            login = api.authenticate(token).get("login")
+        finally:
+            api.close()
+    except PeHaError as exc:
+        raise SystemExit(f"pe-ha: RBAC did not confirm the token: {exc}") from None
+    if not isinstance(login, str) or not login:
+        raise SystemExit("pe-ha: RBAC's answer for the token names no login")
+    return login
+
+
+def start(procedure: str, params: dict[str, Any], *, started_by: str | None = None) -> str:
+    """Create the run. With ``started_by``, the run is held until its starter's login is recorded beside it
+    (as a run input, not a parameter), then released to the worker."""
+    import datetime as dt
+    import json as _json
+
     from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.states import Scheduled
+
+    from pe_ha.approval import STARTED_BY_INPUT
 
     with _client() as client:
         deployment = _deployment(client, procedure)
+        held = {"state": Scheduled(scheduled_time=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))} if started_by else {}
         try:
-            run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
+            run = client.create_flow_run_from_deployment(deployment.id, parameters=params, **held)
         except PrefectHTTPStatusError as exc:  # e.g. 409: a misspelt parameter, named by the server
             detail = exc.response.json().get("detail", exc.response.text) if exc.response.content else str(exc)
             raise SystemExit(f"pe-ha: the server refused the run: {detail}") from None
-    print(f"started {run.name} (flow run {run.id})")
+        if started_by:
+            client.create_flow_run_input(run.id, STARTED_BY_INPUT, _json.dumps(started_by))
+            client.set_flow_run_state(run.id, Scheduled(), force=True)
+    print(f"started {run.name} (flow run {run.id})" + (f" by PE user {started_by}" if started_by else ""))
     return str(run.id)
 
 
@@ -152,7 +202,7 @@ def watch(run_id: str, *, follow_logs: bool = True, poll_s: float = 1.0) -> str:
                       + (f": {run.state.message}" if run.state and run.state.message else ""))
                 last_state = state
             if state == "PAUSED" and not hinted:
-                print(f"-- waiting for approval: pe-ha approve {run_id} --operator NAME [--reject --comment TEXT]")
+                print(f"-- waiting for approval: pe-ha approve {run_id} --token-file FILE (or --operator NAME) [--reject --comment TEXT]")
                 hinted = True
             if state in TERMINAL:
                 return state
@@ -172,17 +222,43 @@ def plan(procedure: str, params: dict[str, Any]) -> int:
     return EXIT.get(final, 4)
 
 
-def approve(run_id: str, operator: str, *, reject: bool, comment: str) -> int:
+def approve(run_id: str, operator: str | None, *, reject: bool, comment: str, token_file: str | None) -> int:
+    """Answer a paused run. With a token file, the token is sealed to the run's pause (see pe_ha.sealing):
+    the run itself asks RBAC whose it is. The run's policy is checked here first, with the same rule."""
+    from pe_ha.approval import SEALING_KEY_INPUT, Answer, ApprovalPolicy, answer_problem
+    from pe_ha.sealing import seal
+
     with _client() as client:
-        result = client.resume_flow_run(run_id, run_input={"approve": not reject, "operator": operator,
-                                                           "comment": comment})
+        try:
+            published = json.loads(client.read_flow_run_input(run_id, SEALING_KEY_INPUT))  # type: ignore[arg-type]
+        except Exception:  # 404: not paused for approval, or paused by an older pe-ha
+            published = {}
+    answer: dict[str, Any] = {"approve": not reject, "comment": comment}
+    login = None
+    if token_file:
+        if not published.get("public_key"):
+            raise SystemExit(f"pe-ha: flow run {run_id} is not waiting for an approval (it published no approval "
+                             "key): check it with `pe-ha status`")
+        token = read_token(token_file)
+        login = rbac_login(token)
+        answer["sealed_token"] = seal(published["public_key"], token, context=run_id)
+    answer["operator"] = operator or login
+    policy = ApprovalPolicy(published.get("policy", "any"))
+    problem = answer_problem(policy, Answer(not reject, answer["operator"], login, comment), run=run_id,
+                             started_by=published.get("started_by"))
+    if problem:
+        print(f"REFUSED: {problem}")
+        return 1
+    with _client() as client:
+        result = client.resume_flow_run(run_id, run_input=answer)
     status = result.status.value
     reason = getattr(result.details, "reason", "") or ""
     if status != "ACCEPT":
         # Prefect answers invalid input with HTTP 200 and REJECT: the run is still paused.
         print(f"REJECT: the server did not take the answer ({reason or status}); the run is still waiting")
         return 1
-    print(f"{'rejected' if reject else 'approved'} by {operator}: flow run {run_id} resumes")
+    who = f"PE user {login}" if login else answer["operator"]
+    print(f"{'rejected' if reject else 'approved'} by {who}: flow run {run_id} resumes")
     return 0
 
 
@@ -269,9 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
         if name == "run":
             c.add_argument("--watch", action="store_true", help="follow the run's state and logs until it ends")
+            c.add_argument("--token-file", metavar="FILE",
+                           help="your own RBAC token (- prompts): the run records your PE login as its starter")
     a = sub.add_parser("approve", help="answer a paused run's approval")
     a.add_argument("run")
-    a.add_argument("--operator", required=True)
+    who = a.add_mutually_exclusive_group(required=True)
+    who.add_argument("--token-file", metavar="FILE",
+                     help="your own RBAC token (- prompts): sealed to the paused run, which confirms your PE login "
+                          "with RBAC; required by the identified and two-person approval policies")
+    who.add_argument("--operator", help="your name, as typed (the any policy only)")
     a.add_argument("--reject", action="store_true")
     a.add_argument("--comment", default="")
     sub.add_parser("status", help="the last verify-health result and the runs in progress")
@@ -283,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     _installation = args.installation
     try:
         if args.command == "run":
-            run_id = start(args.procedure, parse_params(args.param))
+            started_by = rbac_login(read_token(args.token_file)) if args.token_file else None
+            run_id = start(args.procedure, parse_params(args.param), started_by=started_by)
             return EXIT.get(watch(run_id), 4) if args.watch else 0
         if args.command == "plan":
             return plan(args.procedure, parse_params(args.param))
         if args.command == "approve":
-            return approve(args.run, args.operator, reject=args.reject, comment=args.comment)
+            return approve(args.run, args.operator, reject=args.reject, comment=args.comment,
+                           token_file=args.token_file)
         if args.command == "status":
             return status()
         extra = (["--no-alerts"] if args.no_alerts else []) + (["--webhook-url", args.webhook_url] if args.webhook_url else [])

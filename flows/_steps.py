@@ -13,7 +13,10 @@ from typing import Any
 
 from prefect.states import Cancelled
 
-from flows._common import Runbook, log, require_approval
+from flows._approval import check_up_front, require_approval
+from flows._common import Runbook, log
+from flows._lock import at_step_boundary
+from pe_ha import runtime
 from pe_ha.commands import Command
 from pe_ha.errors import ApprovalRejected, PeHaError
 from pe_ha.masking import mask
@@ -131,6 +134,8 @@ class Procedure:
         """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run
         Cancelled with nothing after it done."""
         steps = self.selected()
+        if any(step.approval for step in steps):
+            check_up_front(runtime.settings().approval_policy, approve)
         skipped = [s for s in self.steps if s not in steps]
         for step in skipped:
             self.book.skip(step.title, f"start_at={self.start_at}")
@@ -141,6 +146,7 @@ class Procedure:
             for index, step in enumerate(steps):
                 if step.always and step.armed_by and step.armed_by not in started:
                     continue
+                at_step_boundary(step.title)  # a step starts only while this run holds the lock
                 current = step
                 if step.approval:
                     self._approve(step, steps[index + 1:], approve)

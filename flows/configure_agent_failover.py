@@ -11,7 +11,8 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, Field, field_validator
 
-from flows._common import installation_lock, log
+from flows._common import log
+from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import runtime, validation
 from pe_ha.commands import PCP_PORT, PUPPET_PORT

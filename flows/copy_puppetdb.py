@@ -27,7 +27,8 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, log, run_name
+from flows._common import distinct, inventory_host, log, run_name
+from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import DatabaseError, PreconditionFailed, TransferError, ValidationError, is_retryable

@@ -10,7 +10,8 @@ which the remote command is killed.
 
 from prefect import flow
 
-from flows._common import distinct, installation_lock, inventory_host, run_name
+from flows._common import distinct, inventory_host, run_name
+from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import ValidationError

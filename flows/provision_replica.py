@@ -18,7 +18,8 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import installation_lock, inventory_host, log, master_and_replica, run_name
+from flows._common import inventory_host, log, master_and_replica, run_name
+from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed

@@ -10,7 +10,8 @@
 
 from prefect import flow
 
-from flows._common import installation_lock, master_and_replica, run_name
+from flows._common import master_and_replica, run_name
+from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, versions
 from pe_ha.errors import PreconditionFailed

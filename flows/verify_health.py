@@ -13,7 +13,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import check_run_is_for_this_installation, inventory_host, log
+from flows._common import inventory_host, log
+from flows._lock import check_run_is_for_this_installation
 from flows._steps import Procedure, Step
 from pe_ha import runtime
 from pe_ha.errors import PreconditionFailed

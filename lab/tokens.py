@@ -37,6 +37,15 @@ def issue_admin_token(cfg: LabConfig, *, lifetime_s: float) -> str:
     return token
 
 
+def issue_user_token(cfg: LabConfig, login: str, *, lifetime_s: float = 3600) -> str:
+    """A token for the PE user ``login`` (as if they ran `puppet-access login`); RBAC answers with that login."""
+    token = "sim-" + secrets.token_urlsafe(32)
+    store = _read(cfg)
+    store[hashlib.sha256(token.encode()).hexdigest()] = {"user": login, "expires": time.time() + lifetime_s}
+    _write(cfg, store)
+    return token
+
+
 def expire_token_in(cfg: LabConfig, token: str, seconds: float) -> None:
     """Fault switch: make ``token`` expire ``seconds`` from now."""
     store = _read(cfg)

@@ -133,6 +133,10 @@ class ApprovalRejected(PeHaError):
     """The operator rejected, or did not give, approval for a destructive step."""
 
 
+class LockLost(PeHaError):
+    """Between two steps, the run could not confirm it still holds its installation's lock."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a task may retry after ``exc``. Auth, validation, preconditions and refusals never are."""
     if isinstance(exc, PeHaError):

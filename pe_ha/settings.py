@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pe_ha import inventory, validation
+from pe_ha.approval import ApprovalPolicy
 from pe_ha.errors import ConfigurationError, ValidationError
 from pe_ha.masking import register_secret
 
@@ -134,6 +135,15 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = Field(
         default=None, description="Where pe-ha's alerts are posted (a Prefect custom webhook); set-up refuses to "
                                   "create the alert automations without one, unless told --no-alerts.")
+    approval_policy: ApprovalPolicy = Field(
+        default=ApprovalPolicy.ANY,
+        description="Who may approve a destructive step: any (a name typed in the UI or given to `pe-ha approve`), "
+                    "identified (only `pe-ha approve` with the approver's own RBAC token), two-person (identified, "
+                    "and not the PE user who started the run).")
+    lock_wait_s: float = Field(default=900, ge=0, le=86400,
+                               description="How long a procedure waits for the installation's lock before it fails "
+                                           "naming the run that holds it.")
+    pause_poll_s: int = Field(default=2, ge=1, le=60, description="How often a paused run checks for its answer.")
     health_interval_s: int = Field(default=300, ge=10, le=86400,
                                    description="verify_health schedule interval in seconds (10 s to a day).")
 

@@ -6,13 +6,21 @@ import contextlib
 
 import pytest
 
+from pe_ha import runtime
 from pe_ha.executor import CommandResult
 from tests.conftest import status_json
+from tests.test_plans import latest_artifact
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
 TF = "/root/.puppetlabs/pe-ha.token"
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def short_lock_wait():
+    """The unit settings with a one-second lock wait, in place of the installed ones for the block."""
+    return runtime.use(settings=runtime.settings().model_copy(update={"lock_wait_s": 1}),
+                       executor=runtime.executor(), api=runtime.api())
 
 
 @contextlib.contextmanager
@@ -30,20 +38,20 @@ def provision_holding_the_lock(fake, monkeypatch):
         return CommandResult(host, argv, 0, "provisioned", "", 0.0)
 
     fake.script(M, ("puppet", "infrastructure", "provision"), responder=slow_provision)
-    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
     from flows.provision_replica import provision_replica
 
     holder = threading.Thread(target=lambda: provision_replica(sync_timeout_s=30))
-    holder.start()
-    try:
-        deadline = _time.monotonic() + 20
-        while not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M)):
-            assert _time.monotonic() < deadline
-            _time.sleep(0.05)
-        yield
-    finally:
-        release.set()
-        holder.join(30)
+    with short_lock_wait():
+        holder.start()
+        try:
+            deadline = _time.monotonic() + 20
+            while not any(c[:3] == ("puppet", "infrastructure", "provision") for c in fake.commands_on(M)):
+                assert _time.monotonic() < deadline
+                _time.sleep(0.05)
+            yield
+        finally:
+            release.set()
+            holder.join(30)
 
 
 def test_second_procedure_on_the_same_installation_is_refused_naming_the_holder(env, monkeypatch):
@@ -63,7 +71,7 @@ def test_a_stale_holder_note_never_names_the_wrong_run(env, monkeypatch):
     from prefect import flow
     from prefect.variables import Variable
 
-    import flows._common as common
+    import flows._lock as common
 
     @flow(name="copy-puppetdb-earlier")
     def earlier() -> None:
@@ -83,10 +91,10 @@ def test_a_stale_holder_note_never_names_the_wrong_run(env, monkeypatch):
 
 
 def test_verify_health_takes_no_lock(env, monkeypatch):
-    monkeypatch.setenv("PEHA_LOCK_WAIT_S", "1")
     from flows.verify_health import verify_health
 
-    assert verify_health()["healthy"] >= 1
+    with short_lock_wait():
+        assert verify_health()["healthy"] >= 1
 
 
 def test_the_holder_is_noted_with_the_lock_and_marked_released_before_it_goes(env, monkeypatch):
@@ -104,9 +112,10 @@ def test_a_wait_that_timed_out_on_a_free_lock_asks_again(env, monkeypatch):
     """A slow server (SQLite's 'database is locked', retried with backoff) can use up the wait while nobody
     holds the lock: the procedure asks again instead of naming a holder that does not exist."""
     from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
-    from prefect.concurrency.sync import concurrency as real_concurrency
 
-    import flows._common as common
+    import flows._lock as common
+
+    real_acquire = common._acquire
 
     fake, _, _ = env
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
@@ -114,13 +123,13 @@ def test_a_wait_that_timed_out_on_a_free_lock_asks_again(env, monkeypatch):
     fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
     asked = []
 
-    def slow_then_granted(*args, **kwargs):
-        asked.append(kwargs["timeout_seconds"])
+    def slow_then_granted(name, timeout_s, holder_id):
+        asked.append(timeout_s)
         if len(asked) == 1:
             raise AcquireConcurrencySlotTimeoutError("timed out")
-        return real_concurrency(*args, **kwargs)
+        return real_acquire(name, timeout_s, holder_id)
 
-    monkeypatch.setattr(common, "concurrency", slow_then_granted)
+    monkeypatch.setattr(common, "_acquire", slow_then_granted)
     from flows.provision_replica import provision_replica
 
     assert provision_replica(sync_timeout_s=30)["replica"] == R
@@ -130,19 +139,112 @@ def test_a_wait_that_timed_out_on_a_free_lock_asks_again(env, monkeypatch):
 def test_a_wait_that_timed_out_on_a_held_lock_is_refused_at_once(env, monkeypatch):
     from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
 
-    import flows._common as common
+    import flows._lock as common
 
     fake, _, _ = env
     asked = []
 
-    def held(*args, **kwargs):
+    def held(name, timeout_s, holder_id):
         asked.append(1)
         raise AcquireConcurrencySlotTimeoutError("timed out")
 
-    monkeypatch.setattr(common, "concurrency", held)
+    monkeypatch.setattr(common, "_acquire", held)
     monkeypatch.setattr(common, "_lock_is_taken", lambda name: True)
     from flows.forget_replica import forget_replica
 
     state = forget_replica(approve=True, return_state=True)
     assert state.is_failed() and "holds the pe-ha:unit lock" in state.message
     assert len(asked) == 1 and fake.calls == []
+
+
+# -- the lease: kept by pe-ha, judged only between steps ---------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_renewals_keep_the_lock_until_the_lease_would_end_and_a_revoked_lease_is_lost_at_once():
+    from uuid import uuid4
+
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from flows._lock import LOCK_LEASE_S, MARGIN_S, LeaseKeeper
+
+    answers: list[BaseException | None] = []
+
+    def renew(lease_id, duration):
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    clock = Clock()
+    keeper = LeaseKeeper(uuid4(), renew=renew, clock=clock)
+    answers += [httpx.ConnectError("server restarting")] * 3
+    for _ in range(3):
+        clock.now += 10
+        assert keeper.renew_once() is False
+    assert keeper.failures == 3 and keeper.holds()  # 30 s without renewal: the lease still runs
+    clock.now = 1000.0 + LOCK_LEASE_S - MARGIN_S
+    assert not keeper.holds()  # too close to the lease's end for another step to start
+    answers.append(None)
+    assert keeper.renew_once() and keeper.holds() and keeper.failures == 0
+
+    request = httpx.Request("POST", "http://x/api/v2/concurrency_limits/leases/1/renew")
+    answers.append(PrefectHTTPStatusError("gone", request=request, response=httpx.Response(404, request=request)))
+    assert keeper.renew_once() is False
+    assert keeper.lost and not keeper.holds()
+
+
+def lapse_during_provision(fake, on_lapse):
+    """Script a provision whose provision command lets the lock's lease lapse on the server (revoked, as the
+    server does when a lease ends unrenewed), then calls ``on_lapse``."""
+    from flows import _lock
+
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
+
+    def provision(host, argv):
+        keeper = _lock._held.get()
+        assert keeper is not None
+        _lock._release(keeper.lease_id)
+        keeper.lost = True
+        on_lapse()
+        return CommandResult(host, argv, 0, "provisioned", "", 0.0)
+
+    fake.script(M, ("puppet", "infrastructure", "provision"), responder=provision)
+
+
+def test_a_lapsed_lease_is_taken_again_at_the_next_step_when_no_one_else_held_it(env, caplog):
+    fake, _, _ = env
+    lapse_during_provision(fake, lambda: None)
+    from flows.provision_replica import provision_replica
+
+    assert provision_replica(sync_timeout_s=30)["replica"] == R  # the step finished, and the procedure went on
+    assert "took the pe-ha:unit lock again" in caplog.text
+
+
+def test_a_lapsed_lease_another_run_held_meanwhile_stops_before_the_next_step(env):
+    from prefect.variables import Variable
+
+    fake, _, _ = env
+
+    def another_run_came_and_went():
+        Variable.set("pe-ha-lock-holder-unit", {"released": "0b6a1a3e-0000-4000-8000-000000000002"}, overwrite=True)
+
+    lapse_during_provision(fake, another_run_came_and_went)
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(sync_timeout_s=30, return_state=True)
+    assert state.is_failed() and "another run held the lock meanwhile" in state.message
+    provisioned = [i for i, c in enumerate(fake.calls) if c.argv[:3] == ("puppet", "infrastructure", "provision")]
+    assert len(provisioned) == 1
+    after = [c for c in fake.calls[provisioned[0] + 1:] if c.host == M and "status" not in c.argv]
+    summary = latest_artifact("provision-replica-summary")
+    assert "stopped before step" in summary and "| puppet infrastructure provision replica | " in summary
+    assert not [c for c in after if c.argv[:2] == ("puppet", "agent")]  # nothing after the boundary ran

@@ -261,12 +261,12 @@ def test_a_failed_copy_leaves_a_summary_naming_the_failing_step_and_cleans_up(en
 
 
 def test_a_rejected_approval_ends_cancelled_with_its_summary_and_nothing_done(env, monkeypatch):
-    from flows import _common
     from flows.forget_replica import forget_replica
+    from pe_ha.errors import ApprovalRejected
 
     def rejected(book, what, *, approved_up_front, timeout_s=3600, allows=""):
         assert "puppet infrastructure forget" in allows  # the pause shows the rows it would allow
-        raise _common.ApprovalRejected(f"alice rejected: {what}")
+        raise ApprovalRejected(f"alice rejected: {what}")
 
     monkeypatch.setattr("flows._steps.require_approval", rejected)
     state = forget_replica(return_state=True)

@@ -14,7 +14,8 @@ def stack(lab, tmp_path_factory, request):  # noqa: F811  (the lab fixture, not 
     hook = WebhookReceiver(port=free_port()).start()
     env = core.lab_env()
     interval = getattr(request.module, "HEALTH_INTERVAL_S", 30)
-    env.update({"PEHA_HEALTH_INTERVAL_S": str(interval), "PEHA_LOCK_WAIT_S": "3"})
+    env.update({"PEHA_HEALTH_INTERVAL_S": str(interval), "PEHA_LOCK_WAIT_S": "3",
+                "PEHA_APPROVAL_POLICY": getattr(request.module, "APPROVAL_POLICY", "any")})
     st = PrefectStack(home=tmp_path_factory.mktemp("prefect"), port=free_port(), extra_env=env)
     try:
         st.start_server()
