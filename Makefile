@@ -15,6 +15,7 @@ PY := $(VENV)/bin/python
 
 # A closed network, and no calls home (Prefect's telemetry is on by default).
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE := prefect.server.concurrency.lease_storage.filesystem
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect

@@ -29,7 +29,9 @@ LOCK_ATTEMPTS = 3  # a timed-out wait for a lock that turns out free is asked ag
 RENEW_EVERY_S = LOCK_LEASE_S / 4  # three more tries fit in a lease after a failed one
 RETRY_AFTER_S = 2.0
 MARGIN_S = 5.0  # a lease this close to its end counts as lapsed: the next step could outlive it
-REACQUIRE_WAIT_S = 10.0  # at a step boundary, a slot not free by then is held by someone else
+# At a step boundary, a slot not free by then is held by someone else. After a server restart, the server's
+# repossessor frees an expired lease's slot within seconds (leases on disk; measured about 10 s).
+REACQUIRE_WAIT_S = LOCK_LEASE_S + 30
 
 # The procedures that take the lock: a run of one of these, running or paused, is the holder.
 LOCKING_PROCEDURES = ("provision-replica", "copy-puppetdb", "enable-replica", "promote-replica",
@@ -241,7 +243,8 @@ def _who_holds(installation: str) -> str:
             return f"{r.name} (flow run {r.id})"
     except Exception as exc:  # the holder's name is informational; the refusal stands without it
         log().debug("could not tell who holds the lock: %s", exc)
-    return "a run whose name could not be read"
+    return ("no active run of a locking procedure: if none is running, the slot outlived its holder (a Prefect "
+            "server restarted with its leases in memory); see `prefect gcl inspect` and the README's lock section")
 
 
 def _note_holder(installation: str, procedure: str) -> None:

@@ -31,6 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+
+
 def base_env(home: Path, port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -39,6 +42,9 @@ def base_env(home: Path, port: int) -> dict[str, str]:
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5", "PEHA_PAUSE_POLL_S": "1", "PEHA_PROJECT_DIR": str(ROOT),
         "PREFECT_LOGGING_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        # Leases on disk: with the default (memory), a server restart forgets every lease while the slots stay
+        # taken, so the installation's lock would never be free again (README, "One procedure at a time").
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
     })
     return env
 
@@ -85,6 +91,7 @@ class PrefectStack:
     database_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    server: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -112,8 +119,8 @@ class PrefectStack:
 
     def start_server(self, timeout_s: float = 120) -> float:
         started = time.monotonic()
-        self._spawn([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                    "server.log")
+        self.server = self._spawn([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                   str(self.port)], "server.log")
         while time.monotonic() - started < timeout_s:
             try:
                 if httpx.get(f"{self.api}/health", timeout=1).status_code == 200:
@@ -122,6 +129,19 @@ class PrefectStack:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"Prefect server did not answer within {timeout_s} s; see {self.home / 'server.log'}")
+
+    def stop_server(self) -> None:
+        """Stop the server only (SIGTERM, as a restart would), keeping its database and the workers."""
+        server = self.server
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        self.processes = [p for p in self.processes if p is not server]
+        self.server = None
 
     def run(self, *argv: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
         r = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], env={**self.env(), **(env or {})}, cwd=ROOT, capture_output=True,

@@ -90,6 +90,7 @@ def cmd_provision(args):
                        "'%s', expected '%s'." % (replica, server, s["master"]))
     print("Notice: Pinning %s to PE Infrastructure Agent" % replica)
     print("Notice: Running puppet on %s." % replica)
+    log("provision replica %s" % replica)
     update_state(replica=replica, replica_enabled=False)
     groups = groups_by_name()
     if "PE HA Replica" not in groups:

@@ -69,7 +69,7 @@ def _kill_worker_and_flow_runs(stack) -> None:
         pid, _, args = proc.strip().partition(" ")
         if "prefect" in args and ("flow_run" in args or "prefect.engine" in args or "worker start" in args):
             victims.add(int(pid))
-    server = {p.pid for p in stack.processes[:1]}
+    server = {stack.server.pid} if stack.server else set()
     for pid in victims - server:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -101,3 +101,34 @@ def test_worker_killed_mid_flow(stack, fresh_lab, outcome):
         assert f"server_list = {M}:8140,{R}:8140" in conf
         o.observed = (f"crashed run {fr['name']} left the lock; the re-run got it and completed {freed_after:.0f} s "
                       "after the kill (lease 60 s); `enable replica` ran once")
+
+
+def test_server_down_longer_than_the_lease_during_a_step(stack, fresh_lab, outcome):
+    """Prefect's own lease renewal would cancel the run in the middle of the step (strict lock) once the server
+    stays away: pe-ha's keeper lets the step finish and takes the lock again before the next one."""
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"provision"')
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "150")
+    with outcome("fault", "the Prefect server is down for 80 s (the lock's lease is 60 s) during provision's "
+                 "provision step", "the step finishes; the lock is taken again before the next step; the run "
+                 "completes") as o:
+        fr = stack.create_run("provision-replica", "lab", {"sync_timeout_s": 120})
+        wait_until(lambda: remote_running(fresh_lab, M, "infrastructure provision"), 120, "the remote provision")
+        stack.stop_server()
+        down = time.monotonic()
+        time.sleep(80)
+        stack.start_server()
+        away = time.monotonic() - down
+        final = stack.wait(fr["id"], 400)
+        assert final["state"]["type"] == "COMPLETED", stack.explain(fr["id"], 40)
+        lines = stack._request("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [fr["id"]]}},
+                                                              "limit": 200}).json()
+        messages = [entry["message"] for entry in lines]
+        assert any("took the pe-ha:lab lock again" in m for m in messages), "\n".join(messages[-40:])
+        provisions = core.node_run(fresh_lab.master, "grep", "-c", "provision replica replica.lab.test",
+                                   "/var/log/puppetlabs/sim/sim.log", check=False).stdout.strip()
+        assert provisions == "1"
+        limit = stack._request("GET", "/v2/concurrency_limits/pe-ha:lab").json()
+        assert limit["active_slots"] == 0, limit  # the lock is free again after the run
+        o.observed = (f"server away {away:.0f} s; the provision step finished, the lock was taken again before the "
+                      "next step, and the run completed with one provision")
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
