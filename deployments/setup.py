@@ -16,7 +16,8 @@ from prefect.automations import Automation
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
-from prefect.events.actions import SendNotification
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 
@@ -58,6 +59,36 @@ def _automation(name: str, trigger: EventTrigger, block_id: str, subject: str, b
                       actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)])
 
 
+HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY in prefect.yaml's job variables
+CRASHED_AFTER_S = 3 * HEARTBEAT_S  # three missed heartbeats: a busy host may delay one, not three
+CRASH_AUTOMATION = "pe-ha: mark a run Crashed when its heartbeats stop"
+
+
+def crash_automation() -> Automation:
+    """Prefect's "Detect zombie flows" automation, for pe-ha's runs: a run that sent a heartbeat and then
+    neither another one nor a final state within CRASHED_AFTER_S is marked Crashed. The Crashed state then
+    alerts through the failed-or-crashed automation, once."""
+    return Automation(
+        name=CRASH_AUTOMATION, description="pe-ha: no ghosts", enabled=True,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.id": "prefect.tag.pe-ha"},
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=CRASHED_AFTER_S)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {CRASHED_AFTER_S} s: the worker or its machine died "
+                                            "during the run")])
+
+
+# The run's progress labels (flows/_steps.py) name the last finished step and how to go on from the next one.
+PROGRESS = ("{% if flow_run.labels.get('pe-ha.last-finished-step') %} Last finished step: "
+            "{{ flow_run.labels.get('pe-ha.last-finished-step') }}. Resume: "
+            "{{ flow_run.labels.get('pe-ha.resume') }}.{% endif %}")
+
+
 def wanted_automations(block_id: str) -> list[Automation]:
     """One alert per bad outcome: a procedure's failed or crashed run; for verify-health, its
     pe-ha.health.degraded event (which it emits for every failure, so its Failed run is not matched too)."""
@@ -69,7 +100,7 @@ def wanted_automations(block_id: str) -> list[Automation]:
                          posture=Posture.Reactive, threshold=1, within=timedelta(0)),
             block_id, "pe-ha: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}",
             "Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.state.name }}: "
-            "{{ flow_run.state.message }}"),
+            "{{ flow_run.state.message }}." + PROGRESS),
         _automation(
             "pe-ha: the health check crashed",
             EventTrigger(expect={"prefect.flow-run.Crashed"},
@@ -86,9 +117,10 @@ def wanted_automations(block_id: str) -> list[Automation]:
     ]
 
 
-def ensure_automations(block_id: str) -> dict[str, str]:
+def ensure_automations(block_id: str | None) -> dict[str, str]:
+    """The alert automations (with a webhook block) and the crash automation (always: it alerts no one itself)."""
     result = {}
-    for automation in wanted_automations(block_id):
+    for automation in [*(wanted_automations(block_id) if block_id else []), crash_automation()]:
         try:
             existing = Automation.read(name=automation.name)
         except (ValueError, ObjectNotFound):
@@ -200,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work pool {WORK_POOL}: {ensure_work_pool()}")
     print(f"lock pe-ha:{args.installation}: {ensure_lock(args.installation)}")
     if args.no_alerts:
+        for name, outcome in ensure_automations(None).items():
+            print(f"automation {name!r}: {outcome}")
         print("alerts: NOT set up (--no-alerts): failed procedures and degraded health alert no one")
         return 0
     block_id = ensure_webhook_block(args.webhook_url)

@@ -7,6 +7,7 @@ steps (``always``) also run after a failure; the summary artifact is published o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,62 @@ class Outcome:
     notes: Sequence[str] = ()
 
 
+class ProgressLabels:
+    """Writes a run's progress labels from a thread. On SQLite a write can wait seconds for the database (the
+    server answers 503 and the client retries): a step must not wait for a label. Only the latest value is
+    written; ``close`` waits a bounded time for it."""
+
+    def __init__(self, flow_run_id: Any) -> None:
+        self._flow_run_id = flow_run_id
+        self._latest: dict[str, Any] | None = None
+        self._closing = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._write_loop, name="pe-ha-progress-labels", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def for_this_run(cls) -> ProgressLabels | None:
+        from prefect.runtime import flow_run
+
+        return cls(flow_run.id) if flow_run.id else None
+
+    def set(self, labels: dict[str, Any]) -> None:
+        with self._changed:
+            self._latest = labels
+            self._changed.notify()
+
+    def close(self, timeout_s: float = 15) -> None:
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self._thread.join(timeout_s)
+
+    def _write_loop(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        pending: dict[str, Any] | None = None
+        with get_client(sync_client=True) as client:
+            while True:
+                with self._changed:
+                    while self._latest is None and pending is None and not self._closing:
+                        self._changed.wait()
+                    if self._latest is not None:
+                        pending, self._latest = self._latest, None
+                    closing = self._closing
+                if pending is None:
+                    return
+                try:
+                    client.update_flow_run_labels(self._flow_run_id, pending)
+                    pending = None
+                except Exception as exc:  # kept and tried again: on SQLite, a label write collides with the
+                    # run's own state writes (the server reads, then updates, and answers 503 when it loses)
+                    log().debug("could not record the run's progress yet: %s", exc)
+                    if closing:
+                        return
+                    with self._changed:
+                        self._changed.wait(1.0)
+
+
 @dataclass
 class Procedure:
     """A procedure's steps and its record; ``run`` executes them, ``plan`` shows them."""
@@ -93,6 +150,7 @@ class Procedure:
     start_at: str | None = None
     topology_on: str | None = None  # shows the HA topology from this host first and last (patronictl's way)
     results: dict[str, Any] = field(default_factory=dict)
+    progress: ProgressLabels | None = None
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
@@ -139,6 +197,13 @@ class Procedure:
         skipped = [s for s in self.steps if s not in steps]
         for step in skipped:
             self.book.skip(step.title, f"start_at={self.start_at}")
+        try:
+            return self._run(steps, outcome, approve)
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+
+    def _run(self, steps: list[Step], outcome: Callable[[dict[str, Any]], Outcome], approve: bool) -> Any:
         started: set[str] = set()
         done: set[str] = set()
         current: Step | None = None
@@ -157,6 +222,7 @@ class Procedure:
                 with self.book.step(step.title, step.host):
                     self.results[step.key] = step.action()
                 done.add(step.key)
+                self._note_progress(step, steps[index + 1:])
             current = None
         except ApprovalRejected as exc:
             self._cleanup(steps, started, done)
@@ -171,6 +237,25 @@ class Procedure:
         final = outcome(self.results)
         self.book.publish_summary(outcome=final.text, next_steps=final.next_steps, notes=final.notes)
         return self.results
+
+    def resume_hint(self, remaining: Sequence[Step]) -> str:
+        """How to go on after the last finished step, should the run die now."""
+        phases = [s.phase for s in remaining if s.phase]
+        if phases:
+            return f"pe-ha run {self.name} --param start_at={phases[0]} (with this run's other parameters)"
+        if not remaining:
+            return "nothing: every step finished"
+        return (f"no start_at for this procedure: check the installation with verify-health, then run {self.name} "
+                "again (pe-ha plan shows what it would do)")
+
+    def _note_progress(self, finished: Step, remaining: Sequence[Step]) -> None:
+        """The run's labels name its last finished step and how to go on: the crash alert reads them, since a
+        run whose worker died cannot say so itself."""
+        if self.progress is None:
+            self.progress = ProgressLabels.for_this_run()
+        if self.progress is not None:
+            self.progress.set({"pe-ha.last-finished-step": finished.title,
+                               "pe-ha.resume": self.resume_hint(remaining)})
 
     def _approve(self, step: Step, remaining: Sequence[Step], approve: bool) -> None:
         rows = [r for s in remaining for r in s.rows()]

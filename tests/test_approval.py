@@ -208,3 +208,25 @@ def test_approve_true_is_refused_before_any_command_under_identified(tmp_path):
         state = forget_replica(approve=True, return_state=True)
     assert state.is_failed() and "approve=true is an approval without an identity" in state.message
     assert fake.calls == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_approval_nobody_gives_in_time_fails_the_run_naming_the_step(tmp_path):
+    """A pause past its timeout fails the run (so the failed-run automation alerts once), naming what waited."""
+    from prefect import flow
+
+    import flows._approval as approval
+    from flows._common import Runbook
+    from pe_ha.errors import ApprovalTimedOut
+
+    settings = make_settings(tmp_path, approval_timeout_s=2, pause_poll_s=1)
+
+    @flow(name="approval-nobody-gives")
+    def paused() -> str:
+        return approval.require_approval(Runbook("test", "t"), "forget the replica", approved_up_front=False)
+
+    with runtime.use(settings=settings, api=rbac_api(settings)):
+        state = paused(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ApprovalTimedOut, match="no answer to the approval of 'forget the replica' within 2 s"):
+        state.result()

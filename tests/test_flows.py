@@ -566,3 +566,20 @@ def test_a_run_from_another_installations_deployment_is_refused_before_any_comma
            f"'{settings.installation}'" in state.message
     assert "--work-queue prod-eu" in state.message
     assert fake.calls == [] and api.calls == []
+
+
+def test_a_failed_deploy_leaves_labels_naming_the_last_finished_step_and_the_resume_command(env):
+    """What the crash alert reads: a run whose worker dies cannot say where it stopped, so each finished step
+    is recorded on the run as it goes."""
+    fake, _, _ = env
+    fake.script(M, ("puppet", "job", "run"), exit_code=1, stdout="Error: the orchestrator is not running")
+    from prefect.client.orchestration import get_client
+
+    from flows.enable_replica import enable_replica
+
+    state = enable_replica(deploy="job", return_state=True)
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        labels = client.read_flow_run(state.state_details.flow_run_id).labels
+    assert labels["pe-ha.last-finished-step"] == "puppet infrastructure enable replica"
+    assert labels["pe-ha.resume"] == "pe-ha run enable-replica --param start_at=deploy (with this run's other parameters)"

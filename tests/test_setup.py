@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from deployments.setup import main, wanted_automations
+from deployments.setup import CRASHED_AFTER_S, HEARTBEAT_S, crash_automation, main, wanted_automations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,21 @@ def test_every_deployment_is_named_after_the_installation_on_its_own_queue():
     assert len(doc["deployments"]) == 9
     for d in doc["deployments"]:
         assert d["name"] == "{{ $PEHA_INSTALLATION }}", d["entrypoint"]
-        assert d["work_pool"] == {"name": "pe-ha", "work_queue_name": "{{ $PEHA_INSTALLATION }}"}, d["entrypoint"]
+        assert d["work_pool"]["name"] == "pe-ha", d["entrypoint"]
+        assert d["work_pool"]["work_queue_name"] == "{{ $PEHA_INSTALLATION }}", d["entrypoint"]
         assert d["enforce_parameter_schema"] is True
     health = next(d for d in doc["deployments"] if d["entrypoint"].endswith(":verify_health"))
     assert health["schedules"] is None  # `prefect deploy` keeps the schedule that set-up made from the settings
+
+
+def test_every_run_sends_heartbeats_and_one_that_stops_is_marked_crashed():
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for d in doc["deployments"]:
+        assert d["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_S)
+    trigger = crash_automation().trigger
+    assert trigger.after == {"prefect.flow-run.heartbeat"} and "prefect.flow-run.heartbeat" in trigger.expect
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled"} <= trigger.expect
+    tag = trigger.match_related.root["prefect.resource.id"].removeprefix("prefect.tag.")  # type: ignore[union-attr]
+    assert all(tag in t for t in _tags().values())  # every pe-ha deployment, the health check too
+    assert trigger.within.total_seconds() == CRASHED_AFTER_S >= 2 * HEARTBEAT_S  # one late heartbeat is no crash
+    assert crash_automation().actions[0].state.value == "CRASHED"
