@@ -26,7 +26,7 @@ from pe_ha.approval import (
     starter_note,
     up_front_problem,
 )
-from pe_ha.errors import ApiUnavailable, ApprovalRejected, AuthError, ValidationError
+from pe_ha.errors import ApiUnavailable, ApprovalRejected, ApprovalTimedOut, AuthError, ValidationError
 from pe_ha.masking import mask
 from pe_ha.sealing import SealingKey
 
@@ -79,6 +79,21 @@ def _publish_key(run_id: str, public: str, policy: ApprovalPolicy, started_by: s
         client.create_flow_run_input(run_id, SEALING_KEY_INPUT, value)  # type: ignore[arg-type]
 
 
+def _leave_expired_pause() -> None:
+    """Once a pause has expired, the server turns any state the run proposes into Failed("The flow was failed and
+    never resumed"), which names neither the pause nor the step. Leave the pause first (the run is running
+    again), so that the run's one Failed state, and the one alert it raises, carry pe-ha's reason."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Running
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run.id, Running(), force=True)  # type: ignore[arg-type]
+    except Exception as exc:  # the run still fails, with Prefect's own message
+        log().warning("could not leave the expired pause: %s", exc)
+
+
 def identify(answer: Approval, key: SealingKey, run_id: str) -> tuple[Answer, str | None]:
     """The answer with the login RBAC confirms for its sealed token (if any), and why it cannot be used."""
     typed = Answer(answer.approve, answer.operator, None, answer.comment)
@@ -99,14 +114,17 @@ def identify(answer: Approval, key: SealingKey, run_id: str) -> tuple[Answer, st
     return Answer(answer.approve, answer.operator, login, answer.comment), None
 
 
-def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int = 3600,
+def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int | None = None,
                      allows: str = "") -> str:
-    """Pause for the operator's approval of ``what`` unless it was given up front. Raises ApprovalRejected.
+    """Pause for the operator's approval of ``what`` unless it was given up front. Raises ApprovalRejected, or
+    ApprovalTimedOut when no valid answer comes within ``timeout_s`` (default: the approval_timeout_s setting).
     ``allows`` (markdown) shows what the approval lets run. Returns who approved."""
+    from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
     s = runtime.settings()
     policy = s.approval_policy
+    timeout_s = timeout_s or s.approval_timeout_s
     if approved_up_front:
         check_up_front(policy, True)
         log().warning("APPROVED UP FRONT (approve=True): %s", what)
@@ -130,9 +148,17 @@ def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeo
     with book.step("operator approval"):
         while True:
             remaining = max(1, int(deadline - time.monotonic()))
-            raw = pause_flow_run(wait_for_input=Approval.with_initial_data(
-                description=f"{what}\n\n{policy_text} Approve with {how}.", approve=False),
-                timeout=remaining, poll_interval=s.pause_poll_s)
+            try:
+                raw = pause_flow_run(wait_for_input=Approval.with_initial_data(
+                    description=f"{what}\n\n{policy_text} Approve with {how}.", approve=False),
+                    timeout=remaining, poll_interval=s.pause_poll_s)
+            except FlowPauseTimeout:
+                timed_out = ApprovalTimedOut(f"no answer to the approval of {what!r} within {timeout_s} s: nothing "
+                                             "after the approval ran",
+                                             hint="start the procedure again when an approver is there; approvals "
+                                                  "wait PEHA_APPROVAL_TIMEOUT_S")
+                _leave_expired_pause()
+                raise timed_out from None
             answer, problem = identify(raw, key, run_id)
             if not answer.approve:
                 break  # a rejection changes nothing and ends the run, whoever sends it

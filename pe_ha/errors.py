@@ -133,6 +133,10 @@ class ApprovalRejected(PeHaError):
     """The operator rejected, or did not give, approval for a destructive step."""
 
 
+class ApprovalTimedOut(PeHaError):
+    """No one answered an approval pause within its timeout."""
+
+
 class LockLost(PeHaError):
     """Between two steps, the run could not confirm it still holds its installation's lock."""
 

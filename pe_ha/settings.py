@@ -140,6 +140,9 @@ class Settings(BaseSettings):
         description="Who may approve a destructive step: any (a name typed in the UI or given to `pe-ha approve`), "
                     "identified (only `pe-ha approve` with the approver's own RBAC token), two-person (identified, "
                     "and not the PE user who started the run).")
+    approval_timeout_s: int = Field(default=3600, ge=1, le=7 * 86400,
+                                    description="How long an approval pause waits for an answer; then the run fails "
+                                                "(and alerts) with nothing after the approval done.")
     lock_wait_s: float = Field(default=900, ge=0, le=86400,
                                description="How long a procedure waits for the installation's lock before it fails "
                                            "naming the run that holds it.")

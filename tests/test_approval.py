@@ -230,3 +230,10 @@ def test_an_approval_nobody_gives_in_time_fails_the_run_naming_the_step(tmp_path
     assert state.is_failed()
     with pytest.raises(ApprovalTimedOut, match="no answer to the approval of 'forget the replica' within 2 s"):
         state.result()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # what the server keeps, and the alert reads
+        stored = client.read_flow_run(state.state_details.flow_run_id).state
+        history = client.read_flow_run_states(state.state_details.flow_run_id)
+    assert stored.is_failed() and "no answer to the approval of 'forget the replica'" in stored.message
+    assert [s.type.value for s in history].count("FAILED") == 1  # one Failed state: one alert
