@@ -132,14 +132,11 @@ def rbac_login(token: Any) -> str:
     try:
         api = PEApi(get_settings())
         try:
-            login = api.authenticate(token).get("login")
+            return api.login(token)
         finally:
             api.close()
     except PeHaError as exc:
         raise SystemExit(f"pe-ha: RBAC did not confirm the token: {exc}") from None
-    if not isinstance(login, str) or not login:
-        raise SystemExit("pe-ha: RBAC's answer for the token names no login")
-    return login
 
 
 def start(procedure: str, params: dict[str, Any], *, started_by: str | None = None) -> str:

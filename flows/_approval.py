@@ -26,7 +26,7 @@ from pe_ha.approval import (
     starter_note,
     up_front_problem,
 )
-from pe_ha.errors import ApiUnavailable, ApprovalRejected, ApprovalTimedOut, AuthError, ValidationError
+from pe_ha.errors import ApiError, ApiUnavailable, ApprovalRejected, ApprovalTimedOut, AuthError, ValidationError
 from pe_ha.masking import mask
 from pe_ha.sealing import SealingKey
 
@@ -100,17 +100,15 @@ def identify(answer: Approval, key: SealingKey, run_id: str) -> tuple[Answer, st
     if not answer.sealed_token:
         return typed, None
     try:
-        token = key.open(answer.sealed_token, context=run_id)
-        info = runtime.api().authenticate(token)
+        login = runtime.api().login(key.open(answer.sealed_token, context=run_id))
     except ValidationError as exc:
         return typed, exc.message
     except AuthError as exc:
         return typed, f"RBAC refused the approver's token ({exc.message}): log in again with puppet-access login"
     except ApiUnavailable as exc:
         return typed, f"RBAC could not be asked whose the token is ({exc.message}); approve again when it answers"
-    login = info.get("login")
-    if not isinstance(login, str) or not login:
-        return typed, "RBAC's answer for the approver's token names no login"
+    except ApiError as exc:
+        return typed, exc.message
     return Answer(answer.approve, answer.operator, login, answer.comment), None
 
 

@@ -165,6 +165,14 @@ class PEApi:
                                 json={"token": token.get_secret_value(), "update_last_activity?": False})
         return response.json()
 
+    def login(self, token: SecretStr) -> str:
+        """The PE login RBAC names for ``token``: the identity behind an approval or a run's start."""
+        login = self.authenticate(token).get("login")
+        if not isinstance(login, str) or not login:
+            raise ApiError("RBAC's answer for the token names no login",
+                           url=f"https://{self.settings.master.name}:{CONSOLE}/rbac-api/v2/auth/token/authenticate")
+        return login
+
     # -- classifier ---------------------------------------------------------------------------------
 
     def groups(self, token: SecretStr, host: str | None = None) -> list[dict[str, Any]]:

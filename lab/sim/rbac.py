@@ -31,11 +31,14 @@ def token_info(token, entry):
     rbac-authenticate-200.json: ``expiration`` is ISO 8601, there is no numeric expiry)."""
     user_id = "42bf351c-f9ec-40af-84ad-e976fec7f4bd"
     issued = entry.get("issued", entry["expires"] - 3600)
-    return {"description": None, "creation": _iso(issued), "email": "admin@%s" % certname(), "is_revoked": False,
+    user = entry["user"]
+    admin = user == "admin"  # PE's built-in superuser; other logins are the lab's ordinary users
+    return {"description": None, "creation": _iso(issued), "email": "%s@%s" % (user, certname()), "is_revoked": False,
             "last_active": _iso(time.time()), "last_login": _iso(issued), "expiration": _iso(entry["expires"]),
-            "is_remote": False, "client": None, "login": entry["user"], "is_superuser": True,
-            "label": None, "id": hashlib.sha256(token.encode()).hexdigest()[:36], "role_ids": [1],
-            "user_id": user_id, "timeout": None, "display_name": "Administrator", "is_group": False}
+            "is_remote": False, "client": None, "login": user, "is_superuser": admin,
+            "label": None, "id": hashlib.sha256(token.encode()).hexdigest()[:36], "role_ids": [1] if admin else [],
+            "user_id": user_id if admin else hashlib.sha256(user.encode()).hexdigest()[:36], "timeout": None,
+            "display_name": "Administrator" if admin else user, "is_group": False}
 
 
 def token_problem(token):
