@@ -74,7 +74,7 @@ test-unit: venv
 test: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	@set -o pipefail; trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
-	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	  $(PY) -m pytest -q -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 PE ?= 2019.8
 lab-up: setup

@@ -1,11 +1,15 @@
-"""The `pe-ha` command line against the lab, through a real Prefect server and worker."""
+"""The `pe-ha` command line against the lab, through a real Prefect server and worker; the two-person approval
+policy end to end, with the lab's (simulated) RBAC and `pe-ha run|approve --token-file` as operators type them."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 
 import pytest
 
+from lab import tokens
 from lab.stack import ROOT, VENV_BIN
 
 pytestmark = [pytest.mark.prefect, pytest.mark.lab]
@@ -51,3 +55,82 @@ def test_refusals_name_their_reason(stack):
     assert typo.returncode == 2 and "fail_on_degraed" in typo.stderr  # refused at creation, naming it
     helped = pe_ha(stack, "run", "--help")
     assert helped.returncode == 0 and "sync_timeout_s (default 1800)" in helped.stdout
+
+@pytest.fixture()
+def two_person_worker(stack):
+    """The same server and deployments, served by a worker whose installation requires two people."""
+    stack.stop_workers()
+    stack.start_worker("worker-two-person", env={"PEHA_APPROVAL_POLICY": "two-person"})
+    try:
+        yield stack
+    finally:
+        stack.stop_workers()
+        stack.start_worker("worker-1")
+
+
+def logs_of(stack, run_id: str) -> list[str]:
+    """All of the run's log lines, oldest first (the API serves 200 a page)."""
+    lines: list[str] = []
+    while True:
+        page = stack._request("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
+                                                            "sort": "TIMESTAMP_ASC", "limit": 200,
+                                                            "offset": len(lines)}).json()
+        lines += [entry["message"] for entry in page]
+        if len(page) < 200:
+            return lines
+
+
+def wait_for_log(stack, run_id: str, text: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in line for line in logs_of(stack, run_id)):
+        assert time.monotonic() < deadline, f"no log line with {text!r}:\n{stack.explain(run_id)}"
+        time.sleep(0.5)
+
+
+def test_two_person_policy_from_the_command_line(two_person_worker, fresh_lab, tmp_path):
+    stack, lab = two_person_worker, fresh_lab
+    alice, bob = tmp_path / "alice.token", tmp_path / "bob.token"
+    alice_token = tokens.issue_user_token(lab, "alice")
+    bob_token = tokens.issue_user_token(lab, "bob")
+    alice.write_text(alice_token + "\n")
+    bob.write_text(bob_token + "\n")
+
+    up_front = pe_ha(stack, "run", "forget-replica", "--param", "approve=true", "--watch")
+    assert up_front.returncode == 1 and "approve=true is an approval without an identity" in up_front.stdout
+
+    provision = pe_ha(stack, "run", "provision-replica", "--param", "sync_timeout_s=120", "--watch")
+    assert provision.returncode == 0, provision.stdout[-2000:] + provision.stderr  # reinitialize needs a replica
+    started = pe_ha(stack, "run", "reinitialize-replica", "--param", 'databases=["pe-rbac"]',
+                    "--token-file", str(alice))
+    assert started.returncode == 0 and "by PE user alice" in started.stdout, started.stdout + started.stderr
+    run_id = started.stdout.split("flow run ")[1].split(")")[0]
+    stack.wait(run_id, 300, until={"PAUSED"})
+
+    typed = pe_ha(stack, "approve", run_id, "--operator", "bob")
+    assert typed.returncode == 1 and "REFUSED" in typed.stdout and "has no PE identity" in typed.stdout
+    own = pe_ha(stack, "approve", run_id, "--token-file", str(alice))
+    assert own.returncode == 1 and "PE user alice started this run" in own.stdout
+
+    # The UI's form (free text, through the API) gets past the command line's check, not past the run's.
+    form = stack.resume(run_id, {"approve": True, "operator": "bob"})
+    assert form["status"] == "ACCEPT", form
+    wait_for_log(stack, run_id, "refused, still waiting")
+    stack.wait(run_id, 60, until={"PAUSED"})
+
+    approved = pe_ha(stack, "approve", run_id, "--token-file", str(bob), "--comment", "change 42")
+    assert approved.returncode == 0 and "approved by PE user bob" in approved.stdout, approved.stdout
+    assert stack.wait(run_id, 300)["state"]["type"] == "COMPLETED", stack.explain(run_id)
+
+    lines = logs_of(stack, run_id)
+    assert any("approved by PE user bob" in line for line in lines)
+    summary = stack._request("POST", "/artifacts/filter", json={
+        "artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["reinitialize-replica-summary"]}}}).json()
+    text = summary[0]["data"]
+    assert "approved by PE user bob under the approval policy 'two-person'" in text
+    assert "started by PE user alice" in text
+    # The tokens reached neither the log, the parameters, the inputs in clear, nor an artifact.
+    run = stack.flow_run(run_id)
+    inputs = stack._request("POST", f"/flow_runs/{run_id}/input/filter", json={"prefix": "", "limit": 100}).json()
+    stored = json.dumps([lines, run["parameters"], inputs, summary])
+    assert alice_token not in stored and bob_token not in stored
+    assert any("sealed_token" in i["value"] for i in inputs)  # what is stored is the sealed form

@@ -131,7 +131,7 @@ def test_server_down_longer_than_the_lease_during_a_step(stack, fresh_lab, outco
     if stack.worker.poll() is not None:  # an earlier test's kill
         stack.worker = stack.start_worker("worker-c")
     core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_command", '"provision"')
-    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "110")
+    core.node_run(fresh_lab.master, "pe-sim", "fault", "slow_seconds", "95")
     with outcome("fault", "the Prefect server is down for 75 s (the lock's lease is 60 s) during provision's "
                  "provision step", "the step finishes; the lock is taken again before the next step; the run "
                  "completes") as o:
