@@ -16,6 +16,7 @@ approval was rejected), 4 still paused or running when not watched to the end, 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -159,8 +160,14 @@ def start(procedure: str, params: dict[str, Any], *, started_by: str | None = No
             detail = exc.response.json().get("detail", exc.response.text) if exc.response.content else str(exc)
             raise SystemExit(f"pe-ha: the server refused the run: {detail}") from None
         if started_by:
-            client.create_flow_run_input(run.id, STARTED_BY_INPUT, _json.dumps(started_by))
-            client.set_flow_run_state(run.id, Scheduled(), force=True)
+            try:
+                client.create_flow_run_input(run.id, STARTED_BY_INPUT, _json.dumps(started_by))
+                client.set_flow_run_state(run.id, Scheduled(), force=True)
+            except Exception as exc:  # a held run nobody releases would start a day later: remove it
+                with contextlib.suppress(Exception):
+                    client.delete_flow_run(run.id)
+                raise SystemExit(f"pe-ha: could not record who started the run ({type(exc).__name__}: {exc}); "
+                                 f"the held run {run.id} was deleted and nothing ran. Start it again.") from None
     print(f"started {run.name} (flow run {run.id})" + (f" by PE user {started_by}" if started_by else ""))
     return str(run.id)
 

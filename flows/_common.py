@@ -95,7 +95,7 @@ def show_topology(label: str, candidates: Sequence[str]) -> list[dict]:
     """Log the HA topology from ``puppet infrastructure status`` on the first host that answers."""
     for host in candidates:
         try:
-            entries = infrastructure.infrastructure_status.fn(host)
+            entries = infrastructure.read_status(host)
         except PeHaError as exc:
             log().info("topology %s: status on %s not available (%s)", label, host, exc.message)
             continue

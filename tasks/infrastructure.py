@@ -13,9 +13,8 @@ from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitT
 from tasks._base import READ, SIDE_EFFECT, logger
 
 
-@task(name="infrastructure-status", **READ)
-def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
-    """``puppet infrastructure status --format json`` run on ``on_host``."""
+def read_status(on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
+    """``puppet infrastructure status --format json`` run on ``on_host`` (a plain read, no task run of its own)."""
     result = runtime.executor().run(on_host, commands.infrastructure_status(host=of_host), timeout_s=timeout_s,
                                     stream=False)
     try:
@@ -26,6 +25,12 @@ def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: f
     if not isinstance(entries, list):
         raise CommandFailed(host=on_host, command="puppet infrastructure status", exit_code=0, output=str(entries)[:200])
     return entries
+
+
+@task(name="infrastructure-status", **READ)
+def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
+    """``puppet infrastructure status --format json`` run on ``on_host``, as a retried task."""
+    return read_status(on_host, of_host, timeout_s)
 
 
 def error_alerts(entry: dict) -> list[str]:
@@ -68,7 +73,7 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
             # Each status call is bounded by what is left of the wait: a master cut off mid-call must not
             # stretch the wait to the command's own limit.
             remaining = max(5.0, min(120.0, deadline - time.monotonic()))
-            entries = infrastructure_status.fn(master, replica, timeout_s=remaining)
+            entries = read_status(master, replica, timeout_s=remaining)
             last = entries
             if entries and not not_operational(entries):
                 log.info("replica %s: %s", replica, summarize(entries))

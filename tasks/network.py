@@ -31,23 +31,28 @@ def isolate(master: str, address: str) -> None:
     logger().warning("drill: %s is cut off from %s", address, master)
 
 
-@task(name="reconnect-to-master", task_run_name="reconnect/{address}", cache_policy=READ["cache_policy"], retries=5,
-      retry_delay_seconds=[1, 2, 4, 8, 16])
-def reconnect(master: str, address: str) -> None:
-    """Remove every drill rule for ``address`` (idempotent; retried hard, because it must happen)."""
+def remove_drill_rules(master: str, address: str) -> None:
+    """Remove every drill rule for ``address`` (idempotent), duplicates too."""
     ex = runtime.executor()
     for cmd in commands.drill_unblock(address):
-        for _ in range(10):  # delete duplicates too
+        for _ in range(10):
             if ex.run(master, cmd, check=False, timeout_s=30).exit_code != 0:
                 break
     logger().info("drill: %s reconnected to %s", address, master)
+
+
+@task(name="reconnect-to-master", task_run_name="reconnect/{address}", cache_policy=READ["cache_policy"], retries=5,
+      retry_delay_seconds=[1, 2, 4, 8, 16])
+def reconnect(master: str, address: str) -> None:
+    """Remove the drill's rules for ``address``, as a task retried hard, because it must happen."""
+    remove_drill_rules(master, address)
 
 
 def reconnect_all(master: str, addresses: list[str]) -> None:
     """Best-effort reconnect from hooks (cancellation/crash): plain calls, no Prefect task run needed."""
     for address in addresses:
         try:
-            reconnect.fn(master, address)
+            remove_drill_rules(master, address)
         except Exception as exc:  # keep trying the others; the operator is told
             logger().error("drill: could not reconnect %s to %s: %s — remove the iptables rules by hand", address, master, exc)
 

@@ -151,11 +151,24 @@ def md5_of(lines: Iterable[str]) -> str:
     return hashlib.md5("\n".join(lines).encode(), usedforsecurity=False).hexdigest()
 
 
-@task(name="puppetdb-fingerprint", task_run_name="puppetdb-fingerprint/{host}", **READ)
-def fingerprint(host: str) -> dict[str, int | str]:
+def read_fingerprint(host: str) -> dict[str, int | str]:
+    """``host``'s PuppetDB fingerprint, read in one read-only snapshot."""
     with connect(host) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return fingerprint_in(conn)
+
+
+@task(name="puppetdb-fingerprint", task_run_name="puppetdb-fingerprint/{host}", **READ)
+def fingerprint(host: str) -> dict[str, int | str]:
+    return read_fingerprint(host)
+
+
+@task(name="puppetdb-node-active", task_run_name="puppetdb-node-active/{host}/{certname}", **READ)
+def node_active(host: str, certname: str) -> bool:
+    """Is ``certname`` an active node (neither deactivated nor expired) in ``host``'s PuppetDB?"""
+    with connect(host) as conn:
+        return _int(conn.value("SELECT count(*) FROM certnames WHERE certname = " + quote_literal(certname)
+                               + " AND deactivated IS NULL AND expired IS NULL")) > 0
 
 
 @task(name="free-space", task_run_name="free-space/{host}", **READ)
@@ -252,7 +265,7 @@ def restore(host: str, file: str, jobs: int, source_bytes: int = 0) -> RestoreRe
 @task(name="verify-copy", task_run_name="verify-copy/{host}", **READ)
 def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
     """Compare the target's fingerprint with the source snapshot's; any difference fails the copy."""
-    actual = fingerprint.fn(host)
+    actual = read_fingerprint(host)
     diff = differences(expected, actual)
     if diff:
         shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in sorted(diff.items())[:8])

@@ -29,7 +29,6 @@ def leaf_tables(conn: SqlReader) -> list[tuple[str, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
-@task(name="measure-link", task_run_name="measure-link/{source}->{target}", **READ)
 def link_mb_per_s(source: str, target: str, megabytes: int = 16) -> float:
     """Throughput of ssh from source to target, measured with incompressible data."""
     started = time.monotonic()
@@ -39,7 +38,6 @@ def link_mb_per_s(source: str, target: str, megabytes: int = 16) -> float:
     return rate
 
 
-@task(name="choose-compression", task_run_name="choose-compression", **READ)
 def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 18.0) -> str:
     """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow.
 
@@ -184,7 +182,7 @@ def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: s
     t0 = time.monotonic()
     chooser = None
     if compress is None:
-        chooser = Background(lambda: choose_compression.fn(source, target, link_mb_per_s.fn(source, target)),
+        chooser = Background(lambda: choose_compression(source, target, link_mb_per_s(source, target)),
                              "pe-ha-link-probe")
     ex.run(target, commands.recreate_database(staging, owner=DB, like=DB, **pg))
     with connect(target, answer_within_s=120) as target_conn:
