@@ -64,6 +64,7 @@ venv: .stamps/venv
 
 lint: venv
 	$(VENV)/bin/ruff check pe_ha tasks flows deployments tests lab bench
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -74,7 +75,7 @@ test-unit: venv
 test: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	@set -o pipefail; trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
-	  $(PY) -m pytest -q -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
+	  PEHA_WRITE_RELIABILITY_DOC=1 $(PY) -m pytest -q -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 PE ?= 2019.8
 lab-up: setup

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,3 +66,11 @@ def test_pe_ha_never_connects_to_postgresql_over_the_network():
                  if _imports(path) & drivers]
     assert offenders == []
     assert not {"pg_user", "pg_port", "pg_password_file"} & set(Settings.model_fields)
+
+
+def test_import_linter_contracts_hold():
+    """The layers, the lab ban and the task modules' independence, as import-linter contracts (pyproject.toml)."""
+    tool = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(tool), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "3 kept, 0 broken" in result.stdout
