@@ -27,7 +27,7 @@ help:
 	@echo "make test      install what is needed, bring the lab up, run every test, tear the lab down"
 	@echo "make demo      install, lab up, Prefect server + worker, run the HA lifecycle through the API"
 	@echo "make lab-up | lab-down | lab-status"
-	@echo "make lint | typecheck | test-unit"
+	@echo "make lint | typecheck | test-unit | soak (SOAK_S=3600)"
 	@echo "make bench-copy | bench-fanout | bench-overhead | bench-latency | bench-provision-copy | bench (all)"
 
 setup: apt venv pg-builds
@@ -68,6 +68,12 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
+
+SOAK_S ?= 3600
+soak: setup  ## the PostgreSQL soak alone, for SOAK_S seconds (make test runs it for 300)
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	@trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
+	  PEHA_SOAK_S=$(SOAK_S) $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_scale_soak.py
 
 test-unit: venv
 	$(PY) -m pytest -q -m "not lab and not ssh and not prefect"

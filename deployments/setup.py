@@ -60,7 +60,10 @@ def _automation(name: str, trigger: EventTrigger, block_id: str, subject: str, b
 
 
 HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY in prefect.yaml's job variables
-CRASHED_AFTER_S = 3 * HEARTBEAT_S  # three missed heartbeats: a busy host may delay one, not three
+# Six missed heartbeats. After a restart the server judges the wait from its own clock, so a run that
+# lived through a server outage looks silent for the outage plus one beat: 180 s keeps a 2-minute
+# outage from marking live runs Crashed (measured: 75 s down marked a live run at 90 s).
+CRASHED_AFTER_S = 6 * HEARTBEAT_S
 CRASH_AUTOMATION = "pe-ha: mark a run Crashed when its heartbeats stop"
 
 

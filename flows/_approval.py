@@ -9,6 +9,7 @@ token. A refused answer leaves the run paused for a valid one until the pause's 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from prefect.artifacts import create_markdown_artifact
@@ -79,6 +80,43 @@ def _publish_key(run_id: str, public: str, policy: ApprovalPolicy, started_by: s
         client.create_flow_run_input(run_id, SEALING_KEY_INPUT, value)  # type: ignore[arg-type]
 
 
+TIMED_OUT = "pe-ha: nobody answered before the approval timeout"
+# Prefect's own pause timeout is only a backstop, past pe-ha's: when it expires, the server's FailExpiredPauses
+# service may fail the run first, with its own message, and then the run's own Failed state is a second one.
+BACKSTOP_S = 3600
+
+
+class _Deadline:
+    """At the approval's deadline, answer the pause with a rejection marked as the timeout (retried while the
+    server is away), so that the run leaves its pause Running and fails once, with pe-ha's reason."""
+
+    def __init__(self, run_id: str, at: float) -> None:
+        self._run_id, self._at, self._done = run_id, at, threading.Event()
+        self._thread = threading.Thread(target=self._fire, name="pe-ha-approval-deadline", daemon=True)
+
+    def __enter__(self) -> _Deadline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _fire(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        if self._done.wait(max(0.0, self._at - time.monotonic())):
+            return
+        while not self._done.is_set():
+            try:
+                with get_client(sync_client=True) as client:
+                    client.resume_flow_run(self._run_id, run_input={  # type: ignore[arg-type]
+                        "approve": False, "operator": "pe-ha", "comment": TIMED_OUT})
+                return
+            except Exception:  # the server may be away: the pause waits for this answer
+                self._done.wait(5)
+
+
 def _leave_expired_pause() -> None:
     """Once a pause has expired, the server turns any state the run proposes into Failed("The flow was failed and
     never resumed"), which names neither the pause nor the step. Leave the pause first (the run is running
@@ -143,20 +181,21 @@ def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeo
                              description="waiting for approval")
     log().warning("waiting for approval (policy %s): %s", policy.value, what)
     deadline = time.monotonic() + timeout_s
-    with book.step("operator approval"):
+    timed_out = ApprovalTimedOut(f"no answer to the approval of {what!r} within {timeout_s} s: nothing after the "
+                                 "approval ran", hint="start the procedure again when an approver is there; "
+                                                      "approvals wait PEHA_APPROVAL_TIMEOUT_S")
+    with book.step("operator approval"), _Deadline(run_id, deadline):
         while True:
             remaining = max(1, int(deadline - time.monotonic()))
             try:
                 raw = pause_flow_run(wait_for_input=Approval.with_initial_data(
                     description=f"{what}\n\n{policy_text} Approve with {how}.", approve=False),
-                    timeout=remaining, poll_interval=s.pause_poll_s)
-            except FlowPauseTimeout:
-                timed_out = ApprovalTimedOut(f"no answer to the approval of {what!r} within {timeout_s} s: nothing "
-                                             "after the approval ran",
-                                             hint="start the procedure again when an approver is there; approvals "
-                                                  "wait PEHA_APPROVAL_TIMEOUT_S")
+                    timeout=remaining + BACKSTOP_S, poll_interval=s.pause_poll_s)
+            except FlowPauseTimeout:  # the backstop: the deadline's own answer never arrived
                 _leave_expired_pause()
                 raise timed_out from None
+            if raw.comment == TIMED_OUT and not raw.approve and time.monotonic() >= deadline - 1:
+                raise timed_out
             answer, problem = identify(raw, key, run_id)
             if not answer.approve:
                 break  # a rejection changes nothing and ends the run, whoever sends it

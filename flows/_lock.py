@@ -75,6 +75,8 @@ class LeaseKeeper:
     lost: bool = False  # the server said the lease is gone
     failures: int = 0
     last_renewed: float = field(default=0.0)
+    # Taken where the keeper is made (the flow's context): its thread has none, and the run's log must hear it.
+    logger: Any = field(default_factory=log)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -89,11 +91,11 @@ class LeaseKeeper:
                 self.lost = True
             self.failures += 1
             if self.failures == 1 or self.lost:
-                log().warning("could not renew the lock's lease (%s: %s); retrying, and the next step starts "
+                self.logger.warning("could not renew the lock's lease (%s: %s); retrying, and the next step starts "
                               "only if the lock still holds", type(exc).__name__, exc)
             return False
         if self.failures:
-            log().info("the lock's lease is renewed again after %d failed attempts", self.failures)
+            self.logger.info("the lock's lease is renewed again after %d failed attempts", self.failures)
         self.failures, self.last_renewed = 0, self.clock()
         return True
 

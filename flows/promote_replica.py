@@ -6,6 +6,8 @@
 2. Approval pause (unless approved up front).
 3. ``puppet infrastructure promote replica`` on the replica.
 4. Redeploy the agents' configuration (Puppet runs through the new master, or a Direct Puppet job).
+5. List what still points at the old master, with the fix for each (reads only): classifier groups, agents'
+   ``server_list``, the old master's node in PuppetDB (PE's step 3, and peadm's ``puppet node purge``).
 """
 
 
@@ -17,10 +19,30 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._common import log, master_and_replica, run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
-from pe_ha import commands, runtime
-from pe_ha.errors import ApiError, PreconditionFailed, ValidationError
+from pe_ha import commands, leftovers, runtime
+from pe_ha.errors import ApiError, PreconditionFailed, RemoteError, ValidationError
 from pe_ha.validation import Topology, positive_int
-from tasks import agent, classifier, infrastructure, status_api
+from tasks import agent, classifier, infrastructure, puppet_conf, puppetdb, status_api
+
+
+def still_pointing_at(old: str, new: str, nodes: list[str]) -> list[leftovers.Leftover]:
+    """What still names the old master after a promotion (reads only): ``new``'s classifier groups, each
+    agent's ``server_list``, and ``old`` as an active node in ``new``'s PuppetDB."""
+    found = leftovers.in_classifier(classifier.groups_on(new), old, new)
+    server_lists: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    for node in nodes:
+        try:
+            server_lists[node] = puppet_conf.read_setting(node, "server_list", section="agent")
+        except RemoteError as exc:  # an agent that is down now is listed, not fatal: the promotion is done
+            unreadable[node] = exc.message
+    found += leftovers.in_agents(server_lists, unreadable, old, new)
+    found += leftovers.in_puppetdb(puppetdb.node_active(new, old), old, new)
+    for item in found:
+        log().warning("still points at %s: %s", old, item.line())
+    if not found:
+        log().info("nothing read points at the old master %s", old)
+    return found
 
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
@@ -112,16 +134,23 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
     else:
         steps.append(Step("redeploy", "redeploy configuration (agent-runs)", "managed nodes", redeploy_by_agent_runs,
                           commands=[(host, agent_cmd) for host in nodes], concurrent=True))
+    steps.append(Step("leftovers", "list what still points at the old master (reads only)", replica,
+                      lambda: still_pointing_at(master, replica, nodes),
+                      commands=[(host, commands.config_print("server_list", section="agent")) for host in nodes],
+                      note=f"and the classifier's groups on {replica}, and {master} as a node in {replica}'s PuppetDB"))
     procedure = Procedure("promote-replica", replica, steps, topology_on=replica)
     if dry_run:
         return procedure.plan()
 
-    result = procedure.run(lambda _: Outcome("promoted", next_steps=[
-        f"Update everything that refers to {master}: PE client tools (puppet-access, puppet job), Code Manager "
-        "webhooks, Razor brokers, and CNAME/DNS records.",
+    result = procedure.run(lambda done: Outcome("promoted", next_steps=[
+        *[f"Still points at {master}: {item.line()}" for item in done.get("leftovers") or []],
+        f"Update everything else that refers to {master}: PE client tools (puppet-access, puppet job), Code Manager "
+        "webhooks, Razor brokers, and CNAME/DNS records (pe-ha cannot read these).",
         f"Point pe-ha at the new topology: PEHA_MASTER={replica}.",
-        f"Make {master} a replica again with enable-ha-failover, or forget it if it is gone for good.",
+        f"Make {master} a replica again with enable-ha-failover; if it is gone for good, purge it on {replica} "
+        f"(puppet node purge {master}).",
     ]), approve=approve)
     if isinstance(result, dict):
-        return {"promoted": replica, "old_master": master}
+        return {"promoted": replica, "old_master": master,
+                "still_points_at_old_master": [item.line() for item in result.get("leftovers") or []]}
     return result

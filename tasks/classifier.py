@@ -83,6 +83,12 @@ def code_manager_auto_configure(host: str | None = None) -> bool:
     return False
 
 
+@task(name="read-classifier", task_run_name="read-classifier/{host}", **READ)
+def groups_on(host: str) -> list[dict]:
+    """Every node group, as ``host``'s classifier serves it."""
+    return runtime.api().groups(runtime.settings().rbac_token(), host)
+
+
 @task(name="replica-enabled", task_run_name="replica-enabled/{replica}", **READ)
 def replica_enabled(replica: str, read_from: str) -> bool:
     """Was ``replica`` enabled? PE records it in classification: ``ha_enabled_replicas`` of the

@@ -309,13 +309,17 @@ def test_promote_refuses_while_the_master_answers_from_the_replica(env):
 def test_promote_when_master_is_gone(env):
     fake, _, _ = env
     fake.unreachable.add(M)
+    read_server_list = commands.config_print("server_list", section="agent").argv
+    fake.script(A2, read_server_list, stdout=f"{M}:8140,{R}:8140\n")  # an agent the redeploy did not update
     from flows.promote_replica import promote_replica
 
     result = promote_replica(approve=True)
-    assert result == {"promoted": R, "old_master": M}
+    assert result == {"promoted": R, "old_master": M, "still_points_at_old_master": [
+        f"agent {A2}: server_list starts with {M} ({M}:8140,{R}:8140). Fix: once the classifier names {R}, run "
+        f"Puppet on {A2} (puppet agent -t), or set it there: puppet config set server_list {R}:8140 --section main"]}
     assert ("puppet", "infrastructure", "promote", "replica", "--topology", "mono", "--yes", "--color", "false") \
         in fake.commands_on(R)
-    assert fake.commands_on(A1) == [("puppet", "agent", "-t", f"--server_list={R}")]
+    assert fake.commands_on(A1) == [("puppet", "agent", "-t", f"--server_list={R}"), read_server_list]
 
 
 def test_enable_ha_failover_is_killed_at_its_bound(env):

@@ -190,6 +190,35 @@ def set_agent_params(group_name, server_list, pcp_list):
     upsert_group({"classes": {"puppet_enterprise::profile::agent": params}}, groups[group_name]["id"])
 
 
+def _without_pins(rule, nodes):
+    """The rule with its ``["=", "name", node]`` terms for ``nodes`` removed (and whether any was)."""
+    if not isinstance(rule, list) or rule[:1] != ["or"]:
+        return rule, False
+    kept = [term for term in rule[1:] if not (isinstance(term, list) and len(term) == 3 and term[:2] == ["=", "name"]
+                                              and term[2] in nodes)]
+    return (["or", *kept] if kept else None), len(kept) < len(rule) - 1
+
+
+def unpin_from_all(body):
+    """POST /v1/commands/unpin-from-all: ``{"nodes": "foo"}`` or a list; answers the groups each node left."""
+    nodes = (body or {}).get("nodes")
+    nodes = [nodes] if isinstance(nodes, str) else nodes
+    if not isinstance(nodes, list) or not nodes:
+        return 400, {"kind": "schema-violation", "msg": "the body must name the nodes to unpin"}
+    left = {n: [] for n in nodes}
+    with StateLock():
+        groups = _read_json(GROUPS, [])
+        for g in groups:
+            for node in nodes:
+                g["rule"], removed = _without_pins(g.get("rule"), [node])
+                if removed:
+                    left[node].append({"id": g["id"], "name": g["name"], "environment": g["environment"]})
+                    g["serial_number"] = g.get("serial_number", 0) + 1
+        _write_json(GROUPS, groups, 0o600)
+    replicate_console()
+    return 200, {"nodes": [{"name": n, "groups": gs} for n, gs in left.items() if gs]}
+
+
 def _write(port, path, body):
     if role() != "master":
         return 503, {"kind": "read-only", "msg": "classifier on a replica is read-only"}
@@ -198,6 +227,8 @@ def _write(port, path, body):
             return 400, {"kind": "schema-violation", "msg": "hierarchy must contain the root group"}
         save_groups(body)
         return 204, "", "text/plain"
+    if path == "/classifier-api/v1/commands/unpin-from-all":
+        return unpin_from_all(body)
     if path == "/classifier-api/v1/groups":
         group = upsert_group(body or {}, None)
         return 303 if group is None else 200, group or {}

@@ -18,6 +18,7 @@ from base import (
     log,
     peer_host,
     require_root_session,
+    slow_fault,
     ssh,
     state,
     update_state,
@@ -25,7 +26,7 @@ from base import (
 from classifier import default_groups
 from infrastructure import INFRA, admin_become_agent, admin_provision_target
 from orchestrator import cmd_job
-from puppetdb import pdb_sync_once
+from puppetdb import cmd_node, pdb_sync_once
 from rbac import cmd_access
 from services import ensure_role_services, run_service
 
@@ -66,6 +67,7 @@ def admin(args):
             _write_json(FAULTS, f)
         return 0
     if cmd == "scp-hook":
+        slow_fault("transfer")
         if not faults().get("corrupt_transfer"):
             return 0
         with StateLock():
@@ -111,6 +113,8 @@ def main(argv):
                 return cmd_job(rest)
             if sub == "config":
                 return cmd_config(rest)
+            if sub == "node":
+                return cmd_node(rest)
             if sub == "--version":
                 print("5.5.22 (pe-ha simulator)")
                 return 0

@@ -186,6 +186,7 @@ def cmd_promote(args):
     confirm(args, "Promote %s to primary master? The old master %s must be permanently offline." % (certname(), s["master"]))
     slow_fault("promote")
     me, old = certname(), s["master"]
+    log("promote replica %s" % me)
     print("Notice: Promoting %s; the old master %s is decommissioned." % (me, old))
     with StateLock():
         st = state()
@@ -195,7 +196,7 @@ def cmd_promote(args):
     ensure_role_services()
     groups = [g for g in _read_json(GROUPS, []) if g["name"] not in ("PE HA Master", "PE HA Replica")]
     for g in groups:
-        if g.get("rule") == ["or", ["=", "name", old]]:
+        if g["name"].startswith("PE ") and g.get("rule") == ["or", ["=", "name", old]]:  # PE's own groups only
             g["rule"] = ["or", ["=", "name", me]]
         agent = g["classes"].get("puppet_enterprise::profile::agent")
         if agent and agent.get("server_list"):

@@ -21,6 +21,25 @@ from base import (
 )
 
 
+def cmd_node(args):
+    """`puppet node purge <CERTNAME>` on the primary: `puppet node deactivate` (PuppetDB) plus `puppet node clean`
+    (the CA's certificate; modelled as a list of revoked certnames in the state file)."""
+    if len(args) != 2 or args[0] != "purge":
+        raise SimError("Usage: puppet node purge <CERTNAME> (the simulator models only purge)")
+    name = args[1]
+    if state().get("role") != "master":
+        raise SimError("Error: puppet node purge must be run on the primary server (its CA and PuppetDB).")
+    if not name or any(c in name for c in "'\\;"):
+        raise SimError("Error: invalid certname %r" % name)
+    psql("UPDATE certnames SET deactivated = now() WHERE certname = '%s' AND deactivated IS NULL" % name)
+    update_state(revoked_certs=sorted(set(state().get("revoked_certs", [])) | {name}))
+    log("node purge %s" % name)
+    print("Notice: Revoked certificate with serial (simulated) for %s" % name)
+    print("Notice: Removed files for %s from the CA" % name)
+    print("Submitted 'deactivate node' for %s" % name)
+    return 0
+
+
 def local_db_up():
     return reachable(my_address(), 5432, timeout=1.0)
 

@@ -1,7 +1,8 @@
 """The whole HA lifecycle against the lab, each step checked from the hosts' real state.
 
-provision (with the parallel PuppetDB copy) -> enable with the drill -> cut the master off and promote
--> enable_ha_failover with the old master -> reinitialize one database -> forget.
+provision (with the parallel PuppetDB copy) -> enable with the drill -> cut the master off and promote, which
+lists what still points at the old master (empty after the clean-up) -> enable_ha_failover with the old master ->
+reinitialize one database -> forget.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def run_lifecycle(lab) -> tuple[float, int]:
     from flows.enable_ha_failover import enable_ha_failover
     from flows.enable_replica import enable_replica
     from flows.forget_replica import forget_replica
-    from flows.promote_replica import promote_replica
+    from flows.promote_replica import promote_replica, still_pointing_at
     from flows.provision_replica import provision_replica
     from flows.reinitialize_replica import reinitialize_replica
     from flows.verify_health import verify_health
@@ -87,15 +88,35 @@ def run_lifecycle(lab) -> tuple[float, int]:
         assert "pe-ha-failover-drill" not in check.run(M, ["iptables", "-S"], stream=False).stdout
         groups = {g["name"] for g in runtime.api().groups(settings.rbac_token())}
         assert {"PE HA Master", "PE HA Replica"} <= groups
+        # an operator's own group, pinned to the master and naming it: PE's promote does not touch it
+        runtime.api().create_group(settings.rbac_token(), {
+            "name": "Monitoring", "parent": next(g["id"] for g in runtime.api().groups(settings.rbac_token())
+                                                 if g["name"] == "All Nodes"),
+            "environment": "production", "rule": ["or", ["=", "name", M]],
+            "classes": {"site::monitoring": {"collector": f"https://{M}:9090"}}})
 
         # 3. the master dies; promote the replica
         core.outage(lab.master, "drop")
         try:
-            promote_replica(approve=True)
+            promoted = promote_replica(approve=True)
         finally:
             core.outage(lab.master, "restore")
         assert sim_state(check, R)["role"] == "master"
         assert f"server_list = {R}:8140" in puppet_conf(check, A2)
+        still = [line.split(". Fix: ")[0] for line in promoted["still_points_at_old_master"]]
+        assert still[:2] == [f"classifier group 'Monitoring' (on {R}): {M} is pinned to it",
+                             f"classifier group 'Monitoring' (on {R}): class site::monitoring parameter collector "
+                             f"is 'https://{M}:9090'"]
+        assert still[2:] in ([], [f"PuppetDB on {R}: {M} is still an active node"])
+        # the clean-up the list names: unpin, re-point the parameter, purge the old master
+        token = settings.rbac_token()
+        api = runtime.api()
+        api.request("POST", R, 4433, "/classifier-api/v1/commands/unpin-from-all", token=token, json={"nodes": [M]})
+        monitoring = next(g for g in api.groups(token, R) if g["name"] == "Monitoring")
+        api.request("POST", R, 4433, f"/classifier-api/v1/groups/{monitoring['id']}", token=token,
+                    json={"classes": {"site::monitoring": {"collector": f"https://{R}:9090"}}})
+        check.run(R, ["puppet", "node", "purge", M], stream=False)
+        assert still_pointing_at(M, R, [A1, A2]) == []
 
     swapped = lab_settings(master=settings.replica.model_dump(), replica=settings.master.model_dump())
     with runtime.use(settings=swapped, executor=CountingExecutor(swapped)):
