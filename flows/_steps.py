@@ -8,9 +8,10 @@ steps (``always``) also run after a failure; the summary artifact is published o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.states import Cancelled
 
@@ -28,8 +29,9 @@ class Step:
     """One step of a procedure.
 
     ``commands`` are the (host, command) pairs the step sends, in order, built once and handed to its tasks.
-    ``note`` says what the step does beyond them (an API read, a poll) and, with ``data_dependent``, that its
-    commands are decided by what it reads at run time (the plan then shows an example). ``phase`` names the
+    ``note`` says what the step does beyond them (an API read). A ``poll`` step sends its commands again until
+    what it waits for holds. ``shown`` maps a stand-in a command carries (the snapshot a run exports) to how
+    the plan names it. A ``subflow`` step runs another procedure, which plans its own steps. ``phase`` names the
     ``start_at`` choice the step belongs to: it is skipped when the run starts at a later one. A ``concurrent``
     step sends its commands at once, so they may arrive in any order. An ``approval``
     step pauses for the operator and shows the rows it would allow. An ``always`` step is cleanup: it runs
@@ -42,7 +44,9 @@ class Step:
     action: Callable[[], Any]
     commands: Sequence[tuple[str, Command]] = ()
     note: str = ""
-    data_dependent: bool = False
+    poll: bool = False
+    shown: dict[str, str] = field(default_factory=dict)
+    subflow: str = ""
     concurrent: bool = False
     destructive: bool = False
     approval: str = ""
@@ -52,17 +56,20 @@ class Step:
 
     def rows(self) -> list[dict]:
         flags = ", ".join(f for f, on in (("destructive", self.destructive), ("needs approval", bool(self.approval)),
-                                         ("always runs", self.always), ("decided at run time", self.data_dependent))
-                          if on)
-        out = [{"key": self.key, "step": self.title, "host": host, "command": mask(command.shell()),
-                "argv": list(command.argv), "data_dependent": self.data_dependent, "concurrent": self.concurrent,
-                "flags": flags}
+                                         ("always runs", self.always), ("repeated until it holds", self.poll),
+                                         (f"runs {self.subflow}", bool(self.subflow))) if on)
+        common = {"key": self.key, "step": self.title, "poll": self.poll, "subflow": self.subflow,
+                  "concurrent": self.concurrent, "flags": flags}
+        out = [{**common, "host": host, "command": mask(self._shown(command.shell())), "argv": list(command.argv)}
                for host, command in self.commands]
         if self.note or not out:
-            out.append({"key": self.key, "step": self.title, "host": self.host, "command": mask(self.note or self.title),
-                        "argv": None, "data_dependent": self.data_dependent, "concurrent": self.concurrent,
-                        "flags": flags})
+            out.append({**common, "host": self.host, "command": mask(self.note or self.title), "argv": None})
         return out
+
+    def _shown(self, text: str) -> str:
+        for stand_in, name in self.shown.items():
+            text = text.replace(stand_in, name)
+        return text
 
 
 # Called with (procedure, step) as each step starts: the seam a test uses to tell which step sent which command.
@@ -72,6 +79,19 @@ step_listeners: list[Callable[[str, Step], None]] = []
 def _starting(procedure: str, step: Step) -> None:
     for listener in step_listeners:
         listener(procedure, step)
+
+
+T = TypeVar("T")
+
+
+def read_facts(procedure: str, read: Callable[[], T]) -> T:
+    """Read what a procedure is planned from, before anything is planned or changed (a dry run reads them too):
+    only reads run here."""
+    _starting(procedure, Step("facts", "read facts (read-only)", "", lambda: None))
+    started = time.monotonic()
+    facts = read()
+    log().info("%s: facts read in %.1f s (reads only)", procedure, time.monotonic() - started)
+    return facts
 
 
 @dataclass(frozen=True)
@@ -149,11 +169,13 @@ class Procedure:
     phases: Sequence[str] = ()
     start_at: str | None = None
     topology_on: str | None = None  # shows the HA topology from this host first and last (patronictl's way)
+    facts: Sequence[str] = ()  # what the plan was made from, one line each (read before anything changed)
     results: dict[str, Any] = field(default_factory=dict)
     progress: ProgressLabels | None = None
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
+        self.book.notes.extend(f"planned from: {fact}" for fact in self.facts)
         if self.topology_on:
             self.steps = [topology("before", self.topology_on), *self.steps, topology("after", self.topology_on)]
         seen_approval = False
@@ -182,11 +204,13 @@ class Procedure:
               + (f" (from start_at={self.start_at})" if self.start_at else "") + ":", "",
               "| # | step | host | command | |", "|---|---|---|---|---|"]
         md += [f"| {i} | {r['step']} | {r['host']} | `{r['command']}` | {r['flags']} |" for i, r in enumerate(rows, 1)]
+        if self.facts:
+            md += ["", "## Planned from these facts (read, nothing changed)", *[f"- {mask(f)}" for f in self.facts]]
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(key=f"{self.name}-plan", markdown="\n".join(md), description=f"dry run of {self.name}")
         log().info("dry run: %d planned rows, nothing executed", len(rows))
-        return {"dry_run": True, "plan": rows}
+        return {"dry_run": True, "plan": rows, "facts": list(self.facts)}
 
     def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Any:
         """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run

@@ -23,17 +23,19 @@ staging copy is verified against the source snapshot, and only then swapped in b
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Literal
 
 from prefect import flow
 
 from flows._common import distinct, inventory_host, log, run_name
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step
+from flows._steps import Outcome, Procedure, Step, read_facts
 from pe_ha import commands, runtime
 from pe_ha.errors import DatabaseError, PreconditionFailed, TransferError, ValidationError, is_retryable
 from pe_ha.settings import Settings
 from tasks import agent, puppetdb, puppetdb_fast, services
+from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
 
@@ -63,9 +65,12 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
     run_id = uuid.uuid4().hex[:12]
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
-    copy = Copy(s, source, target, method, folder, dump_file)
+    places = [(source, s.dump_dir), (target, s.dump_dir)] + ([(target, s.pg_data_dir)] if method == "fast" else [])
+    facts = read_facts("copy-puppetdb", lambda: read_copy_facts(source, target, method, places))
+    check_space(facts, method)
+    copy = Copy(s, source, target, method, folder, dump_file, facts)
     steps = copy.fast_steps() if method == "fast" else copy.documented_steps()
-    procedure = Procedure("copy-puppetdb", f"{source} -> {target} ({method})", steps)
+    procedure = Procedure("copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
     if dry_run:
         return procedure.plan()
     result = procedure.run(copy.outcome, approve=approve)
@@ -74,54 +79,76 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
     return copy.result()
 
 
+@dataclass(frozen=True)
+class CopyFacts:
+    """What the copy is planned from, read before anything changes."""
+
+    size: int  # of pe-puppetdb on the source
+    cpus: int  # of the target
+    free: tuple[tuple[str, str, int], ...]  # (host, path, bytes free)
+    running: tuple[str, ...]  # of SERVICES_IN_ORDER, those running on the target
+    fast: FastCopyFacts | None
+
+
+def read_copy_facts(source: str, target: str, method: str, places: list[tuple[str, str]]) -> CopyFacts:
+    # Independent reads: they run at once.
+    size = puppetdb.database_size.submit(source)
+    cpus = puppetdb.cpu_count.submit(target)
+    free = [puppetdb.free_bytes.submit(host, path) for host, path in places]
+    states = [services.service_state.submit(target, name) for name in SERVICES_IN_ORDER]
+    fast = puppetdb_fast.read_fast_copy_facts(source, target) if method == "fast" else None
+    return CopyFacts(size=size.result(), cpus=cpus.result(),
+                     free=tuple((h, p, f.result()) for (h, p), f in zip(places, free, strict=True)),
+                     running=tuple(n for n, state in zip(SERVICES_IN_ORDER, states, strict=True)
+                                   if state.result() == "running"),
+                     fast=fast)
+
+
+def check_space(facts: CopyFacts, method: str) -> None:
+    """The guide's size check: enough free space for the dump on both ends (and, fast, for the staging copy beside
+    the live one on the target), before anything is written."""
+    size = facts.size
+    if method == "documented":
+        need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
+        needs = [need, need]
+    else:
+        needs = [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]
+    for (host, path, free), need in zip(facts.free, needs, strict=True):
+        if free < need:
+            raise PreconditionFailed(
+                f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
+                f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
+
+
 # How long a failing run keeps trying to start again the services it stopped (a link that drops mid-copy
 # usually comes back; leaving PuppetDB down on the replica is worse than a slow failure).
 RESTART_PATIENCE_S = 180
 
 
 class Copy:
-    """The copy's steps, in the guide's order, and what they found (size, CPUs, timings)."""
+    """The copy's steps, in the guide's order, planned from its facts, and what the run found (timings)."""
 
-    def __init__(self, s: Settings, source: str, target: str, method: str, folder: str, dump_file: str) -> None:
+    def __init__(self, s: Settings, source: str, target: str, method: str, folder: str, dump_file: str,
+                 facts: CopyFacts) -> None:
         self.s, self.source, self.target, self.method = s, source, target, method
-        self.folder, self.dump_file = folder, dump_file
+        self.folder, self.dump_file, self.facts = folder, dump_file, facts
         self.pg: dict[str, str] = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
         self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
         self.stopped: list[str] = []
         self.swapped = False
         self.stop_started = self.stop_seconds = 0.0
         self.found: dict = {}
-        places = [(source, s.dump_dir), (target, s.dump_dir)] + ([(target, s.pg_data_dir)] if method == "fast" else [])
-        self.places = places
 
-    # -- steps both methods share ------------------------------------------------------------------------
-
-    def checks(self) -> Step:
-        size_cmd = commands.psql_session("postgres", **self.pg)
-        return Step("checks", "size, free space and CPU checks", f"{self.source}, {self.target}", self._checks,
-                    commands=[(self.target, commands.cpu_count())] + [(h, commands.free_bytes(p)) for h, p in self.places],
-                    concurrent=True,
-                    note=f"and on {self.source}: {size_cmd.description}: SELECT pg_database_size('pe-puppetdb')")
-
-    def _checks(self) -> None:
-        # Independent reads: they run at once.
-        size_future = puppetdb.database_size.submit(self.source)
-        jobs_future = puppetdb.cpu_count.submit(self.target)
-        free_futures = [puppetdb.free_bytes.submit(host, path) for host, path in self.places]
-        size = size_future.result()
-        if self.method == "documented":
-            need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
-            needs = [need, need]
-        else:  # the staging copy lives beside the live one
-            needs = [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]
-        for (host, path), future, need in zip(self.places, free_futures, needs, strict=True):
-            free = future.result()
-            if free < need:
-                raise PreconditionFailed(
-                    f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
-                    f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
-        self.found.update(size=size, jobs=jobs_future.result())
-        log().info("pe-puppetdb is %.1f MiB; method %s with --jobs=%d", size / 2**20, self.method, self.found["jobs"])
+    def fact_lines(self) -> list[str]:
+        f = self.facts
+        lines = [f"pe-puppetdb on {self.source}: {f.size / 2**20:.1f} MiB", f"{self.target}: {f.cpus} CPUs",
+                 *[f"{h}:{p}: {free / 2**20:.0f} MiB free" for h, p, free in f.free],
+                 f"running on {self.target}: {', '.join(f.running) or 'neither puppet nor pe-puppetdb'}"]
+        if f.fast is not None:
+            lines.append(f"{len(f.fast.tables)} tables, {len(f.fast.indexes)} indexes, {len(f.fast.sequences)} "
+                         f"sequences; COPY {'binary' if f.fast.binary else 'text'} (PostgreSQL majors "
+                         f"{'match' if f.fast.binary else 'differ'}); compression {f.fast.compress} (measured link)")
+        return lines
 
     def prepare(self) -> Step:
         def prepare() -> None:
@@ -135,17 +162,23 @@ class Copy:
         return Step("approval", "operator approval", "operator", lambda: None, approval=what)
 
     def stop_services(self) -> Step:
+        planned = self.facts.running
+
         def stop() -> None:
             self.stop_started = time.monotonic()
-            for name in SERVICES_IN_ORDER:
-                if services.service_state(self.target, name) == "running":
-                    services.set_service(self.target, name, "stopped")
-                    self.stopped.append(name)
+            for name in planned:
+                services.set_service(self.target, name, "stopped")
+                self.stopped.append(name)
+            started_since = [n for n in SERVICES_IN_ORDER if services.service_state(self.target, n) == "running"]
+            if started_since:
+                raise PreconditionFailed(f"{self.target}: {', '.join(started_since)} runs, though it was stopped when "
+                                         "this run read the facts; nothing was replaced",
+                                         hint="stop it, or run the copy again (it plans from what runs then)")
 
-        return Step("stop", "stop puppet, then pe-puppetdb", self.target, stop, destructive=True, data_dependent=True,
-                    commands=[(self.target, c) for name in SERVICES_IN_ORDER
-                              for c in (commands.service_state(name), commands.service(name, "stopped"))],
-                    note="each service is stopped only when it runs")
+        return Step("stop", "stop puppet, then pe-puppetdb", self.target, stop, destructive=True,
+                    commands=[(self.target, commands.service(n, "stopped")) for n in planned]
+                    + [(self.target, commands.service_state(n)) for n in SERVICES_IN_ORDER],
+                    note="" if planned else "neither was running when the facts were read; both are checked")
 
     def start_services(self) -> Step:
         def start() -> None:
@@ -156,9 +189,9 @@ class Copy:
                                          hint=f"start them on {self.target}: puppet resource service <name> ensure=running")
 
         return Step("start", "start pe-puppetdb, then puppet, again", self.target, start, always=True, armed_by="stop",
-                    data_dependent=True, commands=[(self.target, commands.service(n, "running"))
-                                                   for n in reversed(SERVICES_IN_ORDER)],
-                    note="the services the copy stopped, also after a failure")
+                    commands=[(self.target, commands.service(n, "running")) for n in reversed(self.facts.running)],
+                    note="the services the copy stopped, also after a failure"
+                    + ("" if self.facts.running else ": none"))
 
     def _restart(self, patience_s: float = RESTART_PATIENCE_S) -> list[str]:
         """Start again, in reverse order, the services this run stopped; returns those that would not start.
@@ -208,37 +241,21 @@ class Copy:
     # -- fast ------------------------------------------------------------------------------------------------
 
     def fast_steps(self) -> list[Step]:
-        f, t, pg = self.dump_file, self.target, self.pg
-        example = "0000000A-0000001B-1"
-        stream = commands.stream_table("catalog_resources", snapshot=example, target=t, staging=self.staging,
-                                       compress="zstd", multiplex=True, then_restore=(f, f + ".inline-catalog_resources.list"),
-                                       maintenance_mem_mb=self.s.index_build_memory_mb, binary=True, **pg)
-        mem = self.s.index_build_memory_mb
-        copy_commands = [
-            (t, commands.recreate_database(self.staging, owner="pe-puppetdb", like="pe-puppetdb", **pg)),
-            (self.source, commands.pg_dump_schema(file=f, snapshot=example, **pg)),
-            (self.source, commands.scp_to(f, host=t, dest=f)),
-            (t, commands.pg_restore_section(file=f, database=self.staging, section="pre-data", jobs=1, **pg)),
-            (self.source, commands.pg_restore_toc(file=f, **pg)),
-            (t, commands.write_restore_lists({f + ".late.list": [1]})),
-            (self.source, stream),
-            (t, commands.pg_restore_listed(file=f, list_file=f + ".edges.list", database=self.staging,
-                                                jobs=1, maintenance_mem_mb=mem, **pg)),
-            (t, commands.pg_restore_section(file=f, database=self.staging, section="data", jobs=1, **pg)),
-            (t, commands.pg_restore_listed(file=f, list_file=f + ".late.list", database=self.staging,
-                                                jobs=2, maintenance_mem_mb=mem, **pg)),
-            (t, commands.set_sequences({"certname_id_seq": (1000, True)}, database=self.staging, **pg)),
-            (t, commands.remove_files(f + ".late.list")),
-        ]
+        t, pg = self.target, self.pg
+        assert self.facts.fast is not None
+        self.fast_plan = plan_fast_copy(self.facts.fast, source=self.source, target=t, schema_file=self.dump_file,
+                                        staging=self.staging, index_build_memory_mb=self.s.index_build_memory_mb,
+                                        cpus=self.facts.cpus, **pg)
+        jobs = [p.job for p in self.fast_plan.jobs]
         return [
-            self.checks(),
             self.prepare(),
             Step("copy", f"stream every table into {self.staging}, building each table's indexes once its rows are in",
-                 f"{self.source} -> {t}", self._fast_copy, commands=copy_commands, data_dependent=True,
-                 note="from a snapshot exported in a psql session on the source: the link is measured (ssh) to choose "
-                      "compression; one stream per large table (small ones merged), one restore list per job; each "
-                      "table's indexes and keys as soon as its rows are in, then the rest of post-data, then every "
-                      "sequence's value. The example rows show one of each."),
+                 f"{self.source} -> {t}", self._fast_copy, commands=self.fast_plan.rows(), concurrent=True,
+                 shown={PLANNED_SNAPSHOT: "<snapshot exported by the run>"},
+                 note=f"from a snapshot exported in a psql session on {self.source}: "
+                      f"{sum(j.kind == 'stream' for j in jobs)} streams and {sum(j.kind == 'build' for j in jobs)} "
+                      f"index builds, at most {self.fast_plan.workers} at once, each build once its table is in; "
+                      "refused if the schema changed since the facts were read"),
             Step("verify-staging", "verify the staging copy against the source snapshot", t, self._verify_staging,
                  note="psql session on the staging database: rows as COPY reported them, sequences, partitions, "
                       "owners, ACL and extensions against the source snapshot"),
@@ -251,17 +268,15 @@ class Copy:
                                                        **pg))]),
             self.start_services(),
             Step("drop-staging", f"drop {self.staging} when it was not swapped in", t, self._drop_unused_staging,
-                 always=True, armed_by="copy", data_dependent=True,
-                 commands=[(t, commands.drop_database(self.staging, **pg))],
-                 note="only after a failure or a rejected approval: the live pe-puppetdb is untouched"),
+                 always=True, armed_by="copy",
+                 note=f"only after a failure or a rejected approval: {commands.drop_database(self.staging, **pg).shell()}"
+                      " (the live pe-puppetdb is untouched)"),
             self.remove_dump(),
             self.agent_run(drop_old=True),
         ]
 
     def _fast_copy(self) -> None:
-        # The link is measured (and compression chosen) inside, while the schema frame is made.
-        self.found["copied"] = puppetdb_fast.fast_copy_to_staging(self.source, self.target, self.dump_file, None,
-                                                             self.found["jobs"], source_bytes=self.found["size"])
+        self.found["copied"] = puppetdb_fast.fast_copy_to_staging(self.fast_plan, source_bytes=self.facts.size)
 
     def _verify_staging(self) -> None:
         copied = self.found["copied"]
@@ -283,22 +298,22 @@ class Copy:
 
     def documented_steps(self) -> list[Step]:
         f, t = self.dump_file, self.target
+        self.dump_cmd = commands.pg_dump(file=f, snapshot=PLANNED_SNAPSHOT, os_user=self.s.pg_os_user,
+                                         bin_dir=self.s.pg_bin_dir)
+        self.restore_cmd = commands.pg_restore(file=f, jobs=self.facts.cpus, os_user=self.s.pg_os_user,
+                                               bin_dir=self.s.pg_bin_dir)
         return [
-            self.checks(),
             self.prepare(),
-            Step("dump", "pg_dump (snapshot)", self.source, self._dump, data_dependent=True,
-                 commands=[(self.source, commands.pg_dump(file=f, snapshot="0000000A-0000001B-1", os_user=self.s.pg_os_user,
-                                                            bin_dir=self.s.pg_bin_dir))],
+            Step("dump", "pg_dump (snapshot)", self.source, self._dump, commands=[(self.source, self.dump_cmd)],
+                 shown={PLANNED_SNAPSHOT: "<snapshot exported by the run>"},
                  note="from a snapshot exported in a psql session on the source, whose fingerprint is read first"),
             Step("transfer", "transfer and verify checksum", f"{self.source} -> {t}", self._transfer,
                  commands=[(self.source, commands.scp_to(f, host=t, dest=f)), (self.source, commands.sha256sum(f)),
                            (t, commands.sha256sum(f))]),
             self.approval(f"Stop puppet and pe-puppetdb on {t} and replace its pe-puppetdb with the copy from "
-                          f"{self.source} (pg_restore --clean --jobs=<{t}'s CPUs>)."),
+                          f"{self.source} (pg_restore --clean --jobs={self.facts.cpus}, {t}'s CPUs)."),
             self.stop_services(),
-            Step("restore", "pg_restore --clean", t, self._restore, destructive=True, data_dependent=True,
-                 commands=[(t, commands.pg_restore(file=f, jobs=2, os_user=self.s.pg_os_user,
-                                                                bin_dir=self.s.pg_bin_dir))], note="--jobs is the target's CPU count"),
+            Step("restore", "pg_restore --clean", t, self._restore, destructive=True, commands=[(t, self.restore_cmd)]),
             Step("verify", "verify the copy against the source snapshot", t, self._verify,
                  note="psql session on the target: rows, digests, sequences, partitions, owners, ACL and extensions"),
             self.start_services(),
@@ -307,7 +322,7 @@ class Copy:
         ]
 
     def _dump(self) -> None:
-        self.found["dumped"] = puppetdb.dump(self.source, self.dump_file)
+        self.found["dumped"] = puppetdb.dump(self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
 
     def _transfer(self) -> None:
         puppetdb.transfer(self.source, self.target, self.dump_file, self.dump_file)
@@ -325,8 +340,7 @@ class Copy:
 
     def _restore(self) -> None:
         try:
-            self.found["restored"] = puppetdb.restore(self.target, self.dump_file, self.found["jobs"],
-                                                      source_bytes=self.found["size"])
+            self.found["restored"] = puppetdb.restore(self.target, self.restore_cmd, source_bytes=self.facts.size)
         except Exception as exc:
             raise self._partial(exc) from exc
 
@@ -340,15 +354,16 @@ class Copy:
 
     def outcome(self, _: dict) -> Outcome:
         text = "copied, verified and swapped in" if self.method == "fast" else "copied and verified"
-        return Outcome(text, notes=[f"database size {self.found['size'] / 2**20:.1f} MiB",
+        return Outcome(text, notes=[f"database size {self.facts.size / 2**20:.1f} MiB",
                                     f"pe-puppetdb stopped for {self.stop_seconds:.1f} s"])
 
     def result(self) -> dict:
-        common = {"method": self.method, "source": self.source, "target": self.target, "bytes": self.found["size"],
+        common = {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,
                   "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.found["agent"]}
         if self.method == "fast":
             copied = self.found["copied"]
-            return {**common, "compress": copied["compress"], "tables": copied["tables"],
+            assert self.facts.fast is not None
+            return {**common, "compress": self.facts.fast.compress, "tables": copied["tables"],
                     "timings": {k: round(v, 2) for k, v in copied["timings"].items()}}
         dumped, restored = self.found["dumped"], self.found["restored"]
         return {**common, "restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),

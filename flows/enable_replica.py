@@ -17,7 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._common import inventory_host, log, master_and_replica, run_name
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, check_token, read_facts, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.validation import Topology
 from tasks import agent, classifier, infrastructure, network, puppet_conf
@@ -117,10 +117,15 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
         Step("remove-server", "remove `server =` from the replica's puppet.conf", replica, remove_server,
              commands=[(replica, commands.config_delete("server"))], phase="remove-server"),
     ]
+    facts: list[str] = []
     if drill and test_node:
-        steps += drill_steps(master, replica, test_node, found)
+        addresses = read_facts("enable-replica", lambda: [network.resolve(master, replica),
+                                                          network.resolve(master, test_node)])
+        facts = [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
+                                                                                 strict=True)]
+        steps += drill_steps(master, test_node, addresses, found)
     procedure = Procedure("enable-replica", replica, steps, topology_on=master, start_at=start_at,
-                          phases=("backup", "enable", "deploy", "remove-server", "drill"))
+                          phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts)
     if dry_run:
         return procedure.plan()
 
@@ -131,14 +136,12 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     return {"replica": replica, "backup": found["backup"], "server_removed": found["removed"], "drill": found.get("drill")}
 
 
-def drill_steps(master: str, replica: str, test_node: str, found: dict) -> list[Step]:
-    """The failover drill: cut the master off from the replica and the test node, run the agent there (no changes
-    expected), and always reconnect."""
-    addresses: list[str] = []
+def drill_steps(master: str, test_node: str, addresses: list[str], found: dict) -> list[Step]:
+    """The failover drill: cut the master off from ``addresses`` (the replica's and the test node's, as the master
+    resolves them), run the agent on the test node (no changes expected), and always reconnect."""
     agent_cmd = commands.agent_run()
 
     def cut_off() -> None:
-        addresses.extend([network.resolve(master, replica), network.resolve(master, test_node)])
         for address in addresses:
             network.isolate(master, address)
 
@@ -152,13 +155,12 @@ def drill_steps(master: str, replica: str, test_node: str, found: dict) -> list[
             network.reconnect(master, address)
 
     return [
-        Step("drill-cut-off", "drill: cut the master off", master, cut_off, phase="drill", data_dependent=True,
-             commands=[(master, c) for c in commands.drill_block("198.51.100.1")],
-             note=f"for the addresses of {replica} and {test_node}, resolved on the master (the example shows one)"),
+        Step("drill-cut-off", "drill: cut the master off", master, cut_off, phase="drill",
+             commands=[(master, c) for address in addresses for c in commands.drill_block(address)]),
         Step("drill-agent-run", "drill: puppet agent -t on the test node", test_node, run_agent, phase="drill",
              commands=[(test_node, agent_cmd), (test_node, commands.agent_last_run_summary())]),
         Step("drill-reconnect", "drill: reconnect", master, reconnect, phase="drill", always=True,
-             armed_by="drill-cut-off", data_dependent=True,
-             commands=[(master, c) for c in commands.drill_unblock("198.51.100.1")],
-             note="removes the drill's rules for each address cut off"),
+             armed_by="drill-cut-off", poll=True,
+             commands=[(master, c) for address in addresses for c in commands.drill_unblock(address)],
+             note="each rule is deleted until none is left (a rule added twice is deleted twice)"),
     ]

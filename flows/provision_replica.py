@@ -20,7 +20,7 @@ from prefect import flow
 
 from flows._common import inventory_host, log, master_and_replica, run_name
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, read_facts, remove_token, stage_token
 from pe_ha import commands, runtime
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
@@ -83,35 +83,38 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     def verify() -> None:
         found["code"] = agent.agent_run(node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
+    version, present = read_facts("provision-replica", lambda: (
+        (v := infrastructure.pe_version(master)), infrastructure.replica_files_present(master, v)))
+    files_plan = infrastructure.replica_file_plan(master, replica, version, present)
+    facts = [f"PE {version} on {master}",
+             f"{master} has " + ", ".join(f"{path}: {'yes' if there else 'no'}" for path, there in present.items())]
     status_cmd = commands.infrastructure_status(host=replica)
     stop_puppet, start_puppet = pause_puppet_service(master)
     steps = [
         Step("server-setting", "check replica puppet.conf [main] server", replica, replica_points_at_master,
              commands=[(replica, commands.config_print("server"))]),
-        Step("pe-version", "check PE version", master, lambda: found.setdefault("version", infrastructure.pe_version(master)),
-             commands=[(master, commands.pe_version())]),
         Step("code-manager", "check Code Manager is enabled", master, code_manager_enabled,
              note=f"GET https://{master}:8140/status/v1/services (else the classifier's code_manager_auto_configure)"),
         check_token(master, sync_timeout_s + 600),
         stage_token(master),
         stop_puppet,
         Step("replica-files", "copy the secret keys, hiera.yaml and ad_ca_chain.pem to the replica", master,
-             lambda: infrastructure.copy_replica_files(master, replica, found["version"]), phase="provision",
-             commands=infrastructure.replica_file_plan(master, replica, "2019.8.0"), data_dependent=True,
-             note="the secret keys the PE version lists (2019.8-2021.5: keys.json; 2021.7 and later: three) must be on "
-                  "the master; hiera.yaml and ad_ca_chain.pem are copied when present; each: folder 0755, scp -p, "
-                  "0644"),
+             lambda: infrastructure.copy_replica_files(replica, files_plan), phase="provision", commands=files_plan,
+             note="the secret keys PE lists for its version (2019.8-2021.5: keys.json; 2021.7 and later: three), "
+                  "then hiera.yaml and ad_ca_chain.pem where the master has them; each: folder 0755, scp -p, 0644"),
         Step("provision", "puppet infrastructure provision replica", master,
              lambda: infrastructure.provision_replica(master, provision_cmd), commands=[(master, provision_cmd)],
              phase="provision"),
     ]
     if copy_puppetdb:
         steps.append(Step("copy-puppetdb", "manual PuppetDB copy (during sync)", replica, copy_during_sync,
-                          phase="provision", data_dependent=True, note="subflow copy-puppetdb (see its own plan)"))
+                          phase="provision", subflow="copy-puppetdb",
+                          note="subflow copy-puppetdb: it reads its facts once the replica's database exists, and "
+                               "plans from them (its dry run shows its steps)"))
     steps += [
         # Also when starting at "verify": the verification is only meaningful on a synced replica.
         Step("wait", "wait until replica services are operational", replica, wait_for_sync,
-             commands=[(master, status_cmd)], data_dependent=True,
+             commands=[(master, status_cmd)], poll=True,
              note=f"repeated every 5 s until every service runs, for at most {sync_timeout_s:g} s"),
         remove_token(master),
         start_puppet,
@@ -119,7 +122,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
              commands=[(node, verify_cmd), (node, commands.agent_last_run_summary())]),
     ]
     procedure = Procedure("provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
-                          topology_on=master)
+                          topology_on=master, facts=facts)
     if dry_run:
         return procedure.plan()
 

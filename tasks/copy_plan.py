@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pe_ha.commands import ROWS_MARK
+from pe_ha.commands import ROWS_MARK, Command
 
 # seconds per MiB, for ordering only
 STREAM_COST = 0.01
@@ -164,3 +164,114 @@ def loaded_rows(stdout: str) -> dict[str, int]:
         if len(parts) == 3 and parts[0] == ROWS_MARK and parts[2].isdigit():
             counts[parts[1]] = int(parts[2])
     return counts
+
+
+# Stands for the snapshot the run exports: the plan's commands carry it, the run fills in the real id.
+PLANNED_SNAPSHOT = "00000000-00000000-0"
+
+
+def list_file(schema_file: str, name: str) -> str:
+    """Where a job's ``pg_restore --use-list`` file lives on the target: beside the schema archive."""
+    return f"{schema_file}.{name.replace(':', '-')}.list"
+
+
+@dataclass(frozen=True)
+class FastCopyFacts:
+    """What the fast copy is planned from, read before anything changes."""
+
+    tables: tuple[tuple[str, int], ...]  # every leaf table and its heap bytes, largest first
+    indexes: dict[str, IndexInfo]
+    sequences: tuple[str, ...]
+    post_data: PostDataPlan  # from the schema frame's table of contents
+    binary: bool  # same PostgreSQL major on both ends: COPY's binary format is portable
+    compress: str  # chosen from the measured link
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    job: Job
+    host: str
+    command: Command
+
+
+@dataclass(frozen=True)
+class FastCopyPlan:
+    """Every command of the fast copy, in order, built once from the facts; the run sends exactly these (with the
+    exported snapshot's id in place of ``PLANNED_SNAPSHOT``)."""
+
+    source: str
+    target: str
+    create_staging: Command
+    dump_schema: Command
+    send_schema: Command
+    restore_pre_data: Command
+    write_lists: Command
+    jobs: tuple[PlannedJob, ...]
+    restore_data: Command
+    restore_late: Command
+    copy_sequences: Command | None
+    remove_lists: Command
+    workers: int
+    table_bytes: dict[str, int]
+    early_entries: int  # indexes and constraints built with their tables
+
+    def rows(self) -> list[tuple[str, Command]]:
+        s, t = self.source, self.target
+        return [(t, self.create_staging), (s, self.dump_schema), (s, self.send_schema), (t, self.restore_pre_data),
+                (t, self.write_lists), *[(j.host, j.command) for j in self.jobs], (t, self.restore_data),
+                (t, self.restore_late), *([(s, self.copy_sequences)] if self.copy_sequences else []),
+                (t, self.remove_lists)]
+
+
+def plan_fast_copy(facts: FastCopyFacts, *, source: str, target: str, schema_file: str, staging: str,
+                   os_user: str, bin_dir: str, index_build_memory_mb: int, cpus: int) -> FastCopyPlan:
+    """The fast copy's commands from its facts: a pure function. ``cpus`` is the target's: at least two jobs
+    run at once (a stream and an index build use different ends), the last post-data restore uses them all."""
+    from pe_ha import commands
+
+    pg = {"os_user": os_user, "bin_dir": bin_dir}
+    mem = index_build_memory_mb
+    snapshot = PLANNED_SNAPSHOT
+    jobs = copy_jobs(list(facts.tables), facts.post_data, facts.indexes)
+    names = facts.post_data.names
+    lists: dict[str, list[str]] = {}
+    planned: list[PlannedJob] = []
+    for job in jobs:
+        if job.kind == "build":
+            lists[list_file(schema_file, job.key)] = [names[e] for e in job.entries]
+            planned.append(PlannedJob(job, target, commands.pg_restore_listed(
+                file=schema_file, list_file=list_file(schema_file, job.key), database=staging, jobs=1,
+                maintenance_mem_mb=mem, **pg)))
+            continue
+        then = None
+        if job.inline:
+            inline_list = list_file(schema_file, f"inline-{job.key}")
+            lists[inline_list] = [names[e] for _, ids in job.inline for e in ids]
+            then = (schema_file, inline_list)
+        if len(job.tables) == 1:
+            cmd = commands.stream_table(job.tables[0], snapshot=snapshot, target=target, staging=staging,
+                                        compress=facts.compress, binary=facts.binary, multiplex=True,
+                                        then_restore=then, maintenance_mem_mb=mem, **pg)
+        else:
+            cmd = commands.stream_tables_merged(list(job.tables), snapshot=snapshot, target=target, staging=staging,
+                                                compress=facts.compress, then_restore=then, maintenance_mem_mb=mem,
+                                                **pg)
+        planned.append(PlannedJob(job, source, cmd))
+    late_list = list_file(schema_file, "late")
+    return FastCopyPlan(
+        source=source, target=target,
+        create_staging=commands.recreate_database(staging, owner="pe-puppetdb", like="pe-puppetdb", **pg),
+        dump_schema=commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg),
+        send_schema=commands.scp_to(schema_file, host=target, dest=schema_file),
+        restore_pre_data=commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
+                                                     **pg),
+        write_lists=commands.write_restore_lists(schema_file, lists, others=late_list, **pg),
+        jobs=tuple(planned),
+        restore_data=commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1, **pg),
+        restore_late=commands.pg_restore_listed(file=schema_file, list_file=late_list, database=staging, jobs=cpus,
+                                                maintenance_mem_mb=mem, **pg),
+        copy_sequences=commands.copy_sequences(facts.sequences, target=target, staging=staging, **pg)
+        if facts.sequences else None,
+        remove_lists=commands.remove_files(*lists, late_list),
+        workers=max(2, cpus), table_bytes=dict(facts.tables),
+        early_entries=sum(len(ids) for ids in facts.post_data.early.values()))

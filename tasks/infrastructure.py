@@ -144,45 +144,41 @@ def pe_version(host: str) -> str:
     return str(versions.require_supported(text, host))
 
 
-def replica_file_commands(master: str, replica: str, version: str) -> dict[str, tuple[bool, Command, list[tuple[str, Command]]]]:
-    """For each file a new replica needs from the master: whether PE requires it (the version's secret keys) or it is
-    copied when present (``hiera.yaml``, ``ad_ca_chain.pem``), the check on the master, and the copy: the folder
-    (0755), ``scp -p``, then 0644, as peadm's ``util/copy_file.pp`` leaves it (root-owned; PE's service users do not
-    exist on the replica yet)."""
+def _replica_files(version: str) -> list[tuple[str, bool]]:
+    """The files a new replica needs from the master, each with whether PE requires it (the version's secret keys)
+    or copies it when present (``hiera.yaml``, ``ad_ca_chain.pem``)."""
     parsed = versions.parse(version)
     assert parsed is not None
-    wanted = [(path, True) for path in parsed.secret_key_files] + [(p, False) for p in versions.REPLICA_FILES_IF_PRESENT]
-    return {path: (required, commands.file_exists(path),
-                   [(replica, commands.make_dir(path.rsplit("/", 1)[0], mode="0755")),
-                    (master, commands.copy_preserving(path, host=replica)),
-                    (replica, commands.make_readable(path))])
-            for path, required in wanted}
+    return [(path, True) for path in parsed.secret_key_files] + [(p, False) for p in versions.REPLICA_FILES_IF_PRESENT]
 
 
-def replica_file_plan(master: str, replica: str, version: str) -> list[tuple[str, Command]]:
-    """Every command of the copy, in the order it runs when every file is present."""
-    files = replica_file_commands(master, replica, version)
-    return [(master, check) for _, check, _ in files.values()] + [c for *_, copy in files.values() for c in copy]
-
-
-@task(name="copy-replica-files", task_run_name="copy-replica-files/{replica}", **SIDE_EFFECT)
-def copy_replica_files(master: str, replica: str, version: str) -> list[str]:
-    """Copy the files a new replica needs from the master: refused before any copy when a secret key this PE version
-    needs is missing; an optional file the master does not have is skipped, and said so."""
+@task(name="replica-files-present", task_run_name="replica-files-present/{master}", **READ)
+def replica_files_present(master: str, version: str) -> dict[str, bool]:
+    """Which of the files a new replica needs the master has."""
     ex = runtime.executor()
-    files = replica_file_commands(master, replica, version)
-    present = {path: ex.run(master, check, check=False, timeout_s=30, stream=False).exit_code == 0
-               for path, (_, check, _) in files.items()}
-    missing = [path for path, (required, _, _) in files.items() if required and not present[path]]
+    return {path: ex.run(master, commands.file_exists(path), check=False, timeout_s=30, stream=False).exit_code == 0
+            for path, _ in _replica_files(version)}
+
+
+def replica_file_plan(master: str, replica: str, version: str, present: dict[str, bool]) -> list[tuple[str, Command]]:
+    """The copy of each file the master has: the folder (0755), ``scp -p``, then 0644, as peadm's
+    ``util/copy_file.pp`` leaves it (root-owned; PE's service users do not exist on the replica yet). Refused when a
+    secret key this PE version needs is missing."""
+    files = _replica_files(version)
+    missing = [path for path, required in files if required and not present.get(path)]
     if missing:
         raise PreconditionFailed(f"{master} has no {', '.join(missing)}, which PE {version} copies to a new replica",
                                  hint="check the master's PE installation (puppet infrastructure configure)")
-    for path, (_, _, copy) in files.items():
-        if not present[path]:
-            logger().info("%s has no %s: nothing to copy (it exists only where it is configured)", master, path)
-            continue
-        for host, cmd in copy:
-            ex.run(host, cmd, timeout_s=120)
-    copied = [path for path in files if present[path]]
-    logger().info("copied %d file(s) from %s to %s: %s", len(copied), master, replica, ", ".join(copied))
-    return copied
+    return [pair for path, _ in files if present.get(path)
+            for pair in ((replica, commands.make_dir(path.rsplit("/", 1)[0], mode="0755")),
+                         (master, commands.copy_preserving(path, host=replica)),
+                         (replica, commands.make_readable(path)))]
+
+
+@task(name="copy-replica-files", task_run_name="copy-replica-files/{replica}", **SIDE_EFFECT)
+def copy_replica_files(replica: str, planned: list[tuple[str, Command]]) -> None:
+    """Copy the files a new replica needs from the master, as planned."""
+    ex = runtime.executor()
+    for host, cmd in planned:
+        ex.run(host, cmd, timeout_s=120)
+    logger().info("copied %d file(s) to %s", len(planned) // 3, replica)

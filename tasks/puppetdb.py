@@ -198,19 +198,18 @@ class DumpResult:
 
 
 @task(name="pg-dump", task_run_name="pg-dump/{host}", **SIDE_EFFECT)
-def dump(host: str, file: str, compress: int = 3) -> DumpResult:
-    """pg_dump of pe-puppetdb from an exported snapshot, and the fingerprint of exactly that snapshot."""
+def dump(host: str, file: str, planned: commands.Command, snapshot_placeholder: str) -> DumpResult:
+    """The planned pg_dump of pe-puppetdb, from a snapshot exported here (its id in place of the plan's
+    ``snapshot_placeholder``), and the fingerprint of exactly that snapshot."""
     s = runtime.settings()
     started = time.monotonic()
     with connect(host) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = conn.value("SELECT pg_export_snapshot()") or None
+        snapshot = conn.value("SELECT pg_export_snapshot()")
         expected = fingerprint_in(conn)
         # The exporting transaction stays open while pg_dump imports its snapshot.
-        cmd = commands.pg_dump(file=file, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir, compress=compress,
-                               snapshot=snapshot)
         with ProgressWatch(host, DB, f"pg_dump on {host}"):
-            runtime.executor().run(host, cmd, timeout_s=s.command_timeout_s)
+            runtime.executor().run(host, planned.filled(snapshot_placeholder, snapshot), timeout_s=s.command_timeout_s)
     seconds = time.monotonic() - started
     logger().info("dumped pe-puppetdb on %s in %.1f s (%d tables)", host, seconds,
                   sum(1 for k in expected if k.startswith("rows:")))
@@ -243,12 +242,11 @@ class RestoreResult:
 
 
 @task(name="pg-restore", task_run_name="pg-restore/{host}", **SIDE_EFFECT)
-def restore(host: str, file: str, jobs: int, source_bytes: int = 0) -> RestoreResult:
-    """``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(), not here.
-    With ``source_bytes``, progress is the restored database's size against it."""
+def restore(host: str, cmd: commands.Command, source_bytes: int = 0) -> RestoreResult:
+    """The planned ``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(),
+    not here. With ``source_bytes``, progress is the restored database's size against it."""
     s = runtime.settings()
     started = time.monotonic()
-    cmd = commands.pg_restore(file=file, jobs=jobs, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir)
     with ProgressWatch(host, DB, f"pg_restore on {host}", expected_bytes=source_bytes):
         result = runtime.executor().run(host, cmd, check=False, timeout_s=s.command_timeout_s)
     errors = [line for line in result.stderr.splitlines() if line.startswith("pg_restore: error")]

@@ -15,8 +15,16 @@ from pe_ha.background import Background
 from pe_ha.errors import DatabaseError, PreconditionFailed
 from pe_ha.psql import SqlReader
 from tasks._base import READ, SIDE_EFFECT, logger
-from tasks.copy_plan import IndexInfo, Job, copy_jobs, loaded_rows, post_data_plan
-from tasks.puppetdb import DB, connect, differences, fingerprint_in, sequences_of
+from tasks.copy_plan import (
+    PLANNED_SNAPSHOT,
+    FastCopyFacts,
+    FastCopyPlan,
+    IndexInfo,
+    PlannedJob,
+    loaded_rows,
+    post_data_plan,
+)
+from tasks.puppetdb import DB, connect, differences, fingerprint_in
 from tasks.puppetdb_progress import ProgressWatch
 
 
@@ -65,6 +73,38 @@ def index_info(conn: SqlReader) -> dict[str, IndexInfo]:
 
 
 
+@task(name="fast-copy-facts", task_run_name="fast-copy-facts/{source}->{target}", **READ)
+def read_fast_copy_facts(source: str, target: str, *, measure_link: bool = True) -> FastCopyFacts:
+    """What the fast copy is planned from, all reads: the source's leaf tables, indexes and sequences, the
+    schema frame's table of contents (no file written), both ends' PostgreSQL majors, and the compression the
+    measured link calls for. ``measure_link=False`` leaves compression off without probing."""
+    s = runtime.settings()
+    ex = runtime.executor()
+    chooser = (Background(lambda: choose_compression(source, target, link_mb_per_s(source, target)), "pe-ha-link-probe")
+               if measure_link else None)
+    try:
+        with connect(target, "postgres", answer_within_s=120) as target_conn:
+            target_major = target_conn.major()
+        with connect(source) as conn:
+            tables = leaf_tables(conn)
+            indexes = index_info(conn)
+            sequences = [r[0] for r in conn.rows(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")]
+            source_major = conn.major()
+        toc = ex.run(source, commands.schema_toc(os_user=s.pg_os_user, bin_dir=s.pg_bin_dir), timeout_s=600,
+                     stream=False).stdout
+        compress = str(chooser.result()) if chooser is not None else "none"
+        chooser = None
+    finally:
+        if chooser is not None:  # failing early: let the probe finish, its outcome no longer matters
+            with contextlib.suppress(Exception):
+                chooser.result()
+    post_data = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
+    return FastCopyFacts(tables=tuple(tables), indexes=indexes, sequences=tuple(sequences), post_data=post_data,
+                         binary=source_major == target_major, compress=compress)
+
+
 @dataclass(frozen=True)
 class StreamResult:
     tables: int
@@ -73,64 +113,51 @@ class StreamResult:
     loaded_rows: dict[str, int]  # per table, as PostgreSQL reported for the COPY on the target
 
 
-def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapshot: str, schema_file: str,
-             compress: str, binary: bool, workers: int, sizes: dict[str, int],
-             while_streaming: Callable[[], object] | None = None) -> StreamResult:
-    """Run the copy's jobs, at most ``workers`` at once: a job starts once the job it waits for has finished,
-    ready jobs longest-path first. The first failure stops new starts; the running ones finish, then it is
-    raised. ``while_streaming`` runs in a thread of its own beside the jobs (it reads the source snapshot).
-    Every job's list file (``<schema_file>.<job>.list``) must exist on the target."""
+def run_jobs(jobs: tuple[PlannedJob, ...], *, snapshot: str, workers: int, sizes: dict[str, int],
+             timeout_s: float, while_streaming: Callable[[], object] | None = None) -> StreamResult:
+    """Run the copy's planned jobs, at most ``workers`` at once: a job starts once the job it waits for has
+    finished, ready jobs longest-path first. The first failure stops new starts; the running ones finish, then
+    it is raised. ``while_streaming`` runs in a thread of its own beside the jobs (it reads the source snapshot).
+
+    A small scheduler of its own, not Prefect's task runner: a job waits for one named job (a build for its
+    table's stream), and the ready jobs start in priority order, which ``.submit`` with ``wait_for`` cannot
+    express; each job is one remote command, so a job is not a task of its own."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-    s = runtime.settings()
     ex = runtime.executor()
-    pg = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
     started = time.monotonic()
     total = sum(sizes.values())
     loaded: dict[str, int] = {}
 
-    def run(job: Job) -> float:
+    def run(planned: PlannedJob) -> float:
         t = time.monotonic()
-        if job.kind == "stream":
-            then = (schema_file, list_file(schema_file, f"inline-{job.key}")) if job.inline else None
-            if len(job.tables) == 1:
-                cmd = commands.stream_table(job.tables[0], snapshot=snapshot, target=target, staging=staging,
-                                            compress=compress, binary=binary, multiplex=True, then_restore=then,
-                                            maintenance_mem_mb=s.index_build_memory_mb, **pg)
-            else:
-                cmd = commands.stream_tables_merged(list(job.tables), snapshot=snapshot, target=target, staging=staging,
-                                                    compress=compress, then_restore=then,
-                                                    maintenance_mem_mb=s.index_build_memory_mb, **pg)
-            result = ex.run(source, cmd, timeout_s=s.command_timeout_s, stream=False)
+        result = ex.run(planned.host, planned.command.filled(PLANNED_SNAPSHOT, snapshot), timeout_s=timeout_s,
+                        stream=False)
+        if planned.job.kind == "stream":
             loaded.update(loaded_rows(result.stdout))
-        else:
-            ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=list_file(schema_file, job.key),
-                                                      database=staging, jobs=1,
-                                                      maintenance_mem_mb=s.index_build_memory_mb, **pg),
-                   timeout_s=s.command_timeout_s, stream=False)
         return time.monotonic() - t
 
-    waiting: dict[str, list[Job]] = {}
-    ready: list[Job] = []
-    for job in jobs:
-        (waiting.setdefault(job.after, []) if job.after else ready).append(job)
+    waiting: dict[str, list[PlannedJob]] = {}
+    ready: list[PlannedJob] = []
+    for planned in jobs:
+        (waiting.setdefault(planned.job.after, []) if planned.job.after else ready).append(planned)
     failure: BaseException | None = None
     done_bytes, done_tables = 0, 0
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pe-ha-copy") as pool:
-        running: dict[Future[float], Job] = {}
+        running: dict[Future[float], PlannedJob] = {}
 
         def fill() -> None:
-            ready.sort(key=lambda j: -j.priority)
+            ready.sort(key=lambda p: -p.job.priority)
             while ready and len(running) < workers and failure is None:
-                job = ready.pop(0)
-                running[pool.submit(run, job)] = job
+                planned = ready.pop(0)
+                running[pool.submit(run, planned)] = planned
 
         fill()
         side = Background(while_streaming, "pe-ha-source-fingerprint") if while_streaming is not None else None
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                job = running.pop(future)
+                job = running.pop(future).job
                 try:
                     seconds = future.result()
                 except BaseException as exc:  # the first failure is raised once the running jobs are done
@@ -155,100 +182,69 @@ def run_jobs(jobs: list[Job], *, source: str, target: str, staging: str, snapsho
     if side_error is not None:
         raise side_error
     if waiting:  # a job waited for one that does not exist: a planning bug, never a silent partial copy
-        raise DatabaseError(f"copy jobs never started: {sorted(j.key for js in waiting.values() for j in js)}")
+        raise DatabaseError(f"copy jobs never started: {sorted(p.job.key for ps in waiting.values() for p in ps)}")
     return StreamResult(len(sizes), total, time.monotonic() - started, loaded)
 
 
-def list_file(schema_file: str, name: str) -> str:
-    """Where a job's ``pg_restore --use-list`` file lives on the target: beside the schema archive."""
-    return f"{schema_file}.{name.replace(':', '-')}.list"
-
-
-@task(name="fast-copy-to-staging", task_run_name="fast-copy/{source}->{target}", **SIDE_EFFECT)
-def fast_copy_to_staging(source: str, target: str, schema_file: str, compress: str | None, jobs: int,
-                         source_bytes: int) -> dict:
-    """Schema frame, table streams and index builds (each index as soon as its table's rows are in), then
-    the rest of post-data, into ``pe-puppetdb-pe-ha-staging`` on the target. ``compress=None``: measure the
-    link (while the schema frame is made) and choose. Progress (the staging database's size against
-    ``source_bytes``, and the COPY and index builds running) is logged and shown every few seconds.
+@task(name="fast-copy-to-staging", task_run_name="fast-copy/{plan.source}->{plan.target}", **SIDE_EFFECT)
+def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> dict:
+    """Run the planned fast copy into ``pe-puppetdb-pe-ha-staging`` on the target: the schema frame, table
+    streams and index builds (each index as soon as its table's rows are in), the rest of post-data, then the
+    sequences. Progress (the staging database's size against ``source_bytes``, and the COPY and index builds
+    running) is logged and shown every few seconds.
 
     The live pe-puppetdb on the target is not touched. Returns the source snapshot's fingerprint and timings.
     """
     s = runtime.settings()
     ex = runtime.executor()
-    staging = DB + commands.STAGING_SUFFIX
-    pg = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
+    source, target = plan.source, plan.target
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    chooser = None
-    if compress is None:
-        chooser = Background(lambda: choose_compression(source, target, link_mb_per_s(source, target)),
-                             "pe-ha-link-probe")
-    ex.run(target, commands.recreate_database(staging, owner=DB, like=DB, **pg))
-    with connect(target, answer_within_s=120) as target_conn:
-        target_major = target_conn.major()
-    lists: dict[str, list[int]] = {}
-    with ProgressWatch(target, staging, f"copy {source} -> {target}", expected_bytes=source_bytes):
+    ex.run(target, plan.create_staging)
+    with ProgressWatch(target, DB + commands.STAGING_SUFFIX, f"copy {source} -> {target}", expected_bytes=source_bytes):
         try:
             with connect(source) as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 snapshot = conn.value("SELECT pg_export_snapshot()")
-                tables = leaf_tables(conn)
-                indexes = index_info(conn)
-                ex.run(source, commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg))
-                ex.run(source, commands.scp_to(schema_file, host=target, dest=schema_file))
-                ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
-                                                           **pg))
-                toc = ex.run(source, commands.pg_restore_toc(file=schema_file, **pg), stream=False).stdout
-                plan = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
-                copy = copy_jobs(tables, plan, indexes)
-                for job in copy:
-                    if job.inline:
-                        lists[list_file(schema_file, f"inline-{job.key}")] = [e for _, ids in job.inline for e in ids]
-                    if job.kind == "build":
-                        lists[list_file(schema_file, job.key)] = list(job.entries)
-                late_list = list_file(schema_file, "late")
-                if plan.late:
-                    lists[late_list] = plan.late
-                if lists:
-                    ex.run(target, commands.write_restore_lists(lists))
+                ex.run(source, plan.dump_schema.filled(PLANNED_SNAPSHOT, snapshot))
+                ex.run(source, plan.send_schema)
+                ex.run(target, plan.restore_pre_data)
+                tables_now = {name for name, _ in leaf_tables(conn)}
+                if tables_now != set(plan.table_bytes):
+                    raise PreconditionFailed(
+                        f"the tables of pe-puppetdb on {source} changed since this run read them (a new partition?): "
+                        f"{table_change(set(plan.table_bytes), tables_now)}; nothing was swapped in",
+                        hint="run the copy again: it plans from the tables it reads then")
+                ex.run(target, plan.write_lists)
                 timings["schema"] = time.monotonic() - t0
                 # The exporting transaction stays open until every stream has imported the snapshot and finished;
                 # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
                 expected: dict[str, int | str] = {}
-                # COPY's binary format is only portable between servers of the same major version.
-                binary = conn.major() == target_major
-                if chooser is not None:
-                    compress = str(chooser.result())
-                    chooser = None
-                assert compress is not None
-                streamed = run_jobs(copy, source=source, target=target, staging=staging, snapshot=snapshot,
-                                    schema_file=schema_file, compress=compress, binary=binary, workers=max(2, jobs),
-                                    sizes=dict(tables), while_streaming=lambda: expected.update(fingerprint_in(conn)))
+                streamed = run_jobs(plan.jobs, snapshot=snapshot, workers=plan.workers, sizes=plan.table_bytes,
+                                    timeout_s=s.command_timeout_s,
+                                    while_streaming=lambda: expected.update(fingerprint_in(conn)))
                 timings["streams and indexes"] = streamed.seconds
             t1 = time.monotonic()
-            ex.run(target, commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1, **pg))
-            if plan.late:
-                ex.run(target, commands.pg_restore_listed(file=schema_file, list_file=late_list, database=staging,
-                                                          jobs=jobs, maintenance_mem_mb=s.index_build_memory_mb, **pg))
-            sequences = sequences_of(expected)
-            if sequences:
-                ex.run(target, commands.set_sequences(sequences, database=staging, **pg))
+            ex.run(target, plan.restore_data)
+            ex.run(target, plan.restore_late)
+            if plan.copy_sequences is not None:
+                ex.run(source, plan.copy_sequences)
             timings["rest of post-data"] = time.monotonic() - t1
         finally:
-            if chooser is not None:  # failing before the streams: let the probe finish, its outcome no longer matters
-                with contextlib.suppress(Exception):
-                    chooser.result()
-            if lists:
-                try:
-                    ex.run(target, commands.remove_files(*lists), timeout_s=120)
-                except Exception as exc:  # leftover list files are harmless; the real outcome must get through
-                    logger().warning("could not remove the restore lists on %s: %s", target, exc)
+            try:
+                ex.run(target, plan.remove_lists, timeout_s=120)
+            except Exception as exc:  # leftover list files are harmless; the real outcome must get through
+                logger().warning("could not remove the restore lists on %s: %s", target, exc)
+    jobs = [p.job for p in plan.jobs]
     logger().info("%d jobs: %d streams, %d index builds; %d entries built with their tables, the rest at the end",
-                  len(copy), sum(j.kind == "stream" for j in copy), sum(j.kind == "build" for j in copy),
-                  sum(len(ids) for ids in plan.early.values()))
-    return {"fingerprint": expected, "loaded_rows": streamed.loaded_rows, "timings": timings, "tables": streamed.tables,
-            "compress": compress, "format": "binary" if binary else "text"}
+                  len(jobs), sum(j.kind == "stream" for j in jobs), sum(j.kind == "build" for j in jobs),
+                  plan.early_entries)
+    return {"fingerprint": expected, "loaded_rows": streamed.loaded_rows, "timings": timings, "tables": streamed.tables}
+
+
+def table_change(planned: set[str], now: set[str]) -> str:
+    added, gone = sorted(now - planned), sorted(planned - now)
+    return "; ".join(([f"new: {', '.join(added[:5])}"] if added else []) + ([f"gone: {', '.join(gone[:5])}"] if gone else []))
 
 
 @task(name="verify-staging", task_run_name="verify-staging/{host}", **READ)

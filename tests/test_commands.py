@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 
 import pytest
 
@@ -124,10 +126,12 @@ REFUSED = [
      "host:port"),
     (lambda: c.config_set("server", "a\nb"), "line break"),
     (lambda: c.config_delete("server", section="main;x"), "section"),
-    (lambda: c.write_restore_lists({"/var/tmp/x.list": [0]}), "whole number"),
-    (lambda: c.write_restore_lists({"/var/tmp/x.list": ["1; rm -rf /"]}), "whole number"),
-    (lambda: c.write_restore_lists({"relative.list": [1]}), "absolute path"),
-    (lambda: c.write_restore_lists({}), "no restore lists"),
+    (lambda: c.write_restore_lists("/var/tmp/s", {"/var/tmp/x.list": ["x; rm -rf /"]}, others="/var/tmp/l", **PG),
+     "plain lower-case identifier"),
+    (lambda: c.write_restore_lists("/var/tmp/s", {"relative.list": ["a_pkey"]}, others="/var/tmp/l", **PG),
+     "absolute path"),
+    (lambda: c.write_restore_lists("s.dump", {"/var/tmp/x.list": ["a_pkey"]}, others="/var/tmp/l", **PG),
+     "absolute path"),
     (lambda: c.pg_restore_listed(file="/var/tmp/s", list_file="/var/tmp/l", database="d", jobs=1,
                                  maintenance_mem_mb=0, **PG), "maintenance_work_mem"),
 ]
@@ -156,9 +160,6 @@ FAST_PINNED = [
                          database="pe-puppetdb-pe-ha-staging", jobs=2, maintenance_mem_mb=512, **PG),
      f"runuser -u pe-postgres -- env 'PGOPTIONS=-c maintenance_work_mem=512MB' {B}/pg_restore --section=post-data "
      "--jobs=2 --use-list=/var/tmp/s.dump.late.list --dbname=pe-puppetdb-pe-ha-staging /var/tmp/s.dump"),
-    (c.write_restore_lists({"/var/tmp/s.dump.certnames.list": [301, 302], "/var/tmp/s.dump.late.list": [7]}),
-     "bash -c 'set -e; umask 022; printf '\"'\"'%s\\n'\"'\"' 301 302 > /var/tmp/s.dump.certnames.list; "
-     "printf '\"'\"'%s\\n'\"'\"' 7 > /var/tmp/s.dump.late.list'"),
     # PostgreSQL 11 (PE 2019.2-2021.x) has no DROP DATABASE ... WITH (FORCE): sessions are ended first.
     (c.recreate_database("pe-puppetdb-pe-ha-staging", owner="pe-puppetdb", **PG),
      f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
@@ -180,11 +181,22 @@ FAST_PINNED = [
      "('\"'\"'pe-puppetdb'\"'\"', '\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid()' -c "
      "'ALTER DATABASE \"pe-puppetdb\" RENAME TO \"pe-puppetdb-pe-ha-old\"' -c "
      "'ALTER DATABASE \"pe-puppetdb-pe-ha-staging\" RENAME TO \"pe-puppetdb\"'"),
-    (c.set_sequences({"reports_id_seq": (9401557, True), "fact_values_id_seq": (5001, False)},
-                     database="pe-puppetdb-pe-ha-staging", **PG),
-     f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d pe-puppetdb-pe-ha-staging -1 -c "
-     "'SELECT setval('\"'\"'public.\"fact_values_id_seq\"'\"'\"', 5001, false); "
-     "SELECT setval('\"'\"'public.\"reports_id_seq\"'\"'\"', 9401557, true);'"),
+    (c.copy_sequences(["reports_id_seq", "fact_values_id_seq"], target="replica.example.com",
+                      staging="pe-puppetdb-pe-ha-staging", **PG),
+     "bash -c 'set -o pipefail; runuser -u pe-postgres -- " + B + "/psql -X -q -v ON_ERROR_STOP=1 -d pe-puppetdb "
+     "-A -t -c '\"'\"'SELECT format('\"'\"'\"'\"'\"'\"'\"'\"'SELECT setval(%L, %s, %L);'\"'\"'\"'\"'\"'\"'\"'\"', "
+     "'\"'\"'\"'\"'\"'\"'\"'\"'public.\"fact_values_id_seq\"'\"'\"'\"'\"'\"'\"'\"'\"', last_value, is_called) "
+     "FROM public.\"fact_values_id_seq\" UNION ALL SELECT format('\"'\"'\"'\"'\"'\"'\"'\"'SELECT setval(%L, %s, %L);"
+     "'\"'\"'\"'\"'\"'\"'\"'\"', '\"'\"'\"'\"'\"'\"'\"'\"'public.\"reports_id_seq\"'\"'\"'\"'\"'\"'\"'\"'\"', "
+     "last_value, is_called) FROM public.\"reports_id_seq\"'\"'\"' | ssh -o BatchMode=yes -o ControlMaster=auto "
+     "-o ControlPath=/tmp/pe-ha-mux-%C -o ControlPersist=30 -o ConnectTimeout=10 -o ServerAliveInterval=5 "
+     "-o ServerAliveCountMax=3 -o Compression=no -c aes128-gcm@openssh.com replica.example.com "
+     "'\"'\"'set -o pipefail; runuser -u pe-postgres -- " + B + "/psql -X -q -v ON_ERROR_STOP=1 "
+     "-d pe-puppetdb-pe-ha-staging -1 -f -'\"'\"''"),
+    (c.schema_toc(**PG),
+     "bash -c 'set -o pipefail; runuser -u pe-postgres -- " + B + "/pg_dump --format=custom --compress=0 "
+     "'\"'\"'--exclude-table-data=*'\"'\"' --dbname=pe-puppetdb | runuser -u pe-postgres -- " + B
+     + "/pg_restore --list'"),
     (c.tcp_probe_ports("master.example.com", [8140, 8081]),
      "timeout 3 bash -c 'h=$1; shift; for p in \"$@\"; do (exec 3<>\"/dev/tcp/$h/$p\" && echo \"$p\") 2>/dev/null & "
      "done; wait' probe master.example.com 8140 8081"),
@@ -242,3 +254,32 @@ def test_a_stream_builds_its_table_s_own_indexes_once_its_rows_are_in() -> None:
     plain = c.stream_table("edges", snapshot="00000003-0000001B-1", target="replica.example.com",
                            staging="pe-puppetdb-pe-ha-staging", compress="none", **PG)
     assert "pg_restore" not in plain.argv[2]  # no list: nothing is built after the rows
+
+
+TOC = """;
+; Archive created at 2026-12-06 10:00:00 UTC
+;
+215; 1259 16390 TABLE public catalogs pe-puppetdb
+3801; 2606 16400 CONSTRAINT public catalogs catalogs_pkey pe-puppetdb
+3802; 1259 16410 INDEX public idx_catalogs_env pe-puppetdb
+3803; 1259 16411 INDEX public idx_reports_x pe-puppetdb
+3900; 2606 16500 FK CONSTRAINT public catalogs catalogs_env_fk pe-puppetdb
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runuser needs root")
+def test_restore_lists_pick_their_entries_by_name_from_the_archives_own_table_of_contents(tmp_path):
+    """Run the command itself, with a pg_restore that prints a table of contents: each list gets the ids of
+    the entries named for it, the other list every entry not named anywhere."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "toc").write_text(TOC)
+    (bin_dir / "pg_restore").write_text(f"#!/bin/sh\n[ \"$1\" = --list ] && exec cat {tmp_path}/toc\nexit 3\n")
+    (bin_dir / "pg_restore").chmod(0o755)
+    cmd = c.write_restore_lists(str(tmp_path / "s.dump"), {str(tmp_path / "a.list"): ["catalogs_pkey"],
+                                                           str(tmp_path / "b.list"): ["idx_catalogs_env"]},
+                                others=str(tmp_path / "late.list"), os_user="root", bin_dir=str(bin_dir))
+    subprocess.run(cmd.argv, check=True)
+    assert (tmp_path / "a.list").read_text() == "3801\n"
+    assert (tmp_path / "b.list").read_text() == "3802\n"
+    assert (tmp_path / "late.list").read_text() == "215\n3803\n3900\n"

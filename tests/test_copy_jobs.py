@@ -11,7 +11,14 @@ from pe_ha import runtime
 from pe_ha.errors import CommandFailed
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
-from tasks.copy_plan import Job
+from tasks.copy_plan import (
+    PLANNED_SNAPSHOT,
+    FastCopyFacts,
+    FastCopyPlan,
+    IndexInfo,
+    PostDataPlan,
+    plan_fast_copy,
+)
 from tasks.puppetdb_fast import run_jobs
 from tests.conftest import make_settings
 
@@ -21,14 +28,26 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 SCHEMA = "/var/tmp/pe-ha/s.dump"
 
 
-def _jobs() -> list[Job]:
-    return [
-        Job(key="stream:big", kind="stream", tables=("big",), cost=3, priority=12, inline=(("big", (10,)),), label="big"),
-        Job(key="build:11", kind="build", tables=("big",), entries=(11,), cost=9, priority=9, after="stream:big",
-            label="big_trgm"),
-        Job(key="stream:small_a", kind="stream", tables=("small_a", "small_b"), cost=1, priority=1,
-            inline=(("small_a", (20, 21)),), label="2 tables"),
-    ]
+def _plan() -> FastCopyPlan:
+    """A big table (its key built in its stream, its trigram index by a build job after it) and two small ones
+    sharing one stream."""
+    post_data = PostDataPlan(early={"big": [10, 11], "small_a": [20, 21]}, late=[],
+                             names={10: "big_pkey", 11: "big_trgm", 20: "small_a_pkey", 21: "small_a_idx"},
+                             constraints=frozenset({10, 20}))
+    facts = FastCopyFacts(tables=(("big", 300 * 2**20), ("small_a", 2 * 2**20), ("small_b", 2**20)),
+                          indexes={"big_trgm": IndexInfo("big", "gin", 90 * 2**20)}, sequences=("big_id_seq",),
+                          post_data=post_data, binary=True, compress="none")
+    return plan_fast_copy(facts, source=M, target=R, schema_file=SCHEMA, staging="pe-puppetdb-pe-ha-staging",
+                          os_user="pe-postgres", bin_dir="/opt/puppetlabs/server/bin", index_build_memory_mb=256,
+                          cpus=2)
+
+
+def test_the_plan_has_a_stream_per_big_table_and_a_build_per_big_index():
+    jobs = [p.job for p in _plan().jobs]
+    assert [(j.key, j.kind, j.tables, j.after) for j in jobs] == [
+        ("stream:big", "stream", ("big",), None), ("build:11", "build", ("big",), "stream:big"),
+        ("stream:small_a", "stream", ("small_a", "small_b"), None)]
+    assert all(PLANNED_SNAPSHOT in " ".join(p.command.argv) for p in _plan().jobs if p.job.kind == "stream")
 
 
 def _loader(host: str, argv: tuple[str, ...]) -> CommandResult:
@@ -46,8 +65,7 @@ def fake(tmp_path):
 
 
 def _run(**kw):
-    return run_jobs(_jobs(), source=M, target=R, staging="pe-puppetdb-pe-ha-staging", snapshot="00000003-0000001B-1",
-                    schema_file=SCHEMA, compress="none", binary=True, workers=2,
+    return run_jobs(_plan().jobs, snapshot="00000003-0000001B-1", workers=2, timeout_s=60,
                     sizes={"big": 300, "small_a": 2, "small_b": 1}, **kw)
 
 
@@ -61,6 +79,9 @@ def test_every_job_runs_once_and_a_build_waits_for_its_table(fake):
     streams = [i for i, c in enumerate(calls) if c.startswith(f"{M}: bash -c")]
     builds = [i for i, c in enumerate(calls) if "--use-list=" in c and c.startswith(R)]
     assert len(streams) == 2 and len(builds) == 1
+    # the run reads the snapshot it exported, never the plan's stand-in
+    assert all("00000003-0000001B-1" in calls[i] for i in streams)
+    assert not any(PLANNED_SNAPSHOT in c for c in calls)
     big_stream = next(i for i in streams if 'COPY public."big" TO STDOUT WITH (FORMAT binary)' in calls[i])
     assert builds[0] > big_stream
     assert f"--use-list={SCHEMA}.build-11.list" in calls[builds[0]]

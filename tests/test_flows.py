@@ -36,13 +36,14 @@ def test_provision_replica_runs_the_runbook_in_order(env):
                                        ("chmod", "0644", "--", path))]]
     master = [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")]
     assert master == [
+        # the facts, read before anything changes: the PE version, and which files the replica needs are there
         ("cat", "/opt/puppetlabs/server/pe_version"),
-        ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
-        ("puppet", "resource", "service", "puppet"),  # a background run would collide with provisioning's
-        ("puppet", "resource", "service", "puppet", "ensure=stopped"),
         ("test", "-f", keys),  # PE 2019.8: the orchestrator's keys.json goes to the replica first
         ("test", "-f", hiera),
         ("test", "-f", ad_ca),
+        ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
+        ("puppet", "resource", "service", "puppet"),  # a background run would collide with provisioning's
+        ("puppet", "resource", "service", "puppet", "ensure=stopped"),
         *[("scp", "-p", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", path, f"{R}:{path}")
           for path in (keys, hiera, ad_ca)],
         ("puppet", "infrastructure", "provision", "replica", R, "--color", "false", "--token-file", TF),
@@ -245,7 +246,8 @@ def test_token_expiring_during_sync_is_refused(tmp_path):
 
         state = provision_replica(sync_timeout_s=1800, return_state=True)
     assert state.is_failed() and "expires in" in state.message
-    assert all(c[:3] == ("puppet", "infrastructure", "status") or c[0] == "cat" for c in fake.commands_on(M))  # reads only
+    assert all(c[:3] == ("puppet", "infrastructure", "status") or c[0] == "cat" or c[:2] == ("test", "-f")
+               for c in fake.commands_on(M))  # reads only
 
 
 def test_enable_replica_with_job_deploy_and_drill(env):
@@ -256,7 +258,9 @@ def test_enable_replica_with_job_deploy_and_drill(env):
     fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
     fake.script(M, ("getent", "ahostsv4", A2), stdout="198.51.100.22 STREAM agent2")
     enable_replica(topology="mono", deploy="job", drill=True, drill_node=A2)
-    assert fake.commands_on(M)[1:4] == [
+    # the drill's addresses are facts, read first; then the topology, then the procedure
+    assert fake.commands_on(M)[:2] == [("getent", "ahostsv4", R), ("getent", "ahostsv4", A2)]
+    assert fake.commands_on(M)[3:6] == [
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
         ("puppet", "infrastructure", "enable", "replica", R, "--topology", "mono", "--yes", "--color", "false",
          "--token-file", TF),
@@ -425,8 +429,22 @@ def test_verify_health_fails_and_reports_when_a_service_is_down(tmp_path):
     assert state.is_failed() and "puppetdb-status: starting" in state.message
 
 
-def test_dry_run_runs_nothing(env):
+def _is_read(argv: tuple[str, ...]) -> bool:
+    """The facts reads procedures make before planning: versions, files, addresses, space, CPUs, service states,
+    the link probe (to /dev/null), tool lookups and the schema's table of contents (to a pipe)."""
+    script = argv[-1] if argv[:2] == ("bash", "-c") else ""
+    return (argv[0] in ("cat", "getent", "df", "nproc") or argv[:2] == ("test", "-f")
+            or (argv[:3] == ("puppet", "resource", "service") and len(argv) == 4)
+            or argv[:2] == ("sh", "-c") and argv[2].startswith("command -v")
+            or "cat > /dev/null" in script or script.endswith("pg_restore --list"))
+
+
+def test_a_dry_run_only_reads_facts(env):
     fake, api, _ = env
+    fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
+    fake.script(M, ("getent", "ahostsv4", A1), stdout="198.51.100.21 STREAM agent1")
+    for host in (M, R):
+        fake.script(host, ("df",), stdout="Avail\n999999999999\n")
     from flows.copy_puppetdb import copy_puppetdb
     from flows.enable_replica import enable_replica
     from flows.provision_replica import provision_replica
@@ -434,8 +452,10 @@ def test_dry_run_runs_nothing(env):
     plan = provision_replica(dry_run=True)["plan"]
     assert any("provision replica" in row["command"] for row in plan)
     assert enable_replica(dry_run=True, drill=True)["dry_run"]
-    assert any("pg_restore" in row["command"] for row in copy_puppetdb(dry_run=True)["plan"])
-    assert fake.calls == [] and api.calls == []
+    assert any("pg_restore" in row["command"] for row in copy_puppetdb(method="documented", dry_run=True)["plan"])
+    sent = [c.argv for c in fake.calls if c.kind == "run"]
+    assert sent and [argv for argv in sent if not _is_read(argv)] == []
+    assert api.calls == []
 
 
 def test_retry_policy_never_retries_auth_or_refusals():

@@ -1,6 +1,8 @@
 """The dry-run plan is the run: for every procedure and its main parameter combinations, the (host, argv) each
-step sent to the fake executor equals the rows that step's plan shows. Rows a step marks as decided at run time
-(one stream per table, a poll) are compared by step only; a concurrent step's rows in any order."""
+step sent to the fake executor equals the rows that step's plan shows, every step compared. A concurrent
+step's rows may come in any order; a poll step sends its rows again until what it waits for holds; a subflow
+step sends its own procedure's facts reads and plan. Only the run's own values differ: the dump file's run id
+and the snapshot the run exports, which the plan shows as a stand-in. A dry run only reads facts."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import re
 import pytest
 
 from flows import _steps
+from flows.copy_puppetdb import copy_puppetdb
 from pe_ha import commands, runtime
 from pe_ha.fake_executor import FakeExecutor
 from pe_ha.psql import SEP
+from tasks.copy_plan import PLANNED_SNAPSHOT
 from tests.conftest import answer_agent_summary, fake_pe_api, make_settings
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
@@ -41,6 +45,8 @@ def answer_sql(host: str, sent: str) -> list[str]:
         return ["5"]
     if "c.relkind = 'r' ORDER BY 1" in sent:
         return ["certnames"]
+    if "c.relkind = 'S'" in sent:
+        return ["certname_id_seq"]
     return []
 
 
@@ -81,9 +87,14 @@ def env(tmp_path):
             _steps.step_listeners.remove(listener)
 
 
+SNAPSHOT_EXPORTED = "00000003-0000001B-1"  # what answer_sql exports
+
+
 def _same_run(argv: tuple[str, ...]) -> tuple[str, ...]:
-    """Each run names its dump file after a run id of its own; the dry run and the run differ only there."""
-    return tuple(re.sub(r"pe-puppetdb-[0-9a-f]{12}\.dump", "pe-puppetdb-<run>.dump", a) for a in argv)
+    """Each run names its dump file after a run id of its own, and fills in the snapshot it exported where the plan
+    shows a stand-in; the dry run and the run differ only there."""
+    return tuple(re.sub(r"pe-puppetdb-[0-9a-f]{12}\.dump", "pe-puppetdb-<run>.dump", a)
+                 .replace(SNAPSHOT_EXPORTED, PLANNED_SNAPSHOT) for a in argv)
 
 
 def by_step(pairs: list[tuple[str, str, tuple[str, ...]]]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
@@ -93,21 +104,32 @@ def by_step(pairs: list[tuple[str, str, tuple[str, ...]]]) -> dict[str, list[tup
     return out
 
 
-def assert_plan_is_the_run(plan: list[dict], fake: FakeExecutor) -> None:
+def facts_reads(fake: FakeExecutor) -> list[tuple[str, tuple[str, ...]]]:
+    return sorted((c.host, _same_run(c.argv)) for c in fake.calls if c.kind == "run" and c.step == "facts")
+
+
+def assert_plan_is_the_run(plan: list[dict], fake: FakeExecutor, *, facts: list | None = None,
+                           subflows: dict[str, list[tuple[str, tuple[str, ...]]]] | None = None) -> None:
+    """``facts``: the dry run's reads, which the run reads again first; ``subflows``: what each subflow step
+    sends (its own facts reads and plan)."""
     sent = [(c.step, c.host, c.argv) for c in fake.calls if c.kind == "run"]
     assert [s for s in sent if not s[0]] == [], "commands sent outside any declared step"
+    assert facts_reads(fake) == (facts or []), "the run read other facts than the dry run"
+    sent = [s for s in sent if s[0] != "facts"]
     planned = by_step([(r["key"], r["host"], tuple(r["argv"])) for r in plan if r["argv"] is not None])
     ran = by_step(sent)
-    decided_at_run_time = {r["key"] for r in plan if r["data_dependent"]}
     concurrent = {r["key"] for r in plan if r["concurrent"]}
+    polls = {r["key"] for r in plan if r["poll"]}
     assert set(ran) - set(r["key"] for r in plan) == set(), "a step ran that the plan does not show"
     plan_order = list(dict.fromkeys(r["key"] for r in plan))
     assert [k for k in plan_order if k in ran] == list(dict.fromkeys(s[0] for s in sent)), "steps ran out of order"
     for key in plan_order:
-        if key in decided_at_run_time:
-            continue
         want, got = planned.get(key, []), ran.get(key, [])
-        if key in concurrent:
+        if key in (subflows or {}):
+            want, got = sorted((subflows or {})[key]), sorted(got)
+        elif key in polls:
+            got = list(dict.fromkeys(got))
+        elif key in concurrent:
             want, got = sorted(want), sorted(got)
         assert got == want, f"step {key}: ran {got}, planned {want}"
 
@@ -131,8 +153,6 @@ def _promote(**kw):
 
 
 def _copy(**kw):
-    from flows.copy_puppetdb import copy_puppetdb
-
     return copy_puppetdb, {"approve": True, **kw}
 
 
@@ -195,9 +215,17 @@ def test_the_plan_is_the_run(env, case):
         fake.unreachable.add(M)  # the old master is gone, as promote requires
     flow, params = CASES[case]()
     plan = flow(dry_run=True, **params)["plan"]
-    assert fake.calls == []
+    facts = facts_reads(fake)
+    assert {c.step for c in fake.calls if c.kind == "run"} <= {"facts"}, "a dry run reads facts and nothing else"
+    subflows = {}
+    for key in {r["key"] for r in plan if r["subflow"]}:
+        fake.calls.clear()
+        sub = copy_puppetdb(source=M, target=R, approve=True, dry_run=True)
+        subflows[key] = ([(c.host, _same_run(c.argv)) for c in fake.calls if c.kind == "run"]
+                         + [(r["host"], _same_run(tuple(r["argv"]))) for r in sub["plan"] if r["argv"]])
+    fake.calls.clear()
     flow(**params)
-    assert_plan_is_the_run(plan, fake)
+    assert_plan_is_the_run(plan, fake, facts=facts, subflows=subflows)
 
 
 def test_every_destructive_step_waits_for_an_approval_step():
@@ -210,7 +238,7 @@ def test_every_destructive_step_waits_for_an_approval_step():
 def test_a_step_added_to_the_run_but_not_the_plan_fails_the_comparison(env):
     fake = env
     plan = [{"key": "promote", "host": R, "argv": ["puppet", "infrastructure", "promote", "replica"],
-             "data_dependent": False, "concurrent": False}]
+             "poll": False, "subflow": "", "concurrent": False}]
     fake.current_step = "promote"
     fake.run(R, ("puppet", "infrastructure", "promote", "replica"))
     fake.current_step = "unplanned"

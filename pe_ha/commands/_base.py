@@ -35,6 +35,10 @@ class Command:
 
         return shlex.join(self.argv)
 
+    def filled(self, placeholder: str, value: str) -> Command:
+        """The same command with a value known only at run time (a snapshot id) in place of its placeholder."""
+        return Command(tuple(a.replace(placeholder, value) for a in self.argv), self.description)
+
 
 def is_ipv4(value: str) -> bool:
     parts = value.split(".")

@@ -153,18 +153,35 @@ def pg_restore_toc(*, file: str, os_user: str, bin_dir: str) -> Command:
                    f"table of contents of {file}")
 
 
-def write_restore_lists(lists: Mapping[str, Sequence[int]]) -> Command:
-    """Write ``pg_restore --use-list`` files: each path gets its TOC entry ids, one per line (pg_restore reads
-    only the id at the start of each line)."""
+# A table-of-contents line: "<id>; <catalog> <oid> INDEX public <index> <owner>" or
+# "<id>; <catalog> <oid> CONSTRAINT public <table> <constraint> <owner>"; prints the ids of the entries named in
+# ``want`` (``keep=1``) or of every other entry (``keep=0``).
+_PICK_ENTRIES = ('BEGIN { split(want, a, " "); for (i in a) w[a[i]] = 1 } '
+                 '$1 ~ /^[0-9]+;$/ { n = ($4 == "INDEX") ? $6 : (($4 == "CONSTRAINT") ? $7 : ""); '
+                 'if (((n != "") && (n in w)) == keep) print substr($1, 1, length($1) - 1) }')
+
+
+def write_restore_lists(archive: str, lists: Mapping[str, Sequence[str]], *, others: str, os_user: str,
+                        bin_dir: str) -> Command:
+    """On the target: ``pg_restore --use-list`` files from the archive's own table of contents. Each path in
+    ``lists`` gets the entries of the indexes and constraints named for it; ``others`` gets every other entry.
+    By name, not by id: pg_dump numbers every catalog object it reads (other sessions' temporary tables too), so
+    two dumps of one schema can number its entries differently."""
     import shlex
 
-    if not lists:
-        raise ValidationError("no restore lists to write")
-    parts = []
-    for path, ids in lists.items():
-        numbers = [str(v.positive_int(i, what="TOC entry id", maximum=2**31 - 1)) for i in ids]
-        parts.append(shlex.join(["printf", "%s\\n", *numbers]) + " > " + shlex.quote(v.absolute_path(path)))
-    return Command(("bash", "-c", "set -e; umask 022; " + "; ".join(parts)), f"write {len(lists)} restore lists")
+    every = sorted({name for names in lists.values() for name in names})
+    for name in every:
+        if not _TABLE_RE.fullmatch(name):
+            raise ValidationError(f"index or constraint name {name!r} is not a plain lower-case identifier")
+    toc = shlex.join(_as_pg(os_user, bin_dir, "pg_restore", "--list", v.absolute_path(archive)))
+    parts = ['toc=$(mktemp)', 'trap \'rm -f "$toc"\' EXIT', f'{toc} > "$toc"']
+    for path, names in lists.items():
+        parts.append(shlex.join(["awk", "-v", f"want={' '.join(names)}", "-v", "keep=1", _PICK_ENTRIES]) + ' "$toc" > '
+                     + shlex.quote(v.absolute_path(path)))
+    parts.append(shlex.join(["awk", "-v", f"want={' '.join(every)}", "-v", "keep=0", _PICK_ENTRIES]) + ' "$toc" > '
+                 + shlex.quote(v.absolute_path(others)))
+    return Command(("bash", "-c", "set -e -o pipefail; umask 022; " + "; ".join(parts)),
+                   f"write {len(lists) + 1} restore lists from the archive's table of contents")
 
 
 def pg_restore_listed(*, file: str, list_file: str, database: str, jobs: int, os_user: str, bin_dir: str,
@@ -228,19 +245,35 @@ END
 $pe_ha$"""
 
 
-def set_sequences(values: Mapping[str, tuple[int, bool]], *, database: str, os_user: str, bin_dir: str) -> Command:
-    """``setval`` every sequence to the source's value and ``is_called``: a copy that moves rows on its own
-    (the schema frame is made with ``--exclude-table-data='*'``, which leaves sequence data out too) must, or
-    PuppetDB's next inserts collide with the ids already in use."""
-    statements = []
-    for name, (value, called) in sorted(values.items()):
+def copy_sequences(sequences: Sequence[str], *, target: str, staging: str, os_user: str, bin_dir: str,
+                   database: str = "pe-puppetdb") -> Command:
+    """On the source: read every sequence's value and ``is_called`` and ``setval`` them in the target's staging
+    database, in one transaction, through ssh. A copy that moves rows on its own must (the schema frame is made
+    with ``--exclude-table-data='*'``, which leaves sequence data out too), or PuppetDB's next inserts collide
+    with the ids already in use. Sequences are not transactional: read after the snapshot, a value is at least
+    the snapshot's, so the copy is never behind (the check allows a sequence ahead, never behind)."""
+    names = sorted(sequences)
+    if not names:
+        raise ValidationError("no sequences to copy")
+    for name in names:
         if not _TABLE_RE.fullmatch(name):
             raise ValidationError(f"sequence name {name!r} is not a plain lower-case identifier")
-        statements.append(f"SELECT setval('public.\"{name}\"', {int(value)}, {'true' if called else 'false'});")
-    if not statements:
-        raise ValidationError("no sequences to set")
-    argv = _psql_argv(os_user, bin_dir, database, "-1", "-c", " ".join(statements))
-    return Command(tuple(argv), f"set {len(statements)} sequences in {database}")
+    select = " UNION ALL ".join(
+        f"SELECT format('SELECT setval(%L, %s, %L);', 'public.\"{name}\"', last_value, is_called) "
+        f'FROM public."{name}"' for name in names)
+    out = _psql_argv(os_user, bin_dir, database, "-A", "-t", "-c", select)
+    into = _psql_argv(os_user, bin_dir, staging, "-1", "-f", "-")
+    return Command(_ssh_stream(out, "none", target, into, None, multiplex=True).argv,
+                   f"set {len(names)} sequences in {staging} on {target} to the source's values")
+
+
+def schema_toc(*, os_user: str, bin_dir: str, database: str = "pe-puppetdb") -> Command:
+    """The table of contents of the schema frame (``pg_dump --exclude-table-data='*' | pg_restore --list``), with
+    no file written: a read, for planning the copy's index builds."""
+    dump = _as_pg(os_user, bin_dir, "pg_dump", "--format=custom", "--compress=0", "--exclude-table-data=*",
+                  f"--dbname={v.database_name(database)}")
+    return Command(_pipeline(dump, _as_pg(os_user, bin_dir, "pg_restore", "--list")).argv,
+                   f"table of contents of {database}'s schema")
 
 
 def drop_database(name: str, *, os_user: str, bin_dir: str) -> Command:
