@@ -11,9 +11,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from pe_ha import runtime
-from pe_ha.errors import PeHaError, ValidationError
+from pe_ha.errors import PeHaError
 from pe_ha.masking import mask
-from pe_ha.validation import hostname
 from tasks import infrastructure
 
 
@@ -24,29 +23,6 @@ def log():
         import logging
 
         return logging.getLogger("pe_ha.flows")
-
-
-def inventory_host(name: str | None, *, default: str | None, what: str) -> str:
-    """Validate a host parameter: an RFC 1123 name that is in the inventory."""
-    if name is None:
-        if default is None:
-            raise ValidationError(f"{what}: no host given and none configured")
-        name = default
-    return runtime.settings().host(hostname(name, what=what)).name
-
-
-def distinct(a: str, b: str, what: str) -> None:
-    if a == b:
-        raise ValidationError(f"{what}: {a} cannot be both the master and the replica")
-
-
-def master_and_replica(master: str | None = None, replica: str | None = None) -> tuple[str, str]:
-    """The master and the replica a procedure works on: the parameters, else the inventory's; never one host."""
-    s = runtime.settings()
-    master = inventory_host(master, default=s.master.name, what="master")
-    replica = inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
-    distinct(master, replica, "replica")
-    return master, replica
 
 
 @dataclass

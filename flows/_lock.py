@@ -28,6 +28,9 @@ LOCK_LEASE_S = 60  # Prefect's minimum; a crashed holder frees the lock within a
 LOCK_ATTEMPTS = 3  # a timed-out wait for a lock that turns out free is asked again, at most this often
 RENEW_EVERY_S = LOCK_LEASE_S / 4  # three more tries fit in a lease after a failed one
 RETRY_AFTER_S = 2.0
+# How the keeper's two ways through a server outage begin in the run's log (the fault tests read them there).
+RENEWED_AFTER_FAILURES = "the lock's lease is renewed again after"
+TAKEN_AGAIN = "took the lock again"
 MARGIN_S = 5.0  # a lease this close to its end counts as lapsed: the next step could outlive it
 # At a step boundary, a slot not free by then is held by someone else. After a server restart, the server's
 # repossessor frees an expired lease's slot within seconds (leases on disk; measured about 10 s).
@@ -95,7 +98,7 @@ class LeaseKeeper:
                               "only if the lock still holds", type(exc).__name__, exc)
             return False
         if self.failures:
-            self.logger.info("the lock's lease is renewed again after %d failed attempts", self.failures)
+            self.logger.info("%s %d failed attempts", RENEWED_AFTER_FAILURES, self.failures)
         self.failures, self.last_renewed = 0, self.clock()
         return True
 
@@ -188,7 +191,7 @@ def at_step_boundary(next_step: str) -> None:
         raise LockLost(f"the {name} lock's lease lapsed and another run held the lock meanwhile ({note}); "
                        f"stopped before step {next_step!r}", hint=_resume_hint(next_step))
     keeper.replace(lease_id)
-    log().warning("took the %s lock again (no other run held it meanwhile); going on with step %r", name, next_step)
+    log().warning("%s: %s (no other run held it meanwhile); going on with step %r", TAKEN_AGAIN, name, next_step)
 
 
 def _resume_hint(next_step: str) -> str:
@@ -204,7 +207,7 @@ def _lock_is_taken(name: str) -> bool:
         with get_client(sync_client=True) as client:
             limit = client.read_global_concurrency_limit_by_name(name)
         return limit.active_slots >= limit.limit
-    except Exception as exc:
+    except Exception as exc:  # unreadable counts as taken: the refusal stands
         log().debug("could not read the %s lock's slots: %s", name, exc)
         return True
 

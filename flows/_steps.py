@@ -72,13 +72,8 @@ class Step:
         return text
 
 
-# Called with (procedure, step) as each step starts: the seam a test uses to tell which step sent which command.
-step_listeners: list[Callable[[str, Step], None]] = []
-
-
 def _starting(procedure: str, step: Step) -> None:
-    for listener in step_listeners:
-        listener(procedure, step)
+    runtime.executor().step_started(procedure, step.key)
 
 
 T = TypeVar("T")

@@ -23,17 +23,18 @@ staging copy is verified against the source snapshot, and only then swapped in b
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from prefect import flow
 
-from flows._common import distinct, inventory_host, log, run_name
+from flows._common import log, run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, read_facts
 from pe_ha import commands, runtime
-from pe_ha.errors import DatabaseError, PreconditionFailed, TransferError, ValidationError, is_retryable
-from pe_ha.settings import Settings
+from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
+from pe_ha.settings import Settings, distinct
 from tasks import agent, puppetdb, puppetdb_fast, services
 from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
 
@@ -57,19 +58,20 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    source = inventory_host(source, default=s.master.name, what="source")
-    target = inventory_host(target, default=s.replica.name if s.replica else None, what="target")
+    source = s.pick_host(source, default=s.master.name, what="source")
+    target = s.pick_host(target, default=s.replica.name if s.replica else None, what="target")
     distinct(source, target, "target")
-    if method not in ("fast", "documented"):
-        raise ValidationError(f"method {method!r} must be fast or documented")
+    kind = COPY_METHODS.get(method)
+    if kind is None:
+        raise ValidationError(f"method {method!r} must be one of {', '.join(COPY_METHODS)}")
     run_id = uuid.uuid4().hex[:12]
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
-    places = [(source, s.dump_dir), (target, s.dump_dir)] + ([(target, s.pg_data_dir)] if method == "fast" else [])
-    facts = read_facts("copy-puppetdb", lambda: read_copy_facts(source, target, method, places))
-    check_space(facts, method)
-    copy = Copy(s, source, target, method, folder, dump_file, facts)
-    steps = copy.fast_steps() if method == "fast" else copy.documented_steps()
+    places = kind.places(s, source, target)
+    facts = read_facts("copy-puppetdb", lambda: read_copy_facts(source, target, places, kind.read_method_facts))
+    check_space(facts, kind.space_needed(facts.size))
+    copy = kind(s, source, target, folder, dump_file, facts)
+    steps = copy.steps()
     procedure = Procedure("copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
     if dry_run:
         return procedure.plan()
@@ -90,13 +92,14 @@ class CopyFacts:
     fast: FastCopyFacts | None
 
 
-def read_copy_facts(source: str, target: str, method: str, places: list[tuple[str, str]]) -> CopyFacts:
+def read_copy_facts(source: str, target: str, places: list[tuple[str, str]],
+                    read_method_facts: Callable[[str, str], FastCopyFacts | None]) -> CopyFacts:
     # Independent reads: they run at once.
     size = puppetdb.database_size.submit(source)
     cpus = puppetdb.cpu_count.submit(target)
     free = [puppetdb.free_bytes.submit(host, path) for host, path in places]
     states = [services.service_state.submit(target, name) for name in SERVICES_IN_ORDER]
-    fast = puppetdb_fast.read_fast_copy_facts(source, target) if method == "fast" else None
+    fast = read_method_facts(source, target)
     return CopyFacts(size=size.result(), cpus=cpus.result(),
                      free=tuple((h, p, f.result()) for (h, p), f in zip(places, free, strict=True)),
                      running=tuple(n for n, state in zip(SERVICES_IN_ORDER, states, strict=True)
@@ -104,19 +107,12 @@ def read_copy_facts(source: str, target: str, method: str, places: list[tuple[st
                      fast=fast)
 
 
-def check_space(facts: CopyFacts, method: str) -> None:
-    """The guide's size check: enough free space for the dump on both ends (and, fast, for the staging copy beside
-    the live one on the target), before anything is written."""
-    size = facts.size
-    if method == "documented":
-        need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
-        needs = [need, need]
-    else:
-        needs = [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]
+def check_space(facts: CopyFacts, needs: list[int]) -> None:
+    """The guide's size check: enough free space at each place the copy writes, before anything is written."""
     for (host, path, free), need in zip(facts.free, needs, strict=True):
         if free < need:
             raise PreconditionFailed(
-                f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {size / 2**20:.0f} MiB pe-puppetdb "
+                f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {facts.size / 2**20:.0f} MiB pe-puppetdb "
                 f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
 
 
@@ -126,11 +122,33 @@ RESTART_PATIENCE_S = 180
 
 
 class Copy:
-    """The copy's steps, in the guide's order, planned from its facts, and what the run found (timings)."""
+    """What both methods share: the steps around the copy itself, planned from the facts, and what the run found.
+    A method is a subclass: where it writes, what it reads first, its steps and its result."""
 
-    def __init__(self, s: Settings, source: str, target: str, method: str, folder: str, dump_file: str,
-                 facts: CopyFacts) -> None:
-        self.s, self.source, self.target, self.method = s, source, target, method
+    method: ClassVar[str]
+    done: ClassVar[str]  # the summary's outcome
+
+    @staticmethod
+    def places(s: Settings, source: str, target: str) -> list[tuple[str, str]]:
+        """Where the copy writes, each checked for free space: the dump folder on both ends."""
+        return [(source, s.dump_dir), (target, s.dump_dir)]
+
+    @staticmethod
+    def space_needed(size: int) -> list[int]:
+        raise NotImplementedError
+
+    @staticmethod
+    def read_method_facts(source: str, target: str) -> FastCopyFacts | None:
+        return None
+
+    def steps(self) -> list[Step]:
+        raise NotImplementedError
+
+    def method_result(self) -> dict:
+        raise NotImplementedError
+
+    def __init__(self, s: Settings, source: str, target: str, folder: str, dump_file: str, facts: CopyFacts) -> None:
+        self.s, self.source, self.target = s, source, target
         self.folder, self.dump_file, self.facts = folder, dump_file, facts
         self.pg: dict[str, str] = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
         self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
@@ -185,7 +203,7 @@ class Copy:
             left_down = self._restart()
             self.stop_seconds = time.monotonic() - self.stop_started
             if left_down:
-                raise PreconditionFailed(f"{self.target}: {', '.join(left_down)} did not start again after the copy",
+                raise PostconditionFailed(f"{self.target}: {', '.join(left_down)} did not start again after the copy",
                                          hint=f"start them on {self.target}: puppet resource service <name> ensure=running")
 
         return Step("start", "start pe-puppetdb, then puppet, again", self.target, start, always=True, armed_by="stop",
@@ -238,9 +256,37 @@ class Copy:
         return Step("agent-run", "puppet agent -t" + (f" (and drop {old})" if drop_old else ""), self.target, run,
                     commands=pairs, concurrent=drop_old)
 
-    # -- fast ------------------------------------------------------------------------------------------------
+    # -- the record ----------------------------------------------------------------------------------------
 
-    def fast_steps(self) -> list[Step]:
+    def outcome(self, _: dict) -> Outcome:
+        return Outcome(self.done, notes=[f"database size {self.facts.size / 2**20:.1f} MiB",
+                                         f"pe-puppetdb stopped for {self.stop_seconds:.1f} s"])
+
+    def result(self) -> dict:
+        return {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,
+                "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.found["agent"],
+                **self.method_result()}
+
+
+class FastCopy(Copy):
+    """Per-table streams into a staging database beside the live one, verified, then swapped in."""
+
+    method = "fast"
+    done = "copied, verified and swapped in"
+
+    @staticmethod
+    def places(s: Settings, source: str, target: str) -> list[tuple[str, str]]:
+        return [*Copy.places(s, source, target), (target, s.pg_data_dir)]
+
+    @staticmethod
+    def space_needed(size: int) -> list[int]:
+        return [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]  # the staging copy lives beside the live one
+
+    @staticmethod
+    def read_method_facts(source: str, target: str) -> FastCopyFacts | None:
+        return puppetdb_fast.read_fast_copy_facts(source, target)
+
+    def steps(self) -> list[Step]:
         t, pg = self.target, self.pg
         assert self.facts.fast is not None
         self.fast_plan = plan_fast_copy(self.facts.fast, source=self.source, target=t, schema_file=self.dump_file,
@@ -294,9 +340,25 @@ class Copy:
         except Exception as exc:  # leave it for the operator, but say so
             log().error("could not drop %s on %s: %s", self.staging, self.target, exc)
 
-    # -- documented ----------------------------------------------------------------------------------------
+    def method_result(self) -> dict:
+        assert self.facts.fast is not None
+        copied = self.found["copied"]
+        return {"compress": self.facts.fast.compress, "tables": copied["tables"],
+                "timings": {k: round(v, 2) for k, v in copied["timings"].items()}}
 
-    def documented_steps(self) -> list[Step]:
+
+class DocumentedCopy(Copy):
+    """The guide's own steps: pg_dump, scp with checksums, then pg_restore --clean over the replica's database."""
+
+    method = "documented"
+    done = "copied and verified"
+
+    @staticmethod
+    def space_needed(size: int) -> list[int]:
+        need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
+        return [need, need]
+
+    def steps(self) -> list[Step]:
         f, t = self.dump_file, self.target
         self.dump_cmd = commands.pg_dump(file=f, snapshot=PLANNED_SNAPSHOT, os_user=self.s.pg_os_user,
                                          bin_dir=self.s.pg_bin_dir)
@@ -341,31 +403,20 @@ class Copy:
     def _restore(self) -> None:
         try:
             self.found["restored"] = puppetdb.restore(self.target, self.restore_cmd, source_bytes=self.facts.size)
-        except Exception as exc:
+        except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
     def _verify(self) -> None:
         try:
             puppetdb.verify(self.target, self.found["dumped"].fingerprint)
-        except Exception as exc:
+        except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
-    # -- the record ----------------------------------------------------------------------------------------
-
-    def outcome(self, _: dict) -> Outcome:
-        text = "copied, verified and swapped in" if self.method == "fast" else "copied and verified"
-        return Outcome(text, notes=[f"database size {self.facts.size / 2**20:.1f} MiB",
-                                    f"pe-puppetdb stopped for {self.stop_seconds:.1f} s"])
-
-    def result(self) -> dict:
-        common = {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,
-                  "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.found["agent"]}
-        if self.method == "fast":
-            copied = self.found["copied"]
-            assert self.facts.fast is not None
-            return {**common, "compress": self.facts.fast.compress, "tables": copied["tables"],
-                    "timings": {k: round(v, 2) for k, v in copied["timings"].items()}}
+    def method_result(self) -> dict:
         dumped, restored = self.found["dumped"], self.found["restored"]
-        return {**common, "restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
+        return {"restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
                 "timings": {"dump": round(dumped.seconds, 2), "restore": round(restored.seconds, 2)},
                 "tables": sum(1 for k in dumped.fingerprint if k.startswith("rows:"))}
+
+
+COPY_METHODS: dict[str, type[Copy]] = {kind.method: kind for kind in (FastCopy, DocumentedCopy)}

@@ -10,11 +10,12 @@ which the remote command is killed.
 
 from prefect import flow
 
-from flows._common import distinct, inventory_host, run_name
+from flows._common import run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
 from pe_ha import commands, runtime
 from pe_ha.errors import ValidationError
+from pe_ha.settings import distinct
 from pe_ha.validation import Topology, positive_int
 from tasks import infrastructure, network
 
@@ -44,8 +45,8 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    promoted = inventory_host(promoted, default=s.replica.name if s.replica else None, what="promoted replica")
-    host = inventory_host(host, default=None, what="host (failed master)")
+    promoted = s.pick_host(promoted, default=s.replica.name if s.replica else None, what="promoted replica")
+    host = s.pick_host(host, default=None, what="host (failed master)")
     distinct(promoted, host, "host")
     replication_timeout_secs = positive_int(replication_timeout_secs, what="replication_timeout_secs", maximum=86400)
     plan_timeout_s = positive_int(plan_timeout_s, what="plan_timeout_s", maximum=7 * 86400)

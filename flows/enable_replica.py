@@ -15,7 +15,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import inventory_host, log, master_and_replica, run_name
+from flows._common import log, run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, read_facts, remove_token, stage_token
 from pe_ha import commands, runtime
@@ -69,7 +69,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master, replica = master_and_replica(replica=replica)
+    master, replica = s.master_and_replica(replica=replica)
     # Building the command validates the flags (mono-with-compile needs URLs or skip_agent_config) up front.
     enable_cmd = commands.enable_replica(replica, topology=topology, token_file=s.remote_token_file,
                                          skip_agent_config=skip_agent_config,
@@ -79,7 +79,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
     agent_cmd = commands.agent_run()
     nodes = [n.name for n in s.managed_nodes]
-    test_node = inventory_host(drill_node, default=nodes[0] if nodes else None, what="drill_node") if drill else None
+    test_node = s.pick_host(drill_node, default=nodes[0] if nodes else None, what="drill_node") if drill else None
     found: dict = {"backup": "skipped", "removed": False}
 
     def backup() -> None:

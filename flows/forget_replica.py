@@ -9,11 +9,11 @@
 
 from prefect import flow
 
-from flows._common import master_and_replica, run_name
+from flows._common import run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
 from pe_ha import commands, runtime
-from pe_ha.errors import PreconditionFailed
+from pe_ha.errors import PostconditionFailed, PreconditionFailed
 from tasks import infrastructure, status_api
 
 
@@ -30,7 +30,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master, replica = master_and_replica(master, replica)
+    master, replica = s.master_and_replica(master, replica)
     forget_cmd = commands.forget_replica(replica, token_file=s.remote_token_file)
     status_cmd = commands.infrastructure_status()
     found: dict = {}
@@ -44,7 +44,7 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
     def replica_is_purged() -> None:
         found["entries"] = entries = infrastructure.infrastructure_status(master)
         if [e for e in entries if e.get("server") == replica]:
-            raise PreconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
+            raise PostconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
 
     procedure = Procedure("forget-replica", replica, topology_on=master, steps=[
         Step("offline", "is the replica permanently offline?", replica, replica_is_offline,

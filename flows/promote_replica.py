@@ -16,7 +16,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import log, master_and_replica, run_name
+from flows._common import log, run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
 from pe_ha import commands, leftovers, runtime
@@ -68,7 +68,7 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master, replica = master_and_replica(replica=replica)
+    master, replica = s.master_and_replica(replica=replica)
     nodes = [n.name for n in s.managed_nodes]
     promote_cmd = commands.promote_replica(topology=topology)
     promote_timeout_s = positive_int(promote_timeout_s, what="promote_timeout_s", maximum=24 * 3600)

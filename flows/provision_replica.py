@@ -18,7 +18,7 @@ from typing import Literal
 
 from prefect import flow
 
-from flows._common import inventory_host, log, master_and_replica, run_name
+from flows._common import log, run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, read_facts, remove_token, stage_token
 from pe_ha import commands, runtime
@@ -49,9 +49,9 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     s = runtime.settings()
-    master, replica = master_and_replica(replica=replica)
+    master, replica = s.master_and_replica(replica=replica)
     sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=1)
-    node = inventory_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
+    node = s.pick_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
     provision_cmd = commands.provision_replica(replica, token_file=s.remote_token_file)
     verify_cmd = commands.agent_run(noop=True, server_list=[replica])
     found: dict = {}

@@ -10,10 +10,10 @@
 
 from prefect import flow
 
-from flows._common import master_and_replica, run_name
+from flows._common import run_name
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
-from pe_ha import commands, versions
+from pe_ha import commands, runtime, versions
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
 from tasks import infrastructure, status_api
@@ -34,7 +34,7 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
             operator.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    master, replica = master_and_replica(master, replica)
+    master, replica = runtime.settings().master_and_replica(master, replica)
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
 

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._common import inventory_host, log
+from flows._common import log
 from flows._lock import check_run_is_for_this_installation
 from flows._steps import Procedure, Step
 from pe_ha import runtime
@@ -43,8 +43,7 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
         return _check(s, resource, fail_on_degraded, master, replica, dry_run)
     except PreconditionFailed:
         raise  # degraded: its event is out already
-    except Exception as exc:
-        # Every failure reaches the one health alert (the degraded event), never a second one for the run.
+    except Exception as exc:  # every failure reaches the one health alert, then is raised as it was
         emit_event(event="pe-ha.health.degraded", resource=resource,
                    payload={"healthy": 0, "total": 0, "problems": [f"the health check could not run: {exc}"]})
         raise
@@ -52,8 +51,8 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
 
 def _check(s: Settings, resource: dict, fail_on_degraded: bool, master: str | None, replica: str | None,
            dry_run: bool) -> dict:
-    master = inventory_host(master, default=s.master.name, what="master")
-    replica_host = (inventory_host(replica, default=s.replica.name if s.replica else None, what="replica")
+    master = s.pick_host(master, default=s.master.name, what="master")
+    replica_host = (s.pick_host(replica, default=s.replica.name if s.replica else None, what="replica")
                     if (replica or s.replica) else None)
     reads = [(master, STATUS_PORTS)] + ([(replica_host, REPLICA_STATUS_PORTS)] if replica_host else [])
     if dry_run:  # read-only: no summary of steps, only the plan of its reads

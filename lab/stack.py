@@ -6,6 +6,7 @@ Telemetry is off (PREFECT_SERVER_ANALYTICS_ENABLED=false, DO_NOT_TRACK=1); the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,6 +95,7 @@ class PrefectStack:
     processes: list[subprocess.Popen] = field(default_factory=list)
     server: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
+    worker: subprocess.Popen | None = None  # the worker a test is watching (or killing)
 
     @property
     def api(self) -> str:
@@ -177,6 +180,18 @@ class PrefectStack:
                 proc.wait()
         self.processes = [p for p in self.processes if p not in self.workers]
         self.workers.clear()
+
+    @contextlib.contextmanager
+    def worker_with(self, name: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+        """The same server and deployments, served for the block by one worker with these settings (a worker
+        setting such as the approval policy cannot come from whoever starts a run); an ordinary worker after."""
+        self.stop_workers(idle=True)
+        self.worker = self.start_worker(name, env=env)
+        try:
+            yield self.worker
+        finally:
+            self.stop_workers(idle=True)
+            self.worker = self.start_worker("worker-1")
 
     # -- REST ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ at the boundary that met it, so flows and tasks only ever handle ``PeHaError`` s
     ├── ConfigurationError          a setting is missing or invalid (names the setting)
     ├── ValidationError             an operator input is refused before anything runs
     ├── PreconditionFailed          the installation is not in a state where the step is safe
+    ├── PostconditionFailed         a step ran, but what it must leave behind does not hold
     ├── RemoteError                 something went wrong on, or on the way to, a PE node
     │   ├── ConnectError            the host could not be reached (retryable)
     │   ├── RemoteTimeout           the command outlived its time limit and was killed (retryable)
@@ -56,6 +57,10 @@ class ValidationError(PeHaError):
 
 class PreconditionFailed(PeHaError):
     """The installation is not in a state where the step is safe."""
+
+
+class PostconditionFailed(PeHaError):
+    """A step ran, but what it must leave behind does not hold (a copy that differs, a service left down)."""
 
 
 class RemoteError(PeHaError):

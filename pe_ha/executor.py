@@ -62,6 +62,10 @@ class Executor(Protocol):
 
     def open_session(self, host: str, argv: Iterable[str], *, timeout_s: float | None = None) -> RemoteSession: ...
 
+    def step_started(self, procedure: str, step: str) -> None:
+        """A procedure's step starts; the commands that follow are its (a fake records which step sent each)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -36,7 +36,7 @@ class Call:
     host: str
     argv: tuple[str, ...]
     kind: str = "run"  # run | put | get | session | sql
-    step: str = ""  # the procedure step that sent it, when a test listens for steps (flows._steps.step_listeners)
+    step: str = ""  # the step of the outermost procedure that sent it (a subflow's commands belong to its step)
     timeout_s: float | None = None  # the bound the caller gave (None: the executor's default)
 
     def __str__(self) -> str:
@@ -53,7 +53,15 @@ class FakeExecutor:
     pe_version: str = "2019.8.12"  # what an unscripted `cat /opt/puppetlabs/server/pe_version` answers
     session_responder: SqlResponder | None = None  # answers what is sent to an open session; default: no lines
     current_step: str = ""
+    outermost_procedure: str = ""
     _rules: list[_Rule] = field(default_factory=list)
+
+    def step_started(self, procedure: str, step: str) -> None:
+        """The first procedure seen is the outermost: a subflow's steps (the copy inside provisioning) belong to the
+        outer step that started it."""
+        self.outermost_procedure = self.outermost_procedure or procedure
+        if procedure == self.outermost_procedure:
+            self.current_step = step
 
     def script(
         self,

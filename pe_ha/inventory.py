@@ -176,15 +176,3 @@ def load(path: Path) -> dict[str, Any]:
         elif hosts:
             out[name] = hosts[0]
     return out
-
-
-def source_path() -> Path | None:
-    """The inventory file named by the environment, else by the ``.env`` file."""
-    import os
-
-    value = os.environ.get(SETTING)
-    if value is None and Path(".env").is_file():
-        from dotenv import dotenv_values
-
-        value = dotenv_values(".env").get(SETTING)
-    return Path(value) if value else None

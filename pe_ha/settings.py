@@ -64,8 +64,20 @@ class InventorySource(PydanticBaseSettingsSource):
         return None, field_name, False  # the whole file is read at once, in __call__
 
     def __call__(self) -> dict[str, Any]:
-        path = inventory.source_path()
+        path = _inventory_path()
         return inventory.load(path) if path else {}
+
+
+def _inventory_path() -> Path | None:
+    """The inventory file named by the environment, else by the ``.env`` file."""
+    import os
+
+    value = os.environ.get(inventory.SETTING)
+    if value is None and Path(".env").is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(".env").get(inventory.SETTING)
+    return Path(value) if value else None
 
 
 class Settings(BaseSettings):
@@ -177,6 +189,21 @@ class Settings(BaseSettings):
             hint="add it to PEHA_MASTER, PEHA_REPLICA or PEHA_MANAGED_NODES",
         )
 
+    def pick_host(self, name: str | None, *, default: str | None, what: str) -> str:
+        """A host parameter: an RFC 1123 name that is in the inventory; empty means ``default``."""
+        if name is None:
+            if default is None:
+                raise ValidationError(f"{what}: no host given and none configured")
+            name = default
+        return self.host(validation.hostname(name, what=what)).name
+
+    def master_and_replica(self, master: str | None = None, replica: str | None = None) -> tuple[str, str]:
+        """The master and the replica a procedure works on: the parameters, else the inventory's; never one host."""
+        master = self.pick_host(master, default=self.master.name, what="master")
+        replica = self.pick_host(replica, default=self.replica.name if self.replica else None, what="replica")
+        distinct(master, replica, "replica")
+        return master, replica
+
     def require_replica(self) -> HostSettings:
         if self.replica is None:
             raise ConfigurationError("PEHA_REPLICA", "no replica is configured")
@@ -229,3 +256,9 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings (cached)."""
     return load_settings()
+
+
+def distinct(a: str, b: str, what: str) -> None:
+    """Refuse one host given as both ends of a procedure."""
+    if a == b:
+        raise ValidationError(f"{what}: {a} cannot be both the master and the replica")

@@ -95,6 +95,9 @@ class FabricExecutor:
         self._connections[name] = conn
         return conn
 
+    def step_started(self, procedure: str, step: str) -> None:
+        """Nothing to do over SSH: each command is logged with its host as it runs."""
+
     def close(self) -> None:
         for conn in self._connections.values():
             try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from prefect import task
 
 from pe_ha import commands, runtime
-from pe_ha.errors import CommandFailed, PreconditionFailed, TransferError
+from pe_ha.errors import CommandFailed, PostconditionFailed, TransferError
 from pe_ha.psql import Psql, SqlReader, quote_ident, quote_literal
 from pe_ha.psql import session as psql_session
 from tasks._base import READ, RETRY_CONNECT, SIDE_EFFECT, logger
@@ -267,7 +267,7 @@ def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
     diff = differences(expected, actual)
     if diff:
         shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in sorted(diff.items())[:8])
-        raise PreconditionFailed(f"the copy on {host} differs from the source: {shown}",
+        raise PostconditionFailed(f"the copy on {host} differs from the source: {shown}",
                                  hint="do not use this copy; re-run copy_puppetdb (provisioning's own sync still works)")
     return actual
 

@@ -12,7 +12,7 @@ from prefect import task
 
 from pe_ha import commands, runtime
 from pe_ha.background import Background
-from pe_ha.errors import DatabaseError, PreconditionFailed
+from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed
 from pe_ha.psql import SqlReader
 from tasks._base import READ, SIDE_EFFECT, logger
 from tasks.copy_plan import (
@@ -258,7 +258,7 @@ def verify_staging(host: str, expected: dict[str, int | str], loaded: dict[str, 
     diff = differences(expected, actual)
     if diff:
         shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in list(diff.items())[:8])
-        raise PreconditionFailed(f"the staging copy on {host} differs from the source ({shown}); the live "
+        raise PostconditionFailed(f"the staging copy on {host} differs from the source ({shown}); the live "
                                  "pe-puppetdb was not touched", hint="re-run the copy")
 
 

@@ -6,6 +6,7 @@ import contextlib
 
 import pytest
 
+from flows._lock import TAKEN_AGAIN
 from pe_ha import runtime
 from pe_ha.executor import CommandResult
 from tests.conftest import status_json
@@ -226,7 +227,7 @@ def test_a_lapsed_lease_is_taken_again_at_the_next_step_when_no_one_else_held_it
     from flows.provision_replica import provision_replica
 
     assert provision_replica(sync_timeout_s=30)["replica"] == R  # the step finished, and the procedure went on
-    assert "took the pe-ha:unit lock again" in caplog.text
+    assert f"{TAKEN_AGAIN}: pe-ha:unit" in caplog.text
 
 
 def test_a_lapsed_lease_another_run_held_meanwhile_stops_before_the_next_step(env):

@@ -12,7 +12,6 @@ import re
 
 import pytest
 
-from flows import _steps
 from flows.copy_puppetdb import copy_puppetdb
 from pe_ha import commands, runtime
 from pe_ha.fake_executor import FakeExecutor
@@ -72,19 +71,7 @@ def env(tmp_path):
     settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
     fake = scripted(FakeExecutor())
     with runtime.use(executor=fake, api=fake_pe_api(settings), settings=settings):
-        outermost: list[str] = []
-
-        def listener(procedure: str, step: _steps.Step) -> None:
-            # A subflow's steps (the copy inside provisioning) belong to the outer step that started it.
-            outermost[:] = outermost or [procedure]
-            if procedure == outermost[0]:
-                fake.current_step = step.key
-
-        _steps.step_listeners.append(listener)
-        try:
-            yield fake
-        finally:
-            _steps.step_listeners.remove(listener)
+        yield fake
 
 
 SNAPSHOT_EXPORTED = "00000003-0000001B-1"  # what answer_sql exports

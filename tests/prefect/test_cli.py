@@ -59,13 +59,8 @@ def test_refusals_name_their_reason(stack):
 @pytest.fixture()
 def two_person_worker(stack):
     """The same server and deployments, served by a worker whose installation requires two people."""
-    stack.stop_workers(idle=True)
-    stack.start_worker("worker-two-person", env={"PEHA_APPROVAL_POLICY": "two-person"})
-    try:
+    with stack.worker_with("worker-two-person", {"PEHA_APPROVAL_POLICY": "two-person"}):
         yield stack
-    finally:
-        stack.stop_workers(idle=True)
-        stack.start_worker("worker-1")
 
 
 def logs_of(stack, run_id: str) -> list[str]:

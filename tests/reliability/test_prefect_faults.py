@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from flows._lock import RENEWED_AFTER_FAILURES, TAKEN_AGAIN
 from lab import core
 from lab.pgserver import LocalPostgres
 from lab.stack import PrefectStack, WebhookReceiver, free_port
@@ -28,8 +29,8 @@ def stack(lab, tmp_path_factory):
     try:
         st.start_server()
         st.setup_and_deploy("lab", hook.url)
-        st.worker = st.start_worker("worker-a")  # type: ignore[attr-defined]
-        st.hook = hook  # type: ignore[attr-defined]
+        st.worker = st.start_worker("worker-a")
+        st.hook = hook
         yield st
     finally:
         st.stop()
@@ -48,7 +49,7 @@ def pg_stack(lab, tmp_path_factory):
         st.database_url = pg.start().url
         st.start_server()
         st.setup_and_deploy("lab", hook.url)
-        st.worker = st.start_worker("worker-pg")  # type: ignore[attr-defined]
+        st.worker = st.start_worker("worker-pg")
         yield st
     finally:
         st.stop()
@@ -130,8 +131,7 @@ def test_worker_killed_mid_flow(stack, fresh_lab, outcome):
         assert len(alerts) == 1, alerts
         assert "Last finished step: puppet infrastructure enable replica" in alerts[0], alerts[0]
         assert "start_at=deploy" in alerts[0], alerts[0]
-        limit = stack._request("GET", "/v2/concurrency_limits/pe-ha:lab").json()
-        assert limit["active_slots"] == 0, limit  # the lock is free: its lease ended with the worker
+        assert_lock_free(stack)  # the lock is free: its lease ended with the worker
         stack.worker = stack.start_worker("worker-b")
         rerun = stack.create_run("enable-replica", "lab", {"topology": "mono", "start_at": "deploy"})
         final = stack.wait(rerun["id"], 300)
@@ -168,12 +168,26 @@ def sim_log_count(host, text: str) -> str:
 def how_the_lock_survived(messages: list[str]) -> str:
     """The keeper's own account: the lease renewed once the server was back (it had not been revoked yet), or
     the lapsed lease taken again at the next step boundary. Either way the run never went on without it."""
-    if any("took the pe-ha:lab lock again" in m for m in messages):
+    if any(TAKEN_AGAIN in m for m in messages):
         return "the lapsed lease was taken again before the next step"
-    if any("the lock's lease is renewed again after" in m for m in messages):
+    if any(RENEWED_AFTER_FAILURES in m for m in messages):
         return "the lease was renewed once the server was back, before it was revoked"
     raise AssertionError("the lock's keeper logged neither a renewal after the outage nor a new lease:\n"
                          + "\n".join(messages[-40:]))
+
+
+def assert_lock_free(stack) -> None:
+    limit = stack._request("GET", "/v2/concurrency_limits/pe-ha:lab").json()
+    assert limit["active_slots"] == 0, limit
+
+
+def ride_out_server_outage(stack, run_id: str) -> tuple[float, str]:
+    """Take the server away now for longer than the lock's lease, bring it back, and wait for the run, which must
+    complete: how long the server was away, and how the lock survived (from the run's own log)."""
+    away = server_away(stack)
+    final = stack.wait(run_id, 400)
+    assert final["state"]["type"] == "COMPLETED", stack.explain(run_id, 40)
+    return away, how_the_lock_survived(run_logs(stack, run_id))
 
 
 def ensure_worker(stack) -> None:
@@ -201,21 +215,16 @@ def test_server_down_longer_than_the_lease_during_promote(stack, lab, outcome):
     core.node_run(lab.host("replica"), "pe-sim", "fault", "slow_seconds", "95")
     core.outage(lab.master, "drop")  # the master is gone for good: promote's precondition
     try:
-        with outcome("fault", "the Prefect server is down for 75 s (the lock's lease is 60 s) during promote's "
-                     "promote step", "the step finishes; the lock is renewed or taken again before the next step; "
+        with outcome("fault", "the Prefect server (on SQLite) is down for 75 s (the lock's lease is 60 s) during "
+                     "promote's promote step", "the step finishes; the lock is renewed or taken again before the next step; "
                      "the run completes; the promotion ran once") as o:
             fr = stack.create_run("promote-replica", "lab", {"approve": True})
             wait_until(lambda: remote_running(lab, R, "infrastructure promote"), 180, "the remote promote")
-            away = server_away(stack)
-            final = stack.wait(fr["id"], 400)
-            assert final["state"]["type"] == "COMPLETED", stack.explain(fr["id"], 40)
-            messages = run_logs(stack, fr["id"])
-            kept = how_the_lock_survived(messages)
+            away, kept = ride_out_server_outage(stack, fr["id"])
             assert sim_log_count(lab.host("replica"), "promote replica replica.lab.test") == "1"
             state = json.loads(core.node_run(lab.host("replica"), "cat", "/opt/puppetlabs/sim/state.json").stdout)
             assert state["role"] == "master"
-            limit = stack._request("GET", "/v2/concurrency_limits/pe-ha:lab").json()
-            assert limit["active_slots"] == 0, limit
+            assert_lock_free(stack)
             o.observed = (f"server away {away:.0f} s; the promote step finished; {kept}; the run completed, and "
                           "the promotion ran once")
     finally:
@@ -234,16 +243,11 @@ def test_server_down_longer_than_the_lease_during_copy(pg_stack, fresh_lab, outc
                  "copy is restored and verified; the run completes") as o:
         fr = stack.create_run("copy-puppetdb", "lab", {"method": "documented", "approve": True})
         wait_until(lambda: remote_running(fresh_lab, M, "pe_sim.py pe-sim scp-hook"), 180, "the transfer")
-        away = server_away(stack)
-        final = stack.wait(fr["id"], 400)
-        assert final["state"]["type"] == "COMPLETED", stack.explain(fr["id"], 40)
-        messages = run_logs(stack, fr["id"])
-        kept = how_the_lock_survived(messages)
+        away, kept = ride_out_server_outage(stack, fr["id"])
         summary = stack._request("POST", "/artifacts/filter", json={
             "artifacts": {"flow_run_id": {"any_": [fr["id"]]}, "key": {"any_": ["copy-puppetdb-summary"]}}}).json()
         assert "verify the copy against the source snapshot" in summary[0]["data"], summary
-        limit = stack._request("GET", "/v2/concurrency_limits/pe-ha:lab").json()
-        assert limit["active_slots"] == 0, limit
+        assert_lock_free(stack)
         o.observed = (f"server away {away:.0f} s; the transfer finished; {kept}; the copy was restored and "
                       "verified against the source snapshot, and the run completed")
     core.node_run(fresh_lab.master, "pe-sim", "fault", "clear")
@@ -252,13 +256,8 @@ def test_server_down_longer_than_the_lease_during_copy(pg_stack, fresh_lab, outc
 @pytest.fixture()
 def impatient_worker(stack):
     """The same deployments, served by a worker whose approvals wait 20 s."""
-    stack.stop_workers(idle=True)
-    stack.worker = stack.start_worker("worker-impatient", env={"PEHA_APPROVAL_TIMEOUT_S": "20"})
-    try:
+    with stack.worker_with("worker-impatient", {"PEHA_APPROVAL_TIMEOUT_S": "20"}):
         yield stack
-    finally:
-        stack.stop_workers(idle=True)
-        stack.worker = stack.start_worker("worker-d")
 
 
 def test_an_approval_nobody_answers(impatient_worker, fresh_lab, outcome):
@@ -282,7 +281,6 @@ def test_an_approval_nobody_answers(impatient_worker, fresh_lab, outcome):
         names = sorted(task["name"] for task in tasks)
         assert "pg-dump/master.lab.test" in names  # the dump runs before the approval, the restore after it
         assert not [n for n in names if n.startswith(("set-service", "pg-restore"))], names
-        limit = stack._request("GET", "/v2/concurrency_limits/pe-ha:lab").json()
-        assert limit["active_slots"] == 0, limit
+        assert_lock_free(stack)
         o.observed = (f"Failed {time.monotonic() - paused:.0f} s after the pause with pe-ha's reason; one alert; "
                       "no task of a step after the approval ran; the lock was free")

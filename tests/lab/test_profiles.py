@@ -23,16 +23,21 @@ M, R = "master.lab.test", "replica.lab.test"
 SIMULATED = sorted(name for name, p in PROFILES.items() if not p.real_puppetdb)
 
 
+@pytest.fixture(scope="module")
+def session_lab_given_back(lab):
+    """After this module's profiles, whatever order they ran in, the session's own lab again."""
+    yield
+    core.up(lab, verbose=False)
+    pdbgen.generate(lab, lab.pdb_nodes, resources=200, reports=10)
+
+
 @pytest.fixture(scope="module", params=SIMULATED)
-def profile_lab(request, lab):
+def profile_lab(request, lab, session_lab_given_back):
     """The lab brought up as PE ``param`` with 20 PuppetDB nodes, as ``python -m lab up --pe P --pdb-nodes 20``."""
     cfg = LabConfig(agents=lab.agents, sync_seconds=lab.sync_seconds, pdb_nodes=20, pe=request.param)
     core.up(cfg, verbose=False)
     pdbgen.generate(cfg, 20, resources=200, reports=10)
-    yield cfg
-    if request.param == SIMULATED[-1]:  # the last profile: give the session its own lab back
-        core.up(lab, verbose=False)
-        pdbgen.generate(lab, lab.pdb_nodes, resources=200, reports=10)
+    return cfg
 
 
 def superuser_sql(cfg: LabConfig, host: str, query: str, database: str = "pe-puppetdb") -> list[tuple[str, ...]]:
