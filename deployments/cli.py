@@ -37,23 +37,17 @@ def procedures() -> dict[str, str]:
     return {d["entrypoint"].rpartition(":")[2].replace("_", "-"): d["entrypoint"] for d in spec["deployments"]}
 
 
-_installation: str | None = None
+def default_installation() -> str:
+    """The installation a command addresses without --installation: the settings'."""
+    import os
 
+    from pe_ha.errors import PeHaError
+    from pe_ha.settings import get_settings
 
-def installation() -> str:
-    """The installation whose deployments this command addresses: --installation, else the settings'."""
-    global _installation
-    if _installation is None:
-        import os
-
-        from pe_ha.errors import PeHaError
-        from pe_ha.settings import get_settings
-
-        try:
-            _installation = get_settings().installation
-        except PeHaError:  # a console without the inventory: the variable alone
-            _installation = os.environ.get("PEHA_INSTALLATION", "default")
-    return _installation
+    try:
+        return get_settings().installation
+    except PeHaError:  # a console without the inventory: the variable alone
+        return os.environ.get("PEHA_INSTALLATION", "default")
 
 
 def parameters_help() -> str:
@@ -93,12 +87,12 @@ def _client():
     return get_client(sync_client=True)
 
 
-def _deployment(client, procedure: str):
+def _deployment(client, procedure: str, installation: str):
     from prefect.exceptions import ObjectNotFound
 
     if procedure not in procedures():
         raise SystemExit(f"pe-ha: unknown procedure {procedure!r}; one of: {', '.join(procedures())}")
-    name = f"{procedure}/{installation()}"
+    name = f"{procedure}/{installation}"
     try:
         return client.read_deployment_by_name(name)
     except ObjectNotFound:
@@ -140,7 +134,7 @@ def rbac_login(token: Any) -> str:
         raise SystemExit(f"pe-ha: RBAC did not confirm the token: {exc}") from None
 
 
-def start(procedure: str, params: dict[str, Any], *, started_by: str | None = None) -> str:
+def start(procedure: str, params: dict[str, Any], *, installation: str, started_by: str | None = None) -> str:
     """Create the run. With ``started_by``, the run is held until its starter's login is recorded beside it
     (as a run input, not a parameter), then released to the worker."""
     import datetime as dt
@@ -152,7 +146,7 @@ def start(procedure: str, params: dict[str, Any], *, started_by: str | None = No
     from pe_ha.approval import STARTED_BY_INPUT
 
     with _client() as client:
-        deployment = _deployment(client, procedure)
+        deployment = _deployment(client, procedure, installation)
         held = {"state": Scheduled(scheduled_time=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))} if started_by else {}
         try:
             run = client.create_flow_run_from_deployment(deployment.id, parameters=params, **held)
@@ -213,10 +207,10 @@ def watch(run_id: str, *, follow_logs: bool = True, poll_s: float = 1.0) -> str:
             time.sleep(poll_s)
 
 
-def plan(procedure: str, params: dict[str, Any]) -> int:
+def plan(procedure: str, params: dict[str, Any], *, installation: str) -> int:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    run_id = start(procedure, {**params, "dry_run": True})
+    run_id = start(procedure, {**params, "dry_run": True}, installation=installation)
     final = watch(run_id, follow_logs=False)
     with _client() as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
@@ -266,7 +260,7 @@ def approve(run_id: str, operator: str | None, *, reject: bool, comment: str, to
     return 0
 
 
-def status() -> int:
+def status(installation: str) -> int:
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterName,
@@ -279,7 +273,7 @@ def status() -> int:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    this_installation = DeploymentFilter(name=DeploymentFilterName(any_=[installation()]))
+    this_installation = DeploymentFilter(name=DeploymentFilterName(any_=[installation]))
     with _client() as client:
         health = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["verify-health"])), deployment_filter=this_installation,
@@ -289,7 +283,7 @@ def status() -> int:
         active = client.read_flow_runs(deployment_filter=this_installation, flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(
                 any_=[StateType.RUNNING, StateType.PAUSED, StateType.PENDING]))), limit=50)
-    print(f"installation {installation()}")
+    print(f"installation {installation}")
     if health:
         run = health[0]
         when = f"{run.start_time:%Y-%m-%d %H:%M:%S} UTC" if run.start_time else "?"
@@ -303,7 +297,7 @@ def status() -> int:
     return 0 if health and health[0].state and health[0].state.type == StateType.COMPLETED else 1
 
 
-def setup(extra: list[str]) -> int:
+def setup(extra: list[str], *, installation: str) -> int:
     """The README's set-up: idempotent objects, the deployments, then their parameter schemas and interval."""
     import os
 
@@ -314,9 +308,9 @@ def setup(extra: list[str]) -> int:
         settings = get_settings()
     except PeHaError as exc:
         raise SystemExit(f"pe-ha: the settings are not complete: {exc}") from None
-    if installation() != settings.installation:
+    if installation != settings.installation:
         raise SystemExit(f"pe-ha: setup deploys the settings' installation ({settings.installation}), not "
-                         f"{installation()}: run it with that installation's settings")
+                         f"{installation}: run it with that installation's settings")
     # `prefect deploy` templates these from its environment: give it the settings' values, not the shell's.
     # deployments.setup gets them too: a .env in this directory is not read from the checkout it runs in.
     env = {**os.environ, "PEHA_INSTALLATION": settings.installation,
@@ -365,22 +359,22 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--no-alerts", action="store_true")
     s.add_argument("--webhook-url")
     args = p.parse_args(argv)
-    global _installation
-    _installation = args.installation
     try:
+        installation = args.installation or default_installation()
         if args.command == "run":
             started_by = rbac_login(read_token(args.token_file)) if args.token_file else None
-            run_id = start(args.procedure, parse_params(args.param), started_by=started_by)
+            run_id = start(args.procedure, parse_params(args.param), installation=installation,
+                           started_by=started_by)
             return EXIT.get(watch(run_id), 4) if args.watch else 0
         if args.command == "plan":
-            return plan(args.procedure, parse_params(args.param))
+            return plan(args.procedure, parse_params(args.param), installation=installation)
         if args.command == "approve":
             return approve(args.run, args.operator, reject=args.reject, comment=args.comment,
                            token_file=args.token_file)
         if args.command == "status":
-            return status()
+            return status(installation)
         extra = (["--no-alerts"] if args.no_alerts else []) + (["--webhook-url", args.webhook_url] if args.webhook_url else [])
-        return setup(extra)
+        return setup(extra, installation=installation)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)

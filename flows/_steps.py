@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from flows._approval import check_up_front, require_approval
@@ -87,6 +88,23 @@ def read_facts(procedure: str, read: Callable[[], T]) -> T:
     facts = read()
     log().info("%s: facts read in %.1f s (reads only)", procedure, time.monotonic() - started)
     return facts
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a procedure's run ended: ``completed``, with each step's result by key, or ``not approved``, with
+    nothing after the approval done (the flow then ends Cancelled, saying why)."""
+
+    outcome: Literal["completed", "not approved"]
+    results: dict[str, Any]
+    message: str = ""
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome == "completed"
+
+    def cancelled(self) -> State:
+        return Cancelled(message=self.message)
 
 
 @dataclass(frozen=True)
@@ -207,7 +225,7 @@ class Procedure:
         log().info("dry run: %d planned rows, nothing executed", len(rows))
         return {"dry_run": True, "plan": rows, "facts": list(self.facts)}
 
-    def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Any:
+    def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Finished:
         """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run
         Cancelled with nothing after it done."""
         steps = self.selected()
@@ -222,7 +240,7 @@ class Procedure:
             if self.progress is not None:
                 self.progress.close()
 
-    def _run(self, steps: list[Step], outcome: Callable[[dict[str, Any]], Outcome], approve: bool) -> Any:
+    def _run(self, steps: list[Step], outcome: Callable[[dict[str, Any]], Outcome], approve: bool) -> Finished:
         started: set[str] = set()
         done: set[str] = set()
         current: Step | None = None
@@ -248,14 +266,14 @@ class Procedure:
             self.book.publish_summary(outcome="not approved", notes=[exc.message],
                                       next_steps=["Nothing after the approval ran. Start the procedure again when it "
                                                   "should go ahead."])
-            return Cancelled(message=f"{self.name} ended with nothing done: {exc.message}")
+            return Finished("not approved", self.results, f"{self.name} ended with nothing done: {exc.message}")
         except BaseException as exc:
             self._cleanup(steps, started, done)
             self._publish_failure(current, exc)
             raise
         final = outcome(self.results)
         self.book.publish_summary(outcome=final.text, next_steps=final.next_steps, notes=final.notes)
-        return self.results
+        return Finished("completed", self.results)
 
     def resume_hint(self, remaining: Sequence[Step]) -> str:
         """How to go on after the last finished step, should the run die now."""

@@ -75,9 +75,9 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
     procedure = Procedure("copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
     if dry_run:
         return procedure.plan()
-    result = procedure.run(copy.outcome, approve=approve)
-    if not isinstance(result, dict):
-        return result  # not approved: Cancelled, nothing swapped in or restored
+    finished = procedure.run(copy.outcome, approve=approve)
+    if not finished.completed:
+        return finished.cancelled()  # nothing swapped in or restored
     return copy.result()
 
 

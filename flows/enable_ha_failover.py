@@ -71,4 +71,4 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
         return procedure.plan()
     done = procedure.run(lambda _: Outcome("failed master is the new replica", next_steps=[
         f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."]))
-    return {"new_replica": host, "master": promoted, "services": len(done["topology-after"])}
+    return {"new_replica": host, "master": promoted, "services": len(done.results["topology-after"])}

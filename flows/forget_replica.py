@@ -60,9 +60,9 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
     ])
     if dry_run:
         return procedure.plan()
-    result = procedure.run(lambda _: Outcome("forgotten", next_steps=[
+    finished = procedure.run(lambda _: Outcome("forgotten", next_steps=[
         f"Delete secret key files from {replica} or uninstall PE there (puppet-enterprise-uninstaller -y -p -d).",
         "Provision a new replica to restore high availability."]), approve=approve)
-    if not isinstance(result, dict):
-        return result  # not approved: Cancelled, nothing done
+    if not finished.completed:
+        return finished.cancelled()  # nothing done
     return {"forgotten": replica, "master_services": len(found["entries"])}

@@ -142,7 +142,7 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
     if dry_run:
         return procedure.plan()
 
-    result = procedure.run(lambda done: Outcome("promoted", next_steps=[
+    finished = procedure.run(lambda done: Outcome("promoted", next_steps=[
         *[f"Still points at {master}: {item.line()}" for item in done.get("leftovers") or []],
         f"Update everything else that refers to {master}: PE client tools (puppet-access, puppet job), Code Manager "
         "webhooks, Razor brokers, and CNAME/DNS records (pe-ha cannot read these).",
@@ -150,7 +150,7 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
         f"Make {master} a replica again with enable-ha-failover; if it is gone for good, purge it on {replica} "
         f"(puppet node purge {master}).",
     ]), approve=approve)
-    if isinstance(result, dict):
-        return {"promoted": replica, "old_master": master,
-                "still_points_at_old_master": [item.line() for item in result.get("leftovers") or []]}
-    return result
+    if not finished.completed:
+        return finished.cancelled()  # nothing promoted
+    return {"promoted": replica, "old_master": master,
+            "still_points_at_old_master": [item.line() for item in finished.results.get("leftovers") or []]}

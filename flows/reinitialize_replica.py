@@ -67,8 +67,8 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
     ])
     if dry_run:
         return procedure.plan()
-    result = procedure.run(lambda _: Outcome("reinitialized", next_steps=[
+    finished = procedure.run(lambda _: Outcome("reinitialized", next_steps=[
         "Run verify-health: replication should show as running."]), approve=approve)
-    if not isinstance(result, dict):
-        return result  # not approved: Cancelled, nothing done
+    if not finished.completed:
+        return finished.cancelled()  # nothing done
     return {"replica": replica, "databases": dbs or "all"}

@@ -41,16 +41,16 @@ class HeldRunClient:
 def test_a_held_run_whose_starter_cannot_be_recorded_is_deleted(monkeypatch, fail_on):
     client = HeldRunClient(fail_on)
     monkeypatch.setattr(cli, "_client", lambda: client)
-    monkeypatch.setattr(cli, "_deployment", lambda c, procedure: types.SimpleNamespace(id="dep-1"))
+    monkeypatch.setattr(cli, "_deployment", lambda c, procedure, installation: types.SimpleNamespace(id="dep-1"))
     with pytest.raises(SystemExit, match="the held run run-1 was deleted and nothing ran"):
-        cli.start("forget-replica", {}, started_by="alice")
+        cli.start("forget-replica", {}, installation="lab", started_by="alice")
     assert client.deleted == ["run-1"]
 
 
 def test_a_recorded_starter_releases_the_run(monkeypatch, capsys):
     client = HeldRunClient("nothing")
     monkeypatch.setattr(cli, "_client", lambda: client)
-    monkeypatch.setattr(cli, "_deployment", lambda c, procedure: types.SimpleNamespace(id="dep-1"))
-    assert cli.start("forget-replica", {}, started_by="alice") == "run-1"
+    monkeypatch.setattr(cli, "_deployment", lambda c, procedure, installation: types.SimpleNamespace(id="dep-1"))
+    assert cli.start("forget-replica", {}, installation="lab", started_by="alice") == "run-1"
     assert client.states == ["SCHEDULED"] and client.deleted == []
     assert "by PE user alice" in capsys.readouterr().out
