@@ -12,7 +12,7 @@ from prefect import flow
 
 from flows._common import run_name
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step
+from flows._steps import Outcome, Procedure, Step, read_facts
 from pe_ha import commands, runtime
 from pe_ha.errors import ValidationError
 from pe_ha.settings import distinct
@@ -57,9 +57,8 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
                                       replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
                                       skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
                                       pcp_brokers=pcp_brokers or ())
-    procedure = Procedure("enable-ha-failover", host, topology_on=promoted, steps=[
-        Step("pe-version", "check PE version", promoted, lambda: infrastructure.pe_version(promoted),
-             commands=[(promoted, commands.pe_version())]),
+    version = read_facts("enable-ha-failover", lambda: infrastructure.pe_version(promoted))
+    procedure = Procedure("enable-ha-failover", host, topology_on=promoted, facts=[f"PE {version} on {promoted}"], steps=[
         # The plan works on the failed master over ssh.
         Step("ssh", "check ssh to the failed master", promoted, lambda: network.require_ssh(promoted, host),
              commands=[(promoted, commands.ssh_check(host))]),

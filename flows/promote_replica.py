@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._common import log, run_name
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, read_facts, remove_token, stage_token
 from pe_ha import commands, leftovers, runtime
 from pe_ha.errors import ApiError, PreconditionFailed, RemoteError, ValidationError
 from pe_ha.validation import Topology, positive_int
@@ -110,9 +110,8 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
         log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
         return codes
 
+    version = read_facts("promote-replica", lambda: infrastructure.pe_version(replica))
     steps = [
-        Step("pe-version", "check PE version", replica, lambda: infrastructure.pe_version(replica),
-             commands=[(replica, commands.pe_version())]),
         Step("split-brain-guard", "split-brain guard: is the old master gone?", master, split_brain_guard,
              commands=[(replica, probe_cmd)],
              note=f"and from the worker: a TCP probe of {master} on PE ports {list(status_api.PE_PORTS)}"),
@@ -138,7 +137,7 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
                       lambda: still_pointing_at(master, replica, nodes),
                       commands=[(host, commands.config_print("server_list", section="agent")) for host in nodes],
                       note=f"and the classifier's groups on {replica}, and {master} as a node in {replica}'s PuppetDB"))
-    procedure = Procedure("promote-replica", replica, steps, topology_on=replica)
+    procedure = Procedure("promote-replica", replica, steps, topology_on=replica, facts=[f"PE {version} on {replica}"])
     if dry_run:
         return procedure.plan()
 

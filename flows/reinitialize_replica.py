@@ -12,7 +12,7 @@ from prefect import flow
 
 from flows._common import run_name
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step
+from flows._steps import Outcome, Procedure, Step, read_facts
 from pe_ha import commands, runtime, versions
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
@@ -38,14 +38,13 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
 
-    def version_has_databases() -> None:
-        version = versions.parse(infrastructure.pe_version(master))
-        assert version is not None  # pe_version refuses what it cannot parse
-        lacking = [d for d in dbs if d not in version.reinitialize_databases]
-        if lacking:
-            raise PreconditionFailed(
-                f"PE {version}'s `puppet infrastructure reinitialize replica --db` does not accept {', '.join(lacking)}",
-                hint=f"choose from {', '.join(version.reinitialize_databases)}; pe-inventory arrived with PE 2023.8")
+    version = versions.parse(read_facts("reinitialize-replica", lambda: infrastructure.pe_version(master)))
+    assert version is not None  # pe_version refuses what it cannot parse
+    lacking = [d for d in dbs if d not in version.reinitialize_databases]
+    if lacking:
+        raise PreconditionFailed(
+            f"PE {version}'s `puppet infrastructure reinitialize replica --db` does not accept {', '.join(lacking)}",
+            hint=f"choose from {', '.join(version.reinitialize_databases)}; pe-inventory arrived with PE 2023.8")
 
     def master_is_healthy() -> None:
         rows = status_api.host_status(master)
@@ -54,9 +53,7 @@ def reinitialize_replica(databases: list[ReplicaDatabase] | None = None, replica
             raise PreconditionFailed(f"the master {master} is not fully functional ({'; '.join(bad)})",
                                      hint="reinitialize needs a healthy master; fix it first (verify-health shows details)")
 
-    procedure = Procedure("reinitialize-replica", replica, topology_on=master, steps=[
-        Step("pe-version", "check PE version and the databases it can reinitialize", master, version_has_databases,
-             commands=[(master, commands.pe_version())]),
+    procedure = Procedure("reinitialize-replica", replica, topology_on=master, facts=[f"PE {version} on {master}"], steps=[
         Step("master-health", "is the master healthy and reachable?", master, master_is_healthy,
              note=f"GET https://{master}:<4433, 8140, 8143, 8081>/status/v1/services: every service running"),
         Step("approval", "operator approval", "operator", lambda: None,
