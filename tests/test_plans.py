@@ -288,3 +288,22 @@ def test_a_rejected_approval_ends_cancelled_with_its_summary_and_nothing_done(en
     assert state.is_cancelled()
     assert "# forget-replica: not approved" in latest_artifact("forget-replica-summary")
     assert not any(c.argv[:3] == ("puppet", "infrastructure", "forget") for c in env.calls)
+
+
+def test_the_fast_copy_sends_the_frame_around_its_jobs_in_the_planned_order(env):
+    """The copy step is concurrent only in its jobs (streams and index builds): the staging database, schema
+    frame and lists come first, in order, and the post-data, sequences and cleanup after, in order."""
+    fake = env
+    plan = copy_puppetdb(source=M, target=R, approve=True, dry_run=True)["plan"]
+    rows = [(r["host"], _same_run(tuple(r["argv"]))) for r in plan if r["key"] == "copy" and r["argv"]]
+
+    def is_job(row: tuple[str, tuple[str, ...]]) -> bool:
+        text = " ".join(row[1])
+        return "TO STDOUT" in text or ".build-" in text
+
+    frame = [r for r in rows if not is_job(r)]
+    assert len(frame) >= 8 and len(frame) < len(rows)
+    fake.calls.clear()
+    copy_puppetdb(source=M, target=R, approve=True)
+    sent = [(c.host, _same_run(c.argv)) for c in fake.calls if c.kind == "run" and c.step == "copy"]
+    assert [s for s in sent if s in frame] == frame
