@@ -155,7 +155,7 @@ class Copy:
         self.stopped: list[str] = []
         self.swapped = False
         self.stop_started = self.stop_seconds = 0.0
-        self.found: dict = {}
+        self.agent_exit_code: int | None = None
 
     def fact_lines(self) -> list[str]:
         f = self.facts
@@ -248,7 +248,7 @@ class Copy:
         def run() -> None:
             # Dropping the old copy (removing its files) and the agent run touch different things: run them at once.
             dropping = puppetdb.drop_database.submit(self.target, old) if drop_old else None
-            self.found["agent"] = agent.agent_run(self.target, agent_cmd)
+            self.agent_exit_code = agent.agent_run(self.target, agent_cmd)
             if dropping is not None:
                 dropping.result()
 
@@ -264,7 +264,7 @@ class Copy:
 
     def result(self) -> dict:
         return {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,
-                "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.found["agent"],
+                "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.agent_exit_code,
                 **self.method_result()}
 
 
@@ -273,6 +273,7 @@ class FastCopy(Copy):
 
     method = "fast"
     done = "copied, verified and swapped in"
+    copied: puppetdb_fast.StagingCopy | None = None  # what the copy step left in staging
 
     @staticmethod
     def places(s: Settings, source: str, target: str) -> list[tuple[str, str]]:
@@ -322,11 +323,11 @@ class FastCopy(Copy):
         ]
 
     def _fast_copy(self) -> None:
-        self.found["copied"] = puppetdb_fast.fast_copy_to_staging(self.fast_plan, source_bytes=self.facts.size)
+        self.copied = puppetdb_fast.fast_copy_to_staging(self.fast_plan, source_bytes=self.facts.size)
 
     def _verify_staging(self) -> None:
-        copied = self.found["copied"]
-        puppetdb_fast.verify_staging(self.target, copied["fingerprint"], copied["loaded_rows"])
+        assert self.copied is not None  # the copy step ran before this one
+        puppetdb_fast.verify_staging(self.target, self.copied.fingerprint, self.copied.loaded_rows)
 
     def _swap(self) -> None:
         puppetdb.swap_in_staging(self.target)
@@ -342,9 +343,9 @@ class FastCopy(Copy):
 
     def method_result(self) -> dict:
         assert self.facts.fast is not None
-        copied = self.found["copied"]
-        return {"compress": self.facts.fast.compress, "tables": copied["tables"],
-                "timings": {k: round(v, 2) for k, v in copied["timings"].items()}}
+        assert self.copied is not None
+        return {"compress": self.facts.fast.compress, "tables": self.copied.tables,
+                "timings": {k: round(v, 2) for k, v in self.copied.timings.items()}}
 
 
 class DocumentedCopy(Copy):
@@ -352,6 +353,8 @@ class DocumentedCopy(Copy):
 
     method = "documented"
     done = "copied and verified"
+    dumped: puppetdb.DumpResult | None = None
+    restored: puppetdb.RestoreResult | None = None
 
     @staticmethod
     def space_needed(size: int) -> list[int]:
@@ -384,7 +387,7 @@ class DocumentedCopy(Copy):
         ]
 
     def _dump(self) -> None:
-        self.found["dumped"] = puppetdb.dump(self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
+        self.dumped = puppetdb.dump(self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
 
     def _transfer(self) -> None:
         puppetdb.transfer(self.source, self.target, self.dump_file, self.dump_file)
@@ -402,18 +405,20 @@ class DocumentedCopy(Copy):
 
     def _restore(self) -> None:
         try:
-            self.found["restored"] = puppetdb.restore(self.target, self.restore_cmd, source_bytes=self.facts.size)
+            self.restored = puppetdb.restore(self.target, self.restore_cmd, source_bytes=self.facts.size)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
     def _verify(self) -> None:
         try:
-            puppetdb.verify(self.target, self.found["dumped"].fingerprint)
+            assert self.dumped is not None  # the dump step ran before this one
+            puppetdb.verify(self.target, self.dumped.fingerprint)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
     def method_result(self) -> dict:
-        dumped, restored = self.found["dumped"], self.found["restored"]
+        dumped, restored = self.dumped, self.restored
+        assert dumped is not None and restored is not None
         return {"restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
                 "timings": {"dump": round(dumped.seconds, 2), "restore": round(restored.seconds, 2)},
                 "tables": sum(1 for k in dumped.fingerprint if k.startswith("rows:"))}

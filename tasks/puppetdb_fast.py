@@ -186,8 +186,18 @@ def run_jobs(jobs: tuple[PlannedJob, ...], *, snapshot: str, workers: int, sizes
     return StreamResult(len(sizes), total, time.monotonic() - started, loaded)
 
 
+@dataclass(frozen=True)
+class StagingCopy:
+    """What the fast copy left in the staging database, and what it is checked against."""
+
+    fingerprint: dict[str, int | str]  # of the source snapshot
+    loaded_rows: dict[str, int]  # per table, as the target's COPY reported
+    timings: dict[str, float]
+    tables: int
+
+
 @task(name="fast-copy-to-staging", task_run_name="fast-copy/{plan.source}->{plan.target}", **SIDE_EFFECT)
-def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> dict:
+def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> StagingCopy:
     """Run the planned fast copy into ``pe-puppetdb-pe-ha-staging`` on the target: the schema frame, table
     streams and index builds (each index as soon as its table's rows are in), the rest of post-data, then the
     sequences. Progress (the staging database's size against ``source_bytes``, and the COPY and index builds
@@ -239,7 +249,7 @@ def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> dict:
     logger().info("%d jobs: %d streams, %d index builds; %d entries built with their tables, the rest at the end",
                   len(jobs), sum(j.kind == "stream" for j in jobs), sum(j.kind == "build" for j in jobs),
                   plan.early_entries)
-    return {"fingerprint": expected, "loaded_rows": streamed.loaded_rows, "timings": timings, "tables": streamed.tables}
+    return StagingCopy(expected, streamed.loaded_rows, timings, streamed.tables)
 
 
 def table_change(planned: set[str], now: set[str]) -> str:
