@@ -50,15 +50,13 @@ def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
             agents.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    found: dict = {"sites": {}}
-
-    def backup() -> None:
-        found["backup"] = classifier.backup_groups(str(runtime.settings().backup_dir))
+    def backup() -> str:
+        return classifier.backup_groups(str(runtime.settings().backup_dir))
 
     def site_step(site: Site) -> Step:
-        def ensure() -> None:
+        def ensure() -> str:
             out = classifier.ensure_site_group(site.name, site.fact, site.value, site.server_list, site.pcp_broker_list)
-            found["sites"][site.name] = "changed" if out["changed"] else "unchanged"
+            return "changed" if out["changed"] else "unchanged"
 
         return Step(f"site-{site.name}", f"site {site.name}", "worker", ensure,
                     note=f"classifier group PE Agent - {site.name}: {site.fact}={site.value} -> "
@@ -71,9 +69,11 @@ def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
     ])
     if dry_run:
         return procedure.plan()
-    procedure.run(lambda _: Outcome("configured", notes=[f"classifier backup: {found['backup']}"] +
-                                    [f"{k}: {v}" for k, v in found["sites"].items()],
-                                    next_steps=["Run Puppet on the agents (or wait for their next run) to apply the "
-                                                "new server_list."]))
-    log().info("site groups: %s", found["sites"])
-    return {"sites": found["sites"], "backup": found["backup"]}
+    def site_results(done: dict) -> dict[str, str]:
+        return {site.name: done[f"site-{site.name}"] for site in sites}
+
+    finished = procedure.run(lambda done: Outcome(
+        "configured", notes=[f"classifier backup: {done['backup']}"] + [f"{k}: {v}" for k, v in site_results(done).items()],
+        next_steps=["Run Puppet on the agents (or wait for their next run) to apply the new server_list."]))
+    log().info("site groups: %s", site_results(finished.results))
+    return {"sites": site_results(finished.results), "backup": finished.results["backup"]}

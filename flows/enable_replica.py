@@ -80,10 +80,8 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     agent_cmd = commands.agent_run()
     nodes = [n.name for n in s.managed_nodes]
     test_node = s.pick_host(drill_node, default=nodes[0] if nodes else None, what="drill_node") if drill else None
-    found: dict = {"backup": "skipped", "removed": False}
-
-    def backup() -> None:
-        found["backup"] = classifier.backup_groups(str(s.backup_dir))
+    def backup() -> str:
+        return classifier.backup_groups(str(s.backup_dir))
 
     def deploy_by_agent_runs() -> None:
         # Infrastructure first, then every managed node in parallel (bounded by the task runner).
@@ -92,8 +90,8 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
         codes = agent.agent_runs(nodes, agent_cmd)
         log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes.values())))
 
-    def remove_server() -> None:
-        found["removed"] = puppet_conf.delete_setting(replica, "server", "main")
+    def remove_server() -> bool:
+        return puppet_conf.delete_setting(replica, "server", "main")
 
     steps = [
         check_token(master, 1800),
@@ -123,20 +121,25 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                                                           network.resolve(master, test_node)])
         facts = [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
                                                                                  strict=True)]
-        steps += drill_steps(master, test_node, addresses, found)
+        steps += drill_steps(master, test_node, addresses)
     procedure = Procedure("enable-replica", replica, steps, topology_on=master, start_at=start_at,
                           phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts)
     if dry_run:
         return procedure.plan()
 
-    procedure.run(lambda _: Outcome("enabled", notes=[f"classifier backup: {found['backup']}",
-                                                      f"server line removed: {found['removed']}"],
-                                    next_steps=["Move any console tuning parameters of the master to Hiera, so both "
-                                                "masters get them.", "Run verify-health to confirm replication is active."]))
-    return {"replica": replica, "backup": found["backup"], "server_removed": found["removed"], "drill": found.get("drill")}
+    def backup_of(done: dict) -> str:
+        return done.get("backup", "skipped")  # skipped when the run starts at a later step
+
+    finished = procedure.run(lambda done: Outcome(
+        "enabled", notes=[f"classifier backup: {backup_of(done)}", f"server line removed: {done.get('remove-server', False)}"],
+        next_steps=["Move any console tuning parameters of the master to Hiera, so both masters get them.",
+                    "Run verify-health to confirm replication is active."]))
+    done = finished.results
+    return {"replica": replica, "backup": backup_of(done), "server_removed": done.get("remove-server", False),
+            "drill": done.get("drill-agent-run")}
 
 
-def drill_steps(master: str, test_node: str, addresses: list[str], found: dict) -> list[Step]:
+def drill_steps(master: str, test_node: str, addresses: list[str]) -> list[Step]:
     """The failover drill: cut the master off from ``addresses`` (the replica's and the test node's, as the master
     resolves them), run the agent on the test node (no changes expected), and always reconnect."""
     agent_cmd = commands.agent_run()
@@ -145,10 +148,10 @@ def drill_steps(master: str, test_node: str, addresses: list[str], found: dict) 
         for address in addresses:
             network.isolate(master, address)
 
-    def run_agent() -> None:
+    def run_agent() -> dict:
         code = agent.agent_run(test_node, agent_cmd, expect_no_changes=True, suffix="-drill")
         log().info("drill passed: %s ran Puppet through the replica with no changes (exit %d)", test_node, code)
-        found["drill"] = {"test_node": test_node, "exit_code": code}
+        return {"test_node": test_node, "exit_code": code}
 
     def reconnect() -> None:
         for address in addresses:

@@ -33,7 +33,6 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
     master, replica = s.master_and_replica(master, replica)
     forget_cmd = commands.forget_replica(replica, token_file=s.remote_token_file)
     status_cmd = commands.infrastructure_status()
-    found: dict = {}
 
     def replica_is_offline() -> None:
         answering = status_api.open_ports_from_worker(replica)
@@ -41,10 +40,11 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
             raise PreconditionFailed(f"{replica} still answers on PE ports {answering}",
                                      hint="forget only a replica that is permanently offline; shut it down first")
 
-    def replica_is_purged() -> None:
-        found["entries"] = entries = infrastructure.infrastructure_status(master)
+    def replica_is_purged() -> list[dict]:
+        entries = infrastructure.infrastructure_status(master)
         if [e for e in entries if e.get("server") == replica]:
             raise PostconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
+        return entries
 
     procedure = Procedure("forget-replica", replica, topology_on=master, steps=[
         Step("offline", "is the replica permanently offline?", replica, replica_is_offline,
@@ -65,4 +65,4 @@ def forget_replica(replica: str | None = None, master: str | None = None, approv
         "Provision a new replica to restore high availability."]), approve=approve)
     if not finished.completed:
         return finished.cancelled()  # nothing done
-    return {"forgotten": replica, "master_services": len(found["entries"])}
+    return {"forgotten": replica, "master_services": len(finished.results["purged"])}

@@ -54,7 +54,6 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     node = s.pick_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
     provision_cmd = commands.provision_replica(replica, token_file=s.remote_token_file)
     verify_cmd = commands.agent_run(noop=True, server_list=[replica])
-    found: dict = {}
 
     def replica_points_at_master() -> None:
         server = puppet_conf.read_setting(replica, "server", "main")
@@ -77,11 +76,11 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
 
         copy_flow(source=master, target=replica, approve=True)
 
-    def wait_for_sync() -> None:
-        found["entries"] = infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
+    def wait_for_sync() -> list[dict]:
+        return infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
 
-    def verify() -> None:
-        found["code"] = agent.agent_run(node, verify_cmd, expect_no_changes=True, suffix="-noop")
+    def verify() -> int:
+        return agent.agent_run(node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
     version, present = read_facts("provision-replica", lambda: (
         (v := infrastructure.pe_version(master)), infrastructure.replica_files_present(master, v)))
@@ -126,10 +125,9 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     if dry_run:
         return procedure.plan()
 
-    procedure.run(lambda _: Outcome("provisioned", next_steps=[
+    finished = procedure.run(lambda _: Outcome("provisioned", next_steps=[
         f"Enable the replica: run the enable-replica deployment for {replica} (back up classification first; it does).",
     ]))
-    entries = found["entries"]
-    log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries),
-               found["code"])
-    return {"replica": replica, "services": len(entries), "verify_exit_code": found["code"]}
+    entries, code = finished.results["wait"], finished.results["verify"]
+    log().info("replica %s provisioned: %s; verification run exited %d", replica, infrastructure.summarize(entries), code)
+    return {"replica": replica, "services": len(entries), "verify_exit_code": code}
