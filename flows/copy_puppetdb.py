@@ -1,6 +1,9 @@
 """Copy PuppetDB to the replica — PE guide, "Manually copy PuppetDB to speed replication".
 
-Two methods reach the same end state (same tables, row counts and digests, checked in the flow):
+Two methods reach the same end state (same tables, row counts and digests, checked in the flow). Both first
+read their facts (size, free space, CPUs, which services run; the fast copy also the tables, indexes,
+sequences, the schema's table of contents and the link) and plan every command from them; the free space is
+checked there, before anything is written.
 
 ``fast`` (default): the schema frame from a snapshot, then one ``COPY … TO STDOUT | [zstd] | ssh | COPY … FROM STDIN``
 pipeline per table (compression only when the measured link is slow) followed, in the same remote command, by
@@ -11,7 +14,7 @@ staging copy is verified against the source snapshot, and only then swapped in b
 
 ``documented``: the guide's own steps:
 
-1. Size check (the ``\\l+`` figure, in a psql session as PostgreSQL's owner) and free space on both ends.
+1. Size check (the ``\\l+`` figure, in a psql session as PostgreSQL's owner) and free space on both ends: facts.
 2. ``pg_dump --format=custom --compress=3`` on the master, from a snapshot whose fingerprint is recorded.
 3. Transfer with scp; the sha256 on both ends must match (a mismatch is never restored).
 4. Stop ``puppet`` then ``pe-puppetdb`` on the replica (approval pause unless approved up front).
