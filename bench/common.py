@@ -27,9 +27,10 @@ def prefect_for_bench():
 
 
 @contextlib.contextmanager
-def lab_runtime(**overrides):
+def lab_context(**overrides):
+    """A run context on the lab's settings (with ``overrides``), also given to the flows run inside."""
     from lab.core import lab_env
-    from pe_ha import runtime
+    from pe_ha import context
     from pe_ha.settings import load_settings
 
     saved = dict(os.environ)
@@ -39,9 +40,8 @@ def lab_runtime(**overrides):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    with runtime.use(settings=settings):
-        yield settings
-        runtime.reset()
+    with context.using(settings=settings) as ctx:
+        yield ctx
 
 
 def median(values: list[float]) -> float:

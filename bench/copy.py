@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import lab_runtime, median, prefect_for_bench, table, write
+from bench.common import lab_context, median, prefect_for_bench, table, write
 from lab import core, inspect, pdbgen
 from lab.config import LAB_DIR, LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         harness = contextlib.nullcontext() if args.reuse_lab else prefect_for_bench()
-        with harness, lab_runtime() as settings:
+        with harness, lab_context() as ctx:
+            settings = ctx.settings
             size = int(subprocess.run([*SSH, "master", "runuser -u postgres -- psql -h /run/postgresql -At -d pe-puppetdb "
                                        "-c \"select pg_database_size('pe-puppetdb')\""], capture_output=True, text=True,
                                       check=True).stdout)

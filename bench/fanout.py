@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import lab_runtime, prefect_for_bench, table, write
+from bench.common import lab_context, prefect_for_bench, table, write
 from lab import core
 from lab.config import LabConfig
 
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lab with {cfg.agents} agents up in {time.monotonic() - started:.1f} s")
     rows: list[dict] = []
     try:
-        with prefect_for_bench(), lab_runtime() as settings:
+        with prefect_for_bench(), lab_context() as ctx:
+            settings = ctx.settings
             from prefect import flow
             from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -73,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             @flow(name="bench-fanout", task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
             def fan_out(hosts: list[str], noop: bool, server_list: list[str]) -> float:
                 t0 = time.monotonic()
-                agent.agent_runs(hosts, commands.agent_run(noop=noop, server_list=server_list), limit=limit)
+                agent.agent_runs(ctx, hosts, commands.agent_run(noop=noop, server_list=server_list), limit=limit)
                 return time.monotonic() - t0
 
             @flow(name="bench-sequential")
             def sequential(hosts: list[str], noop: bool, server_list: list[str]) -> float:
                 t0 = time.monotonic()
                 for host in hosts:
-                    agent.agent_run(host, commands.agent_run(noop=noop, server_list=server_list))
+                    agent.agent_run(ctx, host, commands.agent_run(noop=noop, server_list=server_list))
                 return time.monotonic() - t0
 
             def slow_agents(seconds: float | None) -> None:

@@ -3,7 +3,7 @@
 Runs provision (with the parallel copy), enable (with the drill), promote, enable_ha_failover, reinitialize
 and forget in-process against the lab, recording the interval of every remote operation, by kind:
 
-- ``ssh``: each command on a PE node (an executor that records, plugged in through ``runtime.use``);
+- ``ssh``: each command on a PE node (an executor that records, plugged in through ``context.using``);
 - ``https``: each PE API request (a recording ``PEApi``, plugged in the same way);
 - ``postgres``: each PostgreSQL session of the copy's checks (``tasks.puppetdb.connect``, wrapped here);
 - ``tcp``: each TCP probe from the worker to a lab address (``socket.create_connection``, wrapped here for
@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from bench.common import lab_runtime, median, prefect_for_bench, table, write
+from bench.common import lab_context, median, prefect_for_bench, table, write
 from lab import core
 from lab.config import LabConfig
 from pe_ha.pe_api import PEApi
@@ -117,12 +117,13 @@ def lifecycle(cfg: LabConfig) -> dict:
     from flows.promote_replica import promote_replica
     from flows.provision_replica import provision_replica
     from flows.reinitialize_replica import reinitialize_replica
-    from pe_ha import runtime
+    from pe_ha import context
 
     intervals.clear()
     started = time.monotonic()
-    with recording_probes(), lab_runtime() as settings:
-        with runtime.use(settings=settings, executor=RecordingExecutor(settings, line_sink=lambda *a: None),
+    with recording_probes(), lab_context() as ctx:
+        settings = ctx.settings
+        with context.using(settings=settings, executor=RecordingExecutor(settings, line_sink=lambda *a: None),
                          api=RecordingApi(settings)):
             provision_replica(copy_puppetdb=True, sync_timeout_s=120)
             enable_replica(topology="mono", drill=True)
@@ -131,9 +132,10 @@ def lifecycle(cfg: LabConfig) -> dict:
                 promote_replica(approve=True)
             finally:
                 core.outage(cfg.master, "restore")
-    with recording_probes(), lab_runtime(master=settings.replica.model_dump(),
-                                         replica=settings.master.model_dump()) as swapped:
-        with runtime.use(settings=swapped, executor=RecordingExecutor(swapped, line_sink=lambda *a: None),
+    with recording_probes(), lab_context(master=settings.replica.model_dump(),
+                                         replica=settings.master.model_dump()) as swapped_ctx:
+        swapped = swapped_ctx.settings
+        with context.using(settings=swapped, executor=RecordingExecutor(swapped, line_sink=lambda *a: None),
                          api=RecordingApi(swapped)):
             enable_ha_failover(host=M, topology="mono", replication_timeout_secs=120, promoted=R)
             reinitialize_replica(databases=["pe-rbac"], approve=True)

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from bench.common import lab_runtime, median, prefect_for_bench, table, write
+from bench.common import lab_context, median, prefect_for_bench, table, write
 from lab import core, pdbgen
 from lab.config import LabConfig
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, method in (("provision with parallel copy", parallel), ("provision, then copy", sequential)):
                     core.up(cfg, verbose=False)  # a fresh, unprovisioned replica each time
                     pdbgen.generate(cfg, args.nodes)
-                    with lab_runtime():
+                    with lab_context():
                         times[name].append(method())
                     print(f"run {i + 1} {name}: {times[name][-1]:.1f} s", flush=True)
     finally:

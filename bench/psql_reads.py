@@ -10,9 +10,9 @@ import argparse
 import statistics
 import time
 
-from bench.common import lab_runtime
+from bench.common import lab_context
 from lab import inspect
-from tasks import puppetdb, puppetdb_progress
+from tasks import puppetdb
 
 M = "master.lab.test"
 
@@ -21,16 +21,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tries", type=int, default=5)
     args = p.parse_args()
-    with lab_runtime() as s:
+    with lab_context() as ctx:
         over_ssh, baseline = [], []
         for _ in range(args.tries):
             t = time.monotonic()
-            with puppetdb.connect(M) as conn:
+            with puppetdb.connect(ctx, M) as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 mine = puppetdb.fingerprint_in(conn)
             over_ssh.append(time.monotonic() - t)
             t = time.monotonic()
-            with inspect.reader(s.host(M).address) as conn:
+            with inspect.reader(ctx.settings.host(M).address) as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 theirs = puppetdb.fingerprint_in(conn)
             baseline.append(time.monotonic() - t)
@@ -40,9 +40,9 @@ def main() -> int:
               f"(medians of {args.tries})")
         t = time.monotonic()
         for _ in range(args.tries):
-            puppetdb_progress.load_progress(M, "pe-puppetdb")
+            puppetdb.load_progress_on(ctx, M, "pe-puppetdb")
         print(f"progress look (a short session each): {(time.monotonic() - t) / args.tries:.3f} s")
-        with puppetdb.connect(M) as conn:
+        with puppetdb.connect(ctx, M) as conn:
             t = time.monotonic()
             for _ in range(100):
                 conn.value("SELECT 1")

@@ -17,7 +17,6 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows._common import Runbook, log
-from pe_ha import runtime
 from pe_ha.approval import (
     SEALING_KEY_INPUT,
     STARTED_BY_INPUT,
@@ -27,6 +26,7 @@ from pe_ha.approval import (
     starter_note,
     up_front_problem,
 )
+from pe_ha.context import RunContext
 from pe_ha.errors import ApiError, ApiUnavailable, ApprovalRejected, ApprovalTimedOut, AuthError, ValidationError
 from pe_ha.masking import mask
 from pe_ha.sealing import SealingKey
@@ -132,13 +132,13 @@ def _leave_expired_pause() -> None:
         log().warning("could not leave the expired pause: %s", exc)
 
 
-def identify(answer: Approval, key: SealingKey, run_id: str) -> tuple[Answer, str | None]:
+def identify(ctx: RunContext, answer: Approval, key: SealingKey, run_id: str) -> tuple[Answer, str | None]:
     """The answer with the login RBAC confirms for its sealed token (if any), and why it cannot be used."""
     typed = Answer(answer.approve, answer.operator, None, answer.comment)
     if not answer.sealed_token:
         return typed, None
     try:
-        login = runtime.api().login(key.open(answer.sealed_token, context=run_id))
+        login = ctx.api.login(key.open(answer.sealed_token, context=run_id))
     except ValidationError as exc:
         return typed, exc.message
     except AuthError as exc:
@@ -150,7 +150,7 @@ def identify(answer: Approval, key: SealingKey, run_id: str) -> tuple[Answer, st
     return Answer(answer.approve, answer.operator, login, answer.comment), None
 
 
-def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int | None = None,
+def require_approval(ctx: RunContext, book: Runbook, what: str, *, approved_up_front: bool, timeout_s: int | None = None,
                      allows: str = "") -> str:
     """Pause for the operator's approval of ``what`` unless it was given up front. Raises ApprovalRejected, or
     ApprovalTimedOut when no valid answer comes within ``timeout_s`` (default: the approval_timeout_s setting).
@@ -158,7 +158,7 @@ def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeo
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
-    s = runtime.settings()
+    s = ctx.settings
     policy = s.approval_policy
     timeout_s = timeout_s or s.approval_timeout_s
     if approved_up_front:
@@ -196,7 +196,7 @@ def require_approval(book: Runbook, what: str, *, approved_up_front: bool, timeo
                 raise timed_out from None
             if raw.comment == TIMED_OUT and not raw.approve and time.monotonic() >= deadline - 1:
                 raise timed_out
-            answer, problem = identify(raw, key, run_id)
+            answer, problem = identify(ctx, raw, key, run_id)
             if not answer.approve:
                 break  # a rejection changes nothing and ends the run, whoever sends it
             problem = problem or answer_problem(policy, answer, run=run_id, started_by=started_by)

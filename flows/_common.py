@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from pe_ha import runtime
+from flows._entry import settings_for_naming
+from pe_ha.context import RunContext
 from pe_ha.errors import PeHaError
 from pe_ha.masking import mask
 from tasks import infrastructure
@@ -67,11 +68,11 @@ class Runbook:
         return text
 
 
-def show_topology(label: str, candidates: Sequence[str]) -> list[dict]:
+def show_topology(ctx: RunContext, label: str, candidates: Sequence[str]) -> list[dict]:
     """Log the HA topology from ``puppet infrastructure status`` on the first host that answers."""
     for host in candidates:
         try:
-            entries = infrastructure.read_status(host)
+            entries = infrastructure.read_status(ctx, host)
         except PeHaError as exc:
             log().info("topology %s: status on %s not available (%s)", label, host, exc.message)
             continue
@@ -94,7 +95,7 @@ def run_name(procedure: str, parameter: str, fallback: str):
         value = (flow_run.parameters or {}).get(parameter)
         if not value:
             try:
-                s = runtime.settings()
+                s = settings_for_naming()
                 value = {"master": s.master.name, "replica": s.replica.name if s.replica else "?"}.get(fallback, fallback)
             except PeHaError:
                 value = fallback
@@ -103,12 +104,12 @@ def run_name(procedure: str, parameter: str, fallback: str):
     return name
 
 
-def remove_token_best_effort(host: str) -> None:
+def remove_token_best_effort(ctx: RunContext, host: str) -> None:
     """Remove the staged token in a ``finally``: a failure here must not hide the run's real outcome."""
     from tasks import token
 
     try:
-        token.remove_staged_token(host)
+        token.remove_staged_token(ctx, host)
     except Exception as exc:  # the host may be unreachable; tell the operator what is left behind
         log().error("could not remove the staged RBAC token from %s (%s): delete %s there by hand", host, exc,
-                    runtime.settings().remote_token_file)
+                    ctx.settings.remote_token_file)

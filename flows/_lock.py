@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from flows._common import log
-from pe_ha import runtime
+from pe_ha.context import RunContext
 from pe_ha.errors import ConfigurationError, LockLost, PreconditionFailed
 
 LOCK_LEASE_S = 60  # Prefect's minimum; a crashed holder frees the lock within about a minute
@@ -156,14 +156,14 @@ def _noted_holder(installation: str) -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def at_step_boundary(next_step: str) -> None:
+def at_step_boundary(ctx: RunContext, next_step: str) -> None:
     """Before ``next_step``: go on only while this run holds the lock. A lapsed lease is taken again when the
     slot is free and no other run held it meanwhile (the holder's note still names this run); otherwise
     LockLost, and the procedure stops here with nothing of ``next_step`` done."""
     keeper = _held.get()
     if keeper is None or keeper.holds():
         return
-    s = runtime.settings()
+    s = ctx.settings
     name = lock_name(s.installation)
     run_id = _this_run_id()
     log().warning("the %s lock's lease lapsed (%s); taking it again before step %r",
@@ -297,13 +297,13 @@ def installation_lock(procedure: str):
 
     def decorate(fn):
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(ctx: RunContext, *args, **kwargs):
             if _held.get() is not None:
-                return fn(*args, **kwargs)
-            s = runtime.settings()
+                return fn(ctx, *args, **kwargs)
+            s = ctx.settings
             check_run_is_for_this_installation(s.installation)
             if kwargs.get("dry_run"):
-                return fn(*args, **kwargs)
+                return fn(ctx, *args, **kwargs)
             name = lock_name(s.installation)
             keeper = LeaseKeeper(_take(name, s.lock_wait_s, s.installation)).start()
             # Recorded with the lock, before any step: a waiter that gives up names this run.
@@ -311,7 +311,7 @@ def installation_lock(procedure: str):
             token = _held.set(keeper)
             try:
                 log().info("holding the %s lock for %s", name, procedure)
-                return fn(*args, **kwargs)
+                return fn(ctx, *args, **kwargs)
             finally:
                 _held.reset(token)
                 keeper.stop()

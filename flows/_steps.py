@@ -19,8 +19,8 @@ from prefect.states import Cancelled
 from flows._approval import check_up_front, require_approval
 from flows._common import Runbook, log
 from flows._lock import at_step_boundary
-from pe_ha import runtime
 from pe_ha.commands import Command
+from pe_ha.context import RunContext
 from pe_ha.errors import ApprovalRejected, PeHaError
 from pe_ha.masking import mask
 
@@ -73,17 +73,17 @@ class Step:
         return text
 
 
-def _starting(procedure: str, step: Step) -> None:
-    runtime.executor().step_started(procedure, step.key)
+def _starting(ctx: RunContext, procedure: str, step: Step) -> None:
+    ctx.executor.step_started(procedure, step.key)
 
 
 T = TypeVar("T")
 
 
-def read_facts(procedure: str, read: Callable[[], T]) -> T:
+def read_facts(ctx: RunContext, procedure: str, read: Callable[[], T]) -> T:
     """Read what a procedure is planned from, before anything is planned or changed (a dry run reads them too):
     only reads run here."""
-    _starting(procedure, Step("facts", "read facts (read-only)", "", lambda: None))
+    _starting(ctx, procedure, Step("facts", "read facts (read-only)", "", lambda: None))
     started = time.monotonic()
     facts = read()
     log().info("%s: facts read in %.1f s (reads only)", procedure, time.monotonic() - started)
@@ -176,6 +176,7 @@ class ProgressLabels:
 class Procedure:
     """A procedure's steps and its record; ``run`` executes them, ``plan`` shows them."""
 
+    ctx: RunContext
     name: str
     target: str
     steps: list[Step]
@@ -190,7 +191,8 @@ class Procedure:
         self.book = Runbook(self.name, self.target)
         self.book.notes.extend(f"planned from: {fact}" for fact in self.facts)
         if self.topology_on:
-            self.steps = [topology("before", self.topology_on), *self.steps, topology("after", self.topology_on)]
+            self.steps = [topology(self.ctx, "before", self.topology_on), *self.steps,
+                          topology(self.ctx, "after", self.topology_on)]
         seen_approval = False
         for step in self.steps:
             seen_approval = seen_approval or bool(step.approval)
@@ -230,7 +232,7 @@ class Procedure:
         Cancelled with nothing after it done."""
         steps = self.selected()
         if any(step.approval for step in steps):
-            check_up_front(runtime.settings().approval_policy, approve)
+            check_up_front(self.ctx.settings.approval_policy, approve)
         skipped = [s for s in self.steps if s not in steps]
         for step in skipped:
             self.book.skip(step.title, f"start_at={self.start_at}")
@@ -248,14 +250,14 @@ class Procedure:
             for index, step in enumerate(steps):
                 if step.always and step.armed_by and step.armed_by not in started:
                     continue
-                at_step_boundary(step.title)  # a step starts only while this run holds the lock
+                at_step_boundary(self.ctx, step.title)  # a step starts only while this run holds the lock
                 current = step
                 if step.approval:
                     self._approve(step, steps[index + 1:], approve)
                     done.add(step.key)
                     continue
                 started.add(step.key)
-                _starting(self.name, step)
+                _starting(self.ctx, self.name, step)
                 with self.book.step(step.title, step.host):
                     self.results[step.key] = step.action()
                 done.add(step.key)
@@ -298,7 +300,7 @@ class Procedure:
         rows = [r for s in remaining for r in s.rows()]
         table = ["| step | host | command |", "|---|---|---|",
                  *[f"| {r['step']} | {r['host']} | `{r['command']}` |" for r in rows]]
-        require_approval(self.book, step.approval, approved_up_front=approve, allows="\n".join(table))
+        require_approval(self.ctx, self.book, step.approval, approved_up_front=approve, allows="\n".join(table))
 
     def _cleanup(self, steps: Sequence[Step], started: set[str], done: set[str]) -> None:
         """After a failure: the armed cleanup steps that have not run yet. Each failure is logged, never raised:
@@ -307,7 +309,7 @@ class Procedure:
             if not step.always or step.key in done or (step.armed_by and step.armed_by not in started):
                 continue
             try:
-                _starting(self.name, step)
+                _starting(self.ctx, self.name, step)
                 with self.book.step(step.title, step.host):
                     step.action()
             except Exception as exc:  # the original failure is what the operator must see
@@ -328,49 +330,49 @@ class Procedure:
             log().error("could not publish the summary: %s", publish_error)
 
 
-def topology(label: str, host: str) -> Step:
+def topology(ctx: RunContext, label: str, host: str) -> Step:
     """Show the HA topology (``puppet infrastructure status`` on ``host``); a host that does not answer is logged."""
     from flows._common import show_topology
     from pe_ha import commands
 
-    return Step(f"topology-{label}", f"show the HA topology {label}", host, lambda: show_topology(label, [host]),
+    return Step(f"topology-{label}", f"show the HA topology {label}", host, lambda: show_topology(ctx, label, [host]),
                 commands=[(host, commands.infrastructure_status())])
 
 
 # -- the RBAC token steps several procedures share ----------------------------------------------------
 
 
-def check_token(master: str, min_validity_s: float) -> Step:
+def check_token(ctx: RunContext, master: str, min_validity_s: float) -> Step:
     from tasks import token
 
     return Step("check-token", "check RBAC token lifetime", "worker",
-                lambda: token.validate_token(min_validity_s=min_validity_s, master=master),
+                lambda: token.validate_token(ctx, min_validity_s=min_validity_s, master=master),
                 note=f"POST https://{master}:4433/rbac-api/v2/auth/token/authenticate: valid for {min_validity_s:g} s more")
 
 
-def stage_token(host: str) -> Step:
-    from pe_ha import commands, runtime
+def stage_token(ctx: RunContext, host: str) -> Step:
+    from pe_ha import commands
     from tasks import token
 
-    path = runtime.settings().remote_token_file
-    return Step("stage-token", "stage RBAC token", host, lambda: token.stage_token(host),
+    path = ctx.settings.remote_token_file
+    return Step("stage-token", "stage RBAC token", host, lambda: token.stage_token(ctx, host),
                 commands=[(host, commands.make_dir(path.rsplit("/", 1)[0]))],
                 note=f"then write {path} over SFTP, mode 0600 (the token never reaches argv or a log)")
 
 
-def remove_token(host: str) -> Step:
+def remove_token(ctx: RunContext, host: str) -> Step:
     from flows._common import remove_token_best_effort
-    from pe_ha import commands, runtime
+    from pe_ha import commands
 
-    return Step("remove-token", "remove the staged RBAC token", host, lambda: remove_token_best_effort(host),
-                commands=[(host, commands.remove_files(runtime.settings().remote_token_file))],
+    return Step("remove-token", "remove the staged RBAC token", host, lambda: remove_token_best_effort(ctx, host),
+                commands=[(host, commands.remove_files(ctx.settings.remote_token_file))],
                 always=True, armed_by="stage-token")
 
 
 # -- the puppet service, paused around a procedure that runs Puppet itself ---------------------------------
 
 
-def pause_puppet_service(host: str) -> tuple[Step, Step]:
+def pause_puppet_service(ctx: RunContext, host: str) -> tuple[Step, Step]:
     """Stop the ``puppet`` service on ``host`` before a procedure whose own Puppet runs a background run would
     collide with (peadm's add_replica stops it on the primary around provisioning), and start it again after,
     also after a failure, unless it was stopped to begin with."""
@@ -380,15 +382,15 @@ def pause_puppet_service(host: str) -> tuple[Step, Step]:
     was: dict[str, str] = {}
 
     def stop() -> None:
-        was["state"] = services.service_state(host, "puppet")
+        was["state"] = services.service_state(ctx, host, "puppet")
         if was["state"] != "stopped":  # running, or not readable: stopping is harmless and idempotent
-            services.set_service(host, "puppet", "stopped")
+            services.set_service(ctx, host, "puppet", "stopped")
 
     def restart() -> None:
         if was.get("state") == "stopped":
             log().info("the puppet service on %s was stopped before this procedure: left stopped", host)
             return
-        services.set_service(host, "puppet", "running")
+        services.set_service(ctx, host, "puppet", "running")
 
     stop_step = Step("stop-puppet", "stop the puppet service (its background runs would collide)", host, stop,
                      commands=[(host, commands.service_state("puppet")), (host, commands.service("puppet", "stopped"))],

@@ -12,10 +12,12 @@ from prefect import flow
 from pydantic import BaseModel, Field, field_validator
 
 from flows._common import log
+from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step
-from pe_ha import runtime, validation
+from pe_ha import validation
 from pe_ha.commands import PCP_PORT, PUPPET_PORT
+from pe_ha.context import RunContext
 from pe_ha.errors import PeHaError
 from tasks import classifier
 
@@ -41,8 +43,9 @@ class Site(BaseModel):
 
 
 @flow(name="configure-agent-failover", flow_run_name="configure-agent-failover")
+@with_run_context
 @installation_lock("configure-agent-failover")
-def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
+def configure_agent_failover(ctx: RunContext, sites: list[Site], dry_run: bool = False) -> dict:
     """Create or update one PE Agent child group per site.
 
     Args:
@@ -51,18 +54,18 @@ def configure_agent_failover(sites: list[Site], dry_run: bool = False) -> dict:
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
     def backup() -> str:
-        return classifier.backup_groups(str(runtime.settings().backup_dir))
+        return classifier.backup_groups(ctx, str(ctx.settings.backup_dir))
 
     def site_step(site: Site) -> Step:
         def ensure() -> str:
-            out = classifier.ensure_site_group(site.name, site.fact, site.value, site.server_list, site.pcp_broker_list)
+            out = classifier.ensure_site_group(ctx, site.name, site.fact, site.value, site.server_list, site.pcp_broker_list)
             return "changed" if out["changed"] else "unchanged"
 
         return Step(f"site-{site.name}", f"site {site.name}", "worker", ensure,
                     note=f"classifier group PE Agent - {site.name}: {site.fact}={site.value} -> "
                          f"server_list={','.join(site.server_list)}, pcp_broker_list={','.join(site.pcp_broker_list)}")
 
-    procedure = Procedure("configure-agent-failover", ", ".join(site.name for site in sites), [
+    procedure = Procedure(ctx, "configure-agent-failover", ", ".join(site.name for site in sites), [
         Step("backup", "back up classifier hierarchy", "worker", backup,
              note="GET /classifier-api/v1/groups, written to the backup folder (mode 0600)"),
         *[site_step(site) for site in sites],

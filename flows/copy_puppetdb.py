@@ -33,9 +33,11 @@ from typing import ClassVar, Literal
 from prefect import flow
 
 from flows._common import log, run_name
+from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, read_facts
-from pe_ha import commands, runtime
+from pe_ha import commands
+from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
 from pe_ha.settings import Settings, distinct
 from tasks import agent, puppetdb, puppetdb_fast, services
@@ -45,8 +47,9 @@ SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started 
 
 
 @flow(name="copy-puppetdb", flow_run_name=run_name("copy-puppetdb", "target", "replica"))
+@with_run_context
 @installation_lock("copy-puppetdb")
-def copy_puppetdb(source: str | None = None, target: str | None = None,
+def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None = None,
                   method: Literal["fast", "documented"] = "fast", approve: bool = False, dry_run: bool = False):
     """Copy pe-puppetdb from ``source`` (the master) to ``target`` (the replica) and verify the result.
 
@@ -60,7 +63,7 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
             operator.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    s = runtime.settings()
+    s = ctx.settings
     source = s.pick_host(source, default=s.master.name, what="source")
     target = s.pick_host(target, default=s.replica.name if s.replica else None, what="target")
     distinct(source, target, "target")
@@ -71,11 +74,11 @@ def copy_puppetdb(source: str | None = None, target: str | None = None,
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
     places = kind.places(s, source, target)
-    facts = read_facts("copy-puppetdb", lambda: read_copy_facts(source, target, places, kind.read_method_facts))
+    facts = read_facts(ctx, "copy-puppetdb", lambda: read_copy_facts(ctx, source, target, places, kind.read_method_facts))
     check_space(facts, kind.space_needed(facts.size))
-    copy = kind(s, source, target, folder, dump_file, facts)
+    copy = kind(ctx, source, target, folder, dump_file, facts)
     steps = copy.steps()
-    procedure = Procedure("copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
+    procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
     if dry_run:
         return procedure.plan()
     finished = procedure.run(copy.outcome, approve=approve)
@@ -95,14 +98,14 @@ class CopyFacts:
     fast: FastCopyFacts | None
 
 
-def read_copy_facts(source: str, target: str, places: list[tuple[str, str]],
-                    read_method_facts: Callable[[str, str], FastCopyFacts | None]) -> CopyFacts:
+def read_copy_facts(ctx: RunContext, source: str, target: str, places: list[tuple[str, str]],
+                    read_method_facts: Callable[[RunContext, str, str], FastCopyFacts | None]) -> CopyFacts:
     # Independent reads: they run at once.
-    size = puppetdb.database_size.submit(source)
-    cpus = puppetdb.cpu_count.submit(target)
-    free = [puppetdb.free_bytes.submit(host, path) for host, path in places]
-    states = [services.service_state.submit(target, name) for name in SERVICES_IN_ORDER]
-    fast = read_method_facts(source, target)
+    size = puppetdb.database_size.submit(ctx, source)
+    cpus = puppetdb.cpu_count.submit(ctx, target)
+    free = [puppetdb.free_bytes.submit(ctx, host, path) for host, path in places]
+    states = [services.service_state.submit(ctx, target, name) for name in SERVICES_IN_ORDER]
+    fast = read_method_facts(ctx, source, target)
     return CopyFacts(size=size.result(), cpus=cpus.result(),
                      free=tuple((h, p, f.result()) for (h, p), f in zip(places, free, strict=True)),
                      running=tuple(n for n, state in zip(SERVICES_IN_ORDER, states, strict=True)
@@ -141,7 +144,7 @@ class Copy:
         raise NotImplementedError
 
     @staticmethod
-    def read_method_facts(source: str, target: str) -> FastCopyFacts | None:
+    def read_method_facts(ctx: RunContext, source: str, target: str) -> FastCopyFacts | None:
         return None
 
     def steps(self) -> list[Step]:
@@ -150,10 +153,10 @@ class Copy:
     def method_result(self) -> dict:
         raise NotImplementedError
 
-    def __init__(self, s: Settings, source: str, target: str, folder: str, dump_file: str, facts: CopyFacts) -> None:
-        self.s, self.source, self.target = s, source, target
+    def __init__(self, ctx: RunContext, source: str, target: str, folder: str, dump_file: str, facts: CopyFacts) -> None:
+        self.ctx, self.s, self.source, self.target = ctx, ctx.settings, source, target
         self.folder, self.dump_file, self.facts = folder, dump_file, facts
-        self.pg: dict[str, str] = {"os_user": s.pg_os_user, "bin_dir": s.pg_bin_dir}
+        self.pg: dict[str, str] = {"os_user": self.s.pg_os_user, "bin_dir": self.s.pg_bin_dir}
         self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
         self.stopped: list[str] = []
         self.swapped = False
@@ -173,7 +176,7 @@ class Copy:
 
     def prepare(self) -> Step:
         def prepare() -> None:
-            for future in [puppetdb.prepare_dump_dir.submit(h, self.folder) for h in (self.source, self.target)]:
+            for future in [puppetdb.prepare_dump_dir.submit(self.ctx, h, self.folder) for h in (self.source, self.target)]:
                 future.result()
 
         return Step("prepare", "prepare dump folders", f"{self.source}, {self.target}", prepare, concurrent=True,
@@ -188,9 +191,9 @@ class Copy:
         def stop() -> None:
             self.stop_started = time.monotonic()
             for name in planned:
-                services.set_service(self.target, name, "stopped")
+                services.set_service(self.ctx, self.target, name, "stopped")
                 self.stopped.append(name)
-            started_since = [n for n in SERVICES_IN_ORDER if services.service_state(self.target, n) == "running"]
+            started_since = [n for n in SERVICES_IN_ORDER if services.service_state(self.ctx, self.target, n) == "running"]
             if started_since:
                 raise PreconditionFailed(f"{self.target}: {', '.join(started_since)} runs, though it was stopped when "
                                          "this run read the facts; nothing was replaced",
@@ -222,7 +225,7 @@ class Copy:
         while pending:
             name = pending[0]
             try:
-                services.set_service(self.target, name, "running")
+                services.set_service(self.ctx, self.target, name, "running")
                 pending.pop(0)
             except Exception as exc:  # keep trying while there is time: every service we stopped must come back
                 if time.monotonic() > deadline or not is_retryable(exc):
@@ -237,7 +240,7 @@ class Copy:
         def remove() -> None:
             for host in (self.source, self.target):
                 try:
-                    puppetdb.remove_files(host, self.dump_file)
+                    puppetdb.remove_files(self.ctx, host, self.dump_file)
                 except Exception as exc:  # cleanup must not hide the real outcome; tell the operator instead
                     log().error("could not remove %s on %s: %s", self.dump_file, host, exc)
 
@@ -250,8 +253,8 @@ class Copy:
 
         def run() -> None:
             # Dropping the old copy (removing its files) and the agent run touch different things: run them at once.
-            dropping = puppetdb.drop_database.submit(self.target, old) if drop_old else None
-            self.agent_exit_code = agent.agent_run(self.target, agent_cmd)
+            dropping = puppetdb.drop_database.submit(self.ctx, self.target, old) if drop_old else None
+            self.agent_exit_code = agent.agent_run(self.ctx, self.target, agent_cmd)
             if dropping is not None:
                 dropping.result()
 
@@ -287,8 +290,8 @@ class FastCopy(Copy):
         return [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]  # the staging copy lives beside the live one
 
     @staticmethod
-    def read_method_facts(source: str, target: str) -> FastCopyFacts | None:
-        return puppetdb_fast.read_fast_copy_facts(source, target)
+    def read_method_facts(ctx: RunContext, source: str, target: str) -> FastCopyFacts | None:
+        return puppetdb_fast.read_fast_copy_facts(ctx, source, target)
 
     def steps(self) -> list[Step]:
         t, pg = self.target, self.pg
@@ -326,21 +329,21 @@ class FastCopy(Copy):
         ]
 
     def _fast_copy(self) -> None:
-        self.copied = puppetdb_fast.fast_copy_to_staging(self.fast_plan, source_bytes=self.facts.size)
+        self.copied = puppetdb_fast.fast_copy_to_staging(self.ctx, self.fast_plan, source_bytes=self.facts.size)
 
     def _verify_staging(self) -> None:
         assert self.copied is not None  # the copy step ran before this one
-        puppetdb_fast.verify_staging(self.target, self.copied.fingerprint, self.copied.loaded_rows)
+        puppetdb_fast.verify_staging(self.ctx, self.target, self.copied.fingerprint, self.copied.loaded_rows)
 
     def _swap(self) -> None:
-        puppetdb.swap_in_staging(self.target)
+        puppetdb.swap_in_staging(self.ctx, self.target)
         self.swapped = True
 
     def _drop_unused_staging(self) -> None:
         if self.swapped:
             return
         try:
-            puppetdb.drop_database(self.target, self.staging)
+            puppetdb.drop_database(self.ctx, self.target, self.staging)
         except Exception as exc:  # leave it for the operator, but say so
             log().error("could not drop %s on %s: %s", self.staging, self.target, exc)
 
@@ -390,11 +393,11 @@ class DocumentedCopy(Copy):
         ]
 
     def _dump(self) -> None:
-        self.dumped = puppetdb.dump(self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
+        self.dumped = puppetdb.dump(self.ctx, self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
 
     def _transfer(self) -> None:
-        puppetdb.transfer(self.source, self.target, self.dump_file, self.dump_file)
-        sent, received = puppetdb.checksum(self.source, self.dump_file), puppetdb.checksum(self.target, self.dump_file)
+        puppetdb.transfer(self.ctx, self.source, self.target, self.dump_file, self.dump_file)
+        sent, received = puppetdb.checksum(self.ctx, self.source, self.dump_file), puppetdb.checksum(self.ctx, self.target, self.dump_file)
         if sent != received:
             raise TransferError(f"checksum mismatch: sent {sent[:16]}…, received {received[:16]}…; not restored",
                                 host=self.target, hint="re-run the copy; check the link between the hosts")
@@ -408,14 +411,14 @@ class DocumentedCopy(Copy):
 
     def _restore(self) -> None:
         try:
-            self.restored = puppetdb.restore(self.target, self.restore_cmd, source_bytes=self.facts.size)
+            self.restored = puppetdb.restore(self.ctx, self.target, self.restore_cmd, source_bytes=self.facts.size)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
     def _verify(self) -> None:
         try:
             assert self.dumped is not None  # the dump step ran before this one
-            puppetdb.verify(self.target, self.dumped.fingerprint)
+            puppetdb.verify(self.ctx, self.target, self.dumped.fingerprint)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 

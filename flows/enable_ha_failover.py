@@ -11,9 +11,11 @@ which the remote command is killed.
 from prefect import flow
 
 from flows._common import run_name
+from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, read_facts
-from pe_ha import commands, runtime
+from pe_ha import commands
+from pe_ha.context import RunContext
 from pe_ha.errors import ValidationError
 from pe_ha.settings import distinct
 from pe_ha.validation import Topology, positive_int
@@ -21,8 +23,9 @@ from tasks import infrastructure, network
 
 
 @flow(name="enable-ha-failover", flow_run_name=run_name("enable-ha-failover", "host", "master"))
+@with_run_context
 @installation_lock("enable-ha-failover")
-def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeout_secs: int = 1800,
+def enable_ha_failover(ctx: RunContext, host: str, topology: Topology = "mono", replication_timeout_secs: int = 1800,
                        skip_agent_config: bool = False, agent_server_urls: list[str] | None = None,
                        pcp_brokers: list[str] | None = None, plan_timeout_s: int = 10800,
                        caserver: str | None = None, tmpdir: str | None = None, promoted: str | None = None,
@@ -44,7 +47,7 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
         promoted: The promoted replica (now the master) where the plan runs; empty means the inventory's replica.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    s = runtime.settings()
+    s = ctx.settings
     promoted = s.pick_host(promoted, default=s.replica.name if s.replica else None, what="promoted replica")
     host = s.pick_host(host, default=None, what="host (failed master)")
     distinct(promoted, host, "host")
@@ -57,13 +60,13 @@ def enable_ha_failover(host: str, topology: Topology = "mono", replication_timeo
                                       replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
                                       skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
                                       pcp_brokers=pcp_brokers or ())
-    version = read_facts("enable-ha-failover", lambda: infrastructure.pe_version(promoted))
-    procedure = Procedure("enable-ha-failover", host, topology_on=promoted, facts=[f"PE {version} on {promoted}"], steps=[
+    version = read_facts(ctx, "enable-ha-failover", lambda: infrastructure.pe_version(ctx, promoted))
+    procedure = Procedure(ctx, "enable-ha-failover", host, topology_on=promoted, facts=[f"PE {version} on {promoted}"], steps=[
         # The plan works on the failed master over ssh.
-        Step("ssh", "check ssh to the failed master", promoted, lambda: network.require_ssh(promoted, host),
+        Step("ssh", "check ssh to the failed master", promoted, lambda: network.require_ssh(ctx, promoted, host),
              commands=[(promoted, commands.ssh_check(host))]),
         Step("enable-ha-failover", "puppet infrastructure run enable_ha_failover", promoted,
-             lambda: infrastructure.enable_ha_failover(promoted, cmd, plan_timeout_s), commands=[(promoted, cmd)],
+             lambda: infrastructure.enable_ha_failover(ctx, promoted, cmd, plan_timeout_s), commands=[(promoted, cmd)],
              note=f"killed on the host after plan_timeout_s={plan_timeout_s} s"),
     ])
     if dry_run:

@@ -16,9 +16,11 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._common import log, run_name
+from flows._entry import run_context, with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, read_facts, remove_token, stage_token
-from pe_ha import commands, runtime
+from pe_ha import commands
+from pe_ha.context import RunContext
 from pe_ha.validation import Topology
 from tasks import agent, classifier, infrastructure, network, puppet_conf
 
@@ -28,18 +30,20 @@ def _reconnect_after_cancel(flow, flow_run, state) -> None:
     params = flow_run.parameters or {}
     if not params.get("drill"):
         return
-    s = runtime.settings()
-    replica = params.get("replica") or (s.replica.name if s.replica else None)
-    node = params.get("drill_node") or (s.managed_nodes[0].name if s.managed_nodes else None)
-    addresses = [a for a in (s.host(h).address for h in (replica, node) if h) if a and commands.is_ipv4(a)]
-    network.reconnect_all(s.master.name, addresses)
+    with run_context() as ctx:
+        s = ctx.settings
+        replica = params.get("replica") or (s.replica.name if s.replica else None)
+        node = params.get("drill_node") or (s.managed_nodes[0].name if s.managed_nodes else None)
+        addresses = [a for a in (s.host(h).address for h in (replica, node) if h) if a and commands.is_ipv4(a)]
+        network.reconnect_all(ctx, s.master.name, addresses)
 
 
 @flow(name="enable-replica", flow_run_name=run_name("enable-replica", "replica", "replica"),
       task_runner=ThreadPoolTaskRunner(max_workers=64),  # type: ignore[arg-type]
       on_cancellation=[_reconnect_after_cancel], on_crashed=[_reconnect_after_cancel])
+@with_run_context
 @installation_lock("enable-replica")
-def enable_replica(replica: str | None = None, topology: Topology = "mono", skip_agent_config: bool = False,
+def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topology = "mono", skip_agent_config: bool = False,
                    agent_server_urls: list[str] | None = None, pcp_brokers: list[str] | None = None,
                    infra_agent_server_urls: list[str] | None = None, infra_pcp_brokers: list[str] | None = None,
                    deploy: Literal["agent-runs", "job"] = "agent-runs", drill: bool = False,
@@ -68,7 +72,7 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
         start_at: Step to start from after a manual fix or a crash: backup, enable, deploy, remove-server or drill.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    s = runtime.settings()
+    s = ctx.settings
     master, replica = s.master_and_replica(replica=replica)
     # Building the command validates the flags (mono-with-compile needs URLs or skip_agent_config) up front.
     enable_cmd = commands.enable_replica(replica, topology=topology, token_file=s.remote_token_file,
@@ -81,28 +85,28 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
     nodes = [n.name for n in s.managed_nodes]
     test_node = s.pick_host(drill_node, default=nodes[0] if nodes else None, what="drill_node") if drill else None
     def backup() -> str:
-        return classifier.backup_groups(str(s.backup_dir))
+        return classifier.backup_groups(ctx, str(s.backup_dir))
 
     def deploy_by_agent_runs() -> None:
         # Infrastructure first, then every managed node in parallel (bounded by the task runner).
-        agent.agent_run(master, agent_cmd)
-        agent.agent_run(replica, agent_cmd)
-        codes = agent.agent_runs(nodes, agent_cmd)
+        agent.agent_run(ctx, master, agent_cmd)
+        agent.agent_run(ctx, replica, agent_cmd)
+        codes = agent.agent_runs(ctx, nodes, agent_cmd)
         log().info("deployed to %d managed nodes (exit codes %s)", len(nodes), sorted(set(codes.values())))
 
     def remove_server() -> bool:
-        return puppet_conf.delete_setting(replica, "server", "main")
+        return puppet_conf.delete_setting(ctx, replica, "server", "main")
 
     steps = [
-        check_token(master, 1800),
+        check_token(ctx, master, 1800),
         Step("backup", "back up classifier hierarchy", "worker", backup, phase="backup",
              note=f"GET https://{master}:4433/classifier-api/v1/groups, written to {s.backup_dir} (mode 0600)"),
-        stage_token(master),
+        stage_token(ctx, master),
         Step("enable", "puppet infrastructure enable replica", master,
-             lambda: infrastructure.enable_replica(master, enable_cmd), commands=[(master, enable_cmd)], phase="enable"),
+             lambda: infrastructure.enable_replica(ctx, master, enable_cmd), commands=[(master, enable_cmd)], phase="enable"),
     ]
     if deploy == "job":
-        steps.append(Step("deploy", "deploy configuration (job)", master, lambda: agent.job_run_all_nodes(master, job_cmd),
+        steps.append(Step("deploy", "deploy configuration (job)", master, lambda: agent.job_run_all_nodes(ctx, master, job_cmd),
                           commands=[(master, job_cmd)], phase="deploy"))
     else:
         steps.append(Step("deploy", "deploy configuration (agent-runs)", master, deploy_by_agent_runs, phase="deploy",
@@ -111,18 +115,18 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
                           note="master, then replica, then the managed nodes in parallel"
                           if nodes else ""))
     steps += [
-        remove_token(master),
+        remove_token(ctx, master),
         Step("remove-server", "remove `server =` from the replica's puppet.conf", replica, remove_server,
              commands=[(replica, commands.config_delete("server"))], phase="remove-server"),
     ]
     facts: list[str] = []
     if drill and test_node:
-        addresses = read_facts("enable-replica", lambda: [network.resolve(master, replica),
-                                                          network.resolve(master, test_node)])
+        addresses = read_facts(ctx, "enable-replica", lambda: [network.resolve(ctx, master, replica),
+                                                          network.resolve(ctx, master, test_node)])
         facts = [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
                                                                                  strict=True)]
-        steps += drill_steps(master, test_node, addresses)
-    procedure = Procedure("enable-replica", replica, steps, topology_on=master, start_at=start_at,
+        steps += drill_steps(ctx, master, test_node, addresses)
+    procedure = Procedure(ctx, "enable-replica", replica, steps, topology_on=master, start_at=start_at,
                           phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts)
     if dry_run:
         return procedure.plan()
@@ -139,23 +143,23 @@ def enable_replica(replica: str | None = None, topology: Topology = "mono", skip
             "drill": done.get("drill-agent-run")}
 
 
-def drill_steps(master: str, test_node: str, addresses: list[str]) -> list[Step]:
+def drill_steps(ctx: RunContext, master: str, test_node: str, addresses: list[str]) -> list[Step]:
     """The failover drill: cut the master off from ``addresses`` (the replica's and the test node's, as the master
     resolves them), run the agent on the test node (no changes expected), and always reconnect."""
     agent_cmd = commands.agent_run()
 
     def cut_off() -> None:
         for address in addresses:
-            network.isolate(master, address)
+            network.isolate(ctx, master, address)
 
     def run_agent() -> dict:
-        code = agent.agent_run(test_node, agent_cmd, expect_no_changes=True, suffix="-drill")
+        code = agent.agent_run(ctx, test_node, agent_cmd, expect_no_changes=True, suffix="-drill")
         log().info("drill passed: %s ran Puppet through the replica with no changes (exit %d)", test_node, code)
         return {"test_node": test_node, "exit_code": code}
 
     def reconnect() -> None:
         for address in addresses:
-            network.reconnect(master, address)
+            network.reconnect(ctx, master, address)
 
     return [
         Step("drill-cut-off", "drill: cut the master off", master, cut_off, phase="drill",

@@ -17,27 +17,29 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._common import log, run_name
+from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, read_facts, remove_token, stage_token
-from pe_ha import commands, leftovers, runtime
+from pe_ha import commands, leftovers
+from pe_ha.context import RunContext
 from pe_ha.errors import ApiError, PreconditionFailed, RemoteError, ValidationError
 from pe_ha.validation import Topology, positive_int
 from tasks import agent, classifier, infrastructure, puppet_conf, puppetdb, status_api
 
 
-def still_pointing_at(old: str, new: str, nodes: list[str]) -> list[leftovers.Leftover]:
+def still_pointing_at(ctx: RunContext, old: str, new: str, nodes: list[str]) -> list[leftovers.Leftover]:
     """What still names the old master after a promotion (reads only): ``new``'s classifier groups, each
     agent's ``server_list``, and ``old`` as an active node in ``new``'s PuppetDB."""
-    found = leftovers.in_classifier(classifier.groups_on(new), old, new)
+    found = leftovers.in_classifier(classifier.groups_on(ctx, new), old, new)
     server_lists: dict[str, str] = {}
     unreadable: dict[str, str] = {}
     for node in nodes:
         try:
-            server_lists[node] = puppet_conf.read_setting(node, "server_list", section="agent")
+            server_lists[node] = puppet_conf.read_setting(ctx, node, "server_list", section="agent")
         except RemoteError as exc:  # an agent that is down now is listed, not fatal: the promotion is done
             unreadable[node] = exc.message
     found += leftovers.in_agents(server_lists, unreadable, old, new)
-    found += leftovers.in_puppetdb(puppetdb.node_active(new, old), old, new)
+    found += leftovers.in_puppetdb(puppetdb.node_active(ctx, new, old), old, new)
     for item in found:
         log().warning("still points at %s: %s", old, item.line())
     if not found:
@@ -47,8 +49,9 @@ def still_pointing_at(old: str, new: str, nodes: list[str]) -> list[leftovers.Le
 
 @flow(name="promote-replica", flow_run_name=run_name("promote-replica", "replica", "replica"),
       task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
+@with_run_context
 @installation_lock("promote-replica")
-def promote_replica(replica: str | None = None, topology: Topology = "mono", promote_timeout_s: int = 4 * 3600,
+def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topology = "mono", promote_timeout_s: int = 4 * 3600,
                     deploy: Literal["agent-runs", "job"] = "agent-runs", approve: bool = False,
                     allow_master_reachable: bool = False, dry_run: bool = False):
     """Promote ``replica`` to primary master after the old master is gone for good.
@@ -67,7 +70,7 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
             truly being retired).
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    s = runtime.settings()
+    s = ctx.settings
     master, replica = s.master_and_replica(replica=replica)
     nodes = [n.name for n in s.managed_nodes]
     promote_cmd = commands.promote_replica(topology=topology)
@@ -80,8 +83,8 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
     probe_cmd = commands.tcp_probe_ports(master, status_api.PE_PORTS)
 
     def split_brain_guard() -> None:
-        from_worker = status_api.open_ports_from_worker(master)
-        from_replica = status_api.open_ports_from_host(replica, probe_cmd)
+        from_worker = status_api.open_ports_from_worker(ctx, master)
+        from_replica = status_api.open_ports_from_host(ctx, replica, probe_cmd)
         if from_worker or from_replica:
             reason = (f"the master {master} still answers on PE ports {sorted(set(from_worker) | set(from_replica))} "
                       f"(from the worker: {from_worker or 'none'}; from {replica}: {from_replica or 'none'})")
@@ -93,7 +96,7 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
 
     def replica_was_enabled() -> None:
         try:
-            enabled = classifier.replica_enabled(replica, read_from=replica)
+            enabled = classifier.replica_enabled(ctx, replica, read_from=replica)
         except ApiError as exc:
             raise PreconditionFailed(f"cannot confirm that {replica} was enabled as a replica: its classifier "
                                      f"did not answer ({exc.message})",
@@ -106,11 +109,11 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
                                           "promoted; if the master is gone, restore it from backup instead")
 
     def redeploy_by_agent_runs() -> list[int]:
-        codes = list(agent.agent_runs(nodes, agent_cmd).values())
+        codes = list(agent.agent_runs(ctx, nodes, agent_cmd).values())
         log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
         return codes
 
-    version = read_facts("promote-replica", lambda: infrastructure.pe_version(replica))
+    version = read_facts(ctx, "promote-replica", lambda: infrastructure.pe_version(ctx, replica))
     steps = [
         Step("split-brain-guard", "split-brain guard: is the old master gone?", master, split_brain_guard,
              commands=[(replica, probe_cmd)],
@@ -120,24 +123,24 @@ def promote_replica(replica: str | None = None, topology: Topology = "mono", pro
         Step("approval", "operator approval", "operator", lambda: None,
              approval=f"Promote {replica} to primary master; the old master {master} is decommissioned."),
         Step("promote", "puppet infrastructure promote replica", replica,
-             lambda: infrastructure.promote_replica(replica, promote_cmd, promote_timeout_s),
+             lambda: infrastructure.promote_replica(ctx, replica, promote_cmd, promote_timeout_s),
              commands=[(replica, promote_cmd)], destructive=True, note=f"stopped after {promote_timeout_s} s"),
     ]
     if deploy == "job":
         steps += [
-            stage_token(replica),
-            Step("redeploy", "redeploy configuration (job)", replica, lambda: agent.job_run_all_nodes(replica, job_cmd),
+            stage_token(ctx, replica),
+            Step("redeploy", "redeploy configuration (job)", replica, lambda: agent.job_run_all_nodes(ctx, replica, job_cmd),
                  commands=[(replica, job_cmd)]),
-            remove_token(replica),
+            remove_token(ctx, replica),
         ]
     else:
         steps.append(Step("redeploy", "redeploy configuration (agent-runs)", "managed nodes", redeploy_by_agent_runs,
                           commands=[(host, agent_cmd) for host in nodes], concurrent=True))
     steps.append(Step("leftovers", "list what still points at the old master (reads only)", replica,
-                      lambda: still_pointing_at(master, replica, nodes),
+                      lambda: still_pointing_at(ctx, master, replica, nodes),
                       commands=[(host, commands.config_print("server_list", section="agent")) for host in nodes],
                       note=f"and the classifier's groups on {replica}, and {master} as a node in {replica}'s PuppetDB"))
-    procedure = Procedure("promote-replica", replica, steps, topology_on=replica, facts=[f"PE {version} on {replica}"])
+    procedure = Procedure(ctx, "promote-replica", replica, steps, topology_on=replica, facts=[f"PE {version} on {replica}"])
     if dry_run:
         return procedure.plan()
 

@@ -19,17 +19,20 @@ from typing import Literal
 from prefect import flow
 
 from flows._common import log, run_name
+from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, read_facts, remove_token, stage_token
-from pe_ha import commands, runtime
+from pe_ha import commands
+from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
 from tasks import agent, classifier, infrastructure, puppet_conf, status_api
 
 
 @flow(name="provision-replica", flow_run_name=run_name("provision-replica", "replica", "replica"))
+@with_run_context
 @installation_lock("provision-replica")
-def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, sync_timeout_s: float = 1800,
+def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb: bool = False, sync_timeout_s: float = 1800,
                       verify_node: str | None = None, start_at: Literal["provision", "wait", "verify"] = "provision",
                       dry_run: bool = False) -> dict:
     """Provision ``replica`` from the primary master and wait until its services are synced and running.
@@ -48,7 +51,7 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         start_at: Step to start from after a manual fix or a crash: provision, wait or verify.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
     """
-    s = runtime.settings()
+    s = ctx.settings
     master, replica = s.master_and_replica(replica=replica)
     sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=1)
     node = s.pick_host(verify_node, default=s.managed_nodes[0].name if s.managed_nodes else None, what="verify_node")
@@ -56,15 +59,15 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
     verify_cmd = commands.agent_run(noop=True, server_list=[replica])
 
     def replica_points_at_master() -> None:
-        server = puppet_conf.read_setting(replica, "server", "main")
+        server = puppet_conf.read_setting(ctx, replica, "server", "main")
         if server != master:
             raise PreconditionFailed(
                 f"{replica}'s puppet.conf [main] server is {server or 'unset'!r}, not the master {master}",
                 hint=f"on {replica}, set `server = {master}` in the [main] section of /etc/puppetlabs/puppet/puppet.conf")
 
     def code_manager_enabled() -> None:
-        running = status_api.code_manager_running(master)
-        if not running and not classifier.code_manager_auto_configure(master):
+        running = status_api.code_manager_running(ctx, master)
+        if not running and not classifier.code_manager_auto_configure(ctx, master):
             raise PreconditionFailed(
                 f"Code Manager is not enabled on {master} (its status on 8140 "
                 f"{'is not running' if running is False else 'could not be read'}, and the PE Master group does not "
@@ -77,32 +80,32 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         copy_flow(source=master, target=replica, approve=True)
 
     def wait_for_sync() -> list[dict]:
-        return infrastructure.wait_for_replica_operational(master, replica, sync_timeout_s)
+        return infrastructure.wait_for_replica_operational(ctx, master, replica, sync_timeout_s)
 
     def verify() -> int:
-        return agent.agent_run(node, verify_cmd, expect_no_changes=True, suffix="-noop")
+        return agent.agent_run(ctx, node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
-    version, present = read_facts("provision-replica", lambda: (
-        (v := infrastructure.pe_version(master)), infrastructure.replica_files_present(master, v)))
+    version, present = read_facts(ctx, "provision-replica", lambda: (
+        (v := infrastructure.pe_version(ctx, master)), infrastructure.replica_files_present(ctx, master, v)))
     files_plan = infrastructure.replica_file_plan(master, replica, version, present)
     facts = [f"PE {version} on {master}",
              f"{master} has " + ", ".join(f"{path}: {'yes' if there else 'no'}" for path, there in present.items())]
     status_cmd = commands.infrastructure_status(host=replica)
-    stop_puppet, start_puppet = pause_puppet_service(master)
+    stop_puppet, start_puppet = pause_puppet_service(ctx, master)
     steps = [
         Step("server-setting", "check replica puppet.conf [main] server", replica, replica_points_at_master,
              commands=[(replica, commands.config_print("server"))]),
         Step("code-manager", "check Code Manager is enabled", master, code_manager_enabled,
              note=f"GET https://{master}:8140/status/v1/services (else the classifier's code_manager_auto_configure)"),
-        check_token(master, sync_timeout_s + 600),
-        stage_token(master),
+        check_token(ctx, master, sync_timeout_s + 600),
+        stage_token(ctx, master),
         stop_puppet,
         Step("replica-files", "copy the secret keys, hiera.yaml and ad_ca_chain.pem to the replica", master,
-             lambda: infrastructure.copy_replica_files(replica, files_plan), phase="provision", commands=files_plan,
+             lambda: infrastructure.copy_replica_files(ctx, replica, files_plan), phase="provision", commands=files_plan,
              note="the secret keys PE lists for its version (2019.8-2021.5: keys.json; 2021.7 and later: three), "
                   "then hiera.yaml and ad_ca_chain.pem where the master has them; each: folder 0755, scp -p, 0644"),
         Step("provision", "puppet infrastructure provision replica", master,
-             lambda: infrastructure.provision_replica(master, provision_cmd), commands=[(master, provision_cmd)],
+             lambda: infrastructure.provision_replica(ctx, master, provision_cmd), commands=[(master, provision_cmd)],
              phase="provision"),
     ]
     if copy_puppetdb:
@@ -115,12 +118,12 @@ def provision_replica(replica: str | None = None, copy_puppetdb: bool = False, s
         Step("wait", "wait until replica services are operational", replica, wait_for_sync,
              commands=[(master, status_cmd)], poll=True,
              note=f"repeated every 5 s until every service runs, for at most {sync_timeout_s:g} s"),
-        remove_token(master),
+        remove_token(ctx, master),
         start_puppet,
         Step("verify", "verify: noop run against the replica, no changed resources", node, verify,
              commands=[(node, verify_cmd), (node, commands.agent_last_run_summary())]),
     ]
-    procedure = Procedure("provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
+    procedure = Procedure(ctx, "provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
                           topology_on=master, facts=facts)
     if dry_run:
         return procedure.plan()

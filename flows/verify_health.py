@@ -14,12 +14,12 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._common import log
+from flows._entry import run_context
 from flows._lock import check_run_is_for_this_installation
 from flows._steps import Procedure, Step
-from pe_ha import runtime
+from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
 from pe_ha.pe_api import REPLICA_STATUS_PORTS, STATUS_PORTS
-from pe_ha.settings import Settings
 from tasks import status_api
 
 
@@ -37,10 +37,12 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
     """
     resource = {"prefect.resource.id": f"pe-ha.installation.{installation}", "prefect.resource.name": installation}
     try:
-        s = runtime.settings()
-        resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}", "prefect.resource.name": s.installation}
-        check_run_is_for_this_installation(s.installation)
-        return _check(s, resource, fail_on_degraded, master, replica, dry_run)
+        with run_context() as ctx:  # inside the try: a failure to read the settings is alerted too
+            s = ctx.settings
+            resource = {"prefect.resource.id": f"pe-ha.installation.{s.installation}",
+                        "prefect.resource.name": s.installation}
+            check_run_is_for_this_installation(s.installation)
+            return _check(ctx, resource, fail_on_degraded, master, replica, dry_run)
     except PreconditionFailed:
         raise  # degraded: its event is out already
     except Exception as exc:  # every failure reaches the one health alert, then is raised as it was
@@ -49,18 +51,19 @@ def verify_health(installation: str = "default", fail_on_degraded: bool = True, 
         raise
 
 
-def _check(s: Settings, resource: dict, fail_on_degraded: bool, master: str | None, replica: str | None,
+def _check(ctx: RunContext, resource: dict, fail_on_degraded: bool, master: str | None, replica: str | None,
            dry_run: bool) -> dict:
+    s = ctx.settings
     master = s.pick_host(master, default=s.master.name, what="master")
     replica_host = (s.pick_host(replica, default=s.replica.name if s.replica else None, what="replica")
                     if (replica or s.replica) else None)
     reads = [(master, STATUS_PORTS)] + ([(replica_host, REPLICA_STATUS_PORTS)] if replica_host else [])
     if dry_run:  # read-only: no summary of steps, only the plan of its reads
-        return Procedure("verify-health", s.installation, [
+        return Procedure(ctx, "verify-health", s.installation, [
             Step(f"status-{host}", f"status of {host}", "worker", lambda: None,
                  note=f"GET https://{host}:<{', '.join(map(str, ports))}>/status/v1/services") for host, ports in reads
         ]).plan()
-    futures = [status_api.host_status.submit(host, ports) for host, ports in reads]
+    futures = [status_api.host_status.submit(ctx, host, ports) for host, ports in reads]
     rows = [row for f in futures for row in f.result()]
     # Warning-level alerts are shown in the table but do not fail health; error-level ones do.
     bad = [r for r in rows if r["state"] != "running" or r.get("failing_alerts")]

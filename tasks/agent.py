@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.futures import PrefectFuture, as_completed
 
-from pe_ha import commands, runtime
+from pe_ha import commands
 from pe_ha.agent_report import no_changes_problem
 from pe_ha.commands import Command
+from pe_ha.context import RunContext
 from pe_ha.errors import CommandFailed, WaitTimedOut
 from tasks._base import RETRY_CONNECT, logger
 
@@ -19,14 +20,14 @@ _LOCKED = "already in progress"
 
 
 @task(name="puppet-agent-run", task_run_name="puppet-agent{suffix}/{host}", **RETRY_CONNECT)
-def agent_run(host: str, cmd: Command, lock_wait_s: float = 600, expect_no_changes: bool = False,
+def agent_run(ctx: RunContext, host: str, cmd: Command, lock_wait_s: float = 600, expect_no_changes: bool = False,
               suffix: str = "") -> int:
     """``puppet agent -t`` (``cmd``) on ``host``. Waits (bounded) for another run's lock; 0 and 2 succeed, 1/4/6 fail.
 
     ``expect_no_changes`` also reads the run's ``last_run_summary.yaml``: a ``--noop`` run exits 0 with changes
     pending, so only the summary's out-of-sync and noop counts say "no changed resources".
     """
-    ex = runtime.executor()
+    ex = ctx.executor
     deadline = time.monotonic() + lock_wait_s
     while True:
         result = ex.run(host, cmd, check=False, timeout_s=1800)
@@ -55,19 +56,19 @@ def agent_run(host: str, cmd: Command, lock_wait_s: float = 600, expect_no_chang
 
 
 @task(name="puppet-job-run", **RETRY_CONNECT)
-def job_run_all_nodes(master: str, cmd: Command) -> str:
+def job_run_all_nodes(ctx: RunContext, master: str, cmd: Command) -> str:
     """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'`` on the master."""
-    return runtime.executor().run(master, cmd, timeout_s=3600).stdout
+    return ctx.executor.run(master, cmd, timeout_s=3600).stdout
 
 
-def agent_runs(hosts: Sequence[str], cmd: Command, *, limit: int | None = None) -> dict[str, int]:
+def agent_runs(ctx: RunContext, hosts: Sequence[str], cmd: Command, *, limit: int | None = None) -> dict[str, int]:
     """``puppet agent -t`` on every host, at most ``limit`` at once (default: the agent_concurrency setting).
 
     A sliding window, not waves: a new run starts as soon as one finishes. Every host gets its run even when
     another fails; the failures are then raised together, naming each host. Call from inside a flow whose
     task runner has at least ``limit`` workers.
     """
-    limit = limit or runtime.settings().agent_concurrency
+    limit = limit or ctx.settings.agent_concurrency
     queue = list(hosts)
     running: dict[PrefectFuture, str] = {}
     codes: dict[str, int] = {}
@@ -75,7 +76,7 @@ def agent_runs(hosts: Sequence[str], cmd: Command, *, limit: int | None = None) 
     while queue or running:
         while queue and len(running) < limit:
             host = queue.pop(0)
-            future: PrefectFuture = agent_run.submit(host, cmd)
+            future: PrefectFuture = agent_run.submit(ctx, host, cmd)
             running[future] = host
         done = next(as_completed(list(running)))
         host = running.pop(done)

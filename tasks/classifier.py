@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from pe_ha import runtime
+from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
 from pe_ha.masking import mask
 from tasks._base import READ, RETRY_CONNECT, logger
@@ -18,10 +18,10 @@ AGENT_PROFILE = "puppet_enterprise::profile::agent"
 
 
 @task(name="backup-classifier", **READ)
-def backup_groups(backup_dir: str) -> str:
+def backup_groups(ctx: RunContext, backup_dir: str) -> str:
     """``GET /classifier-api/v1/groups`` to a timestamped file and a Prefect artifact. Returns the file path."""
-    s = runtime.settings()
-    groups = runtime.api().groups(s.rbac_token())
+    s = ctx.settings
+    groups = ctx.api.groups(s.rbac_token())
     folder = Path(backup_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -47,11 +47,11 @@ def site_rule(fact: str, value: str) -> list:
 
 
 @task(name="configure-site-group", task_run_name="site-group/{site}", **RETRY_CONNECT)
-def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], pcp_broker_list: list[str]) -> dict:
+def ensure_site_group(ctx: RunContext, site: str, fact: str, value: str, server_list: list[str], pcp_broker_list: list[str]) -> dict:
     """Create or update the PE Agent child group for one site (idempotent). Returns the group and whether it changed."""
-    s = runtime.settings()
+    s = ctx.settings
     token = s.rbac_token()
-    api = runtime.api()
+    api = ctx.api
     groups = api.groups(token)
     parent = next((g for g in groups if g["name"] == "PE Agent"), None)
     if parent is None:
@@ -73,9 +73,9 @@ def ensure_site_group(site: str, fact: str, value: str, server_list: list[str], 
 
 
 @task(name="code-manager-configured", **READ)
-def code_manager_auto_configure(host: str | None = None) -> bool:
+def code_manager_auto_configure(ctx: RunContext, host: str | None = None) -> bool:
     """``code_manager_auto_configure`` on the PE Master group's ``puppet_enterprise::profile::master`` class."""
-    groups = runtime.api().groups(runtime.settings().rbac_token(), host)
+    groups = ctx.api.groups(ctx.settings.rbac_token(), host)
     for group in groups:
         if group.get("name") == "PE Master":
             params = (group.get("classes") or {}).get("puppet_enterprise::profile::master") or {}
@@ -84,17 +84,17 @@ def code_manager_auto_configure(host: str | None = None) -> bool:
 
 
 @task(name="read-classifier", task_run_name="read-classifier/{host}", **READ)
-def groups_on(host: str) -> list[dict]:
+def groups_on(ctx: RunContext, host: str) -> list[dict]:
     """Every node group, as ``host``'s classifier serves it."""
-    return runtime.api().groups(runtime.settings().rbac_token(), host)
+    return ctx.api.groups(ctx.settings.rbac_token(), host)
 
 
 @task(name="replica-enabled", task_run_name="replica-enabled/{replica}", **READ)
-def replica_enabled(replica: str, read_from: str) -> bool:
+def replica_enabled(ctx: RunContext, replica: str, read_from: str) -> bool:
     """Was ``replica`` enabled? PE records it in classification: ``ha_enabled_replicas`` of the
     ``puppet_enterprise`` class on PE Infrastructure, beside the PE HA Replica group. Read from ``read_from``
     (the replica's own, replicated classifier when the master is gone)."""
-    groups = runtime.api().groups(runtime.settings().rbac_token(), read_from)
+    groups = ctx.api.groups(ctx.settings.rbac_token(), read_from)
     for group in groups:
         pe = (group.get("classes") or {}).get("puppet_enterprise") or {}
         if replica in (pe.get("ha_enabled_replicas") or []):

@@ -7,15 +7,16 @@ import time
 
 from prefect import task
 
-from pe_ha import commands, pe_api, runtime, versions
+from pe_ha import commands, pe_api, versions
 from pe_ha.commands import Command
+from pe_ha.context import RunContext
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitTimedOut
 from tasks._base import READ, SIDE_EFFECT, logger
 
 
-def read_status(on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
+def read_status(ctx: RunContext, on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
     """``puppet infrastructure status --format json`` run on ``on_host`` (a plain read, no task run of its own)."""
-    result = runtime.executor().run(on_host, commands.infrastructure_status(host=of_host), timeout_s=timeout_s,
+    result = ctx.executor.run(on_host, commands.infrastructure_status(host=of_host), timeout_s=timeout_s,
                                     stream=False)
     try:
         entries = json.loads(result.stdout)
@@ -28,9 +29,9 @@ def read_status(on_host: str, of_host: str | None = None, timeout_s: float = 120
 
 
 @task(name="infrastructure-status", **READ)
-def infrastructure_status(on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
+def infrastructure_status(ctx: RunContext, on_host: str, of_host: str | None = None, timeout_s: float = 120) -> list[dict]:
     """``puppet infrastructure status --format json`` run on ``on_host``, as a retried task."""
-    return read_status(on_host, of_host, timeout_s)
+    return read_status(ctx, on_host, of_host, timeout_s)
 
 
 def error_alerts(entry: dict) -> list[str]:
@@ -56,13 +57,13 @@ def not_operational(entries: list[dict]) -> list[str]:
 
 
 @task(name="provision-replica", task_run_name="provision-replica/{master}", **SIDE_EFFECT)
-def provision_replica(master: str, cmd: Command) -> str:
+def provision_replica(ctx: RunContext, master: str, cmd: Command) -> str:
     """``puppet infrastructure provision replica <replica>`` on the master."""
-    return runtime.executor().run(master, cmd).stdout
+    return ctx.executor.run(master, cmd).stdout
 
 
 @task(name="wait-for-replica-sync", task_run_name="wait-for-replica-sync/{replica}", **SIDE_EFFECT)
-def wait_for_replica_operational(master: str, replica: str, timeout_s: float, poll_s: float = 5.0) -> list[dict]:
+def wait_for_replica_operational(ctx: RunContext, master: str, replica: str, timeout_s: float, poll_s: float = 5.0) -> list[dict]:
     """Wait, bounded, until every replica service in ``status --format json`` is running (PuppetDB not starting)
     with no error alert (an inactive database replication shows only as one)."""
     log = logger()
@@ -73,7 +74,7 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
             # Each status call is bounded by what is left of the wait: a master cut off mid-call must not
             # stretch the wait to the command's own limit.
             remaining = max(5.0, min(120.0, deadline - time.monotonic()))
-            entries = read_status(master, replica, timeout_s=remaining)
+            entries = read_status(ctx, master, replica, timeout_s=remaining)
             last = entries
             if entries and not not_operational(entries):
                 log.info("replica %s: %s", replica, summarize(entries))
@@ -98,34 +99,34 @@ def wait_for_replica_operational(master: str, replica: str, timeout_s: float, po
 
 
 @task(name="enable-replica", task_run_name="enable-replica/{master}", **SIDE_EFFECT)
-def enable_replica(master: str, cmd: Command) -> str:
+def enable_replica(ctx: RunContext, master: str, cmd: Command) -> str:
     """``puppet infrastructure enable replica`` with every prompt answered by flags."""
-    return runtime.executor().run(master, cmd).stdout
+    return ctx.executor.run(master, cmd).stdout
 
 
 @task(name="promote-replica", task_run_name="promote-replica/{replica}", **SIDE_EFFECT)
-def promote_replica(replica: str, cmd: Command, timeout_s: float) -> str:
+def promote_replica(ctx: RunContext, replica: str, cmd: Command, timeout_s: float) -> str:
     """``puppet infrastructure promote replica`` on the replica, bounded by the flow's own ``timeout_s``."""
-    return runtime.executor().run(replica, cmd, timeout_s=timeout_s).stdout
+    return ctx.executor.run(replica, cmd, timeout_s=timeout_s).stdout
 
 
 @task(name="forget-replica", task_run_name="forget-replica/{master}", **SIDE_EFFECT)
-def forget_replica(master: str, cmd: Command) -> str:
+def forget_replica(ctx: RunContext, master: str, cmd: Command) -> str:
     """``puppet infrastructure forget <replica>`` on the master."""
-    return runtime.executor().run(master, cmd).stdout
+    return ctx.executor.run(master, cmd).stdout
 
 
 @task(name="reinitialize-replica", task_run_name="reinitialize-replica/{replica}", **SIDE_EFFECT)
-def reinitialize_replica(replica: str, cmd: Command) -> str:
+def reinitialize_replica(ctx: RunContext, replica: str, cmd: Command) -> str:
     """``puppet infrastructure reinitialize replica [--db …] -y`` on the replica."""
-    return runtime.executor().run(replica, cmd).stdout
+    return ctx.executor.run(replica, cmd).stdout
 
 
 @task(name="enable-ha-failover", task_run_name="enable-ha-failover/{on_host}", **SIDE_EFFECT)
-def enable_ha_failover(on_host: str, cmd: Command, plan_timeout_s: float) -> str:
+def enable_ha_failover(ctx: RunContext, on_host: str, cmd: Command, plan_timeout_s: float) -> str:
     """``puppet infrastructure run enable_ha_failover`` on the promoted replica, killed at ``plan_timeout_s``."""
     try:
-        return runtime.executor().run(on_host, cmd, timeout_s=plan_timeout_s).stdout
+        return ctx.executor.run(on_host, cmd, timeout_s=plan_timeout_s).stdout
     except RemoteTimeout:
         raise RemoteTimeout(f"enable_ha_failover did not finish within plan_timeout_s={plan_timeout_s:g} and was killed",
                             host=on_host,
@@ -138,9 +139,9 @@ def require_role(entries: list[dict], host: str, expected_type: str) -> None:
 
 
 @task(name="pe-version", task_run_name="pe-version/{host}", **READ)
-def pe_version(host: str) -> str:
+def pe_version(ctx: RunContext, host: str) -> str:
     """The PE version on ``host``, refused with a clear message when pe-ha does not support it."""
-    text = runtime.executor().run(host, commands.pe_version(), timeout_s=30, stream=False).stdout
+    text = ctx.executor.run(host, commands.pe_version(), timeout_s=30, stream=False).stdout
     return str(versions.require_supported(text, host))
 
 
@@ -153,9 +154,9 @@ def _replica_files(version: str) -> list[tuple[str, bool]]:
 
 
 @task(name="replica-files-present", task_run_name="replica-files-present/{master}", **READ)
-def replica_files_present(master: str, version: str) -> dict[str, bool]:
+def replica_files_present(ctx: RunContext, master: str, version: str) -> dict[str, bool]:
     """Which of the files a new replica needs the master has."""
-    ex = runtime.executor()
+    ex = ctx.executor
     return {path: ex.run(master, commands.file_exists(path), check=False, timeout_s=30, stream=False).exit_code == 0
             for path, _ in _replica_files(version)}
 
@@ -176,9 +177,9 @@ def replica_file_plan(master: str, replica: str, version: str, present: dict[str
 
 
 @task(name="copy-replica-files", task_run_name="copy-replica-files/{replica}", **SIDE_EFFECT)
-def copy_replica_files(replica: str, planned: list[tuple[str, Command]]) -> None:
+def copy_replica_files(ctx: RunContext, replica: str, planned: list[tuple[str, Command]]) -> None:
     """Copy the files a new replica needs from the master, as planned."""
-    ex = runtime.executor()
+    ex = ctx.executor
     for host, cmd in planned:
         ex.run(host, cmd, timeout_s=120)
     logger().info("copied %d file(s) to %s", len(planned) // 3, replica)

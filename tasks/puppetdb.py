@@ -11,24 +11,37 @@ from dataclasses import dataclass
 
 from prefect import task
 
-from pe_ha import commands, runtime
+from pe_ha import commands
+from pe_ha.context import RunContext
 from pe_ha.errors import CommandFailed, PostconditionFailed, TransferError
 from pe_ha.psql import Psql, SqlReader, quote_ident, quote_literal
 from pe_ha.psql import session as psql_session
 from tasks._base import READ, RETRY_CONNECT, SIDE_EFFECT, logger
-from tasks.puppetdb_progress import ProgressWatch
+from tasks.puppetdb_progress import LoadProgress, ProgressWatch, load_progress
 
 DB = "pe-puppetdb"
 
 
 @contextlib.contextmanager
-def connect(host: str, database: str = DB, *, answer_within_s: float | None = None) -> Iterator[Psql]:
+def connect(ctx: RunContext, host: str, database: str = DB, *, answer_within_s: float | None = None) -> Iterator[Psql]:
     """A psql session on ``host``'s ``database`` as PostgreSQL's owner over SSH (no role or pg_hba line for
     pe-ha); failures become DatabaseError."""
-    s = runtime.settings()
-    with psql_session(runtime.executor(), host, database, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
+    s = ctx.settings
+    with psql_session(ctx.executor, host, database, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir,
                       timeout_s=answer_within_s or s.command_timeout_s) as conn:
         yield conn
+
+
+def load_progress_on(ctx: RunContext, host: str, database: str) -> LoadProgress:
+    """One look at ``database`` on ``host`` being loaded, in a short session of its own."""
+    with connect(ctx, host, database, answer_within_s=30) as conn:
+        return load_progress(conn)
+
+
+def watch_load(ctx: RunContext, host: str, database: str, label: str, *, expected_bytes: int = 0) -> ProgressWatch:
+    """Progress of a long step that fills ``database`` on ``host`` (see ``ProgressWatch``)."""
+    return ProgressWatch(host, database, label, expected_bytes=expected_bytes,
+                         probe=lambda on, db: load_progress_on(ctx, on, db))
 
 
 def _int(text: str) -> int:
@@ -36,9 +49,9 @@ def _int(text: str) -> int:
 
 
 @task(name="puppetdb-size", task_run_name="puppetdb-size/{host}", **READ)
-def database_size(host: str) -> int:
+def database_size(ctx: RunContext, host: str) -> int:
     """The size of pe-puppetdb in bytes (the figure ``\\l+`` shows)."""
-    with connect(host, "postgres", answer_within_s=120) as conn:
+    with connect(ctx, host, "postgres", answer_within_s=120) as conn:
         return _int(conn.value(f"SELECT pg_database_size({quote_literal(DB)})"))
 
 
@@ -151,29 +164,29 @@ def md5_of(lines: Iterable[str]) -> str:
     return hashlib.md5("\n".join(lines).encode(), usedforsecurity=False).hexdigest()
 
 
-def read_fingerprint(host: str) -> dict[str, int | str]:
+def read_fingerprint(ctx: RunContext, host: str) -> dict[str, int | str]:
     """``host``'s PuppetDB fingerprint, read in one read-only snapshot."""
-    with connect(host) as conn:
+    with connect(ctx, host) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return fingerprint_in(conn)
 
 
 @task(name="puppetdb-fingerprint", task_run_name="puppetdb-fingerprint/{host}", **READ)
-def fingerprint(host: str) -> dict[str, int | str]:
-    return read_fingerprint(host)
+def fingerprint(ctx: RunContext, host: str) -> dict[str, int | str]:
+    return read_fingerprint(ctx, host)
 
 
 @task(name="puppetdb-node-active", task_run_name="puppetdb-node-active/{host}/{certname}", **READ)
-def node_active(host: str, certname: str) -> bool:
+def node_active(ctx: RunContext, host: str, certname: str) -> bool:
     """Is ``certname`` an active node (neither deactivated nor expired) in ``host``'s PuppetDB?"""
-    with connect(host) as conn:
+    with connect(ctx, host) as conn:
         return _int(conn.value("SELECT count(*) FROM certnames WHERE certname = " + quote_literal(certname)
                                + " AND deactivated IS NULL AND expired IS NULL")) > 0
 
 
 @task(name="free-space", task_run_name="free-space/{host}", **READ)
-def free_bytes(host: str, path: str) -> int:
-    out = runtime.executor().run(host, commands.free_bytes(path), timeout_s=60).stdout.split()
+def free_bytes(ctx: RunContext, host: str, path: str) -> int:
+    out = ctx.executor.run(host, commands.free_bytes(path), timeout_s=60).stdout.split()
     try:
         return int(out[-1])
     except (IndexError, ValueError):
@@ -181,13 +194,13 @@ def free_bytes(host: str, path: str) -> int:
 
 
 @task(name="cpu-count", task_run_name="cpu-count/{host}", **READ)
-def cpu_count(host: str) -> int:
-    return max(1, int(runtime.executor().run(host, commands.cpu_count(), timeout_s=60).stdout.strip() or 1))
+def cpu_count(ctx: RunContext, host: str) -> int:
+    return max(1, int(ctx.executor.run(host, commands.cpu_count(), timeout_s=60).stdout.strip() or 1))
 
 
 @task(name="prepare-dump-dir", task_run_name="prepare-dump-dir/{host}", **RETRY_CONNECT)
-def prepare_dump_dir(host: str, path: str) -> None:
-    runtime.executor().run(host, commands.make_dir(path, owner=runtime.settings().pg_os_user), timeout_s=60)
+def prepare_dump_dir(ctx: RunContext, host: str, path: str) -> None:
+    ctx.executor.run(host, commands.make_dir(path, owner=ctx.settings.pg_os_user), timeout_s=60)
 
 
 @dataclass(frozen=True)
@@ -198,18 +211,18 @@ class DumpResult:
 
 
 @task(name="pg-dump", task_run_name="pg-dump/{host}", **SIDE_EFFECT)
-def dump(host: str, file: str, planned: commands.Command, snapshot_placeholder: str) -> DumpResult:
+def dump(ctx: RunContext, host: str, file: str, planned: commands.Command, snapshot_placeholder: str) -> DumpResult:
     """The planned pg_dump of pe-puppetdb, from a snapshot exported here (its id in place of the plan's
     ``snapshot_placeholder``), and the fingerprint of exactly that snapshot."""
-    s = runtime.settings()
+    s = ctx.settings
     started = time.monotonic()
-    with connect(host) as conn:
+    with connect(ctx, host) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.value("SELECT pg_export_snapshot()")
         expected = fingerprint_in(conn)
         # The exporting transaction stays open while pg_dump imports its snapshot.
-        with ProgressWatch(host, DB, f"pg_dump on {host}"):
-            runtime.executor().run(host, planned.filled(snapshot_placeholder, snapshot), timeout_s=s.command_timeout_s)
+        with watch_load(ctx, host, DB, f"pg_dump on {host}"):
+            ctx.executor.run(host, planned.filled(snapshot_placeholder, snapshot), timeout_s=s.command_timeout_s)
     seconds = time.monotonic() - started
     logger().info("dumped pe-puppetdb on %s in %.1f s (%d tables)", host, seconds,
                   sum(1 for k in expected if k.startswith("rows:")))
@@ -217,18 +230,18 @@ def dump(host: str, file: str, planned: commands.Command, snapshot_placeholder: 
 
 
 @task(name="sha256", task_run_name="sha256/{host}", **READ)
-def checksum(host: str, path: str) -> str:
-    out = runtime.executor().run(host, commands.sha256sum(path), timeout_s=1800, stream=False).stdout.split()
+def checksum(ctx: RunContext, host: str, path: str) -> str:
+    out = ctx.executor.run(host, commands.sha256sum(path), timeout_s=1800, stream=False).stdout.split()
     if not out or len(out[0]) != 64:
         raise CommandFailed(host=host, command="sha256sum", exit_code=0, output=" ".join(out))
     return out[0]
 
 
 @task(name="transfer-dump", task_run_name="transfer-dump/{source}->{target}", **RETRY_CONNECT)
-def transfer(source: str, target: str, path: str, dest: str) -> None:
+def transfer(ctx: RunContext, source: str, target: str, path: str, dest: str) -> None:
     """scp from the PuppetDB node to the replica, as the guide does (retried: it is idempotent)."""
     try:
-        runtime.executor().run(source, commands.scp_to(path, host=target, dest=dest), timeout_s=runtime.settings().command_timeout_s)
+        ctx.executor.run(source, commands.scp_to(path, host=target, dest=dest), timeout_s=ctx.settings.command_timeout_s)
     except CommandFailed as exc:
         raise TransferError(f"scp to {target} failed (exit {exc.exit_code})", host=source,
                             hint="the master must be able to ssh to the replica as root") from None
@@ -242,13 +255,13 @@ class RestoreResult:
 
 
 @task(name="pg-restore", task_run_name="pg-restore/{host}", **SIDE_EFFECT)
-def restore(host: str, cmd: commands.Command, source_bytes: int = 0) -> RestoreResult:
+def restore(ctx: RunContext, host: str, cmd: commands.Command, source_bytes: int = 0) -> RestoreResult:
     """The planned ``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(),
     not here. With ``source_bytes``, progress is the restored database's size against it."""
-    s = runtime.settings()
+    s = ctx.settings
     started = time.monotonic()
-    with ProgressWatch(host, DB, f"pg_restore on {host}", expected_bytes=source_bytes):
-        result = runtime.executor().run(host, cmd, check=False, timeout_s=s.command_timeout_s)
+    with watch_load(ctx, host, DB, f"pg_restore on {host}", expected_bytes=source_bytes):
+        result = ctx.executor.run(host, cmd, check=False, timeout_s=s.command_timeout_s)
     errors = [line for line in result.stderr.splitlines() if line.startswith("pg_restore: error")]
     # pg_restore exits 1 for any error it ignored (e.g. "cannot drop inherited constraint" with --clean on a
     # partitioned schema, on a correct copy): the verification that follows is the judge, never this code.
@@ -261,9 +274,9 @@ def restore(host: str, cmd: commands.Command, source_bytes: int = 0) -> RestoreR
 
 
 @task(name="verify-copy", task_run_name="verify-copy/{host}", **READ)
-def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
+def verify(ctx: RunContext, host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
     """Compare the target's fingerprint with the source snapshot's; any difference fails the copy."""
-    actual = read_fingerprint(host)
+    actual = read_fingerprint(ctx, host)
     diff = differences(expected, actual)
     if diff:
         shown = ", ".join(f"{k}: expected {a}, found {b}" for k, (a, b) in sorted(diff.items())[:8])
@@ -273,20 +286,20 @@ def verify(host: str, expected: dict[str, int | str]) -> dict[str, int | str]:
 
 
 @task(name="remove-dump", task_run_name="remove-dump/{host}", **RETRY_CONNECT)
-def remove_files(host: str, *paths: str) -> None:
-    runtime.executor().run(host, commands.remove_files(*paths), timeout_s=120)
+def remove_files(ctx: RunContext, host: str, *paths: str) -> None:
+    ctx.executor.run(host, commands.remove_files(*paths), timeout_s=120)
 
 
 
 
 @task(name="swap-in-staging", task_run_name="swap-in-staging/{host}", **SIDE_EFFECT)
-def swap_in_staging(host: str) -> None:
-    s = runtime.settings()
-    runtime.executor().run(host, commands.swap_databases(DB, DB + commands.STAGING_SUFFIX, DB + commands.OLD_SUFFIX,
+def swap_in_staging(ctx: RunContext, host: str) -> None:
+    s = ctx.settings
+    ctx.executor.run(host, commands.swap_databases(DB, DB + commands.STAGING_SUFFIX, DB + commands.OLD_SUFFIX,
                                                          os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
 
 
 @task(name="drop-database", task_run_name="drop-{name}/{host}", **RETRY_CONNECT)
-def drop_database(host: str, name: str) -> None:
-    s = runtime.settings()
-    runtime.executor().run(host, commands.drop_database(name, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))
+def drop_database(ctx: RunContext, host: str, name: str) -> None:
+    s = ctx.settings
+    ctx.executor.run(host, commands.drop_database(name, os_user=s.pg_os_user, bin_dir=s.pg_bin_dir))

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from prefect import task
 
-from pe_ha import commands, runtime
+from pe_ha import commands
 from pe_ha.background import Background
+from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed
 from pe_ha.psql import SqlReader
 from tasks._base import READ, SIDE_EFFECT, logger
@@ -24,8 +25,7 @@ from tasks.copy_plan import (
     loaded_rows,
     post_data_plan,
 )
-from tasks.puppetdb import DB, connect, differences, fingerprint_in
-from tasks.puppetdb_progress import ProgressWatch
+from tasks.puppetdb import DB, connect, differences, fingerprint_in, watch_load
 
 
 def leaf_tables(conn: SqlReader) -> list[tuple[str, int]]:
@@ -37,23 +37,23 @@ def leaf_tables(conn: SqlReader) -> list[tuple[str, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
-def link_mb_per_s(source: str, target: str, megabytes: int = 16) -> float:
+def link_mb_per_s(ctx: RunContext, source: str, target: str, megabytes: int = 16) -> float:
     """Throughput of ssh from source to target, measured with incompressible data."""
     started = time.monotonic()
-    runtime.executor().run(source, commands.link_probe(target, megabytes=megabytes), timeout_s=600, stream=False)
+    ctx.executor.run(source, commands.link_probe(target, megabytes=megabytes), timeout_s=600, stream=False)
     rate = megabytes / max(time.monotonic() - started, 1e-3)
     logger().info("link %s -> %s: %.0f MB/s (ssh, aes128-gcm)", source, target, rate)
     return rate
 
 
-def choose_compression(source: str, target: str, link_mb_s: float, cpu_mb_s: float = 18.0) -> str:
+def choose_compression(ctx: RunContext, source: str, target: str, link_mb_s: float, cpu_mb_s: float = 18.0) -> str:
     """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow.
 
     The probe's figure includes ssh's connection set-up and runs beside the schema frame, so it reads low: a
     100 Mbit/s link (12.5 MB/s) measured 10 MB/s in the lab and an unlimited one 25-40 MB/s; 18 MB/s is between."""
     if link_mb_s >= cpu_mb_s:
         return "none"
-    ex = runtime.executor()
+    ex = ctx.executor
     for tool in ("zstd", "gzip"):
         if all(ex.run(h, commands.has_tool(tool), check=False, timeout_s=30, stream=False).exit_code == 0
                for h in (source, target)):
@@ -74,18 +74,18 @@ def index_info(conn: SqlReader) -> dict[str, IndexInfo]:
 
 
 @task(name="fast-copy-facts", task_run_name="fast-copy-facts/{source}->{target}", **READ)
-def read_fast_copy_facts(source: str, target: str, *, measure_link: bool = True) -> FastCopyFacts:
+def read_fast_copy_facts(ctx: RunContext, source: str, target: str, *, measure_link: bool = True) -> FastCopyFacts:
     """What the fast copy is planned from, all reads: the source's leaf tables, indexes and sequences, the
     schema frame's table of contents (no file written), both ends' PostgreSQL majors, and the compression the
     measured link calls for. ``measure_link=False`` leaves compression off without probing."""
-    s = runtime.settings()
-    ex = runtime.executor()
-    chooser = (Background(lambda: choose_compression(source, target, link_mb_per_s(source, target)), "pe-ha-link-probe")
+    s = ctx.settings
+    ex = ctx.executor
+    chooser = (Background(lambda: choose_compression(ctx, source, target, link_mb_per_s(ctx, source, target)), "pe-ha-link-probe")
                if measure_link else None)
     try:
-        with connect(target, "postgres", answer_within_s=120) as target_conn:
+        with connect(ctx, target, "postgres", answer_within_s=120) as target_conn:
             target_major = target_conn.major()
-        with connect(source) as conn:
+        with connect(ctx, source) as conn:
             tables = leaf_tables(conn)
             indexes = index_info(conn)
             sequences = [r[0] for r in conn.rows(
@@ -113,7 +113,7 @@ class StreamResult:
     loaded_rows: dict[str, int]  # per table, as PostgreSQL reported for the COPY on the target
 
 
-def run_jobs(jobs: tuple[PlannedJob, ...], *, snapshot: str, workers: int, sizes: dict[str, int],
+def run_jobs(ctx: RunContext, jobs: tuple[PlannedJob, ...], *, snapshot: str, workers: int, sizes: dict[str, int],
              timeout_s: float, while_streaming: Callable[[], object] | None = None) -> StreamResult:
     """Run the copy's planned jobs, at most ``workers`` at once: a job starts once the job it waits for has
     finished, ready jobs longest-path first. The first failure stops new starts; the running ones finish, then
@@ -124,7 +124,7 @@ def run_jobs(jobs: tuple[PlannedJob, ...], *, snapshot: str, workers: int, sizes
     express; each job is one remote command, so a job is not a task of its own."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-    ex = runtime.executor()
+    ex = ctx.executor
     started = time.monotonic()
     total = sum(sizes.values())
     loaded: dict[str, int] = {}
@@ -197,7 +197,7 @@ class StagingCopy:
 
 
 @task(name="fast-copy-to-staging", task_run_name="fast-copy/{plan.source}->{plan.target}", **SIDE_EFFECT)
-def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> StagingCopy:
+def fast_copy_to_staging(ctx: RunContext, plan: FastCopyPlan, source_bytes: int) -> StagingCopy:
     """Run the planned fast copy into ``pe-puppetdb-pe-ha-staging`` on the target: the schema frame, table
     streams and index builds (each index as soon as its table's rows are in), the rest of post-data, then the
     sequences. Progress (the staging database's size against ``source_bytes``, and the COPY and index builds
@@ -205,15 +205,15 @@ def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> StagingCopy:
 
     The live pe-puppetdb on the target is not touched. Returns the source snapshot's fingerprint and timings.
     """
-    s = runtime.settings()
-    ex = runtime.executor()
+    s = ctx.settings
+    ex = ctx.executor
     source, target = plan.source, plan.target
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     ex.run(target, plan.create_staging)
-    with ProgressWatch(target, DB + commands.STAGING_SUFFIX, f"copy {source} -> {target}", expected_bytes=source_bytes):
+    with watch_load(ctx, target, DB + commands.STAGING_SUFFIX, f"copy {source} -> {target}", expected_bytes=source_bytes):
         try:
-            with connect(source) as conn:
+            with connect(ctx, source) as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 snapshot = conn.value("SELECT pg_export_snapshot()")
                 ex.run(source, plan.dump_schema.filled(PLANNED_SNAPSHOT, snapshot))
@@ -230,7 +230,7 @@ def fast_copy_to_staging(plan: FastCopyPlan, source_bytes: int) -> StagingCopy:
                 # The exporting transaction stays open until every stream has imported the snapshot and finished;
                 # meanwhile it counts the snapshot's rows (the same snapshot the streams read).
                 expected: dict[str, int | str] = {}
-                streamed = run_jobs(plan.jobs, snapshot=snapshot, workers=plan.workers, sizes=plan.table_bytes,
+                streamed = run_jobs(ctx, plan.jobs, snapshot=snapshot, workers=plan.workers, sizes=plan.table_bytes,
                                     timeout_s=s.command_timeout_s,
                                     while_streaming=lambda: expected.update(fingerprint_in(conn)))
                 timings["streams and indexes"] = streamed.seconds
@@ -258,10 +258,10 @@ def table_change(planned: set[str], now: set[str]) -> str:
 
 
 @task(name="verify-staging", task_run_name="verify-staging/{host}", **READ)
-def verify_staging(host: str, expected: dict[str, int | str], loaded: dict[str, int]) -> None:
+def verify_staging(ctx: RunContext, host: str, expected: dict[str, int | str], loaded: dict[str, int]) -> None:
     """The cheap check: each table's loaded row count (as the target's COPY reported it) equals the source
     snapshot's count, and the staging catalog (indexes, constraints) and the certnames digest match."""
-    with connect(host, DB + commands.STAGING_SUFFIX) as conn:
+    with connect(ctx, host, DB + commands.STAGING_SUFFIX) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         actual: dict[str, int | str] = {**fingerprint_in(conn, count_rows=False),
                                         **{f"rows:{table}": count for table, count in loaded.items()}}

@@ -20,26 +20,23 @@ class LoadProgress:
     activity: list[str]  # e.g. "COPY catalog_resources: 212 MB, 1204000 rows", "INDEX on edges: building index 40 %"
 
 
-def load_progress(host: str, database: str) -> LoadProgress:
-    """``database``'s size and its running COPY and CREATE INDEX commands (``pg_stat_progress_*``, which
-    PostgreSQL's owner sees for every session). Each look is a short session of its own, outside any transaction."""
-    from tasks.puppetdb import connect  # puppetdb's dump and restore watch their progress with this module
-
-    with connect(host, database, answer_within_s=30) as conn:
-        size = int(conn.value("SELECT pg_database_size(current_database())") or 0)
-        major = conn.major()
-        if major < 14:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+: the size says enough
-            return LoadProgress(size, [] if major < 12 else _index_progress(conn))
-        rows = conn.rows(
-            "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
-            " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"
-            " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " UNION ALL "
-            "SELECT 'INDEX on ' || coalesce(c.relname, p.relid::text) || ': ' || p.phase || CASE"
-            " WHEN p.blocks_total > 0 THEN ' ' || (100 * p.blocks_done / p.blocks_total) || ' %'"
-            " WHEN p.tuples_total > 0 THEN ' ' || (100 * p.tuples_done / p.tuples_total) || ' %' ELSE '' END"
-            " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
-            " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+def load_progress(conn: SqlReader) -> LoadProgress:
+    """The connected database's size and its running COPY and CREATE INDEX commands (``pg_stat_progress_*``,
+    which PostgreSQL's owner sees for every session). Read outside any transaction."""
+    size = int(conn.value("SELECT pg_database_size(current_database())") or 0)
+    major = conn.major()
+    if major < 14:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+: the size says enough
+        return LoadProgress(size, [] if major < 12 else _index_progress(conn))
+    rows = conn.rows(
+        "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
+        " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"
+        " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " UNION ALL "
+        "SELECT 'INDEX on ' || coalesce(c.relname, p.relid::text) || ': ' || p.phase || CASE"
+        " WHEN p.blocks_total > 0 THEN ' ' || (100 * p.blocks_done / p.blocks_total) || ' %'"
+        " WHEN p.tuples_total > 0 THEN ' ' || (100 * p.tuples_done / p.tuples_total) || ' %' ELSE '' END"
+        " FROM pg_stat_progress_create_index p LEFT JOIN pg_class c ON c.oid = p.relid"
+        " WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())")
     return LoadProgress(size, sorted(r[0] for r in rows))
 
 
@@ -57,14 +54,14 @@ class ProgressWatch:
     grown toward it, as a log line and in the run's progress artifact. A look that fails is skipped:
     progress reporting never fails or holds up the copy.
 
-    Use as a context manager around the step; ``probe`` is the seam for tests.
+    Use as a context manager around the step; ``probe(host, database)`` takes one look.
     """
 
-    def __init__(self, host: str, database: str, label: str, *, expected_bytes: int = 0, every_s: float = 3.0,
-                 probe: Callable[[str, str], LoadProgress] | None = None) -> None:
+    def __init__(self, host: str, database: str, label: str, *, probe: Callable[[str, str], LoadProgress],
+                 expected_bytes: int = 0, every_s: float = 3.0) -> None:
         self.host, self.database, self.label, self.expected = host, database, label, expected_bytes
         self.every_s = every_s
-        self.probe = probe or load_progress
+        self.probe = probe
         self.looks: list[LoadProgress] = []
         self._stop = threading.Event()
         self._artifact: object = None

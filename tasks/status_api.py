@@ -7,17 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prefect import task
 
-from pe_ha import runtime
 from pe_ha.commands import Command
+from pe_ha.context import RunContext
 from pe_ha.errors import ApiError
 from pe_ha.pe_api import PE_PORTS, PUPPETSERVER, STATUS_PORTS
 from tasks._base import READ
 
 
 @task(name="read-status-api", task_run_name="status-api/{host}", cache_policy=READ["cache_policy"], retries=0)
-def host_status(host: str, ports: tuple[int, ...] = STATUS_PORTS) -> list[dict]:
+def host_status(ctx: RunContext, host: str, ports: tuple[int, ...] = STATUS_PORTS) -> list[dict]:
     """Every service's state on ``host``; an unreachable port is reported, not raised (bounded by the connect timeout)."""
-    api = runtime.api()
+    api = ctx.api
     rows: list[dict] = []
     for port in ports:
         try:
@@ -49,9 +49,9 @@ def _replication(status: dict | None) -> str:
 
 
 @task(name="probe-ports-from-worker", task_run_name="probe-ports/{host}", cache_policy=READ["cache_policy"], retries=0)
-def open_ports_from_worker(host: str, timeout_s: float = 3.0) -> list[int]:
+def open_ports_from_worker(ctx: RunContext, host: str, timeout_s: float = 3.0) -> list[int]:
     """PE ports on ``host`` that accept a TCP connection from the worker (probed in parallel)."""
-    entry = runtime.settings().host(host)
+    entry = ctx.settings.host(host)
 
     def probe(port: int) -> int | None:
         try:
@@ -66,18 +66,18 @@ def open_ports_from_worker(host: str, timeout_s: float = 3.0) -> list[int]:
 
 @task(name="probe-ports-from-host", task_run_name="probe-ports-from-{from_host}",
       cache_policy=READ["cache_policy"], retries=0)
-def open_ports_from_host(from_host: str, probe: Command, timeout_s: int = 3) -> list[int]:
+def open_ports_from_host(ctx: RunContext, from_host: str, probe: Command, timeout_s: int = 3) -> list[int]:
     """The ports that ``probe`` (``commands.tcp_probe_ports``) finds open from ``from_host``, over SSH."""
-    result = runtime.executor().run(from_host, probe, check=False, timeout_s=timeout_s + 10, stream=False)
+    result = ctx.executor.run(from_host, probe, check=False, timeout_s=timeout_s + 10, stream=False)
     return sorted(int(line) for line in result.stdout.split() if line.isdigit())
 
 
 @task(name="code-manager-status", task_run_name="code-manager-status/{host}", **READ)
-def code_manager_running(host: str) -> bool | None:
+def code_manager_running(ctx: RunContext, host: str) -> bool | None:
     """Code Manager's entry in the status API on 8140 (where PE reports it): True running, False absent or not
     running, None when the status API could not be read."""
     try:
-        rows = runtime.api().services_status(host, PUPPETSERVER)
+        rows = ctx.api.services_status(host, PUPPETSERVER)
     except ApiError:
         return None
     return any(r.service == "code-manager-service" and r.running for r in rows)

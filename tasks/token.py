@@ -6,18 +6,19 @@ import datetime as dt
 
 from prefect import task
 
-from pe_ha import commands, runtime
+from pe_ha import commands
+from pe_ha.context import RunContext
 from pe_ha.errors import AuthError
 from pe_ha.pe_api import token_expiration
 from tasks._base import READ, RETRY_CONNECT, logger
 
 
 @task(name="validate-token", **READ)
-def validate_token(min_validity_s: float | None = None, master: str | None = None) -> dict:
+def validate_token(ctx: RunContext, min_validity_s: float | None = None, master: str | None = None) -> dict:
     """Authenticate the token; refuse one that expires before the coming long step could finish."""
-    s = runtime.settings()
+    s = ctx.settings
     token = s.rbac_token()
-    info = runtime.api().authenticate(token, master)
+    info = ctx.api.authenticate(token, master)
     needed = s.token_min_validity_s if min_validity_s is None else min_validity_s
     expires = token_expiration(info)
     if expires is not None:
@@ -33,10 +34,10 @@ def validate_token(min_validity_s: float | None = None, master: str | None = Non
 
 
 @task(name="stage-token", task_run_name="stage-token/{host}", **RETRY_CONNECT)
-def stage_token(host: str) -> str:
+def stage_token(ctx: RunContext, host: str) -> str:
     """Write the token to the node (mode 0600) for ``--token-file``; it never appears in argv or logs."""
-    s = runtime.settings()
-    ex = runtime.executor()
+    s = ctx.settings
+    ex = ctx.executor
     parent = s.remote_token_file.rsplit("/", 1)[0]
     ex.run(host, commands.make_dir(parent))
     ex.put_bytes(host, (s.rbac_token().get_secret_value() + "\n").encode(), s.remote_token_file, mode=0o600)
@@ -44,5 +45,5 @@ def stage_token(host: str) -> str:
 
 
 @task(name="remove-staged-token", task_run_name="remove-staged-token/{host}", **RETRY_CONNECT)
-def remove_staged_token(host: str) -> None:
-    runtime.executor().run(host, commands.remove_files(runtime.settings().remote_token_file))
+def remove_staged_token(ctx: RunContext, host: str) -> None:
+    ctx.executor.run(host, commands.remove_files(ctx.settings.remote_token_file))

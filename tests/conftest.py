@@ -158,12 +158,20 @@ def answer_agent_summary(fake, text: str = CLEAN_AGENT_SUMMARY, host: str | None
 @pytest.fixture()
 def env(tmp_path):
     """A fake executor and a fake PE API installed for one test, with the unit-test settings."""
-    from pe_ha import runtime
+    from pe_ha import context
     from pe_ha.fake_executor import FakeExecutor
 
     settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
     fake = FakeExecutor()
     answer_agent_summary(fake)
     api = fake_pe_api(settings)
-    with runtime.use(executor=fake, api=api, settings=settings):
+    with context.using(executor=fake, api=api, settings=settings):
         yield fake, api, settings
+
+
+@pytest.fixture()
+def ctx(env):
+    """The run context ``env`` gives the flows, for calling tasks and steps directly."""
+    from pe_ha import context
+
+    return context.given()

@@ -16,31 +16,31 @@ M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com"
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def test_agent_lock_is_waited_for_then_fails_clearly(env):
+def test_agent_lock_is_waited_for_then_fails_clearly(env, ctx):
     fake, _, _ = env
     fake.script(A1, ("puppet", "agent"), exit_code=1,
                 stdout="Notice: Run of Puppet configuration client already in progress; skipping")
     from tasks.agent import agent_run
 
     with pytest.raises(WaitTimedOut, match="agent lock"):
-        agent_run.fn(A1, commands.agent_run(), lock_wait_s=1)
+        agent_run.fn(ctx, A1, commands.agent_run(), lock_wait_s=1)
     assert len(fake.commands_on(A1)) >= 2
 
 
 @pytest.mark.parametrize("code", [1, 4, 6])
-def test_agent_failures_are_failures(env, code):
+def test_agent_failures_are_failures(env, ctx, code):
     fake, _, _ = env
     fake.script(A1, ("puppet", "agent"), exit_code=code, stdout="Error: something")
     from tasks.agent import agent_run
 
     with pytest.raises(CommandFailed):
-        agent_run.fn(A1, commands.agent_run())
+        agent_run.fn(ctx, A1, commands.agent_run())
 
 
 PENDING_SUMMARY = (Path(__file__).parent / "contract" / "samples" / "agent-last-run-summary-noop-pending.yaml").read_text()
 
 
-def test_a_noop_run_that_exits_0_with_a_pending_change_fails_the_no_changes_check(env):
+def test_a_noop_run_that_exits_0_with_a_pending_change_fails_the_no_changes_check(env, ctx):
     fake, _, _ = env
     fake.script(A1, ("puppet", "agent"), exit_code=0, stdout=(
         "Info: Applying configuration version '1796514648'\n"
@@ -49,19 +49,19 @@ def test_a_noop_run_that_exits_0_with_a_pending_change_fails_the_no_changes_chec
     from tasks.agent import agent_run
 
     with pytest.raises(CommandFailed, match=r"File\[/etc/motd\]"):
-        agent_run(A1, commands.agent_run(noop=True, server_list=[R]), expect_no_changes=True)
+        agent_run(ctx, A1, commands.agent_run(noop=True, server_list=[R]), expect_no_changes=True)
     assert fake.commands_on(A1)[-1] == commands.agent_last_run_summary().argv
 
 
-def test_a_noop_run_with_a_clean_summary_passes_the_no_changes_check(env):
+def test_a_noop_run_with_a_clean_summary_passes_the_no_changes_check(env, ctx):
     fake, _, _ = env
     fake.script(A1, ("puppet", "agent"), exit_code=0, stdout="Info: Applying configuration version '1796514764'\n")
     from tasks.agent import agent_run
 
-    assert agent_run(A1, commands.agent_run(noop=True), expect_no_changes=True) == 0
+    assert agent_run(ctx, A1, commands.agent_run(noop=True), expect_no_changes=True) == 0
 
 
-def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env):
+def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env, ctx):
     import threading
     import time as _time
 
@@ -87,7 +87,7 @@ def test_agent_fan_out_is_bounded_runs_every_node_and_names_the_failures(env):
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
     def fan_out():
-        return agent_tasks.agent_runs(hosts, commands.agent_run(), limit=3)
+        return agent_tasks.agent_runs(ctx, hosts, commands.agent_run(), limit=3)
 
     with pytest.raises(CommandFailed) as failed:
         fan_out()

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from pe_ha import runtime
+from pe_ha import context
 from pe_ha.approval import STARTED_BY_INPUT, Answer, ApprovalPolicy, answer_problem, up_front_problem
 from pe_ha.errors import ConfigurationError, ValidationError
 from pe_ha.sealing import SealingKey, seal
@@ -137,9 +137,9 @@ def run_pause(tmp_path, monkeypatch, policy: str, answers, *, started_by: str | 
         if started_by:
             with get_client(sync_client=True) as client:
                 client.create_flow_run_input(flow_run.id, STARTED_BY_INPUT, json.dumps(started_by))
-        return approval.require_approval(Runbook("test", "t"), "forget the replica", approved_up_front=False)
+        return approval.require_approval(ctx, Runbook("test", "t"), "forget the replica", approved_up_front=False)
 
-    with runtime.use(settings=settings, api=rbac_api(settings)):
+    with context.using(settings=settings, api=rbac_api(settings)) as ctx:
         try:
             return paused(), logged, pending
         except Exception as exc:  # the outcome under test
@@ -204,7 +204,7 @@ def test_approve_true_is_refused_before_any_command_under_identified(tmp_path):
 
     settings = make_settings(tmp_path, approval_policy="identified")
     fake = FakeExecutor()
-    with runtime.use(executor=fake, api=fake_pe_api(settings), settings=settings):
+    with context.using(executor=fake, api=fake_pe_api(settings), settings=settings):
         state = forget_replica(approve=True, return_state=True)
     assert state.is_failed() and "approve=true is an approval without an identity" in state.message
     assert fake.calls == []
@@ -223,9 +223,9 @@ def test_an_approval_nobody_gives_in_time_fails_the_run_naming_the_step(tmp_path
 
     @flow(name="approval-nobody-gives")
     def paused() -> str:
-        return approval.require_approval(Runbook("test", "t"), "forget the replica", approved_up_front=False)
+        return approval.require_approval(ctx, Runbook("test", "t"), "forget the replica", approved_up_front=False)
 
-    with runtime.use(settings=settings, api=rbac_api(settings)):
+    with context.using(settings=settings, api=rbac_api(settings)) as ctx:
         state = paused(return_state=True)
     assert state.is_failed()
     with pytest.raises(ApprovalTimedOut, match="no answer to the approval of 'forget the replica' within 2 s"):

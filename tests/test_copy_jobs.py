@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pe_ha import runtime
+from pe_ha.context import RunContext
 from pe_ha.errors import CommandFailed
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
@@ -58,21 +58,24 @@ def _loader(host: str, argv: tuple[str, ...]) -> CommandResult:
 
 
 @pytest.fixture()
-def fake(tmp_path):
-    executor = FakeExecutor()
-    with runtime.use(executor=executor, settings=make_settings(tmp_path)):
-        yield executor
+def ctx(tmp_path):
+    return RunContext(make_settings(tmp_path), executor=FakeExecutor())
 
 
-def _run(**kw):
-    return run_jobs(_plan().jobs, snapshot="00000003-0000001B-1", workers=2, timeout_s=60,
+@pytest.fixture()
+def fake(ctx):
+    return ctx.executor
+
+
+def _run(ctx, **kw):
+    return run_jobs(ctx, _plan().jobs, snapshot="00000003-0000001B-1", workers=2, timeout_s=60,
                     sizes={"big": 300, "small_a": 2, "small_b": 1}, **kw)
 
 
-def test_every_job_runs_once_and_a_build_waits_for_its_table(fake):
+def test_every_job_runs_once_and_a_build_waits_for_its_table(ctx, fake):
     fake.script(M, ("bash", "-c"), responder=_loader)
     fingerprint_threads: list[str] = []
-    result = _run(while_streaming=lambda: fingerprint_threads.append(threading.current_thread().name))
+    result = _run(ctx, while_streaming=lambda: fingerprint_threads.append(threading.current_thread().name))
     assert result.loaded_rows == {"big": 3, "small_a": 7, "small_b": 7}
     assert fingerprint_threads == ["pe-ha-source-fingerprint"]  # beside the jobs, not in their way
     calls = [str(c) for c in fake.calls]
@@ -92,20 +95,20 @@ def test_every_job_runs_once_and_a_build_waits_for_its_table(fake):
     assert f"--use-list={SCHEMA}.inline-stream-small_a.list" in small
 
 
-def test_the_first_failure_stops_new_jobs_and_is_raised(fake):
+def test_the_first_failure_stops_new_jobs_and_is_raised(ctx, fake):
     fake.script(M, ("bash", "-c"), error=CommandFailed(host=M, command="stream", exit_code=1, output="broken pipe"))
     with pytest.raises(CommandFailed, match="broken pipe"):
-        _run()
+        _run(ctx, )
     # both streams had started (two workers); the build that waited for the failed stream never ran
     assert not any("--use-list=" in str(c) and c.host == R for c in fake.calls)
 
 
-def test_each_finished_stream_reports_tables_and_bytes_copied(fake, caplog):
+def test_each_finished_stream_reports_tables_and_bytes_copied(ctx, fake, caplog):
     import logging
 
     fake.script(M, ("bash", "-c"), responder=_loader)
     caplog.set_level(logging.INFO, logger="pe_ha")
-    _run()
+    _run(ctx, )
     lines = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("tables copied:"))
     # the two streams finish in either order; the last line always counts all three tables
     assert len(lines) == 2

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pe_ha import commands, runtime
+from pe_ha import commands, context
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, ValidationError, WaitTimedOut
 from pe_ha.executor import CommandResult
 from pe_ha.fake_executor import FakeExecutor
@@ -146,7 +146,7 @@ def test_provision_refuses_when_code_manager_is_not_enabled(tmp_path):
     fake = FakeExecutor()
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
     api = fake_pe_api(settings, status={M: {"pe-master": "running"}})
-    with runtime.use(executor=fake, api=api, settings=settings):
+    with context.using(executor=fake, api=api, settings=settings):
         from flows.provision_replica import provision_replica
 
         state = provision_replica(return_state=True)
@@ -159,7 +159,7 @@ def test_promote_refuses_a_replica_that_was_never_enabled(tmp_path):
     fake = FakeExecutor()
     provisioned_only = [{"name": "PE Infrastructure", "id": "infra-id", "parent": "root",
                          "classes": {"puppet_enterprise": {"ha_enabled_replicas": []}}}]
-    with runtime.use(executor=fake, api=fake_pe_api(settings, groups=provisioned_only), settings=settings):
+    with context.using(executor=fake, api=fake_pe_api(settings, groups=provisioned_only), settings=settings):
         from flows.promote_replica import promote_replica
 
         state = promote_replica(approve=True, return_state=True)
@@ -229,7 +229,7 @@ def test_expired_token_stops_before_provisioning(tmp_path):
     settings = make_settings(tmp_path)
     fake = FakeExecutor()
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
-    with runtime.use(executor=fake, api=fake_pe_api(settings, token_status=401), settings=settings):
+    with context.using(executor=fake, api=fake_pe_api(settings, token_status=401), settings=settings):
         from flows.provision_replica import provision_replica
 
         state = provision_replica(return_state=True)
@@ -241,7 +241,7 @@ def test_token_expiring_during_sync_is_refused(tmp_path):
     settings = make_settings(tmp_path)
     fake = FakeExecutor()
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
-    with runtime.use(executor=fake, api=fake_pe_api(settings, token_expires_in=120), settings=settings):
+    with context.using(executor=fake, api=fake_pe_api(settings, token_expires_in=120), settings=settings):
         from flows.provision_replica import provision_replica
 
         state = provision_replica(sync_timeout_s=1800, return_state=True)
@@ -359,7 +359,7 @@ def test_reinitialize_refuses_when_the_master_is_unhealthy(tmp_path):
     settings = make_settings(tmp_path)
     fake = FakeExecutor()
     api = fake_pe_api(settings, status={M: {"puppetdb-status": "error", "pe-master": "running"}})
-    with runtime.use(executor=fake, api=api, settings=settings):
+    with context.using(executor=fake, api=api, settings=settings):
         from flows.reinitialize_replica import reinitialize_replica
 
         state = reinitialize_replica(databases=["pe-rbac"], approve=True, return_state=True)
@@ -422,7 +422,7 @@ def test_reinitialize_refuses_unknown_database(env):
 def test_verify_health_fails_and_reports_when_a_service_is_down(tmp_path):
     settings = make_settings(tmp_path)
     api = fake_pe_api(settings, status={R: {"puppetdb-status": "starting"}})
-    with runtime.use(executor=FakeExecutor(), api=api, settings=settings):
+    with context.using(executor=FakeExecutor(), api=api, settings=settings):
         from flows.verify_health import verify_health
 
         state = verify_health(return_state=True)
@@ -556,7 +556,7 @@ def test_a_site_group_excludes_pe_server_nodes_and_runs_in_its_parents_environme
               {"name": "PE Infrastructure", "id": "infra-id", "parent": "root", "environment": "pe_infra",
                "classes": {"puppet_enterprise": {"ha_enabled_replicas": [R]}}}]
     api = fake_pe_api(settings, groups=groups)
-    with runtime.use(executor=FakeExecutor(), api=api, settings=settings):
+    with context.using(executor=FakeExecutor(), api=api, settings=settings):
         from flows.configure_agent_failover import Site, configure_agent_failover
 
         configure_agent_failover(sites=[Site(name="east", fact="pp_region", value="east",

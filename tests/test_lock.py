@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import pytest
 
 from flows._lock import TAKEN_AGAIN
-from pe_ha import runtime
+from pe_ha import context
 from pe_ha.executor import CommandResult
 from tests.conftest import status_json
 from tests.test_plans import latest_artifact
@@ -20,8 +21,10 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 def short_lock_wait():
     """The unit settings with a one-second lock wait, in place of the installed ones for the block."""
-    return runtime.use(settings=runtime.settings().model_copy(update={"lock_wait_s": 1}),
-                       executor=runtime.executor(), api=runtime.api())
+    ctx = context.given()
+    assert ctx is not None, "the env fixture gives the flows a context"
+    return context.using(settings=ctx.settings.model_copy(update={"lock_wait_s": 1}), executor=ctx.executor,
+                         api=ctx.api)
 
 
 @contextlib.contextmanager
@@ -41,7 +44,8 @@ def provision_holding_the_lock(fake, monkeypatch):
     fake.script(M, ("puppet", "infrastructure", "provision"), responder=slow_provision)
     from flows.provision_replica import provision_replica
 
-    holder = threading.Thread(target=lambda: provision_replica(sync_timeout_s=30))
+    holder = threading.Thread(target=contextvars.copy_context().run,  # the flow runs in the test's context
+                              args=(lambda: provision_replica(sync_timeout_s=30),))
     with short_lock_wait():
         holder.start()
         try:

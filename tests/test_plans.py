@@ -13,7 +13,7 @@ import re
 import pytest
 
 from flows.copy_puppetdb import copy_puppetdb
-from pe_ha import commands, runtime
+from pe_ha import commands, context
 from pe_ha.fake_executor import FakeExecutor
 from pe_ha.psql import SEP
 from tasks.copy_plan import PLANNED_SNAPSHOT
@@ -70,7 +70,7 @@ def scripted(fake: FakeExecutor) -> FakeExecutor:
 def env(tmp_path):
     settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
     fake = scripted(FakeExecutor())
-    with runtime.use(executor=fake, api=fake_pe_api(settings), settings=settings):
+    with context.using(executor=fake, api=fake_pe_api(settings), settings=settings):
         yield fake
 
 
@@ -215,11 +215,11 @@ def test_the_plan_is_the_run(env, case):
     assert_plan_is_the_run(plan, fake, facts=facts, subflows=subflows)
 
 
-def test_every_destructive_step_waits_for_an_approval_step():
+def test_every_destructive_step_waits_for_an_approval_step(ctx):
     from flows._steps import Procedure, Step
 
     with pytest.raises(AssertionError, match="before any approval"):
-        Procedure("x", "y", [Step("act", "act", "h", lambda: None, destructive=True)])
+        Procedure(ctx, "x", "y", [Step("act", "act", "h", lambda: None, destructive=True)])
 
 
 def test_a_step_added_to_the_run_but_not_the_plan_fails_the_comparison(env):
@@ -279,7 +279,7 @@ def test_a_rejected_approval_ends_cancelled_with_its_summary_and_nothing_done(en
     from flows.forget_replica import forget_replica
     from pe_ha.errors import ApprovalRejected
 
-    def rejected(book, what, *, approved_up_front, timeout_s=3600, allows=""):
+    def rejected(ctx, book, what, *, approved_up_front, timeout_s=3600, allows=""):
         assert "puppet infrastructure forget" in allows  # the pause shows the rows it would allow
         raise ApprovalRejected(f"alice rejected: {what}")
 

@@ -1,1 +1,1 @@
-from tests.lab.conftest import lab, lab_runtime  # noqa: F401  (the lab fixtures, shared)
+from tests.lab.conftest import lab, lab_ctx  # noqa: F401  (the lab fixtures, shared)

@@ -52,15 +52,15 @@ def _api_answering(settings, path_bodies: dict[str, tuple[int, str, str]]) -> PE
 
 
 def test_short_lived_token_is_refused_with_the_time_left(tmp_path):
-    from pe_ha import runtime
+    from pe_ha import context
     from tasks.token import validate_token
 
     settings = make_settings(tmp_path)
     body = json.loads(sample("rbac-authenticate-200.json"))
     body["expiration"] = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     api = _api_answering(settings, {"/rbac-api/v2/auth/token/authenticate": (200, "application/json", json.dumps(body))})
-    with runtime.use(settings=settings, api=api), pytest.raises(AuthError) as refused:
-        validate_token.fn(min_validity_s=3600)
+    with context.using(settings=settings, api=api) as ctx, pytest.raises(AuthError) as refused:
+        validate_token.fn(ctx, min_validity_s=3600)
     import re
 
     assert re.search(r"expires in (29\d|300) s \(at ", str(refused.value)), str(refused.value)
@@ -68,15 +68,15 @@ def test_short_lived_token_is_refused_with_the_time_left(tmp_path):
 
 
 def test_long_lived_token_passes(tmp_path):
-    from pe_ha import runtime
+    from pe_ha import context
     from tasks.token import validate_token
 
     settings = make_settings(tmp_path)
     body = json.loads(sample("rbac-authenticate-200.json"))
     body["expiration"] = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
     api = _api_answering(settings, {"/rbac-api/v2/auth/token/authenticate": (200, "application/json", json.dumps(body))})
-    with runtime.use(settings=settings, api=api):
-        assert validate_token.fn(min_validity_s=3600)["login"] == "admin"
+    with context.using(settings=settings, api=api) as ctx:
+        assert validate_token.fn(ctx, min_validity_s=3600)["login"] == "admin"
 
 
 @pytest.mark.parametrize("name", ["rbac-token-expired-403.json", "rbac-token-revoked-403.json",
@@ -141,14 +141,14 @@ def test_warning_alerts_do_not_fail_health_but_errors_do():
 
 
 def test_html_503_from_a_load_balancer_is_an_unknown_row_not_a_crash(tmp_path):
-    from pe_ha import runtime
+    from pe_ha import context
     from tasks.status_api import host_status
 
     settings = make_settings(tmp_path)
     html = "<html><head><title>503</title></head><body>backend down</body></html>"
     api = _api_answering(settings, {"/status/v1/services": (503, "text/html", html)})
-    with runtime.use(settings=settings, api=api):
-        rows = host_status.fn(settings.master.name, (8140,))
+    with context.using(settings=settings, api=api) as ctx:
+        rows = host_status.fn(ctx, settings.master.name, (8140,))
     assert rows[0]["state"] == "unknown" and "backend down" in rows[0]["alerts"] and rows[0]["failing_alerts"] == 1
 
 

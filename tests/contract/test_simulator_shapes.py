@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pe_ha import runtime
-
 pytestmark = [pytest.mark.lab]
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -32,15 +30,15 @@ def same_shape(sample, actual, path="$") -> list[str]:
     return problems
 
 
-def test_token_authenticate_matches_pes_body(lab, lab_runtime):
+def test_token_authenticate_matches_pes_body(lab, lab_ctx):
     sample = json.loads((SAMPLES / "rbac-authenticate-200.json").read_text())
-    actual = runtime.api().authenticate(lab_runtime.rbac_token())
+    actual = lab_ctx.api.authenticate(lab_ctx.settings.rbac_token())
     assert same_shape(sample, actual) == []
 
 
-def test_status_service_entries_match_pes_body(lab, lab_runtime):
+def test_status_service_entries_match_pes_body(lab, lab_ctx):
     sample = json.loads((SAMPLES / "status-services-4433-200.json").read_text())
-    response = runtime.api().request("GET", lab_runtime.master.name, 4433, "/status/v1/services?level=info")
+    response = lab_ctx.api.request("GET", lab_ctx.settings.master.name, 4433, "/status/v1/services?level=info")
     actual = response.json()
     assert set(sample) - {"status-service"} <= set(actual)
     for name in set(sample) & set(actual) - {"status-service"}:

@@ -60,11 +60,9 @@ def lab_settings(**overrides):
 
 
 @pytest.fixture()
-def lab_runtime(lab):
-    """pe-ha's runtime pointed at the lab (real SSH, real HTTPS, real PostgreSQL)."""
-    from pe_ha import runtime
+def lab_ctx(lab):
+    """A run context pointed at the lab (real SSH, real HTTPS, real PostgreSQL), also given to flows."""
+    from pe_ha import context
 
-    settings = lab_settings()
-    with runtime.use(settings=settings):
-        yield settings
-        runtime.reset()
+    with context.using(settings=lab_settings()) as ctx:
+        yield ctx

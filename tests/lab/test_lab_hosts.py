@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from lab import core, inspect, tokens
-from pe_ha import runtime
 from pe_ha.errors import ApiError, ApiUnavailable, AuthError, CommandFailed, ConnectError
 from pe_ha.pe_api import PEApi
 from pe_ha.ssh import FabricExecutor
@@ -18,8 +17,8 @@ from tests.lab.conftest import lab_settings
 pytestmark = pytest.mark.lab
 
 
-def test_every_host_answers_ssh_as_itself(lab, lab_runtime):
-    ex = runtime.executor()
+def test_every_host_answers_ssh_as_itself(lab, lab_ctx):
+    ex = lab_ctx.executor
     for host in lab.hosts:
         out = ex.run(host.fqdn, ["bash", "-c", "hostname; id -u; ip -4 -o addr show eth0; ls /etc/puppetlabs/puppet"]).stdout
         lines = out.splitlines()
@@ -30,15 +29,15 @@ def test_every_host_answers_ssh_as_itself(lab, lab_runtime):
     assert ex.run("replica.lab.test", ["test", "-e", "/tmp/only-on-master"], check=False).exit_code == 1
 
 
-def test_no_route_out_and_no_forwarding(lab, lab_runtime):
-    ex = runtime.executor()
+def test_no_route_out_and_no_forwarding(lab, lab_ctx):
+    ex = lab_ctx.executor
     out = ex.run("agent1.lab.test", ["ip", "route"]).stdout
     assert "default" not in out
     assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
 
 
-def test_postgres_on_master_and_replica_only(lab, lab_runtime):
-    s = lab_runtime
+def test_postgres_on_master_and_replica_only(lab, lab_ctx):
+    s = lab_ctx.settings
     for host in ("master.lab.test", "replica.lab.test"):
         addr = s.host(host).address
         with inspect.connect(addr, "postgres") as conn:
@@ -49,15 +48,15 @@ def test_postgres_on_master_and_replica_only(lab, lab_runtime):
         psycopg.connect(host=s.host("agent1.lab.test").address, dbname="postgres", user="postgres", connect_timeout=2)
 
 
-def test_per_host_puppet_files(lab, lab_runtime):
-    ex = runtime.executor()
+def test_per_host_puppet_files(lab, lab_ctx):
+    ex = lab_ctx.executor
     for host in lab.hosts:
         conf = ex.run(host.fqdn, ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
         assert f"certname = {host.fqdn}" in conf and "server = master.lab.test" in conf
 
 
-def test_status_api_over_tls_and_wrong_ca_fails_closed(lab, lab_runtime, tmp_path):
-    api = runtime.api()
+def test_status_api_over_tls_and_wrong_ca_fails_closed(lab, lab_ctx, tmp_path):
+    api = lab_ctx.api
     statuses = api.services_status("master.lab.test", 8081)
     assert [s.service for s in statuses] == ["puppetdb-status"] and statuses[0].running
     assert api.simple_status("master.lab.test", 8140) == "running"
@@ -72,7 +71,7 @@ def test_status_api_over_tls_and_wrong_ca_fails_closed(lab, lab_runtime, tmp_pat
         bad.services_status("master.lab.test", 8081)
 
 
-def test_outage_is_bounded_by_the_connect_timeout_and_restores(lab, lab_runtime):
+def test_outage_is_bounded_by_the_connect_timeout_and_restores(lab, lab_ctx):
     settings = lab_settings(ssh_connect_timeout_s=2, http_connect_timeout_s=2)
     api, ex = PEApi(settings), FabricExecutor(settings, line_sink=lambda *a: None)
     core.outage(lab.host("agent2"), "drop")
@@ -100,11 +99,11 @@ def _sh(ex, host, script, check=False):
     return ex.run(host, ["bash", "-c", script], check=check)
 
 
-def test_simulator_refusals(lab, lab_runtime):
-    ex = runtime.executor()
+def test_simulator_refusals(lab, lab_ctx):
+    ex = lab_ctx.executor
     m = "master.lab.test"
     # token staged for --token-file
-    ex.put_bytes(m, (lab_runtime.rbac_token().get_secret_value() + "\n").encode(), "/root/pe-ha-test.token")
+    ex.put_bytes(m, (lab_ctx.settings.rbac_token().get_secret_value() + "\n").encode(), "/root/pe-ha-test.token")
     tf = "--token-file /root/pe-ha-test.token"
     # sudo-style environment (HOME/USER not root's) is refused
     r = _sh(ex, m, "env HOME=/home/ops USER=ops SUDO_USER=ops /opt/puppetlabs/bin/puppet infrastructure status")
@@ -130,18 +129,18 @@ def test_simulator_refusals(lab, lab_runtime):
     assert r.exit_code == 1 and "401" in r.stderr
 
 
-def test_expired_token_is_refused_with_token_expired(lab, lab_runtime):
-    token = lab_runtime.rbac_token().get_secret_value()
+def test_expired_token_is_refused_with_token_expired(lab, lab_ctx):
+    token = lab_ctx.settings.rbac_token().get_secret_value()
     tokens.expire_token_in(lab, token, 0)
     try:
         with pytest.raises(AuthError, match="token-expired"):
-            runtime.api().authenticate(lab_runtime.rbac_token())
+            lab_ctx.api.authenticate(lab_ctx.settings.rbac_token())
     finally:
         tokens.issue_admin_token(lab, lifetime_s=4 * 3600)
 
 
-def test_agent_exit_codes(lab, lab_runtime):
-    ex = runtime.executor()
+def test_agent_exit_codes(lab, lab_ctx):
+    ex = lab_ctx.executor
     a = "agent1.lab.test"
     assert ex.run(a, ["puppet", "agent", "-t"], check=False).exit_code in (0, 2)
     assert ex.run(a, ["puppet", "agent", "-t"], check=False).exit_code == 0
@@ -160,9 +159,9 @@ def test_agent_exit_codes(lab, lab_runtime):
     assert r.exit_code == 1 and "Could not select a functional puppet master" in r.stdout
 
 
-def test_service_stop_and_start_are_real(lab, lab_runtime):
-    ex = runtime.executor()
-    api = runtime.api()
+def test_service_stop_and_start_are_real(lab, lab_ctx):
+    ex = lab_ctx.executor
+    api = lab_ctx.api
     ex.run("master.lab.test", ["puppet", "resource", "service", "pe-puppetdb", "ensure=stopped"])
     try:
         with pytest.raises(ApiUnavailable):
@@ -172,25 +171,25 @@ def test_service_stop_and_start_are_real(lab, lab_runtime):
     assert api.simple_status("master.lab.test", 8081) == "running"
 
 
-def test_status_json_shape(lab, lab_runtime):
-    out = runtime.executor().run("master.lab.test", ["puppet", "infrastructure", "status", "--format", "json"],
+def test_status_json_shape(lab, lab_ctx):
+    out = lab_ctx.executor.run("master.lab.test", ["puppet", "infrastructure", "status", "--format", "json"],
                                  stream=False).stdout
     entries = json.loads(out)
     assert len(entries) == 11
     assert set(entries[0]) == {"service", "state", "status", "display_name", "server", "url", "type", "alerts"}
     with pytest.raises(CommandFailed):
-        runtime.executor().run("master.lab.test", ["puppet", "infrastructure", "status", "--host", "nope.lab.test"])
+        lab_ctx.executor.run("master.lab.test", ["puppet", "infrastructure", "status", "--host", "nope.lab.test"])
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_runtime):
+def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_ctx):
     from flows.configure_agent_failover import Site, configure_agent_failover
 
     site = Site(name="east", fact="pp_region", value="east", server_list=["replica.lab.test"],
                 pcp_broker_list=["replica.lab.test"])
     assert configure_agent_failover(sites=[site])["sites"] == {"east": "changed"}
     assert configure_agent_failover(sites=[site])["sites"] == {"east": "unchanged"}
-    ex = runtime.executor()
+    ex = lab_ctx.executor
     ex.run("agent1.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent1 is pp_region=east
     ex.run("agent2.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent2 is west: no site group
     assert "server_list = replica.lab.test:8140" in ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
@@ -198,16 +197,16 @@ def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_runtime):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_pe_server_node_with_the_sites_fact_keeps_its_own_server_list(fresh_lab, lab_runtime):
+def test_a_pe_server_node_with_the_sites_fact_keeps_its_own_server_list(fresh_lab, lab_ctx):
     """The master carries the site's trusted fact too. Matched by the site group beside PE Infrastructure Agent,
     its Puppet runs would fail on the classification conflict; the site rule leaves PE server nodes out."""
     from flows.configure_agent_failover import Site, configure_agent_failover
     from tasks import classifier
 
-    ex = runtime.executor()
+    ex = lab_ctx.executor
     ex.run("master.lab.test", ["sh", "-c", "printf -- '---\\nextension_requests:\\n  pp_region: east\\n' "
                                            "> /etc/puppetlabs/puppet/csr_attributes.yaml"])
-    token, api = runtime.settings().rbac_token(), runtime.api()
+    token, api = lab_ctx.settings.rbac_token(), lab_ctx.api
     infra_agent = next(g for g in api.groups(token) if g["name"] == "PE Infrastructure Agent")
     api.update_group(token, infra_agent["id"], {"classes": {"puppet_enterprise::profile::agent": {
         "server_list": ["master.lab.test:8140"], "pcp_broker_list": ["master.lab.test:8142"]}}})
@@ -225,12 +224,12 @@ def test_a_pe_server_node_with_the_sites_fact_keeps_its_own_server_list(fresh_la
     assert failed.exit_code == 1 and "classification conflict" in failed.stdout
 
 
-def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
+def test_load_progress_sees_another_sessions_copy(lab, lab_ctx):
     """The copy's progress lines read what the server has, in a psql session as PostgreSQL's owner over SSH:
     the loading database's size on every major, and the running COPY from PostgreSQL 14 (pg_stat_progress_copy)."""
     import subprocess
 
-    from tasks.puppetdb_progress import load_progress
+    from tasks.puppetdb import load_progress_on
 
     db = "pe-ha-progress-check"
     core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", "postgres",
@@ -238,7 +237,7 @@ def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
     try:
         core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", db,
                       "-c", "CREATE TABLE loading (n integer, label text)", as_postgres=True)
-        idle = load_progress("master.lab.test", db)
+        idle = load_progress_on(lab_ctx, "master.lab.test", db)
         assert idle.bytes > 0 and idle.activity == []
         copy_view = lab.profile.pg_major >= 14
         writer = subprocess.Popen(core.nsenter(
@@ -253,7 +252,7 @@ def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
             seen: list[str] = []
             grew = False
             for _ in range(100):  # the rows reach the server asynchronously: look until the COPY shows
-                look = load_progress("master.lab.test", db)
+                look = load_progress_on(lab_ctx, "master.lab.test", db)
                 seen, grew = look.activity, grew or look.bytes > idle.bytes
                 if grew and (not copy_view or (seen and " 0 rows" not in seen[0])):
                     break
@@ -267,7 +266,7 @@ def test_load_progress_sees_another_sessions_copy(lab, lab_runtime):
         finally:
             writer.stdin.close()
             assert writer.wait(60) == 0
-        assert load_progress("master.lab.test", db).activity == []
+        assert load_progress_on(lab_ctx, "master.lab.test", db).activity == []
     finally:
         core.node_run(lab.master, "psql", "-X", "-q", "-h", "/run/postgresql", "-d", "postgres",
                       "-c", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",

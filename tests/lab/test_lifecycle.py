@@ -13,7 +13,7 @@ import time
 import pytest
 
 from lab import core, inspect
-from pe_ha import runtime
+from pe_ha import context
 from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
 
@@ -67,7 +67,7 @@ def run_lifecycle(lab) -> tuple[float, int]:
     check = FabricExecutor(settings, line_sink=lambda *a: None)  # the test's own eyes, not counted
     started = time.monotonic()
     CountingExecutor.count, CountingExecutor.remote_seconds = 0, 0.0
-    with runtime.use(settings=settings, executor=CountingExecutor(settings)):
+    with context.using(settings=settings, executor=CountingExecutor(settings)) as ctx:
         # 1. provision with the manual PuppetDB copy during the sync
         provision_replica(copy_puppetdb=True, sync_timeout_s=120)
         assert sim_state(check, R)["role"] == "replica"
@@ -86,11 +86,11 @@ def run_lifecycle(lab) -> tuple[float, int]:
         assert "server =" not in puppet_conf(check, R).replace("server_list", "")
         assert f"server_list = {M}:8140,{R}:8140" in puppet_conf(check, A1)
         assert "pe-ha-failover-drill" not in check.run(M, ["iptables", "-S"], stream=False).stdout
-        groups = {g["name"] for g in runtime.api().groups(settings.rbac_token())}
+        groups = {g["name"] for g in ctx.api.groups(settings.rbac_token())}
         assert {"PE HA Master", "PE HA Replica"} <= groups
         # an operator's own group, pinned to the master and naming it: PE's promote does not touch it
-        runtime.api().create_group(settings.rbac_token(), {
-            "name": "Monitoring", "parent": next(g["id"] for g in runtime.api().groups(settings.rbac_token())
+        ctx.api.create_group(settings.rbac_token(), {
+            "name": "Monitoring", "parent": next(g["id"] for g in ctx.api.groups(settings.rbac_token())
                                                  if g["name"] == "All Nodes"),
             "environment": "production", "rule": ["or", ["=", "name", M]],
             "classes": {"site::monitoring": {"collector": f"https://{M}:9090"}}})
@@ -110,16 +110,16 @@ def run_lifecycle(lab) -> tuple[float, int]:
         assert still[2:] in ([], [f"PuppetDB on {R}: {M} is still an active node"])
         # the clean-up the list names: unpin, re-point the parameter, purge the old master
         token = settings.rbac_token()
-        api = runtime.api()
+        api = ctx.api
         api.request("POST", R, 4433, "/classifier-api/v1/commands/unpin-from-all", token=token, json={"nodes": [M]})
         monitoring = next(g for g in api.groups(token, R) if g["name"] == "Monitoring")
         api.request("POST", R, 4433, f"/classifier-api/v1/groups/{monitoring['id']}", token=token,
                     json={"classes": {"site::monitoring": {"collector": f"https://{R}:9090"}}})
         check.run(R, ["puppet", "node", "purge", M], stream=False)
-        assert still_pointing_at(M, R, [A1, A2]) == []
+        assert still_pointing_at(ctx, M, R, [A1, A2]) == []
 
     swapped = lab_settings(master=settings.replica.model_dump(), replica=settings.master.model_dump())
-    with runtime.use(settings=swapped, executor=CountingExecutor(swapped)):
+    with context.using(settings=swapped, executor=CountingExecutor(swapped)):
         # 4. the failed master becomes the new replica
         enable_ha_failover(host=M, topology="mono", replication_timeout_secs=120, promoted=R)
         assert sim_state(check, M)["role"] == "replica"

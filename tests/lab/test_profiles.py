@@ -12,7 +12,7 @@ import pytest
 from lab import core, pdbgen
 from lab.config import LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
-from pe_ha import runtime
+from pe_ha import context
 from tests.lab.conftest import lab_settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
@@ -140,7 +140,7 @@ def test_copy_carries_everything_on_the_profile(profile_lab, method):
     assert comparable(lab_settings(), R)["sequences"] != comparable(lab_settings(), M)["sequences"]
     settings = lab_settings()
     source = comparable(settings, M)
-    with runtime.use(settings=settings):
+    with context.using(settings=settings):
         copy_puppetdb(method=method, approve=True)
     target = comparable(settings, R)
     assert target["rows"] == source["rows"] and sum(source["rows"].values()) > 0

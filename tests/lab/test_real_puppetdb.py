@@ -15,7 +15,7 @@ import pytest
 
 from lab import core, inspect, pdbgen, realpuppet, schemadiff
 from lab.config import LabConfig
-from pe_ha import runtime
+from pe_ha import context
 from tests.lab.conftest import lab_settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
@@ -59,7 +59,7 @@ def test_the_copy_is_accepted_by_the_replicas_real_puppetdb(real_lab, replica_pu
     assert master.running()
     source = realpuppet.answers(master)
     assert len(source["nodes"]) >= NODES and source["reports"][0]["count"] >= NODES * 3
-    with runtime.use(settings=lab_settings()):
+    with context.using(settings=lab_settings()):
         copy_puppetdb(method=method, approve=True)
 
     replica_puppetdb.start()
@@ -78,7 +78,7 @@ def test_a_copy_with_its_sequences_set_back_is_caught_and_breaks_puppetdbs_write
     from flows.copy_puppetdb import copy_puppetdb
     from tasks.puppetdb import differences, fingerprint_in
 
-    with runtime.use(settings=lab_settings()):
+    with context.using(settings=lab_settings()):
         copy_puppetdb(method="fast", approve=True)
     superuser_sql(real_lab, R, "SELECT count(setval(c.oid::regclass, 1, false)) FROM pg_class c "
                                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'S'")

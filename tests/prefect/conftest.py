@@ -6,7 +6,7 @@ import pytest
 
 from lab import core
 from lab.stack import PrefectStack, WebhookReceiver, free_port
-from tests.lab.conftest import fresh_lab, lab, lab_runtime  # noqa: F401  (the lab fixtures, shared)
+from tests.lab.conftest import fresh_lab, lab, lab_ctx  # noqa: F401  (the lab fixtures, shared)
 
 
 @pytest.fixture(scope="module")

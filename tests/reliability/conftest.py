@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import fresh_lab, lab, lab_runtime  # noqa: F401  (shared lab fixtures)
+from tests.lab.conftest import fresh_lab, lab, lab_ctx  # noqa: F401  (shared lab fixtures)
 
 ROWS: list[dict] = []
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pe_ha import runtime
+from pe_ha import context
 from pe_ha.errors import ConfigurationError, PeHaError, ValidationError
 from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
@@ -25,7 +25,7 @@ class Counting(FabricExecutor):
 def run_refused(flow, **params):
     settings = lab_settings()
     ex = Counting(settings)
-    with runtime.use(settings=settings, executor=ex):
+    with context.using(settings=settings, executor=ex):
         state = flow(**params, return_state=True)
     assert state.is_failed(), f"{flow.name} was not refused: {state}"
     return state, ex.commands

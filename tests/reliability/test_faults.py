@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from lab import core, tokens
-from pe_ha import commands, runtime
+from pe_ha import commands, context
 from pe_ha.errors import ConnectError, WaitTimedOut
 from pe_ha.ssh import FabricExecutor
 from tests.lab.conftest import lab_settings
@@ -89,8 +90,9 @@ def test_master_cut_off_during_provision(fresh_lab, outcome):
     with outcome("fault", "the master is cut off during provision_replica",
                  "bounded wait fails with the last status seen; re-run after restore completes") as o:
         result: dict = {}
-        with runtime.use(settings=settings):
-            t = threading.Thread(target=lambda: result.update(state=provision_replica(sync_timeout_s=8, return_state=True)))
+        with context.using(settings=settings):
+            t = threading.Thread(target=contextvars.copy_context().run, args=(  # the flow runs in this context
+                lambda: result.update(state=provision_replica(sync_timeout_s=8, return_state=True)),))
             t.start()
             wait_for(lambda: sim_state(check, R).get("provisioned"), 60, "provision to run")
             time.sleep(2)  # the provision command returns; the flow is in its bounded wait
@@ -121,8 +123,9 @@ def test_replica_cut_off_mid_copy(fresh_lab, outcome):
                  "source untouched; target's live database untouched, services as before; re-run completes") as o:
         result: dict = {}
         core.outage(fresh_lab.replica, "slow", rate="20mbit")
-        with runtime.use(settings=settings):
-            t = threading.Thread(target=lambda: result.update(state=copy_puppetdb(approve=True, return_state=True)))
+        with context.using(settings=settings):
+            t = threading.Thread(target=contextvars.copy_context().run, args=(  # the flow runs in this context
+                lambda: result.update(state=copy_puppetdb(approve=True, return_state=True)),))
             t.start()
             wait_for(lambda: check.run(M, ["pgrep", "-f", "COPY public"], check=False).exit_code == 0, 60,
                      "the table streams")
@@ -135,7 +138,7 @@ def test_replica_cut_off_mid_copy(fresh_lab, outcome):
         assert state.is_failed(), state
         assert fingerprint(settings, M) == before_source
         assert fingerprint(settings, R) == before_target  # the live pe-puppetdb was never touched
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             again = copy_puppetdb(approve=True)
         assert fingerprint(settings, R)["rows:catalog_resources"] == before_source["rows:catalog_resources"]
         o.observed = f"run failed ({state.message[:70]}…); source and live target unchanged; re-run: {again['tables']} tables"
@@ -163,9 +166,9 @@ def test_replica_cut_off_mid_restore(fresh_lab, outcome):
                  "run fails saying the target is not a verified copy; source untouched; services as before; "
                  "re-run completes") as o:
         result: dict = {}
-        with runtime.use(settings=settings):
-            t = threading.Thread(target=lambda: result.update(
-                state=copy_puppetdb(method="documented", approve=True, return_state=True)))
+        with context.using(settings=settings):
+            t = threading.Thread(target=contextvars.copy_context().run, args=(  # the flow runs in this context
+                lambda: result.update(state=copy_puppetdb(method="documented", approve=True, return_state=True)),))
             t.start()
             # "[p]g_restore": the pattern must not match the wrapper shell of this very probe
             wait_for(lambda: check.run(R, ["pgrep", "-f", "[p]g_restore --clean"], check=False).exit_code == 0, 120,
@@ -181,7 +184,7 @@ def test_replica_cut_off_mid_restore(fresh_lab, outcome):
         assert "NOT a verified copy" in state.message, state.message
         assert fingerprint(settings, M) == before_source
         wait_for(lambda: service_states(check, R) == services_before, 60, "the replica's services as before")
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             again = copy_puppetdb(method="documented", approve=True)
         assert fingerprint(settings, R) == before_source
         assert service_states(check, R) == services_before
@@ -211,7 +214,7 @@ def test_space_runs_out_during_the_dump(fresh_lab, outcome):
     before_target = fingerprint(settings, R)
     with outcome("fault", "space runs out during the dump (another writer fills the folder after the check)",
                  "fails cleanly; its partial dump files removed; target untouched") as o:
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             state = copy_puppetdb(method="documented", approve=True, return_state=True)
         filler.wait(30)
         assert state.is_failed(), state
@@ -233,7 +236,7 @@ def test_dump_folder_too_small(fresh_lab, outcome):
     core.node_run(fresh_lab.master, "mkdir", "-p", "/var/tmp/small")
     settings = lab_settings(dump_dir="/var/tmp/small")
     with outcome("fault", "the replica's dump folder is a 1 MiB tmpfs", "refused by the free-space check before dumping") as o:
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             state = copy_puppetdb(method="documented", approve=True, return_state=True)
         assert state.is_failed() and "MiB free" in state.message
         leftovers = core.node_run(fresh_lab.master, "bash", "-c", "ls /var/tmp/pe-ha 2>/dev/null | wc -l").stdout.strip()
@@ -249,7 +252,7 @@ def test_corrupted_transfer_is_never_restored(fresh_lab, outcome):
     core.node_run(fresh_lab.master, "pe-sim", "fault", "corrupt_transfer")
     with outcome("fault", "one byte flipped in transit (test hook around scp)",
                  "checksum mismatch; nothing restored") as o:
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             state = copy_puppetdb(method="documented", approve=True, return_state=True)
         assert state.is_failed() and "checksum mismatch" in state.message
         assert fingerprint(settings, R) == before_target
@@ -267,7 +270,7 @@ def test_token_revoked_mid_procedure(fresh_lab, outcome):
         token = settings.rbac_token().get_secret_value()
         timer = threading.Timer(2.5, lambda: tokens.expire_token_in(fresh_lab, token, 0))
         timer.start()
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             state = provision_replica(sync_timeout_s=30, return_state=True)
         timer.join()
         assert state.is_failed() and "401" in state.message and "token-expired" in state.message
@@ -282,7 +285,7 @@ def test_short_lived_token_is_refused_up_front(fresh_lab, outcome):
     settings = lab_settings()
     with outcome("fault", "a token that would expire during the sync", "refused before provisioning") as o:
         tokens.expire_token_in(fresh_lab, settings.rbac_token().get_secret_value(), 300)
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             state = provision_replica(sync_timeout_s=60, return_state=True)
         tokens.issue_admin_token(fresh_lab, lifetime_s=4 * 3600)
         assert state.is_failed() and "expires in" in state.message
@@ -295,7 +298,7 @@ def test_puppetdb_stuck_starting(fresh_lab, outcome):
     settings = lab_settings()
     core.node_run(fresh_lab.replica, "pe-sim", "fault", "puppetdb_stuck_starting")
     with outcome("fault", "PuppetDB stuck in `starting` after provisioning", "bounded wait ends with a clear message") as o:
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             started = time.monotonic()
             state = provision_replica(sync_timeout_s=6, return_state=True)
         assert state.is_failed() and "starting" in state.message and time.monotonic() - started < 60
@@ -308,9 +311,9 @@ def test_agent_lock_held(fresh_lab, outcome):
     settings = lab_settings()
     core.node_run(fresh_lab.host("agent1"), "pe-sim", "fault", "agent_lock")
     with outcome("fault", "another agent run holds the lock", "waits (bounded), then fails clearly") as o:
-        with runtime.use(settings=settings):
+        with context.using(settings=settings) as ctx:
             with pytest.raises(WaitTimedOut) as info:
-                agent_run.fn(A1, commands.agent_run(), lock_wait_s=4)
+                agent_run.fn(ctx, A1, commands.agent_run(), lock_wait_s=4)
         o.observed = info.value.message[:100]
 
 
@@ -327,7 +330,7 @@ def test_enable_ha_failover_ends_on_time(fresh_lab, outcome):
     core.node_run(fresh_lab.replica, "pe-sim", "ensure-services")  # a promoted replica runs the master's services
     with outcome("fault", "enable_ha_failover with plan_timeout_s=8 and a plan that would run 60 s",
                  "ends at the plan's bound, remote command killed") as o:
-        with runtime.use(settings=settings):
+        with context.using(settings=settings):
             started = time.monotonic()
             state = enable_ha_failover(host=M, replication_timeout_secs=5, plan_timeout_s=8, promoted=R,
                                        return_state=True)
