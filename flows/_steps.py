@@ -36,13 +36,15 @@ class Step:
     ``start_at`` choice the step belongs to: it is skipped when the run starts at a later one. A ``concurrent``
     step sends its commands at once, so they may arrive in any order. An ``approval``
     step pauses for the operator and shows the rows it would allow. An ``always`` step is cleanup: it runs
-    at its place, or after a failure, once the step named by ``armed_by`` has started.
+    at its place, or after a failure, once the step named by ``armed_by`` has started. ``needs`` names earlier
+    steps whose results the action takes, in order, as its arguments (``None`` for one that did not finish,
+    as a cleanup step may find).
     """
 
     key: str
     title: str
     host: str
-    action: Callable[[], Any]
+    action: Callable[..., Any]
     commands: Sequence[tuple[str, Command]] = ()
     note: str = ""
     poll: bool = False
@@ -54,6 +56,7 @@ class Step:
     always: bool = False
     armed_by: str = ""
     phase: str | None = None
+    needs: tuple[str, ...] = ()
 
     def rows(self) -> list[dict]:
         flags = ", ".join(f for f, on in (("destructive", self.destructive), ("needs approval", bool(self.approval)),
@@ -259,7 +262,7 @@ class Procedure:
                 started.add(step.key)
                 _starting(self.ctx, self.name, step)
                 with self.book.step(step.title, step.host):
-                    self.results[step.key] = step.action()
+                    self.results[step.key] = self._act(step)
                 done.add(step.key)
                 self._note_progress(step, steps[index + 1:])
             current = None
@@ -276,6 +279,9 @@ class Procedure:
         final = outcome(self.results)
         self.book.publish_summary(outcome=final.text, next_steps=final.next_steps, notes=final.notes)
         return Finished("completed", self.results)
+
+    def _act(self, step: Step) -> Any:
+        return step.action(*(self.results.get(key) for key in step.needs))
 
     def resume_hint(self, remaining: Sequence[Step]) -> str:
         """How to go on after the last finished step, should the run die now."""
@@ -311,7 +317,7 @@ class Procedure:
             try:
                 _starting(self.ctx, self.name, step)
                 with self.book.step(step.title, step.host):
-                    step.action()
+                    self._act(step)
             except Exception as exc:  # the original failure is what the operator must see
                 log().error("cleanup step %r failed: %s", step.title, exc)
 
@@ -379,15 +385,15 @@ def pause_puppet_service(ctx: RunContext, host: str) -> tuple[Step, Step]:
     from pe_ha import commands
     from tasks import services
 
-    was: dict[str, str] = {}
-
-    def stop() -> None:
-        was["state"] = services.service_state(ctx, host, "puppet")
-        if was["state"] != "stopped":  # running, or not readable: stopping is harmless and idempotent
+    def stop() -> str:
+        """Stops the service; returns the state it was in."""
+        state = services.service_state(ctx, host, "puppet")
+        if state != "stopped":  # running, or not readable: stopping is harmless and idempotent
             services.set_service(ctx, host, "puppet", "stopped")
+        return state
 
-    def restart() -> None:
-        if was.get("state") == "stopped":
+    def restart(state_before: str | None) -> None:
+        if state_before == "stopped":
             log().info("the puppet service on %s was stopped before this procedure: left stopped", host)
             return
         services.set_service(ctx, host, "puppet", "running")
@@ -396,6 +402,6 @@ def pause_puppet_service(ctx: RunContext, host: str) -> tuple[Step, Step]:
                      commands=[(host, commands.service_state("puppet")), (host, commands.service("puppet", "stopped"))],
                      note="left stopped if it was stopped already")
     start_step = Step("start-puppet", "start the puppet service again", host, restart, always=True,
-                      armed_by="stop-puppet", commands=[(host, commands.service("puppet", "running"))],
+                      armed_by="stop-puppet", needs=("stop-puppet",), commands=[(host, commands.service("puppet", "running"))],
                       note="also after a failure; not when it was stopped before the procedure")
     return stop_step, start_step

@@ -26,9 +26,9 @@ staging copy is verified against the source snapshot, and only then swapped in b
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from prefect import flow
 
@@ -73,9 +73,9 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     run_id = uuid.uuid4().hex[:12]
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
-    places = kind.places(s, source, target)
+    places = [(host, path) for host, path, _ in kind.space_needed(s, source, target, size=0)]
     facts = read_facts(ctx, "copy-puppetdb", lambda: read_copy_facts(ctx, source, target, places, kind.read_method_facts))
-    check_space(facts, kind.space_needed(facts.size))
+    check_space(facts, kind.space_needed(s, source, target, size=facts.size))
     copy = kind(ctx, source, target, folder, dump_file, facts)
     steps = copy.steps()
     procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
@@ -84,7 +84,7 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     finished = procedure.run(copy.outcome, approve=approve)
     if not finished.completed:
         return finished.cancelled()  # nothing swapped in or restored
-    return copy.result()
+    return copy.result(finished.results)
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,11 @@ def read_copy_facts(ctx: RunContext, source: str, target: str, places: list[tupl
                      fast=fast)
 
 
-def check_space(facts: CopyFacts, needs: list[int]) -> None:
+def check_space(facts: CopyFacts, needs: list[tuple[str, str, int]]) -> None:
     """The guide's size check: enough free space at each place the copy writes, before anything is written."""
-    for (host, path, free), need in zip(facts.free, needs, strict=True):
+    free_at = {(host, path): free for host, path, free in facts.free}
+    for host, path, need in needs:
+        free = free_at[(host, path)]
         if free < need:
             raise PreconditionFailed(
                 f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {facts.size / 2**20:.0f} MiB pe-puppetdb "
@@ -127,20 +129,25 @@ def check_space(facts: CopyFacts, needs: list[int]) -> None:
 RESTART_PATIENCE_S = 180
 
 
+@dataclass(frozen=True)
+class ServicesStopped:
+    """What the stop step did: the services it stopped, and when it began."""
+
+    names: tuple[str, ...]
+    at: float
+
+
 class Copy:
-    """What both methods share: the steps around the copy itself, planned from the facts, and what the run found.
-    A method is a subclass: where it writes, what it reads first, its steps and its result."""
+    """What both methods share: the steps around the copy itself, planned from the facts. A method is a
+    subclass: where it writes, what it reads first, its steps and its result. It holds the plan only; what a
+    run finds is in its steps' results."""
 
     method: ClassVar[str]
     done: ClassVar[str]  # the summary's outcome
 
     @staticmethod
-    def places(s: Settings, source: str, target: str) -> list[tuple[str, str]]:
-        """Where the copy writes, each checked for free space: the dump folder on both ends."""
-        return [(source, s.dump_dir), (target, s.dump_dir)]
-
-    @staticmethod
-    def space_needed(size: int) -> list[int]:
+    def space_needed(s: Settings, source: str, target: str, *, size: int) -> list[tuple[str, str, int]]:
+        """Where the copy writes, and the free space it needs there (bytes) for a pe-puppetdb of ``size``."""
         raise NotImplementedError
 
     @staticmethod
@@ -150,7 +157,7 @@ class Copy:
     def steps(self) -> list[Step]:
         raise NotImplementedError
 
-    def method_result(self) -> dict:
+    def method_result(self, results: dict[str, Any]) -> dict:
         raise NotImplementedError
 
     def __init__(self, ctx: RunContext, source: str, target: str, folder: str, dump_file: str, facts: CopyFacts) -> None:
@@ -158,10 +165,6 @@ class Copy:
         self.folder, self.dump_file, self.facts = folder, dump_file, facts
         self.pg: dict[str, str] = {"os_user": self.s.pg_os_user, "bin_dir": self.s.pg_bin_dir}
         self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
-        self.stopped: list[str] = []
-        self.swapped = False
-        self.stop_started = self.stop_seconds = 0.0
-        self.agent_exit_code: int | None = None
 
     def fact_lines(self) -> list[str]:
         f = self.facts
@@ -188,16 +191,16 @@ class Copy:
     def stop_services(self) -> Step:
         planned = self.facts.running
 
-        def stop() -> None:
-            self.stop_started = time.monotonic()
+        def stop() -> ServicesStopped:
+            at = time.monotonic()
             for name in planned:
                 services.set_service(self.ctx, self.target, name, "stopped")
-                self.stopped.append(name)
             started_since = [n for n in SERVICES_IN_ORDER if services.service_state(self.ctx, self.target, n) == "running"]
             if started_since:
                 raise PreconditionFailed(f"{self.target}: {', '.join(started_since)} runs, though it was stopped when "
                                          "this run read the facts; nothing was replaced",
                                          hint="stop it, or run the copy again (it plans from what runs then)")
+            return ServicesStopped(planned, at)
 
         return Step("stop", "stop puppet, then pe-puppetdb", self.target, stop, destructive=True,
                     commands=[(self.target, commands.service(n, "stopped")) for n in planned]
@@ -205,22 +208,25 @@ class Copy:
                     note="" if planned else "neither was running when the facts were read; both are checked")
 
     def start_services(self) -> Step:
-        def start() -> None:
-            left_down = self._restart()
-            self.stop_seconds = time.monotonic() - self.stop_started
+        def start(stopped: ServicesStopped | None) -> float:
+            """Starts again what the stop step stopped; returns how long the target was stopped (seconds)."""
+            # After a failed stop some may be running still: starting a running service changes nothing.
+            left_down = self._restart(stopped.names if stopped else self.facts.running)
             if left_down:
                 raise PostconditionFailed(f"{self.target}: {', '.join(left_down)} did not start again after the copy",
                                          hint=f"start them on {self.target}: puppet resource service <name> ensure=running")
+            return time.monotonic() - stopped.at if stopped else 0.0
 
         return Step("start", "start pe-puppetdb, then puppet, again", self.target, start, always=True, armed_by="stop",
+                    needs=("stop",),
                     commands=[(self.target, commands.service(n, "running")) for n in reversed(self.facts.running)],
                     note="the services the copy stopped, also after a failure"
                     + ("" if self.facts.running else ": none"))
 
-    def _restart(self, patience_s: float = RESTART_PATIENCE_S) -> list[str]:
-        """Start again, in reverse order, the services this run stopped; returns those that would not start.
-        Each start retries connection errors; unreachable hosts are tried again until ``patience_s`` has passed."""
-        pending = list(reversed(self.stopped))
+    def _restart(self, stopped: Sequence[str], patience_s: float = RESTART_PATIENCE_S) -> list[str]:
+        """Start ``stopped`` again, in reverse order; returns those that would not start. Each start retries
+        connection errors; unreachable hosts are tried again until ``patience_s`` has passed."""
+        pending = list(reversed(stopped))
         deadline = time.monotonic() + patience_s
         while pending:
             name = pending[0]
@@ -233,7 +239,6 @@ class Copy:
                     break
                 log().warning("%s on %s is not started yet (%s); trying again", name, self.target, exc)
                 time.sleep(5)
-        self.stopped.clear()
         return pending
 
     def remove_dump(self) -> Step:
@@ -251,12 +256,13 @@ class Copy:
         agent_cmd = commands.agent_run()
         old = "pe-puppetdb" + commands.OLD_SUFFIX
 
-        def run() -> None:
+        def run() -> int:
             # Dropping the old copy (removing its files) and the agent run touch different things: run them at once.
             dropping = puppetdb.drop_database.submit(self.ctx, self.target, old) if drop_old else None
-            self.agent_exit_code = agent.agent_run(self.ctx, self.target, agent_cmd)
+            exit_code = agent.agent_run(self.ctx, self.target, agent_cmd)
             if dropping is not None:
                 dropping.result()
+            return exit_code
 
         pairs = [(self.target, agent_cmd)] + ([(self.target, commands.drop_database(old, **self.pg))] if drop_old else [])
         return Step("agent-run", "puppet agent -t" + (f" (and drop {old})" if drop_old else ""), self.target, run,
@@ -264,14 +270,14 @@ class Copy:
 
     # -- the record ----------------------------------------------------------------------------------------
 
-    def outcome(self, _: dict) -> Outcome:
+    def outcome(self, results: dict[str, Any]) -> Outcome:
         return Outcome(self.done, notes=[f"database size {self.facts.size / 2**20:.1f} MiB",
-                                         f"pe-puppetdb stopped for {self.stop_seconds:.1f} s"])
+                                         f"pe-puppetdb stopped for {results['start']:.1f} s"])
 
-    def result(self) -> dict:
+    def result(self, results: dict[str, Any]) -> dict:
         return {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,
-                "target_stopped_seconds": round(self.stop_seconds, 2), "agent_exit_code": self.agent_exit_code,
-                **self.method_result()}
+                "target_stopped_seconds": round(results["start"], 2), "agent_exit_code": results["agent-run"],
+                **self.method_result(results)}
 
 
 class FastCopy(Copy):
@@ -279,15 +285,12 @@ class FastCopy(Copy):
 
     method = "fast"
     done = "copied, verified and swapped in"
-    copied: puppetdb_fast.StagingCopy | None = None  # what the copy step left in staging
 
     @staticmethod
-    def places(s: Settings, source: str, target: str) -> list[tuple[str, str]]:
-        return [*Copy.places(s, source, target), (target, s.pg_data_dir)]
-
-    @staticmethod
-    def space_needed(size: int) -> list[int]:
-        return [64 * 2**20, 64 * 2**20, int(size * 1.2) + 256 * 2**20]  # the staging copy lives beside the live one
+    def space_needed(s: Settings, source: str, target: str, *, size: int) -> list[tuple[str, str, int]]:
+        # The schema frame in the dump folders; the staging copy beside the live database.
+        return [(source, s.dump_dir, 64 * 2**20), (target, s.dump_dir, 64 * 2**20),
+                (target, s.pg_data_dir, int(size * 1.2) + 256 * 2**20)]
 
     @staticmethod
     def read_method_facts(ctx: RunContext, source: str, target: str) -> FastCopyFacts | None:
@@ -310,6 +313,7 @@ class FastCopy(Copy):
                       f"index builds, at most {self.fast_plan.workers} at once, each build once its table is in; "
                       "refused if the schema changed since the facts were read"),
             Step("verify-staging", "verify the staging copy against the source snapshot", t, self._verify_staging,
+                 needs=("copy",),
                  note="psql session on the staging database: rows as COPY reported them, sequences, partitions, "
                       "owners, ACL and extensions against the source snapshot"),
             self.approval(f"Stop puppet and pe-puppetdb on {t} briefly and swap in the verified copy of pe-puppetdb "
@@ -321,37 +325,36 @@ class FastCopy(Copy):
                                                        **pg))]),
             self.start_services(),
             Step("drop-staging", f"drop {self.staging} when it was not swapped in", t, self._drop_unused_staging,
-                 always=True, armed_by="copy",
+                 always=True, armed_by="copy", needs=("swap",),
                  note=f"only after a failure or a rejected approval: {commands.drop_database(self.staging, **pg).shell()}"
                       " (the live pe-puppetdb is untouched)"),
             self.remove_dump(),
             self.agent_run(drop_old=True),
         ]
 
-    def _fast_copy(self) -> None:
-        self.copied = puppetdb_fast.fast_copy_to_staging(self.ctx, self.fast_plan, source_bytes=self.facts.size)
+    def _fast_copy(self) -> puppetdb_fast.StagingCopy:
+        return puppetdb_fast.fast_copy_to_staging(self.ctx, self.fast_plan, source_bytes=self.facts.size)
 
-    def _verify_staging(self) -> None:
-        assert self.copied is not None  # the copy step ran before this one
-        puppetdb_fast.verify_staging(self.ctx, self.target, self.copied.fingerprint, self.copied.loaded_rows)
+    def _verify_staging(self, copied: puppetdb_fast.StagingCopy) -> None:
+        puppetdb_fast.verify_staging(self.ctx, self.target, copied.fingerprint, copied.loaded_rows)
 
-    def _swap(self) -> None:
+    def _swap(self) -> bool:
         puppetdb.swap_in_staging(self.ctx, self.target)
-        self.swapped = True
+        return True
 
-    def _drop_unused_staging(self) -> None:
-        if self.swapped:
+    def _drop_unused_staging(self, swapped: bool | None) -> None:
+        if swapped:
             return
         try:
             puppetdb.drop_database(self.ctx, self.target, self.staging)
         except Exception as exc:  # leave it for the operator, but say so
             log().error("could not drop %s on %s: %s", self.staging, self.target, exc)
 
-    def method_result(self) -> dict:
+    def method_result(self, results: dict[str, Any]) -> dict:
         assert self.facts.fast is not None
-        assert self.copied is not None
-        return {"compress": self.facts.fast.compress, "tables": self.copied.tables,
-                "timings": {k: round(v, 2) for k, v in self.copied.timings.items()}}
+        copied: puppetdb_fast.StagingCopy = results["copy"]
+        return {"compress": self.facts.fast.compress, "tables": copied.tables,
+                "timings": {k: round(v, 2) for k, v in copied.timings.items()}}
 
 
 class DocumentedCopy(Copy):
@@ -359,13 +362,11 @@ class DocumentedCopy(Copy):
 
     method = "documented"
     done = "copied and verified"
-    dumped: puppetdb.DumpResult | None = None
-    restored: puppetdb.RestoreResult | None = None
 
     @staticmethod
-    def space_needed(size: int) -> list[int]:
+    def space_needed(s: Settings, source: str, target: str, *, size: int) -> list[tuple[str, str, int]]:
         need = int(size * 0.5) + 64 * 2**20  # a Z3 custom dump is ~20 % of the database; keep a wide margin
-        return [need, need]
+        return [(source, s.dump_dir, need), (target, s.dump_dir, need)]
 
     def steps(self) -> list[Step]:
         f, t = self.dump_file, self.target
@@ -385,15 +386,15 @@ class DocumentedCopy(Copy):
                           f"{self.source} (pg_restore --clean --jobs={self.facts.cpus}, {t}'s CPUs)."),
             self.stop_services(),
             Step("restore", "pg_restore --clean", t, self._restore, destructive=True, commands=[(t, self.restore_cmd)]),
-            Step("verify", "verify the copy against the source snapshot", t, self._verify,
+            Step("verify", "verify the copy against the source snapshot", t, self._verify, needs=("dump",),
                  note="psql session on the target: rows, digests, sequences, partitions, owners, ACL and extensions"),
             self.start_services(),
             self.remove_dump(),
             self.agent_run(),
         ]
 
-    def _dump(self) -> None:
-        self.dumped = puppetdb.dump(self.ctx, self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
+    def _dump(self) -> puppetdb.DumpResult:
+        return puppetdb.dump(self.ctx, self.source, self.dump_file, self.dump_cmd, PLANNED_SNAPSHOT)
 
     def _transfer(self) -> None:
         puppetdb.transfer(self.ctx, self.source, self.target, self.dump_file, self.dump_file)
@@ -409,22 +410,21 @@ class DocumentedCopy(Copy):
                              hint="re-run copy_puppetdb; until then the replica's PuppetDB catches up by replication "
                                   "from the master")
 
-    def _restore(self) -> None:
+    def _restore(self) -> puppetdb.RestoreResult:
         try:
-            self.restored = puppetdb.restore(self.ctx, self.target, self.restore_cmd, source_bytes=self.facts.size)
+            return puppetdb.restore(self.ctx, self.target, self.restore_cmd, source_bytes=self.facts.size)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
-    def _verify(self) -> None:
+    def _verify(self, dumped: puppetdb.DumpResult) -> None:
         try:
-            assert self.dumped is not None  # the dump step ran before this one
-            puppetdb.verify(self.ctx, self.target, self.dumped.fingerprint)
+            puppetdb.verify(self.ctx, self.target, dumped.fingerprint)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 
-    def method_result(self) -> dict:
-        dumped, restored = self.dumped, self.restored
-        assert dumped is not None and restored is not None
+    def method_result(self, results: dict[str, Any]) -> dict:
+        dumped: puppetdb.DumpResult = results["dump"]
+        restored: puppetdb.RestoreResult = results["restore"]
         return {"restore_exit_code": restored.exit_code, "ignored_restore_errors": len(restored.ignored_errors),
                 "timings": {"dump": round(dumped.seconds, 2), "restore": round(restored.seconds, 2)},
                 "tables": sum(1 for k in dumped.fingerprint if k.startswith("rows:"))}

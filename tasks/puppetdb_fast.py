@@ -74,14 +74,14 @@ def index_info(conn: SqlReader) -> dict[str, IndexInfo]:
 
 
 @task(name="fast-copy-facts", task_run_name="fast-copy-facts/{source}->{target}", **READ)
-def read_fast_copy_facts(ctx: RunContext, source: str, target: str, *, measure_link: bool = True) -> FastCopyFacts:
+def read_fast_copy_facts(ctx: RunContext, source: str, target: str) -> FastCopyFacts:
     """What the fast copy is planned from, all reads: the source's leaf tables, indexes and sequences, the
     schema frame's table of contents (no file written), both ends' PostgreSQL majors, and the compression the
-    measured link calls for. ``measure_link=False`` leaves compression off without probing."""
+    measured link calls for (probed meanwhile)."""
     s = ctx.settings
     ex = ctx.executor
-    chooser = (Background(lambda: choose_compression(ctx, source, target, link_mb_per_s(ctx, source, target)), "pe-ha-link-probe")
-               if measure_link else None)
+    chooser = Background(
+        lambda: choose_compression(ctx, source, target, link_mb_per_s(ctx, source, target)), "pe-ha-link-probe")
     try:
         with connect(ctx, target, "postgres", answer_within_s=120) as target_conn:
             target_major = target_conn.major()
@@ -94,12 +94,11 @@ def read_fast_copy_facts(ctx: RunContext, source: str, target: str, *, measure_l
             source_major = conn.major()
         toc = ex.run(source, commands.schema_toc(os_user=s.pg_os_user, bin_dir=s.pg_bin_dir), timeout_s=600,
                      stream=False).stdout
-        compress = str(chooser.result()) if chooser is not None else "none"
-        chooser = None
-    finally:
-        if chooser is not None:  # failing early: let the probe finish, its outcome no longer matters
-            with contextlib.suppress(Exception):
-                chooser.result()
+    except BaseException:
+        with contextlib.suppress(Exception):  # failing early: let the probe finish, its outcome no longer matters
+            chooser.result()
+        raise
+    compress = str(chooser.result())
     post_data = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
     return FastCopyFacts(tables=tuple(tables), indexes=indexes, sequences=tuple(sequences), post_data=post_data,
                          binary=source_major == target_major, compress=compress)

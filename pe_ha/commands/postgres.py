@@ -129,12 +129,17 @@ def _ssh_stream(out: Sequence[str], compress: str, target: str, into: Sequence[s
     return _pipeline(*stages)
 
 
+def _schema_dump(os_user: str, bin_dir: str, database: str, *options: str) -> list[str]:
+    """pg_dump of everything but table data (schema, ACLs, sequence values), uncompressed custom format."""
+    return _as_pg(os_user, bin_dir, "pg_dump", "--format=custom", "--compress=0", "--exclude-table-data=*",
+                  *options, f"--dbname={v.database_name(database)}")
+
+
 def pg_dump_schema(*, file: str, snapshot: str, os_user: str, bin_dir: str, database: str = "pe-puppetdb") -> Command:
-    """Everything but table data (schema, ACLs, sequence values) from the snapshot: the frame of a fast copy."""
+    """The schema frame of a fast copy, from the snapshot, into ``file``."""
     if not _SNAPSHOT_RE.fullmatch(snapshot):
         raise ValidationError(f"snapshot id {snapshot!r} is not a pg_export_snapshot() id")
-    argv = _as_pg(os_user, bin_dir, "pg_dump", "--format=custom", "--compress=0", "--exclude-table-data=*",
-                  f"--snapshot={snapshot}", f"--file={v.absolute_path(file)}", f"--dbname={v.database_name(database)}")
+    argv = _schema_dump(os_user, bin_dir, database, f"--snapshot={snapshot}", f"--file={v.absolute_path(file)}")
     return Command(tuple(argv), f"schema of {database}")
 
 
@@ -270,9 +275,7 @@ def copy_sequences(sequences: Sequence[str], *, target: str, staging: str, os_us
 def schema_toc(*, os_user: str, bin_dir: str, database: str = "pe-puppetdb") -> Command:
     """The table of contents of the schema frame (``pg_dump --exclude-table-data='*' | pg_restore --list``), with
     no file written: a read, for planning the copy's index builds."""
-    dump = _as_pg(os_user, bin_dir, "pg_dump", "--format=custom", "--compress=0", "--exclude-table-data=*",
-                  f"--dbname={v.database_name(database)}")
-    return Command(_pipeline(dump, _as_pg(os_user, bin_dir, "pg_restore", "--list")).argv,
+    return Command(_pipeline(_schema_dump(os_user, bin_dir, database), _as_pg(os_user, bin_dir, "pg_restore", "--list")).argv,
                    f"table of contents of {database}'s schema")
 
 
