@@ -39,8 +39,12 @@ def generate(cfg: LabConfig, nodes: int, *, resources: int = 1000, reports: int 
         before, after = pdbschema.load_routing_sql(profile)
         if before:
             node_run(host, *PSQL, "-d", "pe-puppetdb", input=as_puppetdb + before, as_postgres=True)
+        split = profile.partitioning == "latest"
         node_run(host, *PSQL, "-d", "pe-puppetdb", "-v", f"nodes={int(nodes)}", "-v", f"resources={int(resources)}",
                  "-v", f"reports={int(reports)}", "-v", f"producer={cfg.master.fqdn}",
+                 "-v", f"latest_split={'true' if split else 'false'}", "-v", f"latest_col={', latest' if split else ''}",
+                 "-v", f"latest_false={', false' if split else ''}",
+                 "-v", f"latest_of_report={', r.latest' if split else ''}",
                  "-c", 'SET ROLE "pe-puppetdb"', "-f", DATA, as_postgres=True, timeout=3600)
         if after:
             node_run(host, *PSQL, "-d", "pe-puppetdb", input=as_puppetdb + after, as_postgres=True)

@@ -4,7 +4,9 @@ Modelled on PuppetDB's own migrations (``src/puppetlabs/puppetdb/scf/migrate.clj
 at the tags ../shared/reference/puppetdb-facts.md names): its 19 tables, the explicitly created sequences
 (most with CYCLE, ``reports_id_seq`` owned by ``reports.id``), daily partitions named ``<table>_<YYYYMMDD>z``
 (INHERITS children with CHECK constraints and a BEFORE INSERT trigger on ``resource_events`` up to
-PuppetDB 7.12; declarative ``PARTITION BY RANGE`` from 7.13), and the trigram indexes. Columns not read by
+PuppetDB 7.12; declarative ``PARTITION BY RANGE`` from 7.13; from 8.7 a ``PARTITION BY LIST (latest)`` parent
+over ``*_latest`` and a day-partitioned ``*_historical``, with deactivation in ``certnames_status`` from 8.5),
+and the trigram indexes. Columns not read by
 pe-ha or its tests are left out; docs/simulator.md says which parts are modelled rather than copied.
 """
 
@@ -68,6 +70,13 @@ def extensions_sql() -> str:
             "CREATE EXTENSION IF NOT EXISTS pgcrypto;\n")
 
 
+def migrations(p: PeProfile) -> list[int]:
+    """The rows of schema_migrations the profile's PuppetDB has applied."""
+    if p.puppetdb_version.startswith("7.20"):  # 7.20.x records 88 without 83-87 (puppetdb-facts.md)
+        return [*range(1, 83), 88]
+    return list(range(1, p.schema_migration + 1))
+
+
 def schema_sql(p: PeProfile, today: dt.date | None = None) -> str:
     """Run as pe-puppetdb (``SET ROLE``), so that every object is owned by it, as PuppetDB's migrator does."""
     out = ["SET client_min_messages = warning;"]
@@ -81,12 +90,7 @@ CREATE TABLE producers (id bigint NOT NULL DEFAULT nextval('producers_id_seq') P
 CREATE TABLE report_statuses (id bigint NOT NULL DEFAULT nextval('report_statuses_id_seq') PRIMARY KEY,
   status text NOT NULL UNIQUE);
 CREATE TABLE value_types (id bigint NOT NULL PRIMARY KEY, type character varying(32));
-CREATE TABLE certnames (
-  id bigint NOT NULL DEFAULT nextval('certname_id_seq'), certname text NOT NULL, latest_report_id bigint,
-  deactivated timestamptz, expired timestamptz, latest_report_timestamp timestamptz, package_hash bytea,
-  catalog_inputs_timestamp timestamptz, catalog_inputs_uuid uuid,
-  CONSTRAINT certnames_transform_pkey PRIMARY KEY (id), CONSTRAINT certnames_transform_certname_key UNIQUE (certname));
-CREATE UNIQUE INDEX certnames_latest_report_id_idx ON certnames (latest_report_id);
+{certnames}
 CREATE TABLE certname_fact_expiration (
   certid bigint NOT NULL PRIMARY KEY REFERENCES certnames(id) ON DELETE CASCADE, expire boolean NOT NULL,
   updated timestamptz NOT NULL);
@@ -115,7 +119,7 @@ CREATE INDEX catalog_resources_encode_idx ON catalog_resources (encode(resource,
 CREATE INDEX catalog_resources_exported_idx ON catalog_resources (exported) WHERE exported = true;
 CREATE INDEX catalog_resources_type_title_idx ON catalog_resources (type, title);
 CREATE INDEX catalog_resources_tags_gin ON catalog_resources USING gin (tags);
-CREATE INDEX catalog_resources_file_trgm ON catalog_resources USING gin (file gin_trgm_ops) WHERE file IS NOT NULL;
+{file_trgm}
 CREATE TABLE edges (
   certname text NOT NULL REFERENCES certnames(certname) ON DELETE CASCADE,
   source bytea NOT NULL, target bytea NOT NULL, type text NOT NULL,
@@ -143,21 +147,23 @@ CREATE TABLE certname_packages (
   certname_id bigint NOT NULL REFERENCES certnames(id), package_id bigint NOT NULL REFERENCES packages(id),
   PRIMARY KEY (certname_id, package_id));
 CREATE INDEX certname_package_reverse_idx ON certname_packages (package_id, certname_id);
-""")
+""".format(certnames=_SPLIT_CERTNAMES if p.partitioning == "latest" else _CERTNAMES,
+           # migration 84 (PuppetDB 8.1) drops it
+           file_trgm="" if 84 in migrations(p) else _FILE_TRGM))
     if p.partitioning == "inherits":
         out.append(_inherits_sql(days(today)))
-    else:
+    elif p.partitioning == "declarative":
         out.append(_declarative_sql(days(today)))
-    if p.partitioning == "declarative":  # workspaces: migration 80 (PuppetDB 7.8)
+    else:
+        out.append(_latest_split_sql(days(today)))
+    if p.partitioning != "inherits":  # workspaces: migration 80 (PuppetDB 7.8)
         out.append("""
 CREATE TABLE workspaces (uuid uuid NOT NULL PRIMARY KEY, updated timestamptz NOT NULL);
 CREATE TABLE workspace_memberships (
   workspace_uuid uuid NOT NULL REFERENCES workspaces(uuid) ON DELETE CASCADE, certname text NOT NULL,
   PRIMARY KEY (workspace_uuid, certname));
 """)
-    versions = list(range(1, p.schema_migration + 1))
-    if p.puppetdb_version.startswith("7.20"):  # 7.20.x records 88 without 83-87 (puppetdb-facts.md)
-        versions = [*range(1, 83), 88]
+    versions = migrations(p)
     out.append("INSERT INTO schema_migrations (version, time) VALUES "
                + ", ".join(f"({v}, '2023-06-01 12:00:00'::timestamp + interval '{v} minutes')" for v in versions) + ";")
     out.append("INSERT INTO environments (environment) VALUES ('production');")
@@ -165,6 +171,28 @@ CREATE TABLE workspace_memberships (
     out.append("INSERT INTO value_types VALUES (0, 'string'), (1, 'integer'), (2, 'float'), (3, 'boolean'), "
                "(4, 'null'), (5, 'json');")
     return "\n".join(out) + "\n"
+
+
+_CERTNAMES = """CREATE TABLE certnames (
+  id bigint NOT NULL DEFAULT nextval('certname_id_seq'), certname text NOT NULL, latest_report_id bigint,
+  deactivated timestamptz, expired timestamptz, latest_report_timestamp timestamptz, package_hash bytea,
+  catalog_inputs_timestamp timestamptz, catalog_inputs_uuid uuid,
+  CONSTRAINT certnames_transform_pkey PRIMARY KEY (id), CONSTRAINT certnames_transform_certname_key UNIQUE (certname));
+CREATE UNIQUE INDEX certnames_latest_report_id_idx ON certnames (latest_report_id);"""
+
+# Migrations 85 (deactivated and expired move to certnames_status) and 86 (latest_report_id and
+# latest_report_timestamp dropped: the latest report is the one in reports_latest).
+_SPLIT_CERTNAMES = """CREATE TABLE certnames (
+  id bigint NOT NULL DEFAULT nextval('certname_id_seq'), certname text NOT NULL, package_hash bytea,
+  catalog_inputs_timestamp timestamptz, catalog_inputs_uuid uuid,
+  CONSTRAINT certnames_transform_pkey PRIMARY KEY (id), CONSTRAINT certnames_transform_certname_key UNIQUE (certname));
+CREATE TABLE certnames_status (certname text NOT NULL PRIMARY KEY, deactivated timestamptz, expired timestamptz,
+  FOREIGN KEY (certname) REFERENCES certnames(certname) ON DELETE CASCADE);
+CREATE INDEX certnames_status_not_active_idx ON certnames_status (certname)
+  WHERE (deactivated IS NOT NULL OR expired IS NOT NULL);"""
+
+_FILE_TRGM = ("CREATE INDEX catalog_resources_file_trgm ON catalog_resources USING gin (file gin_trgm_ops) "
+              "WHERE file IS NOT NULL;")
 
 
 def _inherits_sql(day_list: list[dt.date]) -> str:
@@ -222,12 +250,49 @@ def _declarative_sql(day_list: list[dt.date]) -> str:
            "(resource_type, resource_title, \"timestamp\");",
            "ALTER TABLE resource_events ADD CONSTRAINT resource_events_certname_id_fkey FOREIGN KEY (certname_id) "
            "REFERENCES certnames(id) ON DELETE CASCADE;"]
+    return "\n".join(out + _day_partitions("reports", "resource_events", day_list))
+
+
+def _latest_split_sql(day_list: list[dt.date]) -> str:
+    """PuppetDB 8.7: migrations 86 and 87. The parents are LIST-partitioned on ``latest``; ``*_latest`` holds each
+    node's latest report and its events, ``*_historical`` (the former day-partitioned table) the rest."""
+    out = [f"CREATE TABLE reports ({_REPORT_COLUMNS}, latest boolean, PRIMARY KEY (id, producer_timestamp, latest))"
+           " PARTITION BY LIST (latest);",
+           "ALTER SEQUENCE reports_id_seq OWNED BY reports.id;",
+           "CREATE UNIQUE INDEX reports_hash_expr_idx ON reports (encode(hash, 'hex'), producer_timestamp, latest);",
+           "CREATE INDEX reports_certname_idx ON reports (certname);",
+           "CREATE INDEX reports_end_time_idx ON reports (end_time);",
+           "CREATE TABLE reports_latest PARTITION OF reports FOR VALUES IN (true);",
+           "ALTER TABLE reports_latest ADD CONSTRAINT reports_latest_certnames_unique UNIQUE (certname);",
+           "ALTER TABLE reports_latest ADD CONSTRAINT reports_latest_certnames_fkey FOREIGN KEY (certname) "
+           "REFERENCES certnames (certname) ON DELETE CASCADE;",
+           "CREATE TABLE reports_historical PARTITION OF reports FOR VALUES IN (false)"
+           " PARTITION BY RANGE (producer_timestamp);",
+           "ALTER TABLE reports_historical ADD CONSTRAINT reports_certname_fkey FOREIGN KEY (certname) "
+           "REFERENCES certnames(certname) ON DELETE CASCADE;",
+           f"CREATE TABLE resource_events ({_EVENT_COLUMNS}, latest boolean,"
+           " PRIMARY KEY (event_hash, \"timestamp\", latest)) PARTITION BY LIST (latest);",
+           "CREATE INDEX resource_events_reports_id_idx ON resource_events (report_id);",
+           "CREATE INDEX resource_events_resource_timestamp ON resource_events "
+           "(resource_type, resource_title, \"timestamp\");",
+           "CREATE TABLE resource_events_latest PARTITION OF resource_events FOR VALUES IN (true);",
+           "CREATE TABLE resource_events_historical PARTITION OF resource_events FOR VALUES IN (false)"
+           " PARTITION BY RANGE (\"timestamp\");",
+           "ALTER TABLE resource_events_historical ADD CONSTRAINT resource_events_certname_id_fkey "
+           "FOREIGN KEY (certname_id) REFERENCES certnames(id) ON DELETE CASCADE;"]
+    return "\n".join(out + _day_partitions("reports_historical", "resource_events_historical", day_list))
+
+
+def _day_partitions(reports_parent: str, events_parent: str, day_list: list[dt.date]) -> list[str]:
+    """One ``reports_<day>z`` and one ``resource_events_<day>z`` partition per day (``partitioning.clj``)."""
+    out = []
     for day in day_list:
         s = suffix(day)
         lo, hi = _bounds(day)
-        out.append(f"CREATE TABLE reports_{s} PARTITION OF reports FOR VALUES FROM ('{lo}') TO ('{hi}');")
-        out.append(f"CREATE TABLE resource_events_{s} PARTITION OF resource_events FOR VALUES FROM ('{lo}') TO ('{hi}');")
-    return "\n".join(out)
+        out.append(f"CREATE TABLE reports_{s} PARTITION OF {reports_parent} FOR VALUES FROM ('{lo}') TO ('{hi}');")
+        out.append(f"CREATE TABLE resource_events_{s} PARTITION OF {events_parent} "
+                   f"FOR VALUES FROM ('{lo}') TO ('{hi}');")
+    return out
 
 
 def load_routing_sql(p: PeProfile) -> tuple[str, str]:

@@ -30,7 +30,9 @@ class PeProfile:
     pe_version: str  # written to /opt/puppetlabs/server/pe_version
     pg_major: int
     puppetdb_version: str
-    partitioning: Literal["inherits", "declarative"]
+    # inherits: INHERITS day children (PuppetDB 6.8-7.12); declarative: PARTITION BY RANGE by day (7.13-8.6);
+    # latest: LIST on a `latest` flag, the historical part RANGE by day (8.7, migrations 86 and 87)
+    partitioning: Literal["inherits", "declarative", "latest"]
     schema_migration: int  # the last PuppetDB migration of that version (schema_migrations)
     trgm_required: bool
     reinitialize_databases: tuple[str, ...]  # what `reinitialize replica --db` accepts
@@ -60,7 +62,15 @@ PROFILES = {
     "2021.7": PeProfile("2021.7", "2021.7.9", 11, "7.20.1", "declarative", 88, False, PE_DATABASES_BASE,
                         (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
                          "/etc/puppetlabs/console-services/conf.d/secrets/keys.json")),
-    "2023.8": PeProfile("2023.8", "2023.8.0", 14, "8.0.1", "declarative", 83, True,
+    # PE 2023.8.0 ships PuppetDB 8.7.0 (PE 2025.0's "What gets installed"): migrations 84-87 (certnames_status,
+    # the latest/historical split of reports and resource_events).
+    "2023.8": PeProfile("2023.8", "2023.8.0", 14, "8.7.0", "latest", 87, True,
+                        (*PE_DATABASES_BASE, "pe-inventory"),
+                        (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
+                         "/etc/puppetlabs/console-services/conf.d/secrets/keys.json")),
+    # PE 2025.0.0 ships PuppetDB 8.8.2 and PostgreSQL 14 (its "What gets installed" page); 8.8.x has migration 88
+    # (catalogs' certname made unique). Its DR pages read like 2023.8's (pe-current-versions.md).
+    "2025.0": PeProfile("2025.0", "2025.0.0", 14, "8.8.2", "latest", 88, True,
                         (*PE_DATABASES_BASE, "pe-inventory"),
                         (_ORCH_KEYS, "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json",
                          "/etc/puppetlabs/console-services/conf.d/secrets/keys.json")),

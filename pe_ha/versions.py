@@ -1,7 +1,8 @@
 """PE versions pe-ha supports, and what each needs of the procedures (SOURCES.md's CLI table).
 
-pe-ha is tested against the lab's PE profiles: 2019.8, 2021.7 and 2023.8. It serves PE 2019.8.x, 2021.x and
-2023.x; anything else is refused before a procedure changes anything.
+pe-ha is tested against the lab's PE profiles: 2019.8, 2021.7, 2023.8 and 2025.0. It serves PE 2019.8.x,
+2021.x, 2023.x and 2025.0 to 2025.10 (PostgreSQL 14); anything else is refused before a procedure changes
+anything. PE 2025.11 and later run PostgreSQL 17, on which no profile runs yet.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 from pe_ha.errors import PreconditionFailed
 
-SUPPORTED_TEXT = "PE 2019.8.x, 2021.x and 2023.x"
+SUPPORTED_TEXT = "PE 2019.8.x, 2021.x, 2023.x and 2025.0 to 2025.10"
+NEWEST_TESTED = (2025, 10)
 _VERSION_RE = re.compile(r"^\s*(\d{4})\.(\d+)(?:\.(\d+))?")
 ORCHESTRATOR_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
 ORCHESTRATOR_ENCRYPTION_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json"
@@ -34,7 +36,8 @@ class PeVersion:
 
     @property
     def supported(self) -> bool:
-        return (self.year, self.minor) >= (2019, 8) and self.year in (2019, 2021, 2023)
+        line = (self.year, self.minor)
+        return (2019, 8) <= line <= NEWEST_TESTED and self.year in (2019, 2021, 2023, 2025)
 
     @property
     def secret_key_files(self) -> tuple[str, ...]:
@@ -69,6 +72,13 @@ def require_supported(text: str, host: str) -> PeVersion:
         raise PreconditionFailed(f"{host}: /opt/puppetlabs/server/pe_version reads {text.strip()[:40]!r}, not a PE version",
                                  hint="run pe-ha against a PE primary server (or its replica)")
     if not version.supported:
+        if (version.year, version.minor) > NEWEST_TESTED:
+            raise PreconditionFailed(
+                f"{host} runs PE {version}, newer than PE {NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}, the newest line "
+                f"pe-ha is tested on; pe-ha supports {SUPPORTED_TEXT}"
+                + (" (PE 2025.11 and later run PostgreSQL 17)" if version.year == 2025 else ""),
+                hint="run this procedure by hand from PE's documentation for your version, or use a pe-ha "
+                     "release tested on it")
         raise PreconditionFailed(f"{host} runs PE {version}; pe-ha supports {SUPPORTED_TEXT}",
                                  hint="upgrade PE first, or run this procedure by hand from PE's documentation "
                                       "for your version")

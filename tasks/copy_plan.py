@@ -1,8 +1,9 @@
 """Planning the fast PuppetDB copy: which jobs (table streams and index builds) run, after what, in what
 order. Pure functions, no I/O; ``tasks.puppetdb`` runs the plan.
 
-The copy is CPU-bound on both ends, and one index decides its length: PuppetDB's trigram GIN index on
-``catalog_resources.file`` takes longer to build than any table takes to stream. So:
+The copy is CPU-bound on both ends, and up to PuppetDB 8.0 one index decides its length: the trigram GIN
+index on ``catalog_resources.file`` takes longer to build than any table takes to stream (8.1 dropped it,
+migration 84; PE 2023.8 ships 8.7). So:
 
 * every big table streams in a job of its own, and each of its indexes is a build job that can start as
   soon as that table's rows are in, beside the other streams (its primary key and unique constraints are

@@ -77,10 +77,18 @@ def fingerprint_in(conn: SqlReader, *, count_rows: bool = True) -> dict[str, int
         result[name] = _int(conn.value(query))
     if "certnames" in tables:
         result["md5:certnames"] = conn.value(
-            "SELECT coalesce(md5(string_agg(certname || ':' || coalesce(deactivated::text, ''), ',' "
-            "ORDER BY certname)), '') FROM certnames")
+            "SELECT coalesce(md5(string_agg(c.certname || ':' || coalesce(s.deactivated::text, ''), ',' "
+            f"ORDER BY c.certname)), '') FROM certnames c {_status_join(tables)}")
     result.update(catalog_inventory(conn))
     return result
+
+
+def _status_join(tables: Iterable[str]) -> str:
+    """Where a node's ``deactivated`` and ``expired`` are: ``certnames_status`` from PuppetDB 8.5 (migration 85,
+    PE 2023.8 and later), ``certnames`` itself before."""
+    if "certnames_status" in tables:
+        return "LEFT JOIN certnames_status s ON s.certname = c.certname"
+    return "CROSS JOIN LATERAL (SELECT c.deactivated, c.expired) s"
 
 
 SEQUENCES_QUERY = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -180,8 +188,10 @@ def fingerprint(ctx: RunContext, host: str) -> dict[str, int | str]:
 def node_active(ctx: RunContext, host: str, certname: str) -> bool:
     """Is ``certname`` an active node (neither deactivated nor expired) in ``host``'s PuppetDB?"""
     with connect(ctx, host) as conn:
-        return _int(conn.value("SELECT count(*) FROM certnames WHERE certname = " + quote_literal(certname)
-                               + " AND deactivated IS NULL AND expired IS NULL")) > 0
+        tables = [r[0] for r in conn.rows("SELECT relname FROM pg_class WHERE relname IN ('certnames', "
+                                          "'certnames_status') AND relnamespace = 'public'::regnamespace")]
+        return _int(conn.value(f"SELECT count(*) FROM certnames c {_status_join(tables)} WHERE c.certname = "
+                               + quote_literal(certname) + " AND s.deactivated IS NULL AND s.expired IS NULL")) > 0
 
 
 @task(name="free-space", task_run_name="free-space/{host}", **READ)

@@ -126,7 +126,7 @@ def test_provision_refuses_a_master_without_its_secret_keys_before_copying_anyth
     assert not [c for c in fake.commands_on(M) if c[0] == "scp" or c[:3] == ("puppet", "infrastructure", "provision")]
 
 
-@pytest.mark.parametrize("version", ["2019.7.3", "2018.1.15", "2025.0.0", "not a version"])
+@pytest.mark.parametrize("version", ["2019.7.3", "2018.1.15", "2022.1.0", "2025.11.0", "2027.1.0", "not a version"])
 def test_unsupported_pe_version_is_refused_before_anything_changes(env, version):
     fake, _, _ = env
     fake.pe_version = version
@@ -134,8 +134,10 @@ def test_unsupported_pe_version_is_refused_before_anything_changes(env, version)
     from flows.provision_replica import provision_replica
 
     state = provision_replica(return_state=True)
-    assert state.is_failed() and ("pe-ha supports PE 2019.8.x, 2021.x and 2023.x" in state.message
+    assert state.is_failed() and ("pe-ha supports PE 2019.8.x, 2021.x, 2023.x and 2025.0 to 2025.10" in state.message
                                   or "not a PE version" in state.message)
+    if version.startswith(("2025.11", "2027")):
+        assert "newer than PE 2025.10, the newest line pe-ha is tested on" in state.message
     assert [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")] == [
         ("cat", "/opt/puppetlabs/server/pe_version")]
     assert not [c for c in fake.calls if c.kind == "put"]

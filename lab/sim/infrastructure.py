@@ -34,7 +34,7 @@ from base import (
     update_state,
 )
 from classifier import groups_by_name, replicate_console, set_agent_params, upsert_group
-from puppetdb import pdb_has_schema
+from puppetdb import deactivate_sql, pdb_has_schema
 from rbac import PLAN_CERT_AUTH, require_token
 from services import ensure_role_services, stop_service
 from status import host_entries, infra_status
@@ -237,7 +237,7 @@ def cmd_forget(args):
     _write_json(GROUPS, groups, 0o600)
     update_state(replica=None, replica_enabled=False)
     try:
-        psql("UPDATE certnames SET deactivated = now() WHERE certname = '%s'" % replica.replace("'", ""))
+        psql(deactivate_sql(replica.replace("'", "")))
     except SimError as e:
         log("purge of %s from PuppetDB failed: %s" % (replica, e))
     print("Notice: %s has been decommissioned and purged as an agent; a Puppet run completed on %s." % (replica, s["master"]))

@@ -31,13 +31,27 @@ def cmd_node(args):
         raise SimError("Error: puppet node purge must be run on the primary server (its CA and PuppetDB).")
     if not name or any(c in name for c in "'\\;"):
         raise SimError("Error: invalid certname %r" % name)
-    psql("UPDATE certnames SET deactivated = now() WHERE certname = '%s' AND deactivated IS NULL" % name)
+    psql(deactivate_sql(name))
     update_state(revoked_certs=sorted(set(state().get("revoked_certs", [])) | {name}))
     log("node purge %s" % name)
     print("Notice: Revoked certificate with serial (simulated) for %s" % name)
     print("Notice: Removed files for %s from the CA" % name)
     print("Submitted 'deactivate node' for %s" % name)
     return 0
+
+
+def latest_split():
+    """PuppetDB 8.5+ keeps deactivation in certnames_status (migration 85); 8.7+ keeps each node's latest report
+    in reports_latest (migration 86). The lab's profiles have both or neither."""
+    return pe_profile().get("partitioning") == "latest"
+
+
+def deactivate_sql(name):
+    if latest_split():  # an upsert, as 8.7's storage.clj does: a node known only by sync may have no status row
+        return ("INSERT INTO certnames_status (certname, deactivated) SELECT certname, now() FROM certnames "
+                "WHERE certname = '%s' ON CONFLICT (certname) DO UPDATE SET deactivated = now() "
+                "WHERE certnames_status.deactivated IS NULL" % name)
+    return "UPDATE certnames SET deactivated = now() WHERE certname = '%s' AND deactivated IS NULL" % name
 
 
 def local_db_up():
@@ -66,6 +80,8 @@ def insert_reports_sql(columns, select_sql):
     """INSERT the rows of ``select_sql`` into reports as the profile's PuppetDB does: into ``reports`` itself with
     declarative partitions (7.13+), into each day's ``reports_<YYYYMMDD>z`` child with INHERITS (6.10-7.12: no
     trigger on reports, PuppetDB's storage.clj inserts into the child)."""
+    if latest_split():  # synced reports go to the historical part; store_report moves the latest itself
+        return "INSERT INTO reports (%s, latest) SELECT %s, false FROM (%s) s;" % (columns, columns, select_sql)
     if pe_profile().get("partitioning") != "inherits":
         return "INSERT INTO reports (%s) SELECT %s FROM (%s) s;" % (columns, columns, select_sql)
     return ("DO $$ DECLARE d date; BEGIN FOR d IN SELECT DISTINCT (producer_timestamp AT TIME ZONE 'UTC')::date "
@@ -87,9 +103,15 @@ def store_report(body):
            f" '5.5.22'::text AS puppet_version, 10::smallint AS report_format, {noop} AS noop,"
            f" (SELECT id FROM report_statuses WHERE status = '{status}') AS status_id, now() AS producer_timestamp,"
            " now() AS receive_time, now() AS start_time, now() AS end_time, '[]'::jsonb AS metrics, '[]'::jsonb AS logs")
-    sql = (f"INSERT INTO certnames (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
-           + insert_reports_sql(columns, row)
-           + f"UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{name}';")
+    if latest_split():  # PuppetDB 8.7's add-report!: the previous latest moves to the historical part
+        sql = (f"INSERT INTO certnames (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
+               f"INSERT INTO certnames_status (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
+               f"UPDATE reports SET latest = false WHERE latest AND certname = '{name}';"
+               f"INSERT INTO reports ({columns}, latest) SELECT {columns}, true FROM ({row}) s;")
+    else:
+        sql = (f"INSERT INTO certnames (certname) VALUES ('{name}') ON CONFLICT (certname) DO NOTHING;"
+               + insert_reports_sql(columns, row)
+               + f"UPDATE certnames SET latest_report_timestamp = now() WHERE certname = '{name}';")
     try:
         psql(sql)
     except (SimError, subprocess.TimeoutExpired) as e:
@@ -98,7 +120,9 @@ def store_report(body):
 
 def pdb_nodes():
     try:
-        out = psql("SELECT certname, coalesce(deactivated::text, '') FROM certnames ORDER BY certname")
+        out = psql("SELECT c.certname, coalesce(s.deactivated::text, '') FROM certnames c LEFT JOIN certnames_status s"
+                   " USING (certname) ORDER BY 1" if latest_split() else
+                   "SELECT certname, coalesce(deactivated::text, '') FROM certnames ORDER BY certname")
     except (SimError, subprocess.TimeoutExpired):
         return []
     rows = [line.split("|") for line in out.splitlines() if line]
@@ -124,6 +148,9 @@ def pdb_sync_once(peer):
         f.write("BEGIN;\nCREATE TEMP TABLE incoming AS SELECT %s FROM reports LIMIT 0;\n" % SYNC_COLUMNS)
         f.write("\\copy incoming FROM pstdin\n")
         f.write("INSERT INTO certnames (certname) SELECT DISTINCT certname FROM incoming ON CONFLICT DO NOTHING;\n")
+        if latest_split():  # PuppetDB 8.5+ gives every certname its status row
+            f.write("INSERT INTO certnames_status (certname) SELECT DISTINCT certname FROM incoming "
+                    "ON CONFLICT DO NOTHING;\n")
         f.write("DELETE FROM incoming i WHERE EXISTS "
                 "(SELECT 1 FROM reports r WHERE r.hash = i.hash AND r.producer_timestamp = i.producer_timestamp);\n")
         f.write(insert_reports_sql(SYNC_COLUMNS, "SELECT * FROM incoming") + "\n")

@@ -1,14 +1,22 @@
 -- Synthetic PuppetDB content for the pe-ha lab simulator. Deterministic: the same :nodes give the same data.
--- psql variables: nodes, resources (per node), reports (per node), producer.
+-- psql variables: nodes, resources (per node), reports (per node), producer, latest_split (PuppetDB 8.7's
+-- schema: deactivation in certnames_status, each node's latest report and its events in *_latest), and for
+-- that schema latest_col (", latest"), latest_false (", false") and latest_of_report (", r.latest"), else empty.
 SET client_min_messages = warning;
 INSERT INTO producers (name) VALUES (:'producer') ON CONFLICT DO NOTHING;
 SELECT id AS producer_id FROM producers WHERE name = :'producer' \gset
 SELECT id AS env_id FROM environments WHERE environment = 'production' \gset
 SELECT id AS changed_id FROM report_statuses WHERE status = 'changed' \gset
 SELECT id AS unchanged_id FROM report_statuses WHERE status = 'unchanged' \gset
+\if :latest_split
+INSERT INTO certnames (certname)
+  SELECT format('node%s.lab.test', lpad(i::text, 5, '0')) FROM generate_series(1, :nodes) i;
+INSERT INTO certnames_status (certname) SELECT certname FROM certnames;
+\else
 INSERT INTO certnames (certname, latest_report_timestamp)
   SELECT format('node%s.lab.test', lpad(i::text, 5, '0')), now() - interval '10 minutes'
   FROM generate_series(1, :nodes) i;
+\endif
 -- 70 % of each catalog comes from 5 shared variants, 30 % is node-specific.
 INSERT INTO resource_params_cache (resource, parameters)
   SELECT digest(format('shared-%s-%s', v, r), 'sha1'),
@@ -57,7 +65,7 @@ INSERT INTO factsets (certname, "timestamp", environment_id, hash, producer_time
 INSERT INTO reports (hash, transaction_uuid, certname, puppet_version, report_format, configuration_version,
                      start_time, end_time, receive_time, noop, environment_id, status_id, metrics, logs, resources,
                      producer_timestamp, catalog_uuid, cached_catalog_status, code_id, producer_id, noop_pending,
-                     corrective_change)
+                     corrective_change :latest_col)
   SELECT digest(format('%s-%s', c.id, n), 'sha1'), md5(format('%s-%s', c.id, n))::uuid, c.certname, '5.5.22', 10,
          '1700000000', ts, ts + interval '41 seconds', ts + interval '43 seconds', false, :env_id, CASE WHEN n % 3 = 0 THEN :unchanged_id ELSE :changed_id END,
          (SELECT jsonb_agg(jsonb_build_object('category', 'time', 'name', format('m%s', k), 'value', k * 0.37))
@@ -68,20 +76,27 @@ INSERT INTO reports (hash, transaction_uuid, certname, puppet_version, report_fo
          (SELECT jsonb_agg(jsonb_build_object('resource_type', 'File', 'resource_title', format('/etc/app/%s', k),
                                               'events', jsonb_build_array(), 'skipped', false))
             FROM generate_series(1, 25) k),
-         ts, md5(format('cat-%s-%s', c.id, n))::uuid, 'not_used', 'urn:puppet:code-id:1:abc', :producer_id, false, false
+         ts, md5(format('cat-%s-%s', c.id, n))::uuid, 'not_used', 'urn:puppet:code-id:1:abc', :producer_id, false, false :latest_false
   FROM certnames c, generate_series(1, :reports) n,
        LATERAL (SELECT now() - (n * interval '12 hours') - (c.id % 60) * interval '1 minute' AS ts) t;
+\if :latest_split
+-- PuppetDB 8.7 stores each node's newest report in reports_latest (the row moves partitions).
+UPDATE reports SET latest = true WHERE id IN (SELECT max(id) FROM reports GROUP BY certname);
+\endif
 INSERT INTO resource_events (event_hash, report_id, certname_id, status, "timestamp", resource_type, resource_title,
                              property, new_value, old_value, message, file, line, name, containment_path,
-                             containing_class, corrective_change)
+                             containing_class, corrective_change :latest_col)
   SELECT digest(format('%s-%s', r.id, e), 'sha1'), r.id, c.id, 'success', r.producer_timestamp, 'File',
          format('/etc/app/%s', e), 'content', md5(format('new%s', e)), md5(format('old%s', e)),
          format('content changed {md5}%s to {md5}%s', md5(format('old%s', e)), md5(format('new%s', e))),
          '/etc/puppetlabs/code/environments/production/modules/app/manifests/init.pp', e, 'content',
-         ARRAY['Stage[main]', 'App', format('File[/etc/app/%s]', e)], 'App', false
+         ARRAY['Stage[main]', 'App', format('File[/etc/app/%s]', e)], 'App', false :latest_of_report
   FROM reports r JOIN certnames c ON c.certname = r.certname, generate_series(1, 10) e
   WHERE r.status_id = :changed_id;
+\if :latest_split
+\else
 UPDATE certnames c SET latest_report_id = (SELECT max(id) FROM reports r WHERE r.certname = c.certname);
+\endif
 -- Packages (inventory), catalog inputs and fact expiration, small beside the catalogs.
 INSERT INTO packages (hash, name, provider, version)
   SELECT digest(format('pkg-%s', k), 'sha1'), format('package%s', k), 'apt', format('1.%s.%s', k % 9, k % 5)

@@ -1,0 +1,40 @@
+"""Which PE versions pe-ha serves: the release lines its lab profiles test, and nothing newer."""
+
+from __future__ import annotations
+
+import pytest
+
+from pe_ha import versions
+from pe_ha.errors import PreconditionFailed
+
+
+@pytest.mark.parametrize(("text", "supported"), [
+    ("2019.7.3", False),  # the manual copy's last documented line is 2019.5; 2019.7 has no profile
+    ("2019.8.12", True),
+    ("2021.7.9", True),
+    ("2023.8.0", True),
+    ("2023.8.10", True),
+    ("2025.0.0", True),
+    ("2025.10.1", True),
+    ("2025.11.0", False),  # PostgreSQL 17: no profile yet
+    ("2026.1.0", False),
+    ("2022.1.0", False),  # no such PE line
+])
+def test_supported_lines(text, supported):
+    version = versions.parse(text)
+    assert version is not None and version.supported is supported
+
+
+def test_a_line_newer_than_any_profile_names_the_newest_tested():
+    with pytest.raises(PreconditionFailed) as refused:
+        versions.require_supported("2027.2.0\n", "master.example.com")
+    assert "newer than PE 2025.10, the newest line pe-ha is tested on" in refused.value.message
+
+
+@pytest.mark.parametrize(("text", "databases"), [
+    ("2021.7.9", ("pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac")),
+    ("2025.0.0", ("pe-activity", "pe-classifier", "pe-orchestrator", "pe-rbac", "pe-inventory")),
+])
+def test_reinitialize_databases_per_line(text, databases):
+    version = versions.parse(text)
+    assert version is not None and version.reinitialize_databases == databases
