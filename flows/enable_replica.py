@@ -1,7 +1,9 @@
 """Enable a replica — PE guide, "Enable a replica".
 
 1. Back up the classifier hierarchy (enable alters classification): a file and an artifact.
-2. ``puppet infrastructure enable replica <replica>`` with every prompt answered by flags.
+2. ``puppet infrastructure enable replica <replica>`` with every prompt answered by flags; the primary's
+   ``puppet`` service is stopped from here until the configuration is deployed (started again after a failure
+   too), as around provisioning: a background run would collide with the deploy's own runs.
 3. Deploy the configuration: Puppet runs (master, replica, then every managed node) or, for Direct
    Puppet, ``puppet job run --no-enforce-environment --query 'nodes {…}'``.
 4. Remove ``server =`` from the replica's puppet.conf (superseded by ``server_list``).
@@ -18,7 +20,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._common import log, run_name
 from flows._entry import run_context, with_run_context
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, check_token, read_facts, remove_token, stage_token
+from flows._steps import (
+    Outcome,
+    Procedure,
+    Step,
+    check_token,
+    pause_puppet_service,
+    read_facts,
+    remove_token,
+    stage_token,
+)
 from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.validation import Topology
@@ -46,6 +57,8 @@ def _reconnect_after_cancel(flow, flow_run, state) -> None:
 def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topology = "mono", skip_agent_config: bool = False,
                    agent_server_urls: list[str] | None = None, pcp_brokers: list[str] | None = None,
                    infra_agent_server_urls: list[str] | None = None, infra_pcp_brokers: list[str] | None = None,
+                   master_uris: list[str] | None = None, infra_master_uris: list[str] | None = None,
+                   classifier_termini: list[str] | None = None, puppetdb_termini: list[str] | None = None,
                    deploy: Literal["agent-runs", "job"] = "agent-runs", drill: bool = False,
                    drill_node: str | None = None,
                    start_at: Literal["backup", "enable", "deploy", "remove-server", "drill"] = "backup",
@@ -64,6 +77,10 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
         pcp_brokers: --pcp-brokers: host[:port] entries for agents, in order.
         infra_agent_server_urls: --infra-agent-server-urls: host[:port] entries for infrastructure nodes.
         infra_pcp_brokers: --infra-pcp-brokers: host[:port] entries for infrastructure nodes.
+        master_uris: --master-uris: host[:port] entries for agents' pxp-agent master-uris.
+        infra_master_uris: --infra-master-uris: the same for infrastructure nodes.
+        classifier_termini: --classifier-termini: host[:port] entries (port 4433 by default) for the compilers.
+        puppetdb_termini: --puppetdb-termini: host[:port] entries (port 8081 by default) for the compilers.
         deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (puppet job
             run).
         drill: After enabling, cut the master off from the replica and a test node, run the agent there, and always
@@ -79,7 +96,10 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
                                          skip_agent_config=skip_agent_config,
                                          agent_server_urls=agent_server_urls or (), pcp_brokers=pcp_brokers or (),
                                          infra_agent_server_urls=infra_agent_server_urls or (),
-                                         infra_pcp_brokers=infra_pcp_brokers or ())
+                                         infra_pcp_brokers=infra_pcp_brokers or (), master_uris=master_uris or (),
+                                         infra_master_uris=infra_master_uris or (),
+                                         classifier_termini=classifier_termini or (),
+                                         puppetdb_termini=puppetdb_termini or ())
     job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
     agent_cmd = commands.agent_run()
     nodes = [n.name for n in s.managed_nodes]
@@ -97,11 +117,13 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
     def remove_server() -> bool:
         return puppet_conf.delete_setting(ctx, replica, "server", "main")
 
+    stop_puppet, start_puppet = pause_puppet_service(ctx, master)
     steps = [
         check_token(ctx, master, 1800),
         Step("backup", "back up classifier hierarchy", "worker", backup, phase="backup",
              note=f"GET https://{master}:4433/classifier-api/v1/groups, written to {s.backup_dir} (mode 0600)"),
         stage_token(ctx, master),
+        stop_puppet,
         Step("enable", "puppet infrastructure enable replica", master,
              lambda: infrastructure.enable_replica(ctx, master, enable_cmd), commands=[(master, enable_cmd)], phase="enable"),
     ]
@@ -116,15 +138,17 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
                           if nodes else ""))
     steps += [
         remove_token(ctx, master),
+        start_puppet,
         Step("remove-server", "remove `server =` from the replica's puppet.conf", replica, remove_server,
              commands=[(replica, commands.config_delete("server"))], phase="remove-server"),
     ]
-    facts: list[str] = []
+    version, addresses = read_facts(ctx, "enable-replica", lambda: (
+        infrastructure.pe_version(ctx, master),
+        [network.resolve(ctx, master, replica), network.resolve(ctx, master, test_node)] if test_node else []))
+    facts = [f"PE {version} on {master}"]
     if drill and test_node:
-        addresses = read_facts(ctx, "enable-replica", lambda: [network.resolve(ctx, master, replica),
-                                                          network.resolve(ctx, master, test_node)])
-        facts = [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
-                                                                                 strict=True)]
+        facts += [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
+                                                                                  strict=True)]
         steps += drill_steps(ctx, master, test_node, addresses)
     procedure = Procedure(ctx, "enable-replica", replica, steps, topology_on=master, start_at=start_at,
                           phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts)

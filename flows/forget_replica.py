@@ -12,7 +12,7 @@ from prefect import flow
 from flows._common import run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, check_token, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, check_token, read_facts, remove_token, stage_token
 from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.errors import PostconditionFailed, PreconditionFailed
@@ -49,7 +49,8 @@ def forget_replica(ctx: RunContext, replica: str | None = None, master: str | No
             raise PostconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
         return entries
 
-    procedure = Procedure(ctx, "forget-replica", replica, topology_on=master, steps=[
+    version = read_facts(ctx, "forget-replica", lambda: infrastructure.pe_version(ctx, master))
+    procedure = Procedure(ctx, "forget-replica", replica, topology_on=master, facts=[f"PE {version} on {master}"], steps=[
         Step("offline", "is the replica permanently offline?", replica, replica_is_offline,
              note=f"TCP probe from the worker of {replica} on PE ports {list(status_api.PE_PORTS)}"),
         Step("approval", "operator approval", "operator", lambda: None,

@@ -3,9 +3,10 @@
 1. The replica's puppet.conf ``[main] server`` must be the master.
 2. The master runs a PE version pe-ha supports, with Code Manager enabled (the guide's prerequisite).
 3. The admin RBAC token must stay valid through the sync.
-4. The version's secret key files are copied to the replica (PE 2019.8-2021.5: the orchestrator's
-   keys.json; 2021.7 and later: three files), then ``puppet infrastructure provision replica <replica>``.
-   (Optional) the manual PuppetDB copy, during the sync, as the guide allows.
+4. The version's secret key files are copied to the replica (none in the 2019.5 guide; 2019.7-2021.5: the
+   orchestrator's keys.json; 2021.7 and later: three files), then ``puppet infrastructure provision replica <replica>``.
+   (Optional, PE 2019.5 and earlier) the manual PuppetDB copy, during the sync, as the guide allows; PE
+   2019.7 and later document no such copy, so there it is refused before anything changes.
    The primary's ``puppet`` service is stopped from here until the sync is done (and started again after a
    failure too), as peadm does: a background run would collide with provisioning's own Puppet runs.
 5. Wait, bounded, until every replica service is running (PuppetDB no longer ``starting``).
@@ -22,7 +23,7 @@ from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, read_facts, remove_token, stage_token
-from pe_ha import commands
+from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
@@ -43,7 +44,7 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
     Args:
         replica: The replica's certname; empty means the replica from the inventory (PEHA_REPLICA).
         copy_puppetdb: Copy PuppetDB to the replica while it syncs (the guide's optional manual copy, run in
-            parallel).
+            parallel). PE documents it up to 2019.5 only; on later versions it is refused.
         sync_timeout_s: Longest wait for the replica's services to be synced and running before the flow fails with
             the last status seen.
         verify_node: Managed node for the final puppet agent -t --noop --server_list=<replica>; empty means the first
@@ -87,6 +88,13 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
 
     version, present = read_facts(ctx, "provision-replica", lambda: (
         (v := infrastructure.pe_version(ctx, master)), infrastructure.replica_files_present(ctx, master, v)))
+    parsed = versions.parse(version)
+    if copy_puppetdb and parsed is not None and not parsed.documents_manual_copy:
+        raise PreconditionFailed(
+            f"PE {version} documents no manual PuppetDB copy during provisioning: the guide's \"Manually copy "
+            "PuppetDB to speed replication\" ends with PE 2019.5, and from 2019.7 provisioning syncs PuppetDB itself",
+            hint="provision without copy_puppetdb; to reseed the replica's pe-puppetdb later, run copy-puppetdb on "
+                 "its own")
     files_plan = infrastructure.replica_file_plan(master, replica, version, present)
     facts = [f"PE {version} on {master}",
              f"{master} has " + ", ".join(f"{path}: {'yes' if there else 'no'}" for path, there in present.items())]

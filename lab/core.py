@@ -196,12 +196,13 @@ def _node_files(cfg: LabConfig) -> None:
             sbin = h.path("/opt/puppetlabs/server/bin")
             sbin.mkdir(parents=True, exist_ok=True)
             # PE's server binaries are the profile's major; its client tools here are Debian's 15 (the
-            # server builds have none), said in docs/simulator.md.
+            # server builds have none), or the major's own where 15 cannot serve it (17), said in docs/simulator.md.
             apps = h.path(cfg.profile.pg_apps)
             apps.parent.mkdir(parents=True, exist_ok=True)
             apps.symlink_to(pgbuilds.installed(cfg.profile.pg_major) / "native")
+            clients = pgbuilds.installed_clients(cfg.profile.pg_major) or PG_CLIENT_BIN
             for tool in ("psql", "pg_dump", "pg_restore", "createdb", "dropdb", "vacuumdb", "pg_isready"):
-                (sbin / tool).symlink_to(f"{PG_CLIENT_BIN}/{tool}")
+                (sbin / tool).symlink_to(f"{clients}/{tool}")
             for tool in ("pg_ctl", "initdb", "postgres"):
                 (sbin / tool).symlink_to(f"{cfg.pg_bin}/{tool}")
         if h.has_postgres:  # PE server nodes only: an agent has no /opt/puppetlabs/server

@@ -100,7 +100,12 @@ def lifecycle(stack: PrefectStack, cfg: LabConfig, *, verbose: bool = True) -> l
 
     # Before provisioning the replica serves nothing: report it, without failing the run.
     run("verify-health", {"installation": "lab", "fail_on_degraded": False})
-    run("provision-replica", {"copy_puppetdb": True, "sync_timeout_s": 300})
+    # The manual PuppetDB copy beside provisioning exists in PE's guide up to 2019.5 only; on later versions the
+    # copy runs on its own after provisioning (reseeding the replica's pe-puppetdb), approved by an operator.
+    beside = cfg.profile.pe_line <= (2019, 5)
+    run("provision-replica", {"copy_puppetdb": beside, "sync_timeout_s": 300})
+    if not beside:
+        run("copy-puppetdb", {}, approve_as="demo-operator")
     run("verify-health", {"installation": "lab"})
     run("enable-replica", {"topology": "mono", "drill": True})
     say("   (cutting the master off: it is now 'permanently offline')")

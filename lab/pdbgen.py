@@ -25,6 +25,8 @@ def create_database(cfg: LabConfig, host: Host, name: str = "pe-puppetdb") -> No
     node_run(host, *PSQL, "-d", "postgres", *drop_database_sql(name), as_postgres=True)
     node_run(host, *PSQL, "-d", "postgres", input=pdbschema.database_sql(name=name), as_postgres=True)
     node_run(host, *PSQL, "-d", name, input=pdbschema.extensions_sql(), as_postgres=True)
+    # PostgreSQL 15 and later no longer let everyone create in public: PuppetDB's role needs PE's grant first.
+    node_run(host, *PSQL, "-d", name, input=pdbschema.database_grants_sql(cfg.profile), as_postgres=True)
 
 
 def generate(cfg: LabConfig, nodes: int, *, resources: int = 1000, reports: int = 28, host: Host | None = None) -> float:

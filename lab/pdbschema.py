@@ -4,7 +4,7 @@ Modelled on PuppetDB's own migrations (``src/puppetlabs/puppetdb/scf/migrate.clj
 at the tags ../shared/reference/puppetdb-facts.md names): its 19 tables, the explicitly created sequences
 (most with CYCLE, ``reports_id_seq`` owned by ``reports.id``), daily partitions named ``<table>_<YYYYMMDD>z``
 (INHERITS children with CHECK constraints and a BEFORE INSERT trigger on ``resource_events`` up to
-PuppetDB 7.12; declarative ``PARTITION BY RANGE`` from 7.13; from 8.7 a ``PARTITION BY LIST (latest)`` parent
+PuppetDB 7.12, ``reports`` from 6.10 only; declarative ``PARTITION BY RANGE`` from 7.13; from 8.7 a ``PARTITION BY LIST (latest)`` parent
 over ``*_latest`` and a day-partitioned ``*_historical``, with deactivation in ``certnames_status`` from 8.5),
 and the trigram indexes. Columns not read by
 pe-ha or its tests are left out; docs/simulator.md says which parts are modelled rather than copied.
@@ -150,13 +150,13 @@ CREATE INDEX certname_package_reverse_idx ON certname_packages (package_id, cert
 """.format(certnames=_SPLIT_CERTNAMES if p.partitioning == "latest" else _CERTNAMES,
            # migration 84 (PuppetDB 8.1) drops it
            file_trgm="" if 84 in migrations(p) else _FILE_TRGM))
-    if p.partitioning == "inherits":
-        out.append(_inherits_sql(days(today)))
+    if p.partitioning in ("inherits", "events"):
+        out.append(_inherits_sql(days(today), reports_partitioned=p.partitioning == "inherits"))
     elif p.partitioning == "declarative":
         out.append(_declarative_sql(days(today)))
     else:
         out.append(_latest_split_sql(days(today)))
-    if p.partitioning != "inherits":  # workspaces: migration 80 (PuppetDB 7.8)
+    if p.partitioning not in ("inherits", "events"):  # workspaces: migration 80 (PuppetDB 7.8)
         out.append("""
 CREATE TABLE workspaces (uuid uuid NOT NULL PRIMARY KEY, updated timestamptz NOT NULL);
 CREATE TABLE workspace_memberships (
@@ -195,9 +195,17 @@ _FILE_TRGM = ("CREATE INDEX catalog_resources_file_trgm ON catalog_resources USI
               "WHERE file IS NOT NULL;")
 
 
-def _inherits_sql(day_list: list[dt.date]) -> str:
-    """PuppetDB 6.8-7.12: migrations 73, 74 and 76."""
-    out = [f"CREATE TABLE reports ({_REPORT_COLUMNS});",
+def _inherits_sql(day_list: list[dt.date], *, reports_partitioned: bool = True) -> str:
+    """PuppetDB 6.10-7.12: migrations 73, 74 and 76. PuppetDB 6.8-6.9 (``reports_partitioned=False``): migration
+    73 only, so ``reports`` is still one plain table with its own keys (74 moved them to the day children)."""
+    plain_reports = [
+        f"CREATE TABLE reports ({_REPORT_COLUMNS}, CONSTRAINT reports_pkey PRIMARY KEY (id));",
+        "CREATE UNIQUE INDEX reports_hash_expr_idx ON reports (encode(hash, 'hex'));",
+        "CREATE INDEX reports_certname_idx ON reports (certname);",
+        "CREATE INDEX reports_end_time_idx ON reports (end_time);",
+        "ALTER TABLE reports ADD CONSTRAINT reports_certname_fkey FOREIGN KEY (certname) "
+        "REFERENCES certnames(certname) ON DELETE CASCADE;"]
+    out = [*([f"CREATE TABLE reports ({_REPORT_COLUMNS});"] if reports_partitioned else plain_reports),
            "ALTER SEQUENCE reports_id_seq OWNED BY reports.id;",
            f"CREATE TABLE resource_events ({_EVENT_COLUMNS});",
            # migration 73: inserts into the parent are routed to the day's child by this trigger
@@ -215,15 +223,16 @@ $$;""",
     for day in day_list:
         s = suffix(day)
         lo, hi = _bounds(day)
-        out.append(f"""CREATE TABLE reports_{s} (CHECK (producer_timestamp >= TIMESTAMP WITH TIME ZONE '{lo}'
+        if reports_partitioned:
+            out.append(f"""CREATE TABLE reports_{s} (CHECK (producer_timestamp >= TIMESTAMP WITH TIME ZONE '{lo}'
   AND producer_timestamp < TIMESTAMP WITH TIME ZONE '{hi}')) INHERITS (reports);
 CREATE UNIQUE INDEX idx_reports_id_{s} ON reports_{s} (id);
 CREATE UNIQUE INDEX reports_hash_expr_idx_{s} ON reports_{s} (encode(hash, 'hex'));
 CREATE INDEX reports_certname_idx_{s} ON reports_{s} (certname);
 CREATE INDEX reports_end_time_idx_{s} ON reports_{s} (end_time);
 ALTER TABLE reports_{s} ADD CONSTRAINT reports_certname_fkey_{s} FOREIGN KEY (certname)
-  REFERENCES certnames(certname) ON DELETE CASCADE;
-CREATE TABLE resource_events_{s} (CHECK ("timestamp" >= TIMESTAMP WITH TIME ZONE '{lo}'
+  REFERENCES certnames(certname) ON DELETE CASCADE;""")
+        out.append(f"""CREATE TABLE resource_events_{s} (CHECK ("timestamp" >= TIMESTAMP WITH TIME ZONE '{lo}'
   AND "timestamp" < TIMESTAMP WITH TIME ZONE '{hi}')) INHERITS (resource_events);
 CREATE UNIQUE INDEX resource_events_hash_{s} ON resource_events_{s} (event_hash);
 CREATE INDEX resource_events_reports_id_idx_{s} ON resource_events_{s} (report_id);
@@ -298,7 +307,7 @@ def _day_partitions(reports_parent: str, events_parent: str, day_list: list[dt.d
 def load_routing_sql(p: PeProfile) -> tuple[str, str]:
     """(before, after) the synthetic load: on the INHERITS profile, reports inserted into the parent are routed
     to the day's child for the load only (PuppetDB itself inserts into ``reports_<day>`` directly)."""
-    if p.partitioning != "inherits":
+    if p.partitioning != "inherits":  # reports is partitioned by INHERITS only there
         return "", ""
     before = """CREATE FUNCTION pe_ha_lab_route_reports() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

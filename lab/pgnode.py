@@ -23,7 +23,9 @@ def initdb(cfg: LabConfig, h: Host) -> None:
        "--auth-host=scram-sha-256", "-E", "UTF8", "-D", str(data))
     with open(data / "postgresql.conf", "a") as f:
         f.write(f"\n# pe-ha lab\nlisten_addresses = '{h.address}'\nport = 5432\n"
-                "unix_socket_directories = '/run/postgresql'\nmax_connections = 100\n"
+                # Debian's client tools look in /run/postgresql; PostgreSQL's own builds (PE's, and the 17
+                # client tools here) in /tmp, which is each lab host's own.
+                "unix_socket_directories = '/run/postgresql, /tmp'\nmax_connections = 100\n"
                 "shared_buffers = 128MB\nmaintenance_work_mem = 128MB\nmax_wal_size = 2GB\n"
                 "logging_collector = off\nmax_worker_processes = 8\n")
     with open(data / "pg_hba.conf", "a") as f:

@@ -1,8 +1,9 @@
 """PE versions pe-ha supports, and what each needs of the procedures (SOURCES.md's CLI table).
 
-pe-ha is tested against the lab's PE profiles: 2019.8, 2021.7, 2023.8 and 2025.0. It serves PE 2019.8.x,
-2021.x, 2023.x and 2025.0 to 2025.10 (PostgreSQL 14); anything else is refused before a procedure changes
-anything. PE 2025.11 and later run PostgreSQL 17, on which no profile runs yet.
+pe-ha is tested against the lab's PE profiles: 2019.5 (the guide's own), 2019.8, 2021.7, 2023.8, 2025.0
+(PostgreSQL 14) and 2025.11 (PostgreSQL 17). It serves PE 2019.5.x, 2019.8.x, 2021.x, 2023.x and 2025.0 to
+2025.11; anything else, including a line newer than the newest profile, is refused before a procedure changes
+anything.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 
 from pe_ha.errors import PreconditionFailed
 
-SUPPORTED_TEXT = "PE 2019.8.x, 2021.x, 2023.x and 2025.0 to 2025.10"
-NEWEST_TESTED = (2025, 10)
+SUPPORTED_TEXT = "PE 2019.5.x, 2019.8.x, 2021.x, 2023.x and 2025.0 to 2025.11"
+NEWEST_TESTED = (2025, 11)
 _VERSION_RE = re.compile(r"^\s*(\d{4})\.(\d+)(?:\.(\d+))?")
 ORCHESTRATOR_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/keys.json"
 ORCHESTRATOR_ENCRYPTION_KEYS = "/etc/puppetlabs/orchestration-services/conf.d/secrets/orchestrator-encryption-keys.json"
@@ -37,13 +38,22 @@ class PeVersion:
     @property
     def supported(self) -> bool:
         line = (self.year, self.minor)
-        return (2019, 8) <= line <= NEWEST_TESTED and self.year in (2019, 2021, 2023, 2025)
+        return line == (2019, 5) or ((2019, 8) <= line <= NEWEST_TESTED and self.year in (2019, 2021, 2023, 2025))
+
+    @property
+    def documents_manual_copy(self) -> bool:
+        """PE's guide has "Manually copy PuppetDB to speed replication", beside provisioning, up to 2019.5; from
+        2019.7 provisioning syncs PuppetDB faster itself and the section is gone (docs-archive, 2019.7 notes)."""
+        return (self.year, self.minor) <= (2019, 5)
 
     @property
     def secret_key_files(self) -> tuple[str, ...]:
         """Secret keys a new replica needs from the primary before provisioning (PE's own step), without which a
-        promoted replica cannot read the secrets stored on the old master: one file up to 2021.5, three from
-        2021.7 (the 2021.7 docs; 2021.6's list is not documented, so it gets the longer one)."""
+        promoted replica cannot read the secrets stored on the old master: none in the 2019.5 guide, one file
+        from 2019.7 (the 2019.8 docs), three from 2021.7 (the 2021.7 docs; 2021.6's list is not documented, so it
+        gets the longer one)."""
+        if (self.year, self.minor) < (2019, 7):  # the 2019.5 guide names no key to copy
+            return ()
         if (self.year, self.minor) < (2021, 6):
             return (ORCHESTRATOR_KEYS,)
         return (ORCHESTRATOR_KEYS, ORCHESTRATOR_ENCRYPTION_KEYS, CONSOLE_KEYS)
@@ -75,8 +85,7 @@ def require_supported(text: str, host: str) -> PeVersion:
         if (version.year, version.minor) > NEWEST_TESTED:
             raise PreconditionFailed(
                 f"{host} runs PE {version}, newer than PE {NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}, the newest line "
-                f"pe-ha is tested on; pe-ha supports {SUPPORTED_TEXT}"
-                + (" (PE 2025.11 and later run PostgreSQL 17)" if version.year == 2025 else ""),
+                f"pe-ha is tested on; pe-ha supports {SUPPORTED_TEXT}",
                 hint="run this procedure by hand from PE's documentation for your version, or use a pe-ha "
                      "release tested on it")
         raise PreconditionFailed(f"{host} runs PE {version}; pe-ha supports {SUPPORTED_TEXT}",

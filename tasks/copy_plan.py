@@ -186,6 +186,8 @@ class FastCopyFacts:
     post_data: PostDataPlan  # from the schema frame's table of contents
     binary: bool  # same PostgreSQL major on both ends: COPY's binary format is portable
     compress: str  # chosen from the measured link
+    # the source's grants on its public schema (role or PUBLIC, privilege, grantable), its owner's own left out
+    public_grants: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ class FastCopyPlan:
     dump_schema: Command
     send_schema: Command
     restore_pre_data: Command
+    grant_public: Command
     write_lists: Command
     jobs: tuple[PlannedJob, ...]
     restore_data: Command
@@ -219,7 +222,7 @@ class FastCopyPlan:
     def rows(self) -> list[tuple[str, Command]]:
         s, t = self.source, self.target
         return [(t, self.create_staging), (s, self.dump_schema), (s, self.send_schema), (t, self.restore_pre_data),
-                (t, self.write_lists), *[(j.host, j.command) for j in self.jobs], (t, self.restore_data),
+                (t, self.grant_public), (t, self.write_lists), *[(j.host, j.command) for j in self.jobs], (t, self.restore_data),
                 (t, self.restore_late), *([(s, self.copy_sequences)] if self.copy_sequences else []),
                 (t, self.remove_lists)]
 
@@ -266,6 +269,7 @@ def plan_fast_copy(facts: FastCopyFacts, *, source: str, target: str, schema_fil
         send_schema=commands.scp_to(schema_file, host=target, dest=schema_file),
         restore_pre_data=commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
                                                      **pg),
+        grant_public=commands.set_public_schema_grants(facts.public_grants, database=staging, **pg),
         write_lists=commands.write_restore_lists(schema_file, lists, others=late_list, **pg),
         jobs=tuple(planned),
         restore_data=commands.pg_restore_section(file=schema_file, database=staging, section="data", jobs=1, **pg),

@@ -104,36 +104,48 @@ def sequence_values(conn: SqlReader) -> dict[str, tuple[int, bool]]:
     return out
 
 
+def _acl_text(column: str) -> str:
+    """SQL for an ACL column as sorted ``grantee=privilege/grantor`` text ('default' where it is NULL)."""
+    return ("coalesce((SELECT string_agg(g, ',' ORDER BY g) FROM (SELECT CASE "
+            "WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || '=' || a.privilege_type || CASE "
+            "WHEN a.is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(a.grantor) AS g "
+            f"FROM aclexplode({column}) a) acl), 'default')")
+
+
 def catalog_inventory(conn: SqlReader) -> dict[str, int | str]:
     """The parts of a database that rows and indexes do not show, one key each, as text to compare."""
     out: dict[str, int | str] = {}
     for name, (value, called) in sequence_values(conn).items():
         out[f"sequence:{name}"] = f"{value} {'called' if called else 'not called'}"
     parts = conn.rows(
-        "SELECT p.relname || ' <- ' || c.relname || ' (' || c.relkind || ')' FROM pg_inherits i "
+        "SELECT p.relname || ' <- ' || c.relname || ' (' || c.relkind::text || ')' FROM pg_inherits i "
         "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') "
         "ORDER BY 1")
     out["partitions"] = md5_of(str(r[0]) for r in parts)
     out["partition count"] = len(parts)
     out["partitioned parents"] = ",".join(r[0] for r in conn.rows(
-        "SELECT c.relname || ':' || c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname || ':' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND (c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i "
         "WHERE i.inhparent = c.oid)) ORDER BY 1"))
     owners = conn.rows(
-        "SELECT pg_get_userbyid(c.relowner) || ':' || c.relkind, count(*) FROM pg_class c "
+        "SELECT pg_get_userbyid(c.relowner) || ':' || c.relkind::text, count(*) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v') "
         "GROUP BY 1 UNION ALL SELECT pg_get_userbyid(p.proowner) || ':function', count(*) FROM pg_proc p "
         "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND NOT EXISTS "
         "(SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') GROUP BY 1 ORDER BY 1")
     out["owners"] = ", ".join(f"{r[0]}={r[1]}" for r in owners)
     found = conn.rows(
-        "SELECT pg_get_userbyid(d.datdba), coalesce((SELECT string_agg(g, ',' ORDER BY g) FROM (SELECT CASE "
-        "WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || '=' || a.privilege_type || CASE "
-        "WHEN a.is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(a.grantor) AS g "
-        "FROM aclexplode(d.datacl) a) acl), 'default') FROM pg_database d WHERE d.datname = current_database()")
+        f"SELECT pg_get_userbyid(d.datdba), {_acl_text('d.datacl')} FROM pg_database d "
+        "WHERE d.datname = current_database()")
     owner, acl = found[0] if found else ("", "")
     out["database owner"], out["database acl"] = owner, acl
+    # PostgreSQL 15 and later create public without CREATE for everyone: PuppetDB needs PE's grant carried over.
+    schema_acl = _acl_text("coalesce(s.nspacl, acldefault('n', s.nspowner))")
+    found = conn.rows(f"SELECT pg_get_userbyid(s.nspowner), {schema_acl} FROM pg_namespace s "
+                      "WHERE s.nspname = 'public'")
+    owner, acl = found[0] if found else ("", "")
+    out["public schema owner"], out["public schema acl"] = owner, acl
     out["extensions"] = ",".join(f"{r[0]} {r[1]}" for r in conn.rows(
         "SELECT extname, extversion FROM pg_extension ORDER BY 1"))
     return out

@@ -92,6 +92,10 @@ def read_fast_copy_facts(ctx: RunContext, source: str, target: str) -> FastCopyF
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")]
             source_major = conn.major()
+            public_grants = tuple((r[0], r[1], r[2] == "t") for r in conn.rows(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+                "a.is_grantable FROM pg_namespace s, aclexplode(coalesce(s.nspacl, acldefault('n', s.nspowner))) a "
+                "WHERE s.nspname = 'public' AND a.grantee <> s.nspowner ORDER BY 1, 2"))
         toc = ex.run(source, commands.schema_toc(os_user=s.pg_os_user, bin_dir=s.pg_bin_dir), timeout_s=600,
                      stream=False).stdout
     except BaseException:
@@ -101,7 +105,7 @@ def read_fast_copy_facts(ctx: RunContext, source: str, target: str) -> FastCopyF
     compress = str(chooser.result())
     post_data = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
     return FastCopyFacts(tables=tuple(tables), indexes=indexes, sequences=tuple(sequences), post_data=post_data,
-                         binary=source_major == target_major, compress=compress)
+                         binary=source_major == target_major, compress=compress, public_grants=public_grants)
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,7 @@ def fast_copy_to_staging(ctx: RunContext, plan: FastCopyPlan, source_bytes: int)
                 ex.run(source, plan.dump_schema.filled(PLANNED_SNAPSHOT, snapshot))
                 ex.run(source, plan.send_schema)
                 ex.run(target, plan.restore_pre_data)
+                ex.run(target, plan.grant_public)
                 tables_now = {name for name, _ in leaf_tables(conn)}
                 if tables_now != set(plan.table_bytes):
                     raise PreconditionFailed(

@@ -283,3 +283,44 @@ def test_restore_lists_pick_their_entries_by_name_from_the_archives_own_table_of
     assert (tmp_path / "a.list").read_text() == "3801\n"
     assert (tmp_path / "b.list").read_text() == "3802\n"
     assert (tmp_path / "late.list").read_text() == "215\n3803\n3900\n"
+
+
+def test_the_public_schema_gets_exactly_the_sources_grants() -> None:
+    cmd = c.set_public_schema_grants([("pe-puppetdb", "CREATE", False), ("pe-puppetdb", "USAGE", False)],
+                                     database="pe-puppetdb-pe-ha-staging", **PG)
+    assert cmd.argv[:10] == ("runuser", "-u", "pe-postgres", "--", f"{B}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                             "-d")
+    assert cmd.argv[10:12] == ("pe-puppetdb-pe-ha-staging", "-c")
+    sql = cmd.argv[12]
+    # every grant but the owner's is revoked first (PUBLIC's CREATE on PostgreSQL 11 and 14 too), then the source's
+    assert sql.index("REVOKE ALL ON SCHEMA public") < sql.index("GRANT %s ON SCHEMA public")
+    assert "VALUES ('pe-puppetdb', 'CREATE', false), ('pe-puppetdb', 'USAGE', false)" in sql
+    assert "WHERE false" in c.set_public_schema_grants([], database="pe-puppetdb", **PG).argv[12]
+
+
+@pytest.mark.parametrize(("grants", "reason"), [
+    ([("pe-puppetdb", "ALL", False)], "schema privilege 'ALL'"),
+    ([("x'; DROP TABLE reports; --", "USAGE", False)], ""),
+])
+def test_schema_grants_refuse_what_they_cannot_quote(grants, reason) -> None:
+    with pytest.raises(ValidationError) as refused:
+        c.set_public_schema_grants(grants, database="pe-puppetdb", **PG)
+    assert reason in str(refused.value)
+
+
+def test_enable_passes_the_terminus_and_master_uri_lists_with_their_default_ports() -> None:
+    cmd = c.enable_replica("replica.example.com", topology="mono-with-compile", token_file="/root/.puppetlabs/t",
+                           agent_server_urls=["lb.example.com"], pcp_brokers=["lb.example.com"],
+                           master_uris=["lb.example.com"], infra_master_uris=["master.example.com:8140"],
+                           classifier_termini=["master.example.com", "replica.example.com"],
+                           puppetdb_termini=["master.example.com", "replica.example.com:8081"])
+    assert cmd.argv == (
+        "puppet", "infrastructure", "enable", "replica", "replica.example.com", "--topology", "mono-with-compile",
+        "--agent-server-urls", "lb.example.com:8140", "--pcp-brokers", "lb.example.com:8142",
+        "--master-uris", "lb.example.com:8140", "--infra-master-uris", "master.example.com:8140",
+        "--classifier-termini", "master.example.com:4433,replica.example.com:4433",
+        "--puppetdb-termini", "master.example.com:8081,replica.example.com:8081",
+        "--yes", "--color", "false", "--token-file", "/root/.puppetlabs/t")
+    with pytest.raises(ValidationError):
+        c.enable_replica("replica.example.com", topology="mono", token_file="/root/.puppetlabs/t",
+                         puppetdb_termini=["bad host;rm"])

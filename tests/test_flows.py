@@ -126,7 +126,23 @@ def test_provision_refuses_a_master_without_its_secret_keys_before_copying_anyth
     assert not [c for c in fake.commands_on(M) if c[0] == "scp" or c[:3] == ("puppet", "infrastructure", "provision")]
 
 
-@pytest.mark.parametrize("version", ["2019.7.3", "2018.1.15", "2022.1.0", "2025.11.0", "2027.1.0", "not a version"])
+@pytest.mark.parametrize("version", ["2019.8.12", "2023.8.0", "2025.11.0"])
+def test_the_manual_copy_beside_provisioning_is_refused_where_pe_documents_none(env, version):
+    fake, _, _ = env
+    fake.pe_version = version
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    from flows.provision_replica import provision_replica
+
+    state = provision_replica(copy_puppetdb=True, return_state=True)
+    assert state.is_failed()
+    assert f"PE {version} documents no manual PuppetDB copy during provisioning" in state.message
+    assert "run copy-puppetdb on its own" in state.message
+    assert not [c for c in fake.calls if c.kind == "put"]
+    assert not [c for h in (M, R) for c in fake.commands_on(h)
+                if c[0] in ("scp", "systemctl", "pg_dump") or c[:3] == ("puppet", "infrastructure", "provision")]
+
+
+@pytest.mark.parametrize("version", ["2019.7.3", "2018.1.15", "2022.1.0", "2025.12.1", "2027.1.0", "not a version"])
 def test_unsupported_pe_version_is_refused_before_anything_changes(env, version):
     fake, _, _ = env
     fake.pe_version = version
@@ -134,10 +150,10 @@ def test_unsupported_pe_version_is_refused_before_anything_changes(env, version)
     from flows.provision_replica import provision_replica
 
     state = provision_replica(return_state=True)
-    assert state.is_failed() and ("pe-ha supports PE 2019.8.x, 2021.x, 2023.x and 2025.0 to 2025.10" in state.message
+    assert state.is_failed() and ("pe-ha supports PE 2019.5.x, 2019.8.x, 2021.x, 2023.x and 2025.0 to 2025.11" in state.message
                                   or "not a PE version" in state.message)
-    if version.startswith(("2025.11", "2027")):
-        assert "newer than PE 2025.10, the newest line pe-ha is tested on" in state.message
+    if version.startswith(("2025.12", "2027")):
+        assert "newer than PE 2025.11, the newest line pe-ha is tested on" in state.message
     assert [c for c in fake.commands_on(M) if c[:3] != ("puppet", "infrastructure", "status")] == [
         ("cat", "/opt/puppetlabs/server/pe_version")]
     assert not [c for c in fake.calls if c.kind == "put"]
@@ -260,15 +276,20 @@ def test_enable_replica_with_job_deploy_and_drill(env):
     fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
     fake.script(M, ("getent", "ahostsv4", A2), stdout="198.51.100.22 STREAM agent2")
     enable_replica(topology="mono", deploy="job", drill=True, drill_node=A2)
-    # the drill's addresses are facts, read first; then the topology, then the procedure
-    assert fake.commands_on(M)[:2] == [("getent", "ahostsv4", R), ("getent", "ahostsv4", A2)]
-    assert fake.commands_on(M)[3:6] == [
+    # the PE version and the drill's addresses are facts, read first; then the topology, then the procedure
+    assert fake.commands_on(M)[:3] == [("cat", "/opt/puppetlabs/server/pe_version"), ("getent", "ahostsv4", R),
+                                       ("getent", "ahostsv4", A2)]
+    assert fake.commands_on(M)[4:10] == [
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
+        ("puppet", "resource", "service", "puppet"),
+        ("puppet", "resource", "service", "puppet", "ensure=stopped"),
         ("puppet", "infrastructure", "enable", "replica", R, "--topology", "mono", "--yes", "--color", "false",
          "--token-file", TF),
         ("puppet", "job", "run", "--no-enforce-environment", "--query",
          "nodes {deactivated is null and expired is null}", "--token-file", TF),
+        ("rm", "-f", "--", TF),
     ]
+    assert fake.commands_on(M)[10] == ("puppet", "resource", "service", "puppet", "ensure=running")
     assert fake.commands_on(R) == [("puppet", "config", "delete", "server", "--section", "main")]
     assert fake.commands_on(A2) == [("puppet", "agent", "-t"), commands.agent_last_run_summary().argv]
     iptables = [c for c in fake.commands_on(M) if c[0] == "iptables"]
@@ -276,6 +297,32 @@ def test_enable_replica_with_job_deploy_and_drill(env):
     assert any(c[1] == "-D" for c in iptables)
     backups = list((settings.backup_dir).glob("classifier-unit-*.json"))
     assert len(backups) == 1 and json.loads(backups[0].read_text())[0]["name"] == "PE Agent"
+
+
+def test_enable_starts_the_puppet_service_again_after_a_failure(env):
+    fake, _, _ = env
+    fake.script(M, ("puppet", "resource", "service", "puppet"), stdout="service { 'puppet':\n  ensure => 'running',\n}")
+    fake.script(M, ("puppet", "infrastructure", "enable"), exit_code=1, stdout="Error: enable failed")
+    from flows.enable_replica import enable_replica
+
+    assert enable_replica(return_state=True).is_failed()
+    on_master = fake.commands_on(M)
+    stopped = on_master.index(("puppet", "resource", "service", "puppet", "ensure=stopped"))
+    enabled = next(i for i, c in enumerate(on_master) if c[:3] == ("puppet", "infrastructure", "enable"))
+    assert stopped < enabled < on_master.index(("puppet", "resource", "service", "puppet", "ensure=running"))
+
+
+@pytest.mark.parametrize("flow_name", ["enable_replica", "forget_replica"])
+def test_enable_and_forget_refuse_an_unsupported_pe_version_before_anything_changes(env, flow_name):
+    import importlib
+
+    fake, _, _ = env
+    fake.pe_version = "2027.1.0"
+    flow = getattr(importlib.import_module(f"flows.{flow_name}"), flow_name)
+    state = flow(return_state=True, **({"approve": True} if flow_name == "forget_replica" else {}))
+    assert state.is_failed() and "newer than PE 2025.11, the newest line pe-ha is tested on" in state.message
+    assert [c for h in (M, R) for c in fake.commands_on(h)] == [("cat", "/opt/puppetlabs/server/pe_version")]
+    assert not [c for c in fake.calls if c.kind == "put"]
 
 
 def test_drill_always_reconnects_when_the_test_run_fails(env):

@@ -34,6 +34,7 @@ from pe_ha.commands.postgres import (  # noqa: F401
     psql_session,
     recreate_database,
     schema_toc,
+    set_public_schema_grants,
     stream_table,
     stream_tables_merged,
     swap_databases,

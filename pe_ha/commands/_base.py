@@ -14,9 +14,9 @@ AGENT_NODES_QUERY = "nodes {deactivated is null and expired is null}"
 
 
 PUPPET_PORT = 8140
-
-
 PCP_PORT = 8142
+CLASSIFIER_PORT = 4433
+PUPPETDB_PORT = 8081
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,43 @@ END
 $pe_ha$"""
 
 
+SCHEMA_PRIVILEGES = ("USAGE", "CREATE")
+
+
+def set_public_schema_grants(grants: Sequence[tuple[str, str, bool]], *, database: str, os_user: str,
+                             bin_dir: str) -> Command:
+    """``database``'s ``public`` schema gets exactly ``grants`` ((role or PUBLIC, privilege, grantable), the
+    source's, its owner's own left out): every other grant is revoked first. pg_dump writes the schema's ACL as a
+    difference from the defaults of its own major, so a dump restored under another major's defaults (PostgreSQL
+    15 stopped granting CREATE to PUBLIC) would otherwise keep a grant PE revoked, or lose one PE made."""
+    rows = []
+    for role, privilege, grantable in grants:
+        if privilege not in SCHEMA_PRIVILEGES:
+            raise ValidationError(f"schema privilege {privilege!r} must be one of {', '.join(SCHEMA_PRIVILEGES)}")
+        grantee = "PUBLIC" if role == "PUBLIC" else v.database_name(role)
+        rows.append(f"('{grantee}', '{privilege}', {'true' if grantable else 'false'})")
+    wanted = ("SELECT * FROM (VALUES " + ", ".join(rows) + ") w(role, privilege, grantable)") if rows else \
+        "SELECT NULL::text AS role, NULL::text AS privilege, NULL::boolean AS grantable WHERE false"
+    sql = f"""DO $pe_ha$
+DECLARE
+  g record;
+BEGIN
+  FOR g IN SELECT DISTINCT a.grantee FROM pg_namespace s, aclexplode(s.nspacl) a
+           WHERE s.nspname = 'public' AND a.grantee <> s.nspowner LOOP
+    EXECUTE format('REVOKE ALL ON SCHEMA public FROM %s',
+                   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END);
+  END LOOP;
+  FOR g IN {wanted} LOOP
+    EXECUTE format('GRANT %s ON SCHEMA public TO %s%s', g.privilege,
+                   CASE WHEN g.role = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(g.role) END,
+                   CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+  END LOOP;
+END
+$pe_ha$"""
+    argv = _psql_argv(os_user, bin_dir, v.database_name(database), "-c", sql)
+    return Command(tuple(argv), f"public schema of {database}: the source's grants")
+
+
 def copy_sequences(sequences: Sequence[str], *, target: str, staging: str, os_user: str, bin_dir: str,
                    database: str = "pe-puppetdb") -> Command:
     """On the source: read every sequence's value and ``is_called`` and ``setval`` them in the target's staging

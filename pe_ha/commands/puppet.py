@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pe_ha import validation as v
-from pe_ha.commands._base import AGENT_NODES_QUERY, PCP_PORT, PUPPET, PUPPET_PORT, Command
+from pe_ha.commands._base import (
+    AGENT_NODES_QUERY,
+    CLASSIFIER_PORT,
+    PCP_PORT,
+    PUPPET,
+    PUPPET_PORT,
+    PUPPETDB_PORT,
+    Command,
+)
 from pe_ha.errors import ValidationError
 
 
@@ -31,8 +39,17 @@ def enable_replica(
     pcp_brokers: Sequence[str] = (),
     infra_agent_server_urls: Sequence[str] = (),
     infra_pcp_brokers: Sequence[str] = (),
+    master_uris: Sequence[str] = (),
+    infra_master_uris: Sequence[str] = (),
+    classifier_termini: Sequence[str] = (),
+    puppetdb_termini: Sequence[str] = (),
 ) -> Command:
     """``puppet infrastructure enable replica <replica> --topology … --yes`` with every prompt answered.
+
+    The URL lists are passed as given (host[:port], comma-joined): ``--agent-server-urls``/``--pcp-brokers``
+    configure the PE Agent group, the ``--infra-*`` ones the PE Infrastructure Agent group, ``--master-uris`` the
+    agents' pxp ``master-uris``, ``--classifier-termini`` and ``--puppetdb-termini`` the compilers' termini
+    (flag names from enterprise_tasks, peadm and pe_ha_failover; pe-facts.md 1c).
 
     ``mono-with-compile`` needs either ``skip_agent_config`` or both URL lists, as PE requires.
     """
@@ -64,6 +81,12 @@ def enable_replica(
     if infra_pcp_brokers:
         argv += ["--infra-pcp-brokers", ",".join(
             v.server_urls(infra_pcp_brokers, what="infra PCP broker", default_port=PCP_PORT))]
+    for flag, urls, what, port in (("--master-uris", master_uris, "master URI", PUPPET_PORT),
+                                   ("--infra-master-uris", infra_master_uris, "infra master URI", PUPPET_PORT),
+                                   ("--classifier-termini", classifier_termini, "classifier terminus", CLASSIFIER_PORT),
+                                   ("--puppetdb-termini", puppetdb_termini, "PuppetDB terminus", PUPPETDB_PORT)):
+        if urls:
+            argv += [flag, ",".join(v.server_urls(urls, what=what, default_port=port))]
     argv += ["--yes", "--color", "false", "--token-file", v.absolute_path(token_file, what="token file")]
     return Command(tuple(argv), f"enable replica {replica} ({topology})")
 

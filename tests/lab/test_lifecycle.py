@@ -1,6 +1,7 @@
 """The whole HA lifecycle against the lab, each step checked from the hosts' real state.
 
-provision (with the parallel PuppetDB copy) -> enable with the drill -> cut the master off and promote, which
+provision (with the parallel PuppetDB copy where PE documents it, 2019.5; elsewhere that is refused and the copy
+runs on its own after provisioning) -> enable with the drill -> cut the master off and promote, which
 lists what still points at the old master (empty after the clean-up) -> enable_ha_failover with the old master ->
 reinitialize one database -> forget.
 """
@@ -55,6 +56,7 @@ def test_full_lifecycle(fresh_lab, record_property):
 
 def run_lifecycle(lab) -> tuple[float, int]:
     """The lifecycle on a freshly brought-up lab; returns (wall seconds, remote commands)."""
+    from flows.copy_puppetdb import copy_puppetdb
     from flows.enable_ha_failover import enable_ha_failover
     from flows.enable_replica import enable_replica
     from flows.forget_replica import forget_replica
@@ -67,10 +69,18 @@ def run_lifecycle(lab) -> tuple[float, int]:
     check = FabricExecutor(settings, line_sink=lambda *a: None)  # the test's own eyes, not counted
     started = time.monotonic()
     CountingExecutor.count, CountingExecutor.remote_seconds = 0, 0.0
+    beside = lab.profile.pe_line <= (2019, 5)  # PE documents the manual copy beside provisioning up to 2019.5
     with context.using(settings=settings, executor=CountingExecutor(settings)) as ctx:
-        # 1. provision with the manual PuppetDB copy during the sync
-        provision_replica(copy_puppetdb=True, sync_timeout_s=120)
+        if not beside:  # refused by name, before anything changes
+            refused = provision_replica(copy_puppetdb=True, sync_timeout_s=120, return_state=True)
+            assert refused.is_failed() and "documents no manual PuppetDB copy during provisioning" in refused.message
+            assert sim_state(check, R)["role"] == "agent"
+        # 1. provision, with the manual PuppetDB copy during the sync where PE documents it, else after it alone
+        provision_replica(copy_puppetdb=beside, sync_timeout_s=120)
         assert sim_state(check, R)["role"] == "replica"
+        if not beside:
+            copied = copy_puppetdb(approve=True)
+            assert copied["method"] == "fast"
         for key_file in lab.profile.secret_key_files:  # the PE version's own step, before provisioning
             assert check.run(R, ["cat", key_file], stream=False).stdout == check.run(M, ["cat", key_file], stream=False).stdout
         hiera = "/etc/puppetlabs/puppet/hiera.yaml"  # copied (Hiera is not replicated), readable by PE's services
@@ -86,6 +96,7 @@ def run_lifecycle(lab) -> tuple[float, int]:
         assert "server =" not in puppet_conf(check, R).replace("server_list", "")
         assert f"server_list = {M}:8140,{R}:8140" in puppet_conf(check, A1)
         assert "pe-ha-failover-drill" not in check.run(M, ["iptables", "-S"], stream=False).stdout
+        assert sim_state(check, M).get("puppet_service", "running") == "running"  # paused around enable only
         groups = {g["name"] for g in ctx.api.groups(settings.rbac_token())}
         assert {"PE HA Master", "PE HA Replica"} <= groups
         # an operator's own group, pinned to the master and naming it: PE's promote does not touch it
