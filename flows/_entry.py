@@ -23,14 +23,8 @@ def with_run_context(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = context.given()
-        ctx = given or RunContext.from_environment()
-        try:
-            with context.supplied(ctx):  # subflows run in this context
-                return fn(ctx, *args, **kwargs)
-        finally:
-            if given is None:
-                ctx.close()
+        with run_context() as ctx, context.supplied(ctx):  # subflows run in this context
+            return fn(ctx, *args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
     return wrapper

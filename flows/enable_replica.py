@@ -5,7 +5,8 @@
    ``puppet`` service is stopped from here until the configuration is deployed (started again after a failure
    too), as around provisioning: a background run would collide with the deploy's own runs.
 3. Deploy the configuration: Puppet runs (master, replica, then every managed node) or, for Direct
-   Puppet, ``puppet job run --no-enforce-environment --query 'nodes {…}'``.
+   Puppet, the orchestrator job ``puppet job run --no-enforce-environment --query 'nodes {…}'`` starts, started
+   and followed through the orchestrator's API until every node finished (stopped if pe-ha stops waiting).
 4. Remove ``server =`` from the replica's puppet.conf (superseded by ``server_list``).
 5. (Optional) the failover drill: cut the master off from the replica and a test node, run the agent
    on the test node (success with no changes expected), and always reconnect.
@@ -33,7 +34,7 @@ from flows._steps import (
 from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.validation import Topology
-from tasks import agent, classifier, infrastructure, network, puppet_conf
+from tasks import agent, classifier, infrastructure, network, orchestrator, puppet_conf
 
 
 def _reconnect_after_cancel(flow, flow_run, state) -> None:
@@ -81,8 +82,8 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
         infra_master_uris: --infra-master-uris: the same for infrastructure nodes.
         classifier_termini: --classifier-termini: host[:port] entries (port 4433 by default) for the compilers.
         puppetdb_termini: --puppetdb-termini: host[:port] entries (port 8081 by default) for the compilers.
-        deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (puppet job
-            run).
+        deploy: How the new configuration reaches the nodes: agent-runs (puppet agent -t on each) or job (an
+            orchestrator job on every active node, followed to each node's end).
         drill: After enabling, cut the master off from the replica and a test node, run the agent there, and always
             reconnect.
         drill_node: The test node for the drill; empty means the first managed node.
@@ -100,7 +101,6 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
                                          infra_master_uris=infra_master_uris or (),
                                          classifier_termini=classifier_termini or (),
                                          puppetdb_termini=puppetdb_termini or ())
-    job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
     agent_cmd = commands.agent_run()
     nodes = [n.name for n in s.managed_nodes]
     test_node = s.pick_host(drill_node, default=nodes[0] if nodes else None, what="drill_node") if drill else None
@@ -128,8 +128,11 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
              lambda: infrastructure.enable_replica(ctx, master, enable_cmd), commands=[(master, enable_cmd)], phase="enable"),
     ]
     if deploy == "job":
-        steps.append(Step("deploy", "deploy configuration (job)", master, lambda: agent.job_run_all_nodes(ctx, master, job_cmd),
-                          commands=[(master, job_cmd)], phase="deploy"))
+        steps.append(Step("deploy", "deploy configuration (orchestrator job)", master,
+                          lambda: orchestrator.run_puppet_everywhere(ctx, master), phase="deploy",
+                          note=f"POST https://{master}:8143/orchestrator/v1/command/deploy (every active node, each "
+                               "in its own environment, as `puppet job run --no-enforce-environment`), then "
+                               "/orchestrator/v1/jobs/<id> every 5 s until it ends; every node must finish"))
     else:
         steps.append(Step("deploy", "deploy configuration (agent-runs)", master, deploy_by_agent_runs, phase="deploy",
                           concurrent=True,

@@ -9,6 +9,7 @@
 
 from prefect import flow
 
+from flows._approval import check_up_front
 from flows._common import run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -49,6 +50,7 @@ def forget_replica(ctx: RunContext, replica: str | None = None, master: str | No
             raise PostconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
         return entries
 
+    check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
     version = read_facts(ctx, "forget-replica", lambda: infrastructure.pe_version(ctx, master))
     procedure = Procedure(ctx, "forget-replica", replica, topology_on=master, facts=[f"PE {version} on {master}"], steps=[
         Step("offline", "is the replica permanently offline?", replica, replica_is_offline,

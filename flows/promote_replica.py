@@ -16,15 +16,16 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._approval import check_up_front
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, read_facts, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, read_facts
 from pe_ha import commands, leftovers
 from pe_ha.context import RunContext
 from pe_ha.errors import ApiError, PreconditionFailed, RemoteError, ValidationError
 from pe_ha.validation import Topology, positive_int
-from tasks import agent, classifier, infrastructure, puppet_conf, puppetdb, status_api
+from tasks import agent, classifier, infrastructure, orchestrator, puppet_conf, puppetdb, status_api
 
 
 def still_pointing_at(ctx: RunContext, old: str, new: str, nodes: list[str]) -> list[leftovers.Leftover]:
@@ -78,7 +79,6 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
     if promote_timeout_s < 600:
         raise ValidationError(f"promote_timeout_s={promote_timeout_s} is shorter than any promotion (at least 600 s)",
                               hint="promotion can take as long as PE's installation took; keep the default")
-    job_cmd = commands.job_run_all_nodes(token_file=s.remote_token_file)
     agent_cmd = commands.agent_run(server_list=[replica])
     probe_cmd = commands.tcp_probe_ports(master, status_api.PE_PORTS)
 
@@ -113,6 +113,7 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
         log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
         return codes
 
+    check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
     version = read_facts(ctx, "promote-replica", lambda: infrastructure.pe_version(ctx, replica))
     steps = [
         Step("split-brain-guard", "split-brain guard: is the old master gone?", master, split_brain_guard,
@@ -127,12 +128,10 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
              commands=[(replica, promote_cmd)], destructive=True, note=f"stopped after {promote_timeout_s} s"),
     ]
     if deploy == "job":
-        steps += [
-            stage_token(ctx, replica),
-            Step("redeploy", "redeploy configuration (job)", replica, lambda: agent.job_run_all_nodes(ctx, replica, job_cmd),
-                 commands=[(replica, job_cmd)]),
-            remove_token(ctx, replica),
-        ]
+        steps.append(Step("redeploy", "redeploy configuration (orchestrator job)", replica,
+                          lambda: orchestrator.run_puppet_everywhere(ctx, replica),
+                          note=f"POST https://{replica}:8143/orchestrator/v1/command/deploy, followed through "
+                               "/orchestrator/v1/jobs/<id> until every node finished"))
     else:
         steps.append(Step("redeploy", "redeploy configuration (agent-runs)", "managed nodes", redeploy_by_agent_runs,
                           commands=[(host, agent_cmd) for host in nodes], concurrent=True))

@@ -2,7 +2,8 @@
 
 1. The replica's puppet.conf ``[main] server`` must be the master.
 2. The master runs a PE version pe-ha supports, with Code Manager enabled (the guide's prerequisite).
-3. The admin RBAC token must stay valid through the sync.
+3. The admin RBAC token must stay valid through the sync. The classifier hierarchy is backed up (PE 2019.7 and
+   later name this backup a prerequisite of provisioning, which already changes classification).
 4. The version's secret key files are copied to the replica (none in the 2019.5 guide; 2019.7-2021.5: the
    orchestrator's keys.json; 2021.7 and later: three files), then ``puppet infrastructure provision replica <replica>``.
    (Optional, PE 2019.5 and earlier) the manual PuppetDB copy, during the sync, as the guide allows; PE
@@ -86,8 +87,14 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
     def verify() -> int:
         return agent.agent_run(ctx, node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
-    version, present = read_facts(ctx, "provision-replica", lambda: (
-        (v := infrastructure.pe_version(ctx, master)), infrastructure.replica_files_present(ctx, master, v)))
+    version, present, enabled = read_facts(ctx, "provision-replica", lambda: (
+        (v := infrastructure.pe_version(ctx, master)), infrastructure.replica_files_present(ctx, master, v),
+        classifier.enabled_replicas(ctx, master)))
+    others = [r for r in enabled if r != replica]
+    if others:
+        raise PreconditionFailed(
+            f"PE on {master} already has the replica {', '.join(others)}: PE runs one replica at a time",
+            hint=f"forget {others[0]} first (the forget-replica procedure), then provision {replica}")
     parsed = versions.parse(version)
     if copy_puppetdb and parsed is not None and not parsed.documents_manual_copy:
         raise PreconditionFailed(
@@ -96,7 +103,7 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
             hint="provision without copy_puppetdb; to reseed the replica's pe-puppetdb later, run copy-puppetdb on "
                  "its own")
     files_plan = infrastructure.replica_file_plan(master, replica, version, present)
-    facts = [f"PE {version} on {master}",
+    facts = [f"PE {version} on {master}", f"enabled replicas: {', '.join(enabled) or 'none'}",
              f"{master} has " + ", ".join(f"{path}: {'yes' if there else 'no'}" for path, there in present.items())]
     status_cmd = commands.infrastructure_status(host=replica)
     stop_puppet, start_puppet = pause_puppet_service(ctx, master)
@@ -106,6 +113,9 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
         Step("code-manager", "check Code Manager is enabled", master, code_manager_enabled,
              note=f"GET https://{master}:8140/status/v1/services (else the classifier's code_manager_auto_configure)"),
         check_token(ctx, master, sync_timeout_s + 600),
+        Step("backup", "back up classifier hierarchy (provisioning changes classification)", "worker",
+             lambda: classifier.backup_groups(ctx, str(s.backup_dir)), phase="provision",
+             note=f"GET https://{master}:4433/classifier-api/v1/groups, written to {s.backup_dir} (mode 0600)"),
         stage_token(ctx, master),
         stop_puppet,
         Step("replica-files", "copy the secret keys, hiera.yaml and ad_ca_chain.pem to the replica", master,

@@ -1,4 +1,4 @@
-"""A small typed client for PE's HTTPS APIs (status, RBAC, classifier), built on httpx.
+"""A small typed client for PE's HTTPS APIs (status, RBAC, classifier, orchestrator jobs), built on httpx.
 
 TLS always verifies the PE CA (a wrong CA fails closed). httpx errors are translated here into
 ``ApiUnavailable`` (connect errors, timeouts, 5xx: retryable) and ``AuthError`` (401/403: never
@@ -173,6 +173,39 @@ class PEApi:
                            url=f"https://{self.settings.master.name}:{CONSOLE}/rbac-api/v2/auth/token/authenticate")
         return login
 
+    # -- orchestrator ---------------------------------------------------------------------------------
+
+    def deploy(self, token: SecretStr, master: str, query: str) -> str:
+        """Run Puppet on the nodes ``query`` finds, each in its own environment (what ``puppet job run
+        --no-enforce-environment --query`` asks for): ``POST /orchestrator/v1/command/deploy``. Returns the job id."""
+        response = self.request("POST", master, ORCHESTRATOR, "/orchestrator/v1/command/deploy", token=token,
+                                json={"environment": "", "enforce_environment": False, "scope": {"query": query}},
+                                ok=(200, 202))
+        try:
+            return parse_job_started(response.json())
+        except ValueError as exc:
+            raise ApiError(str(exc), url=str(response.url)) from None
+
+    def job_state(self, token: SecretStr, master: str, job: str) -> str:
+        response = self.request("GET", master, ORCHESTRATOR, f"/orchestrator/v1/jobs/{_job_id(job)}", token=token)
+        try:
+            return parse_job_state(response.json())
+        except ValueError as exc:
+            raise ApiError(str(exc), url=str(response.url)) from None
+
+    def job_nodes(self, token: SecretStr, master: str, job: str) -> list[JobNode]:
+        response = self.request("GET", master, ORCHESTRATOR, f"/orchestrator/v1/jobs/{_job_id(job)}/nodes",
+                                token=token)
+        try:
+            return parse_job_nodes(response.json())
+        except ValueError as exc:
+            raise ApiError(str(exc), url=str(response.url)) from None
+
+    def stop_job(self, token: SecretStr, master: str, job: str) -> None:
+        """``POST /orchestrator/v1/command/stop``: nodes not yet started are not run; running ones finish."""
+        self.request("POST", master, ORCHESTRATOR, "/orchestrator/v1/command/stop", token=token,
+                     json={"job": _job_id(job)}, ok=(200, 202))
+
     # -- classifier ---------------------------------------------------------------------------------
 
     def groups(self, token: SecretStr, host: str | None = None) -> list[dict[str, Any]]:
@@ -188,6 +221,53 @@ class PEApi:
         response = self.request("POST", self.settings.master.name, CONSOLE, "/classifier-api/v1/groups",
                                 token=token, json=group, ok=(200, 201, 303))
         return response.json() if response.content else {}
+
+
+# A job's states (the orchestrator's jobs endpoints): these three are final.
+JOB_FINAL_STATES = ("finished", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class JobNode:
+    """One node of an orchestrator job (``GET /orchestrator/v1/jobs/<id>/nodes``)."""
+
+    name: str
+    state: str  # new, ready, running, stopping, stopped, finished or failed
+    message: str  # why it failed, where the orchestrator says so
+
+
+def parse_job_started(body: Any) -> str:
+    """The job's id (its ``name``, a stringified number) from ``POST /command/deploy``'s 202 answer."""
+    name = body.get("job", {}).get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.isdigit():
+        raise ValueError(f"the orchestrator's answer names no job: {str(body)[:200]}")
+    return name
+
+
+def parse_job_state(body: Any) -> str:
+    state = body.get("state") if isinstance(body, dict) else None
+    if not isinstance(state, str) or not state:
+        raise ValueError(f"the orchestrator's job has no state: {str(body)[:200]}")
+    return state
+
+
+def parse_job_nodes(body: Any) -> list[JobNode]:
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise ValueError(f"the orchestrator's job nodes have no items: {str(body)[:200]}")
+    nodes = []
+    for item in items:
+        details = item.get("details") if isinstance(item.get("details"), dict) else {}
+        result = item.get("result") if isinstance(item.get("result"), dict) else {}
+        message = details.get("message") or result.get("msg") or result.get("message") or ""
+        nodes.append(JobNode(name=str(item.get("name", "")), state=str(item.get("state", "")), message=str(message)))
+    return nodes
+
+
+def _job_id(job: str) -> str:
+    if not job.isdigit():
+        raise ValueError(f"orchestrator job id {job!r} is not a number")
+    return job
 
 
 def _kind(response: httpx.Response) -> str:

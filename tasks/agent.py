@@ -1,4 +1,4 @@
-"""Tasks that run the Puppet agent (``puppet agent -t``) or an orchestrator job to deploy configuration."""
+"""Tasks that run the Puppet agent (``puppet agent -t``) on nodes over SSH."""
 
 from __future__ import annotations
 
@@ -53,12 +53,6 @@ def agent_run(ctx: RunContext, host: str, cmd: Command, lock_wait_s: float = 600
             raise CommandFailed(host=host, command=result.command, exit_code=result.exit_code, output=result.stdout,
                                 hint=f"the run shows changes where none were expected: {problem}")
     return result.exit_code
-
-
-@task(name="puppet-job-run", **RETRY_CONNECT)
-def job_run_all_nodes(ctx: RunContext, master: str, cmd: Command) -> str:
-    """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'`` on the master."""
-    return ctx.executor.run(master, cmd, timeout_s=3600).stdout
 
 
 def agent_runs(ctx: RunContext, hosts: Sequence[str], cmd: Command, *, limit: int | None = None) -> dict[str, int]:

@@ -89,14 +89,18 @@ def groups_on(ctx: RunContext, host: str) -> list[dict]:
     return ctx.api.groups(ctx.settings.rbac_token(), host)
 
 
-@task(name="replica-enabled", task_run_name="replica-enabled/{replica}", **READ)
-def replica_enabled(ctx: RunContext, replica: str, read_from: str) -> bool:
-    """Was ``replica`` enabled? PE records it in classification: ``ha_enabled_replicas`` of the
-    ``puppet_enterprise`` class on PE Infrastructure, beside the PE HA Replica group. Read from ``read_from``
-    (the replica's own, replicated classifier when the master is gone)."""
-    groups = ctx.api.groups(ctx.settings.rbac_token(), read_from)
-    for group in groups:
+@task(name="enabled-replicas", task_run_name="enabled-replicas/{read_from}", **READ)
+def enabled_replicas(ctx: RunContext, read_from: str) -> list[str]:
+    """The replicas PE records as enabled: ``ha_enabled_replicas`` of the ``puppet_enterprise`` class on PE
+    Infrastructure, beside the PE HA Replica group. Read from ``read_from`` (the replica's own, replicated
+    classifier when the master is gone)."""
+    found: list[str] = []
+    for group in ctx.api.groups(ctx.settings.rbac_token(), read_from):
         pe = (group.get("classes") or {}).get("puppet_enterprise") or {}
-        if replica in (pe.get("ha_enabled_replicas") or []):
-            return True
-    return False
+        found += [r for r in (pe.get("ha_enabled_replicas") or []) if isinstance(r, str) and r not in found]
+    return found
+
+
+def replica_enabled(ctx: RunContext, replica: str, read_from: str) -> bool:
+    """Was ``replica`` enabled (PE's own record, ``enabled_replicas``)?"""
+    return replica in enabled_replicas(ctx, read_from)

@@ -62,6 +62,24 @@ def provision_replica(ctx: RunContext, master: str, cmd: Command) -> str:
     return ctx.executor.run(master, cmd).stdout
 
 
+POSTGRESQL_PORT = 5432
+
+
+def replication_port(ctx: RunContext, master: str, replica: str) -> str:
+    """Whether PostgreSQL's port answers each way between master and replica (PE's databases replicate over it),
+    for a wait that ended without an active replication. A probe that cannot run says so."""
+    out = []
+    for source, target in ((replica, master), (master, replica)):
+        try:
+            result = ctx.executor.run(source, commands.tcp_probe_ports(target, [POSTGRESQL_PORT]), check=False,
+                                      timeout_s=15, stream=False)
+            seen = "open" if str(POSTGRESQL_PORT) in result.stdout.split() else "closed"
+        except Exception as exc:  # a diagnosis only: the wait's own failure is the one reported
+            seen = f"not probed ({type(exc).__name__})"
+        out.append(f"port {POSTGRESQL_PORT} {source} -> {target}: {seen}")
+    return ", ".join(out)
+
+
 @task(name="wait-for-replica-sync", task_run_name="wait-for-replica-sync/{replica}", **SIDE_EFFECT)
 def wait_for_replica_operational(ctx: RunContext, master: str, replica: str, timeout_s: float, poll_s: float = 5.0) -> list[dict]:
     """Wait, bounded, until every replica service in ``status --format json`` is running (PuppetDB not starting)
@@ -91,7 +109,8 @@ def wait_for_replica_operational(ctx: RunContext, master: str, replica: str, tim
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             detail = "; ".join(not_operational(last)) if isinstance(last, list) else last
-            raise WaitTimedOut(f"replica {replica} was not fully operational after {timeout_s:g} s (last seen: {detail})",
+            raise WaitTimedOut(f"replica {replica} was not fully operational after {timeout_s:g} s (last seen: {detail}; "
+                               f"{replication_port(ctx, master, replica)})",
                                last_seen=last,
                                hint="check `puppet infrastructure status --verbose` on the master; a large PuppetDB "
                                     "may need a longer sync_timeout_s or the manual PuppetDB copy")

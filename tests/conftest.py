@@ -89,8 +89,10 @@ def prefect_harness():
 
 
 def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | None = None, groups: list | None = None,
-                token_status: int = 200):
-    """A PEApi whose HTTP goes to an httpx.MockTransport: RBAC, classifier and status endpoints."""
+                token_status: int = 200, job_nodes: list[tuple[str, str]] | None = None):
+    """A PEApi whose HTTP goes to an httpx.MockTransport: RBAC, classifier, status and orchestrator endpoints.
+    An orchestrator job answers with PE's samples; ``job_nodes`` gives its nodes' (name, state) instead of the
+    sample's, and the job then ends ``failed`` if one of them did not finish."""
     import datetime as _dt
     import json as _json
     import time as _time
@@ -129,10 +131,35 @@ def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | Non
             body = {k: {"state": v, "status": {}, "active_alerts": []} for k, v in per_host.items()}
             code = 200 if all(v == "running" for v in per_host.values()) else 503
             return httpx.Response(code, json=body)
+        if path.startswith("/orchestrator/v1/"):
+            return orchestrator(request, path)
         return httpx.Response(404, json={"kind": "not-found"})
+
+    samples = Path(__file__).parent / "contract" / "samples"
+    state["job_nodes"] = list(job_nodes or [])  # a test may change it before the job is read
+
+    def orchestrator(request: httpx.Request, path: str) -> httpx.Response:
+        nodes = [{"name": n, "state": st, "details": {"message": f"{n}: {st}"}} for n, st in state["job_nodes"]]
+        if path == "/orchestrator/v1/command/deploy" and request.method == "POST":
+            state["deploy"] = _json.loads(request.content)
+            return httpx.Response(202, json=_json.loads((samples / "orchestrator-deploy-202.json").read_text()))
+        if path == "/orchestrator/v1/command/stop" and request.method == "POST":
+            state["stopped"] = _json.loads(request.content)
+            return httpx.Response(202, json={"job": {"id": "x", "name": "1234"}})
+        if path == "/orchestrator/v1/jobs/1234":
+            job = _json.loads((samples / "orchestrator-job-200.json").read_text())
+            if any(n["state"] != "finished" for n in nodes):
+                job["state"] = "failed"
+            return httpx.Response(200, json=job)
+        if path == "/orchestrator/v1/jobs/1234/nodes":
+            body = _json.loads((samples / "orchestrator-job-nodes-200.json").read_text())
+            body["items"] = nodes or [dict(body["items"][0])]
+            return httpx.Response(200, json=body)
+        return httpx.Response(404, json={"kind": "puppetlabs.orchestrator/unknown-job", "msg": path})
 
     api = PEApi(settings, transport=httpx.MockTransport(handler))
     api.calls = calls  # type: ignore[attr-defined]
+    api.state = state  # type: ignore[attr-defined]
     return api
 
 

@@ -63,8 +63,6 @@ PINNED = [
     (c.agent_run(noop=True, server_list=["replica.example.com"]),
      "puppet agent -t --noop --server_list=replica.example.com"),
     (c.agent_run(server_list=["a.example.com:8140", "b.example.com"]), "puppet agent -t --server_list=a.example.com:8140,b.example.com"),
-    (c.job_run_all_nodes(),
-     "puppet job run --no-enforce-environment --query 'nodes {deactivated is null and expired is null}'"),
     (c.config_print("server"), "puppet config print server --section main"),
     (c.config_set("server", "master.example.com"), "puppet config set server master.example.com --section main"),
     (c.config_delete("server"), "puppet config delete server --section main"),
@@ -202,9 +200,6 @@ FAST_PINNED = [
      "done; wait' probe master.example.com 8140 8081"),
     (c.drill_block("198.51.100.7")[0],
      "iptables -I INPUT -s 198.51.100.7 -m comment --comment pe-ha-failover-drill -j DROP"),
-    (c.job_run_all_nodes(token_file=TF),
-     "puppet job run --no-enforce-environment --query 'nodes {deactivated is null and expired is null}' "
-     "--token-file " + TF),
     # From PE 2019.3 the plan authenticates with the primary's certificate: no --token-file.
     (c.enable_ha_failover("old.example.com", topology="mono", replication_timeout_secs=60),
      "puppet infrastructure run enable_ha_failover host=old.example.com topology=mono replication_timeout_secs=60"),

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_provision_replica_runs_the_runbook_in_order(env):
-    fake, api, _ = env
+    fake, api, settings = env
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
     fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R))
     fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M))
@@ -54,6 +54,8 @@ def test_provision_replica_runs_the_runbook_in_order(env):
                                     commands.agent_last_run_summary().argv]  # the noop run's own counts
     assert ("put", "<bytes>", TF) in [c.argv for c in fake.calls if c.kind == "put"]
     assert any("authenticate" in c for c in api.calls)
+    # the classifier hierarchy, saved before provisioning changes classification
+    assert len(list(settings.backup_dir.glob("classifier-*.json"))) == 1
 
 
 @pytest.mark.parametrize(("version", "files"), [("2021.5.0", 1), ("2021.7.9", 3), ("2023.8.0", 3)])
@@ -124,6 +126,22 @@ def test_provision_refuses_a_master_without_its_secret_keys_before_copying_anyth
     state = provision_replica(return_state=True)
     assert state.is_failed() and f"has no {keys}" in state.message
     assert not [c for c in fake.commands_on(M) if c[0] == "scp" or c[:3] == ("puppet", "infrastructure", "provision")]
+
+
+def test_provision_refuses_while_pe_has_another_replica(tmp_path):
+    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
+    groups = [{"name": "PE Infrastructure", "id": "infra-id", "parent": "root",
+               "classes": {"puppet_enterprise": {"ha_enabled_replicas": ["old-replica.example.com"]}}}]
+    fake = FakeExecutor()
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    with context.using(executor=fake, api=fake_pe_api(settings, groups=groups), settings=settings):
+        from flows.provision_replica import provision_replica
+
+        state = provision_replica(return_state=True)
+    assert state.is_failed()
+    assert "already has the replica old-replica.example.com: PE runs one replica at a time" in state.message
+    assert "forget old-replica.example.com first" in state.message
+    assert not [c for h in (M, R) for c in fake.commands_on(h) if c[0] in ("scp", "install", "puppet")]
 
 
 @pytest.mark.parametrize("version", ["2019.8.12", "2023.8.0", "2025.11.0"])
@@ -234,11 +252,14 @@ def test_sync_wait_is_bounded_and_reports_last_status(env):
     fake, _, _ = env
     fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
     fake.script(M, ("puppet", "infrastructure", "status", "--host", R), stdout=status_json(R, "starting"))
+    fake.script(R, commands.tcp_probe_ports(M, [5432]).argv, stdout="5432\n")  # only the replica reaches the master
     from flows.provision_replica import provision_replica
 
     state = provision_replica(sync_timeout_s=2, return_state=True)
     with pytest.raises(WaitTimedOut, match="starting"):
         state.result()
+    # PostgreSQL's port each way, as a diagnosis of a replication that never became active
+    assert f"port 5432 {R} -> {M}: open, port 5432 {M} -> {R}: closed" in state.message
     assert ("rm", "-f", "--", TF) in fake.commands_on(M)  # the staged token is removed on failure too
     assert fake.commands_on(A1) == []
 
@@ -279,17 +300,22 @@ def test_enable_replica_with_job_deploy_and_drill(env):
     # the PE version and the drill's addresses are facts, read first; then the topology, then the procedure
     assert fake.commands_on(M)[:3] == [("cat", "/opt/puppetlabs/server/pe_version"), ("getent", "ahostsv4", R),
                                        ("getent", "ahostsv4", A2)]
-    assert fake.commands_on(M)[4:10] == [
+    assert fake.commands_on(M)[4:9] == [
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
         ("puppet", "resource", "service", "puppet"),
         ("puppet", "resource", "service", "puppet", "ensure=stopped"),
         ("puppet", "infrastructure", "enable", "replica", R, "--topology", "mono", "--yes", "--color", "false",
          "--token-file", TF),
-        ("puppet", "job", "run", "--no-enforce-environment", "--query",
-         "nodes {deactivated is null and expired is null}", "--token-file", TF),
         ("rm", "-f", "--", TF),
     ]
-    assert fake.commands_on(M)[10] == ("puppet", "resource", "service", "puppet", "ensure=running")
+    assert fake.commands_on(M)[9] == ("puppet", "resource", "service", "puppet", "ensure=running")
+    # the deploy is an orchestrator job, as `puppet job run --no-enforce-environment --query` starts it, followed
+    # through the jobs API to its nodes' end
+    assert api.state["deploy"] == {"environment": "", "enforce_environment": False,
+                                   "scope": {"query": "nodes {deactivated is null and expired is null}"}}
+    assert [c for c in api.calls if "orchestrator" in c] == [
+        f"POST {M}:8143/orchestrator/v1/command/deploy", f"GET {M}:8143/orchestrator/v1/jobs/1234",
+        f"GET {M}:8143/orchestrator/v1/jobs/1234/nodes"]
     assert fake.commands_on(R) == [("puppet", "config", "delete", "server", "--section", "main")]
     assert fake.commands_on(A2) == [("puppet", "agent", "-t"), commands.agent_last_run_summary().argv]
     iptables = [c for c in fake.commands_on(M) if c[0] == "iptables"]
@@ -297,6 +323,33 @@ def test_enable_replica_with_job_deploy_and_drill(env):
     assert any(c[1] == "-D" for c in iptables)
     backups = list((settings.backup_dir).glob("classifier-unit-*.json"))
     assert len(backups) == 1 and json.loads(backups[0].read_text())[0]["name"] == "PE Agent"
+
+
+def test_a_job_deploy_fails_naming_the_nodes_that_did_not_finish(tmp_path):
+    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
+    api = fake_pe_api(settings, job_nodes=[(A1, "finished"), (A2, "failed")])
+    fake = FakeExecutor()
+    from flows.enable_replica import enable_replica
+
+    with context.using(executor=fake, api=api, settings=settings):
+        state = enable_replica(deploy="job", return_state=True)
+    assert state.is_failed()
+    assert f"orchestrator job 1234 on {M} ended failed: {A2} failed ({A2}: failed)" in state.message
+    assert A1 not in state.message.split("ended failed:")[1]
+    assert "stopped" not in api.state  # the job ended by itself: nothing to stop
+
+
+def test_a_job_that_outlives_its_bound_is_stopped(tmp_path, monkeypatch):
+    from tasks import orchestrator
+
+    settings = make_settings(tmp_path)
+    api = fake_pe_api(settings)
+    monkeypatch.setattr(api, "job_state", lambda *a: "running")
+    monkeypatch.setattr(orchestrator, "POLL_S", 0.01)
+    with context.using(executor=FakeExecutor(), api=api, settings=settings) as ctx:
+        with pytest.raises(WaitTimedOut, match="orchestrator job 1234 .* still running at its bound"):
+            orchestrator.run_puppet_everywhere.fn(ctx, M, timeout_s=0.05)
+    assert api.state["stopped"] == {"job": "1234"}
 
 
 def test_enable_starts_the_puppet_service_again_after_a_failure(env):
@@ -504,7 +557,7 @@ def test_a_dry_run_only_reads_facts(env):
     assert any("pg_restore" in row["command"] for row in copy_puppetdb(method="documented", dry_run=True)["plan"])
     sent = [c.argv for c in fake.calls if c.kind == "run"]
     assert sent and [argv for argv in sent if not _is_read(argv)] == []
-    assert api.calls == []
+    assert [c for c in api.calls if not c.startswith("GET ")] == []  # the classifier's replicas: a read
 
 
 def test_retry_policy_never_retries_auth_or_refusals():
@@ -534,13 +587,13 @@ def test_command_result_masks_secrets():
 
 
 def test_enable_restarts_at_a_named_step_without_repeating_the_enable(env):
-    fake, _, settings = env
+    fake, api, settings = env
     from flows.enable_replica import enable_replica
 
     enable_replica(deploy="job", start_at="deploy")
     master = fake.commands_on(M)
     assert not any(c[:3] == ("puppet", "infrastructure", "enable") for c in master)
-    assert any(c[:3] == ("puppet", "job", "run") for c in master)
+    assert f"POST {M}:8143/orchestrator/v1/command/deploy" in api.calls
     assert not list(settings.backup_dir.glob("*.json"))  # the backup step was before the restart point
 
 
@@ -644,8 +697,8 @@ def test_a_run_from_another_installations_deployment_is_refused_before_any_comma
 def test_a_failed_deploy_leaves_labels_naming_the_last_finished_step_and_the_resume_command(env):
     """What the crash alert reads: a run whose worker dies cannot say where it stopped, so each finished step
     is recorded on the run as it goes."""
-    fake, _, _ = env
-    fake.script(M, ("puppet", "job", "run"), exit_code=1, stdout="Error: the orchestrator is not running")
+    fake, api, _ = env
+    api.state["job_nodes"] = [(A1, "failed")]
     from prefect.client.orchestration import get_client
 
     from flows.enable_replica import enable_replica

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 
 import classifier
+import orchestrator
 import puppetdb
 import rbac
 import status
@@ -38,7 +39,7 @@ from puppetdb import local_db_up, pdb_sync_loop
 from rbac import token_problem
 
 # Every HTTPS route, by the PE service that answers it.
-ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES
+ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES + orchestrator.ROUTES
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -50,7 +50,6 @@ from pe_ha.commands.puppet import (  # noqa: F401
     enable_replica,
     forget_replica,
     infrastructure_status,
-    job_run_all_nodes,
     promote_replica,
     provision_replica,
     reinitialize_replica,

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from pe_ha import validation as v
 from pe_ha.commands._base import (
-    AGENT_NODES_QUERY,
     CLASSIFIER_PORT,
     PCP_PORT,
     PUPPET,
@@ -207,14 +206,6 @@ def agent_last_run_summary() -> Command:
     under ``/opt/puppetlabs/puppet/public``, earlier under the agent's state dir)."""
     script = f"cat -- \"$({PUPPET} config print lastrunfile --section agent)\""
     return Command(("bash", "-c", script), "the agent's last_run_summary.yaml")
-
-
-def job_run_all_nodes(*, token_file: str | None = None) -> Command:
-    """Direct Puppet: ``puppet job run --no-enforce-environment --query 'nodes {…}'``."""
-    argv = [PUPPET, "job", "run", "--no-enforce-environment", "--query", AGENT_NODES_QUERY]
-    if token_file is not None:
-        argv += ["--token-file", v.absolute_path(token_file, what="token file")]
-    return Command(tuple(argv), "puppet job run on every active node")
 
 
 def config_print(setting: str, *, section: str = "main") -> Command:

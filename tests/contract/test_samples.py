@@ -178,3 +178,32 @@ def test_classifier_groups_capture(tmp_path):
     groups = api.groups(settings.rbac_token())
     assert all({"id", "name", "parent", "classes"} <= set(g) for g in groups)
     assert any("rule" not in g for g in groups)  # PE Infrastructure has no rule: code must use .get("rule")
+
+
+# -- orchestrator: POST /command/deploy, GET /jobs/<id>, GET /jobs/<id>/nodes ------------------------------
+
+def test_a_started_job_is_named_by_its_number():
+    from pe_ha.pe_api import parse_job_started
+
+    assert parse_job_started(json.loads(sample("orchestrator-deploy-202.json"))) == "1234"
+    with pytest.raises(ValueError):
+        parse_job_started(json.loads(sample("orchestrator-deploy-404-unknown-environment.json")))
+
+
+def test_a_jobs_state_is_read_from_its_documented_field():
+    from pe_ha.pe_api import JOB_FINAL_STATES, parse_job_state
+
+    assert parse_job_state(json.loads(sample("orchestrator-job-200.json"))) == "finished" and "finished" in JOB_FINAL_STATES
+
+
+def test_a_jobs_nodes_name_each_nodes_state_and_why_it_failed():
+    from pe_ha.pe_api import JobNode, parse_job_nodes
+
+    nodes = parse_job_nodes(json.loads(sample("orchestrator-job-nodes-200.json")))
+    assert nodes == [
+        JobNode("node1.example.com", "finished", "Finished puppet run on node1.example.com - Success!"),
+        JobNode("node2.example.com", "failed",
+                "Error running puppet on node2.example.com: Could not retrieve catalog from remote server")]
+    assert parse_job_nodes({"items": [{"name": "n", "state": "failed"}]}) == [JobNode("n", "failed", "")]
+    with pytest.raises(ValueError):
+        parse_job_nodes(json.loads(sample("orchestrator-job-404-unknown-job.json")))

@@ -4,6 +4,7 @@ the simulator changes (docs/simulator.md)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,36 @@ def test_status_service_entries_match_pes_body(lab, lab_ctx):
         problems = [p for p in same_shape(sample[name], actual[name])
                     if not p.startswith("$.status.")]  # each service's status detail is its own
         assert problems == [], name
+
+
+def test_an_orchestrator_job_matches_pes_bodies_and_fails_naming_the_node(lab, lab_ctx):
+    """The simulated orchestrator's job and job-nodes bodies have PE's keys; pe-ha follows a job to its end, and a
+    node whose run fails fails the deploy, named."""
+    from lab import core
+    from pe_ha.errors import PostconditionFailed
+    from tasks import orchestrator
+
+    master, token = lab_ctx.settings.master.name, lab_ctx.settings.rbac_token()
+    counts = orchestrator.run_puppet_everywhere.fn(lab_ctx, master, timeout_s=300)
+    assert counts == {"finished": len(lab.hosts)}
+    job = lab_ctx.api.deploy(token, master, "nodes {deactivated is null and expired is null}")
+    body = lab_ctx.api.request("GET", master, 8143, f"/orchestrator/v1/jobs/{job}", token=token).json()
+    sample = json.loads((SAMPLES / "orchestrator-job-200.json").read_text())
+    assert [p for p in same_shape(sample, body) if not p.startswith(("$.options.scope", "$.userdata"))] == []
+    while lab_ctx.api.job_state(token, master, job) not in ("finished", "failed", "stopped"):
+        time.sleep(1)
+    nodes = lab_ctx.api.request("GET", master, 8143, f"/orchestrator/v1/jobs/{job}/nodes", token=token).json()
+    sample_nodes = json.loads((SAMPLES / "orchestrator-job-nodes-200.json").read_text())
+    assert same_shape({k: v for k, v in sample_nodes.items() if k != "items"},
+                      {k: v for k, v in nodes.items() if k != "items"}) == []
+    assert {tuple(sorted(item)) for item in nodes["items"]} == {tuple(sorted(sample_nodes["items"][0]))}
+    assert lab_ctx.api.request("GET", master, 8143, "/orchestrator/v1/jobs/987654", token=token,
+                               ok=(404,)).json()["kind"] == "puppetlabs.orchestrator/unknown-job"
+
+    agent = lab.host("agent1")
+    core.node_run(agent, "pe-sim", "fault", "agent_fail")
+    try:
+        with pytest.raises(PostconditionFailed, match=f"ended failed: {agent.fqdn} failed"):
+            orchestrator.run_puppet_everywhere.fn(lab_ctx, master, timeout_s=300)
+    finally:
+        core.node_run(agent, "pe-sim", "fault", "clear")
