@@ -2,8 +2,10 @@
 
 1. The replica's puppet.conf ``[main] server`` must be the master.
 2. The master runs a PE version pe-ha supports, with Code Manager enabled (the guide's prerequisite).
-3. The admin RBAC token must stay valid through the sync. The classifier hierarchy is backed up (PE 2019.7 and
-   later name this backup a prerequisite of provisioning, which already changes classification).
+3. The admin RBAC token must stay valid through the sync. PE's other prerequisites: one replica at a time,
+   Code Manager's r10k_private_key in pe.conf (not only in the console), no tuning parameters in the console.
+   The classifier hierarchy is backed up (PE 2019.7 and later name this backup a prerequisite of provisioning,
+   which already changes classification).
 4. The version's secret key files are copied to the replica (none in the 2019.5 guide; 2019.7-2021.5: the
    orchestrator's keys.json; 2021.7 and later: three files), then ``puppet infrastructure provision replica <replica>``.
    (Optional, PE 2019.5 and earlier) the manual PuppetDB copy, during the sync, as the guide allows; PE
@@ -87,14 +89,28 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
     def verify() -> int:
         return agent.agent_run(ctx, node, verify_cmd, expect_no_changes=True, suffix="-noop")
 
-    version, present, enabled = read_facts(ctx, "provision-replica", lambda: (
+    version, present, groups, key_in_pe_conf = read_facts(ctx, "provision-replica", lambda: (
         (v := infrastructure.pe_version(ctx, master)), infrastructure.replica_files_present(ctx, master, v),
-        classifier.enabled_replicas(ctx, master)))
+        classifier.groups_on(ctx, master), infrastructure.r10k_key_in_pe_conf(ctx, master)))
+    enabled = classifier.replicas_enabled_in(groups)
+    # PE's own prerequisites of provisioning, checked before anything changes
     others = [r for r in enabled if r != replica]
     if others:
         raise PreconditionFailed(
             f"PE on {master} already has the replica {', '.join(others)}: PE runs one replica at a time",
             hint=f"forget {others[0]} first (the forget-replica procedure), then provision {replica}")
+    key = classifier.console_r10k_private_key(groups)
+    if key and not key_in_pe_conf:
+        raise PreconditionFailed(
+            f"Code Manager's r10k_private_key ({key}) is set in the console (PE Master) but not in {master}'s pe.conf",
+            hint="add \"puppet_enterprise::profile::master::r10k_private_key\": \"<path>\" to "
+                 "/etc/puppetlabs/enterprise/conf.d/pe.conf, as PE's DR prerequisites require")
+    tuning = classifier.console_tuning(groups)
+    if tuning:
+        raise PreconditionFailed(
+            "tuning parameters are set in the console, where the replica will not get them: " + "; ".join(tuning),
+            hint="move them to Hiera (for example data/common.yaml in your control repo) and remove them from the "
+                 "console before provisioning, as PE's DR prerequisites require")
     parsed = versions.parse(version)
     if copy_puppetdb and parsed is not None and not parsed.documents_manual_copy:
         raise PreconditionFailed(

@@ -218,6 +218,12 @@ def _node_files(cfg: LabConfig) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"pe-ha-lab-simulator": os.urandom(16).hex()}) + "\n")
                 path.chmod(0o600)
+            # pe.conf as PE's installer leaves it (Code Manager's key, when it has one, belongs here too)
+            pe_conf = h.path("/etc/puppetlabs/enterprise/conf.d/pe.conf")
+            pe_conf.parent.mkdir(parents=True, exist_ok=True)
+            pe_conf.write_text('{\n  "console_admin_password": ""\n  "puppet_enterprise::puppet_master_host": '
+                               '"%{::trusted.certname}"\n}\n')
+            pe_conf.chmod(0o600)
             # PE's default Hiera config on the primary (not replicated: a new replica needs a copy)
             hiera = h.path("/etc/puppetlabs/puppet/hiera.yaml")
             hiera.write_text("---\n# pe-ha lab primary\nversion: 5\ndefaults:\n  datadir: data\n  data_hash: yaml_data\n"

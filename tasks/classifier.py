@@ -94,11 +94,46 @@ def enabled_replicas(ctx: RunContext, read_from: str) -> list[str]:
     """The replicas PE records as enabled: ``ha_enabled_replicas`` of the ``puppet_enterprise`` class on PE
     Infrastructure, beside the PE HA Replica group. Read from ``read_from`` (the replica's own, replicated
     classifier when the master is gone)."""
+    return replicas_enabled_in(ctx.api.groups(ctx.settings.rbac_token(), read_from))
+
+
+def replicas_enabled_in(groups: list[dict]) -> list[str]:
     found: list[str] = []
-    for group in ctx.api.groups(ctx.settings.rbac_token(), read_from):
+    for group in groups:
         pe = (group.get("classes") or {}).get("puppet_enterprise") or {}
         found += [r for r in (pe.get("ha_enabled_replicas") or []) if isinstance(r, str) and r not in found]
     return found
+
+
+# Parameters PE's tuning pages name for its services (JVM heap, JRuby pool, PuppetDB threads, PostgreSQL memory):
+# set in the console, they reach only the nodes of that group, so a promoted replica would run untuned.
+TUNING_PARAMETERS = frozenset({
+    "java_args", "jruby_max_active_instances", "jruby_max_requests_per_instance", "reserved_code_cache",
+    "command_processing_threads", "shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size",
+    "max_connections", "autovacuum_max_workers", "autovacuum_work_mem", "wal_buffers"})
+
+
+def console_tuning(groups: list[dict]) -> list[str]:
+    """Tuning parameters set in PE's own node groups: ``<group>: <class>::<parameter>``."""
+    found = []
+    for group in groups:
+        if not str(group.get("name", "")).startswith("PE "):
+            continue
+        for cls, params in (group.get("classes") or {}).items():
+            if not str(cls).startswith("puppet_enterprise::") or not isinstance(params, dict):
+                continue
+            found += [f"{group['name']}: {cls}::{name}" for name in sorted(params) if name in TUNING_PARAMETERS]
+    return found
+
+
+def console_r10k_private_key(groups: list[dict]) -> str | None:
+    """The ``r10k_private_key`` PE Master's ``puppet_enterprise::profile::master`` sets in the console, if any."""
+    for group in groups:
+        if group.get("name") == "PE Master":
+            params = (group.get("classes") or {}).get("puppet_enterprise::profile::master") or {}
+            key = params.get("r10k_private_key")
+            return str(key) if key else None
+    return None
 
 
 def replica_enabled(ctx: RunContext, replica: str, read_from: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from prefect import task
@@ -170,6 +171,17 @@ def _replica_files(version: str) -> list[tuple[str, bool]]:
     parsed = versions.parse(version)
     assert parsed is not None
     return [(path, True) for path in parsed.secret_key_files] + [(p, False) for p in versions.REPLICA_FILES_IF_PRESENT]
+
+
+R10K_KEY_IN_PE_CONF = re.compile(r'^\s*"?puppet_enterprise::profile::master::r10k_private_key"?\s*[:=]', re.M)
+
+
+@task(name="r10k-key-in-pe-conf", task_run_name="r10k-key-in-pe-conf/{master}", **READ)
+def r10k_key_in_pe_conf(ctx: RunContext, master: str) -> bool:
+    """Does the primary's pe.conf set Code Manager's ``r10k_private_key``? Only that answer leaves this task:
+    pe.conf may hold passwords, so its text is never a result, a log line or an artifact."""
+    result = ctx.executor.run(master, commands.read_pe_conf(), check=False, timeout_s=30, stream=False)
+    return result.exit_code == 0 and R10K_KEY_IN_PE_CONF.search(result.stdout) is not None
 
 
 @task(name="replica-files-present", task_run_name="replica-files-present/{master}", **READ)

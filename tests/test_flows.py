@@ -41,6 +41,7 @@ def test_provision_replica_runs_the_runbook_in_order(env):
         ("test", "-f", keys),  # PE 2019.8: the orchestrator's keys.json goes to the replica first
         ("test", "-f", hiera),
         ("test", "-f", ad_ca),
+        ("cat", "/etc/puppetlabs/enterprise/conf.d/pe.conf"),  # Code Manager's key must be there
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
         ("puppet", "resource", "service", "puppet"),  # a background run would collide with provisioning's
         ("puppet", "resource", "service", "puppet", "ensure=stopped"),
@@ -126,6 +127,49 @@ def test_provision_refuses_a_master_without_its_secret_keys_before_copying_anyth
     state = provision_replica(return_state=True)
     assert state.is_failed() and f"has no {keys}" in state.message
     assert not [c for c in fake.commands_on(M) if c[0] == "scp" or c[:3] == ("puppet", "infrastructure", "provision")]
+
+
+def _provision_with(tmp_path, groups, pe_conf=""):
+    """A dry run: it reads the facts and checks PE's prerequisites, and runs nothing."""
+    settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
+    fake = FakeExecutor()
+    fake.script(R, ("puppet", "config", "print", "server"), stdout=M)
+    fake.script(M, ("cat", "/etc/puppetlabs/enterprise/conf.d/pe.conf"), stdout=pe_conf)
+    with context.using(executor=fake, api=fake_pe_api(settings, groups=groups), settings=settings):
+        from flows.provision_replica import provision_replica
+
+        state = provision_replica(dry_run=True, return_state=True)
+    return state, fake
+
+
+def test_provision_refuses_an_r10k_key_set_only_in_the_console(tmp_path):
+    from pathlib import Path
+
+    # a real installation's groups (capture): PE Master sets r10k_private_key in the console
+    groups = json.loads((Path(__file__).parent / "contract" / "samples" / "classifier-groups-200.json").read_text())
+    for g in groups:  # this capture is of an installation with its replica enabled already
+        g.get("classes", {}).get("puppet_enterprise", {}).pop("ha_enabled_replicas", None)
+    state, fake = _provision_with(tmp_path, groups, pe_conf='"puppet_enterprise::puppet_master_host": "m"\n')
+    assert state.is_failed()
+    assert ("r10k_private_key (/etc/puppetlabs/puppetserver/ssh/id-control_repo.rsa) is set in the console (PE Master) "
+            f"but not in {M}'s pe.conf") in state.message
+    assert not [c for h in (M, R) for c in fake.commands_on(h) if c[0] in ("scp", "install", "puppet")]
+    state, _ = _provision_with(tmp_path, groups, pe_conf=(
+        '"puppet_enterprise::puppet_master_host": "m"\n'
+        '"puppet_enterprise::profile::master::r10k_private_key": "/etc/puppetlabs/puppetserver/ssh/id-control_repo.rsa"\n'))
+    assert state.is_completed()
+
+
+def test_provision_refuses_tuning_parameters_set_in_the_console(tmp_path):
+    groups = [{"name": "PE Master", "id": "m", "parent": "infra-id",
+               "classes": {"puppet_enterprise::profile::master": {"java_args": {"Xmx": "4g"}, "r10k_remote": "x"}}},
+              {"name": "Webservers", "id": "w", "parent": "root", "classes": {"apache": {"max_connections": 5}}}]
+    state, fake = _provision_with(tmp_path, groups)
+    assert state.is_failed()
+    assert ("tuning parameters are set in the console, where the replica will not get them: "
+            "PE Master: puppet_enterprise::profile::master::java_args") in state.message
+    assert "Webservers" not in state.message  # an operator's own group is not PE's tuning
+    assert not [c for h in (M, R) for c in fake.commands_on(h) if c[0] in ("scp", "install", "puppet")]
 
 
 def test_provision_refuses_while_pe_has_another_replica(tmp_path):

@@ -67,6 +67,7 @@ from pe_ha.commands.system import (  # noqa: F401
     make_dir,
     make_readable,
     pe_version,
+    read_pe_conf,
     remove_files,
     resolve_ipv4,
     scp_to,

@@ -44,6 +44,14 @@ def pe_version() -> Command:
     return Command(("cat", "/opt/puppetlabs/server/pe_version"), "PE version")
 
 
+PE_CONF = "/etc/puppetlabs/enterprise/conf.d/pe.conf"
+
+
+def read_pe_conf() -> Command:
+    """The primary's pe.conf (the installer's parameters), read for the prerequisites PE names."""
+    return Command(("cat", PE_CONF), "read pe.conf")
+
+
 def ssh_check(target: str, *, timeout_s: int = 5) -> Command:
     """Can this node ssh to ``target`` as root without a prompt (what ``puppet infrastructure run`` needs)?"""
     return Command(("ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={v.positive_int(timeout_s, what='timeout', maximum=60)}",

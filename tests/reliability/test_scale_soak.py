@@ -1,6 +1,6 @@
 """Scale: a Prefect server on PostgreSQL, two workers in one pool, verify-health every 10 s beside full lifecycles.
 
-The soak lasts ``PEHA_SOAK_S`` seconds (200 in ``make test``; ``make soak SOAK_S=…`` runs it alone, longer).
+The soak lasts ``PEHA_SOAK_S`` seconds (150 in ``make test``; ``make soak SOAK_S=…`` runs it alone, longer).
 Full HA lifecycles run back to back through the API while the schedule fires verify-health every 10 s. A
 scheduled run may fail for the installation's own reasons (the lifecycle cuts the master off on purpose); it
 must never fail because of the scheduling itself: crashed runs, runs that never started, or server errors such as
@@ -23,7 +23,7 @@ from lab.pgserver import LocalPostgres
 from lab.stack import PrefectStack, WebhookReceiver, free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
-SOAK_S = float(os.environ.get("PEHA_SOAK_S", "200"))
+SOAK_S = float(os.environ.get("PEHA_SOAK_S", "150"))
 HEALTH_INTERVAL_S = 10
 # verify-health's own verdict on a degraded installation: not a scheduling failure
 HEALTH_VERDICT = re.compile(r"PE services are not healthy|could not reach|unreachable", re.I)
