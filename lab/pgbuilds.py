@@ -91,13 +91,19 @@ INSTALL_DIR = Path(os.environ.get("PEHA_PG_INSTALL_DIR", "/var/lib/pe-ha-lab-pos
 def installed(major: int) -> Path:
     """The profile's PostgreSQL build where lab hosts can run it (copied there once per build version)."""
     b = build(major)
-    home = INSTALL_DIR / f"{b.major}-{b.version}"
+    return _install(b.home / "native", f"{b.major}-{b.version}", b.version, under="native")
+
+
+def _install(source: Path, name: str, version: str, *, under: str = "") -> Path:
+    """``source`` copied once to ``INSTALL_DIR/name`` (below ``under`` there), through a partial copy renamed
+    into place, so an interrupted copy is never taken for a finished one."""
+    home = INSTALL_DIR / name
     if not (home / ".ready").exists():
-        tmp = INSTALL_DIR / f".{b.major}-{b.version}.partial"
+        tmp = INSTALL_DIR / f".{name}.partial"
         if tmp.exists():
             shutil.rmtree(tmp)
-        shutil.copytree(b.home / "native", tmp / "native", symlinks=True)
-        (tmp / ".ready").write_text(b.version + "\n")
+        shutil.copytree(source, tmp / under if under else tmp, symlinks=True)
+        (tmp / ".ready").write_text(version + "\n")
         if home.exists():
             shutil.rmtree(home)
         tmp.rename(home)
@@ -114,18 +120,7 @@ def installed_clients(major: int) -> Path | None:
     if not c.ready:
         raise RuntimeError(f"PostgreSQL {major}'s client tools are not unpacked in {c.home}: run `make pg-builds` "
                            "(make test and make demo do it)")
-    home = INSTALL_DIR / f"{c.major}-client-{c.version}"
-    if not (home / ".ready").exists():
-        tmp = INSTALL_DIR / f".{c.major}-client-{c.version}.partial"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(c.home, tmp, symlinks=True)
-        if home.exists():
-            shutil.rmtree(home)
-        tmp.rename(home)
-        for path in (INSTALL_DIR, home):
-            path.chmod(0o755)
-    return home / "bin"
+    return _install(c.home, f"{c.major}-client-{c.version}", c.version) / "bin"
 
 
 def build(major: int) -> PgBuild:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -18,6 +19,7 @@ from pydantic import SecretStr
 from pe_ha.errors import ApiError, ApiUnavailable, AuthError
 from pe_ha.settings import Settings
 
+T = TypeVar("T")
 PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER = 8140, 8081, 4433, 8143, 8142, 8170
 PE_PORTS = (PUPPETSERVER, PUPPETDB, CONSOLE, ORCHESTRATOR, PCP_BROKER, CODE_MANAGER)
 # The ports PE documents for the status API (Code Manager and file sync report on 8140, not 8170).
@@ -181,25 +183,16 @@ class PEApi:
         response = self.request("POST", master, ORCHESTRATOR, "/orchestrator/v1/command/deploy", token=token,
                                 json={"environment": "", "enforce_environment": False, "scope": {"query": query}},
                                 ok=(200, 202))
-        try:
-            return parse_job_started(response.json())
-        except ValueError as exc:
-            raise ApiError(str(exc), url=str(response.url)) from None
+        return _parsed(response, parse_job_started)
 
     def job_state(self, token: SecretStr, master: str, job: str) -> str:
         response = self.request("GET", master, ORCHESTRATOR, f"/orchestrator/v1/jobs/{_job_id(job)}", token=token)
-        try:
-            return parse_job_state(response.json())
-        except ValueError as exc:
-            raise ApiError(str(exc), url=str(response.url)) from None
+        return _parsed(response, parse_job_state)
 
     def job_nodes(self, token: SecretStr, master: str, job: str) -> list[JobNode]:
         response = self.request("GET", master, ORCHESTRATOR, f"/orchestrator/v1/jobs/{_job_id(job)}/nodes",
                                 token=token)
-        try:
-            return parse_job_nodes(response.json())
-        except ValueError as exc:
-            raise ApiError(str(exc), url=str(response.url)) from None
+        return _parsed(response, parse_job_nodes)
 
     def stop_job(self, token: SecretStr, master: str, job: str) -> None:
         """``POST /orchestrator/v1/command/stop``: nodes not yet started are not run; running ones finish."""
@@ -262,6 +255,14 @@ def parse_job_nodes(body: Any) -> list[JobNode]:
         message = details.get("message") or result.get("msg") or result.get("message") or ""
         nodes.append(JobNode(name=str(item.get("name", "")), state=str(item.get("state", "")), message=str(message)))
     return nodes
+
+
+def _parsed(response: httpx.Response, parse: Callable[[Any], T]) -> T:
+    """``parse`` the answer's JSON; a body PE's documents do not describe becomes an ApiError naming the URL."""
+    try:
+        return parse(response.json())
+    except ValueError as exc:
+        raise ApiError(str(exc), url=str(response.url)) from None
 
 
 def _job_id(job: str) -> str:
