@@ -121,7 +121,8 @@ def _deploy(port, path, body):
                               "timestamp": now, "duration": None, "transaction_uuid": None,
                               "details": {"message": ""}, "result": {}} for n in targets},
                "_stop": False, "_t0": datetime.datetime.now(datetime.UTC)}
-        _enter(job, "running")
+        for step in ("new", "ready", "running"):  # PE's sample records each state the job passed through
+            _enter(job, step)
         _JOBS[job_id] = job
     threading.Thread(target=_run_job, args=(job,), daemon=True).start()
     return 202, {"job": {"id": job["id"], "name": job_id}}
@@ -154,7 +155,6 @@ def _run_job(job):
     with _LOCK:
         states = {e["state"] for e in job["_nodes"].values()}
         _enter(job, "stopped" if job["_stop"] else "failed" if states - {"finished"} else "finished")
-        job["status"][-1]["exit_time"] = job["status"][-1]["enter_time"]
         job["finished_timestamp"] = _now()
         job["duration"] = "%.1f" % (datetime.datetime.now(datetime.UTC) - job["_t0"]).total_seconds()
 

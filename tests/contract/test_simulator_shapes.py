@@ -64,6 +64,9 @@ def test_an_orchestrator_job_matches_pes_bodies_and_fails_naming_the_node(lab, l
     assert [p for p in same_shape(sample, body) if not p.startswith(("$.options.scope", "$.userdata"))] == []
     while lab_ctx.api.job_state(token, master, job) not in ("finished", "failed", "stopped"):
         time.sleep(1)
+    done = lab_ctx.api.request("GET", master, 8143, f"/orchestrator/v1/jobs/{job}", token=token).json()
+    assert [e["state"] for e in done["status"]] == [e["state"] for e in sample["status"]]  # new, ready, running, finished
+    assert done["status"][-1]["exit_time"] is None and isinstance(done["duration"], str)
     nodes = lab_ctx.api.request("GET", master, 8143, f"/orchestrator/v1/jobs/{job}/nodes", token=token).json()
     sample_nodes = json.loads((SAMPLES / "orchestrator-job-nodes-200.json").read_text())
     assert same_shape({k: v for k, v in sample_nodes.items() if k != "items"},
