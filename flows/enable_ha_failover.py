@@ -60,8 +60,12 @@ def enable_ha_failover(ctx: RunContext, host: str, topology: Topology = "mono", 
                                       replication_timeout_secs=replication_timeout_secs, tmpdir=tmpdir,
                                       skip_agent_config=skip_agent_config, agent_server_urls=agent_server_urls or (),
                                       pcp_brokers=pcp_brokers or ())
-    version = read_facts(ctx, "enable-ha-failover", lambda: infrastructure.pe_version(ctx, promoted))
-    procedure = Procedure(ctx, "enable-ha-failover", host, topology_on=promoted, facts=[f"PE {version} on {promoted}"], steps=[
+    version, compilers = read_facts(ctx, "enable-ha-failover", lambda: (
+        infrastructure.pe_version(ctx, promoted),
+        infrastructure.compilers(infrastructure.infrastructure_status(ctx, promoted), (promoted, host))))
+    infrastructure.require_topology(topology, compilers, status_on=promoted)
+    facts = [f"PE {version} on {promoted}", f"compilers: {', '.join(compilers) or 'none'}"]
+    procedure = Procedure(ctx, "enable-ha-failover", host, topology_on=promoted, facts=facts, steps=[
         # The plan works on the failed master over ssh.
         Step("ssh", "check ssh to the failed master", promoted, lambda: network.require_ssh(ctx, promoted, host),
              commands=[(promoted, commands.ssh_check(host))]),

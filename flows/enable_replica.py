@@ -145,10 +145,12 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
         Step("remove-server", "remove `server =` from the replica's puppet.conf", replica, remove_server,
              commands=[(replica, commands.config_delete("server"))], phase="remove-server"),
     ]
-    version, addresses = read_facts(ctx, "enable-replica", lambda: (
+    version, compilers, addresses = read_facts(ctx, "enable-replica", lambda: (
         infrastructure.pe_version(ctx, master),
+        infrastructure.compilers(infrastructure.infrastructure_status(ctx, master), (master, replica)),
         [network.resolve(ctx, master, replica), network.resolve(ctx, master, test_node)] if test_node else []))
-    facts = [f"PE {version} on {master}"]
+    infrastructure.require_topology(topology, compilers, status_on=master)
+    facts = [f"PE {version} on {master}", f"compilers: {', '.join(compilers) or 'none'}"]
     if drill and test_node:
         facts += [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
                                                                                   strict=True)]

@@ -114,7 +114,19 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
         return codes
 
     check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
-    version = read_facts(ctx, "promote-replica", lambda: infrastructure.pe_version(ctx, replica))
+    def compilers_seen() -> list[str] | None:
+        try:
+            return infrastructure.compilers(infrastructure.read_status(ctx, replica), (master, replica))
+        except RemoteError as exc:
+            # Promotion is the way out when the master is gone; a status that cannot list the compilers then
+            # must not block it. The operator's topology stands, and the plan says it was not checked.
+            log().warning("compilers not read on %s: %s", replica, exc)
+            return None
+
+    version, compilers = read_facts(ctx, "promote-replica", lambda: (infrastructure.pe_version(ctx, replica),
+                                                                     compilers_seen()))
+    if compilers is not None:
+        infrastructure.require_topology(topology, compilers, status_on=replica)
     steps = [
         Step("split-brain-guard", "split-brain guard: is the old master gone?", master, split_brain_guard,
              commands=[(replica, probe_cmd)],
@@ -139,7 +151,10 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
                       lambda: still_pointing_at(ctx, master, replica, nodes),
                       commands=[(host, commands.config_print("server_list", section="agent")) for host in nodes],
                       note=f"and the classifier's groups on {replica}, and {master} as a node in {replica}'s PuppetDB"))
-    procedure = Procedure(ctx, "promote-replica", replica, steps, topology_on=replica, facts=[f"PE {version} on {replica}"])
+    procedure = Procedure(ctx, "promote-replica", replica, steps, topology_on=replica,
+                          facts=[f"PE {version} on {replica}",
+                                 "compilers: " + ("not read (topology unchecked)" if compilers is None
+                                                  else ", ".join(compilers) or "none")])
     if dry_run:
         return procedure.plan()
 

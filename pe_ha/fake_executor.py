@@ -126,6 +126,8 @@ class FakeExecutor:
             return found
         if argv == ("cat", "/opt/puppetlabs/server/pe_version"):
             return CommandResult(host, argv, 0, self.pe_version + "\n", "", 0.0)
+        if argv[:3] == ("puppet", "infrastructure", "status") and "json" in argv:
+            return CommandResult(host, argv, 0, "[]\n", "", 0.0)  # JSON, as PE always prints it; no service listed
         return CommandResult(host, argv, 0, "", "", 0.0)
 
     def _scripted(self, host: str, argv: tuple[str, ...]) -> CommandResult | PeHaError | Responder | None:

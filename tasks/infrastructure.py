@@ -153,9 +153,21 @@ def enable_ha_failover(ctx: RunContext, on_host: str, cmd: Command, plan_timeout
                             hint="check /var/log/puppetlabs/installer/bolt_info.log on the host, then re-run") from None
 
 
-def require_role(entries: list[dict], host: str, expected_type: str) -> None:
-    if not any(e.get("server") == host and e.get("type") == expected_type for e in entries):
-        raise PreconditionFailed(f"{host} is not the {expected_type} according to puppet infrastructure status")
+def compilers(entries: list[dict], masters: tuple[str, ...]) -> list[str]:
+    """The compilers in ``puppet infrastructure status``: every server with a Puppet Server (``type`` ``master``)
+    that is not one of ``masters`` (the master and its replica). peadm's ``classify_compilers.rb`` reads the same
+    field per host."""
+    return sorted({str(e.get("server")) for e in entries
+                   if e.get("type") == "master" and e.get("server") and e.get("server") not in masters})
+
+
+def require_topology(topology: str, found: list[str], *, status_on: str) -> None:
+    """PE's ``--topology mono`` means no compilers: with compilers it would point every agent at the masters alone."""
+    if topology == "mono" and found:
+        raise PreconditionFailed(
+            f"topology=mono, but puppet infrastructure status on {status_on} lists compilers: {', '.join(found)}",
+            hint="pass topology=mono-with-compile with agent_server_urls and pcp_brokers (your compilers or their "
+                 "load balancer), or with skip_agent_config")
 
 
 @task(name="pe-version", task_run_name="pe-version/{host}", **READ)

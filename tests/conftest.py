@@ -163,13 +163,15 @@ def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | Non
     return api
 
 
-def status_json(host: str, state: str = "running") -> str:
-    """`puppet infrastructure status --format json` of a healthy (or ``state``) host, as PE prints it."""
+def status_json(host: str, state: str = "running", *compilers: str) -> str:
+    """`puppet infrastructure status --format json` of a healthy (or ``state``) host, and of ``compilers``, in the
+    shape of PE's capture (contract sample infra-status-json-replica-unreachable.json): ``type`` is the kind."""
     import json
 
-    return json.dumps([{"service": s, "state": state, "status": {}, "display_name": s, "server": host,
-                        "url": f"https://{host}:8081/", "type": "Primary Master Replica", "alerts": []}
-                       for s in ("puppetdb-status", "pe-master")])
+    return json.dumps([{"service": service, "state": state, "status": {}, "display_name": service, "server": server,
+                        "url": f"https://{server}:{port}/", "type": kind, "alerts": []}
+                       for server in (host, *compilers)
+                       for service, kind, port in (("puppetdb-status", "puppetdb", 8081), ("pe-master", "master", 8140))])
 
 
 CLEAN_AGENT_SUMMARY = (Path(__file__).parent / "contract" / "samples" / "agent-last-run-summary-clean.yaml").read_text()

@@ -341,10 +341,12 @@ def test_enable_replica_with_job_deploy_and_drill(env):
     fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
     fake.script(M, ("getent", "ahostsv4", A2), stdout="198.51.100.22 STREAM agent2")
     enable_replica(topology="mono", deploy="job", drill=True, drill_node=A2)
-    # the PE version and the drill's addresses are facts, read first; then the topology, then the procedure
-    assert fake.commands_on(M)[:3] == [("cat", "/opt/puppetlabs/server/pe_version"), ("getent", "ahostsv4", R),
-                                       ("getent", "ahostsv4", A2)]
-    assert fake.commands_on(M)[4:9] == [
+    # the PE version, the compilers and the drill's addresses are facts, read first; then the topology, then the
+    # procedure
+    assert fake.commands_on(M)[:4] == [("cat", "/opt/puppetlabs/server/pe_version"),
+                                       ("puppet", "infrastructure", "status", "--format", "json"),
+                                       ("getent", "ahostsv4", R), ("getent", "ahostsv4", A2)]
+    assert fake.commands_on(M)[5:10] == [
         ("install", "-d", "-m", "0750", "/root/.puppetlabs"),
         ("puppet", "resource", "service", "puppet"),
         ("puppet", "resource", "service", "puppet", "ensure=stopped"),
@@ -352,7 +354,7 @@ def test_enable_replica_with_job_deploy_and_drill(env):
          "--token-file", TF),
         ("rm", "-f", "--", TF),
     ]
-    assert fake.commands_on(M)[9] == ("puppet", "resource", "service", "puppet", "ensure=running")
+    assert fake.commands_on(M)[10] == ("puppet", "resource", "service", "puppet", "ensure=running")
     # the deploy is an orchestrator job, as `puppet job run --no-enforce-environment --query` starts it, followed
     # through the jobs API to its nodes' end
     assert api.state["deploy"] == {"environment": "", "enforce_environment": False,
@@ -443,6 +445,48 @@ def test_enable_mono_with_compile_needs_urls_before_any_command(env):
     with pytest.raises(ValidationError, match="mono-with-compile"):
         enable_replica(topology="mono-with-compile")
     assert fake.calls == []
+
+
+C1 = "compiler1.example.com"
+
+
+@pytest.mark.parametrize(("flow_name", "status_on", "kwargs"), [
+    ("enable_replica", M, {}),
+    ("promote_replica", R, {"approve": True}),
+    ("enable_ha_failover", R, {"host": M}),
+])
+def test_topology_mono_is_refused_where_pe_lists_compilers_before_anything_changes(env, flow_name, status_on, kwargs):
+    import importlib
+
+    fake, _, _ = env
+    fake.script(status_on, ("puppet", "infrastructure", "status"), stdout=status_json(status_on, "running", C1))
+    flow = getattr(importlib.import_module(f"flows.{flow_name}"), flow_name)
+    state = flow(topology="mono", return_state=True, **kwargs)
+    assert state.is_failed()
+    assert f"topology=mono, but puppet infrastructure status on {status_on} lists compilers: {C1}" in state.message
+    assert "mono-with-compile" in state.message  # the fix is named
+    ran = [c for h in (M, R) for c in fake.commands_on(h)]
+    assert ran == [("cat", "/opt/puppetlabs/server/pe_version"), ("puppet", "infrastructure", "status", "--format", "json")]
+    assert not [c for c in fake.calls if c.kind == "put"]
+
+
+def test_mono_with_compile_plans_where_pe_lists_compilers(env):
+    fake, _, _ = env
+    fake.script(M, ("puppet", "infrastructure", "status"), stdout=status_json(M, "running", C1))
+    from flows.enable_replica import enable_replica
+
+    plan = enable_replica(topology="mono-with-compile", agent_server_urls=[f"{C1}:8140"], pcp_brokers=[f"{C1}:8142"],
+                          dry_run=True)
+    assert f"compilers: {C1}" in plan["facts"]
+
+
+def test_promote_goes_on_when_the_replica_cannot_list_the_compilers(env):
+    fake, _, _ = env
+    fake.script(R, ("puppet", "infrastructure", "status"), exit_code=1, stdout="Error: could not reach the master")
+    from flows.promote_replica import promote_replica
+
+    plan = promote_replica(dry_run=True)
+    assert "compilers: not read (topology unchecked)" in plan["facts"]
 
 
 def test_promote_refuses_while_the_master_answers_from_the_replica(env):
@@ -577,10 +621,11 @@ def test_verify_health_fails_and_reports_when_a_service_is_down(tmp_path):
 
 def _is_read(argv: tuple[str, ...]) -> bool:
     """The facts reads procedures make before planning: versions, files, addresses, space, CPUs, service states,
-    the link probe (to /dev/null), tool lookups and the schema's table of contents (to a pipe)."""
+    PE's status (the compilers), the link probe (to /dev/null), tool lookups and the schema's table of contents (to a pipe)."""
     script = argv[-1] if argv[:2] == ("bash", "-c") else ""
     return (argv[0] in ("cat", "getent", "df", "nproc") or argv[:2] == ("test", "-f")
             or (argv[:3] == ("puppet", "resource", "service") and len(argv) == 4)
+            or argv[:3] == ("puppet", "infrastructure", "status")
             or argv[:2] == ("sh", "-c") and argv[2].startswith("command -v")
             or "cat > /dev/null" in script or script.endswith("pg_restore --list"))
 

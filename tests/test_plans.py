@@ -7,7 +7,6 @@ and the snapshot the run exports, which the plan shows as a stand-in. A dry run 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 
 import pytest
@@ -17,17 +16,11 @@ from pe_ha import commands, context
 from pe_ha.fake_executor import FakeExecutor
 from pe_ha.psql import SEP
 from tasks.copy_plan import PLANNED_SNAPSHOT
-from tests.conftest import answer_agent_summary, fake_pe_api, make_settings
+from tests.conftest import answer_agent_summary, fake_pe_api, make_settings, status_json
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def status_json(host: str) -> str:
-    return json.dumps([{"service": s, "state": "running", "status": {}, "display_name": s, "server": host,
-                        "url": f"https://{host}:8081/", "type": "Primary Master Replica", "alerts": []}
-                       for s in ("puppetdb-status", "pe-master")])
 
 
 def answer_sql(host: str, sent: str) -> list[str]:

@@ -74,26 +74,27 @@ ROLE_SERVICES = {
 }
 
 
-# (status key, display name, port, url path, master-only)
+# (status key, display name, port, url path, master-only, the JSON status's `type`). The types are those of PE's
+# verified capture (contract sample infra-status-json-replica-unreachable.json): the service's kind, not the role.
 STATUS_ENTRIES = [
-    ("code-manager-service", "Code Manager", 8140, "/", True),  # PE's status API docs: Code Manager on 8140
-    ("file-sync-storage-service", "File Sync Storage Service", 8140, "/", True),
-    ("file-sync-client-service", "File Sync Client Service", 8140, "/", False),
-    ("pe-master", "Puppet Server", 8140, "/", False),
-    ("classifier-service", "Classifier", 4433, "/classifier-api", False),
-    ("rbac-service", "RBAC", 4433, "/rbac-api", False),
-    ("activity-service", "Activity Service", 4433, "/activity-api", False),
-    ("orchestrator-service", "Orchestrator", 8143, "/orchestrator", True),
-    ("broker-service", "PCP Broker", 8143, "/pcp", True),
-    ("broker-service-v2", "PCP Broker v2", 8143, "/pcp2", True),
-    ("puppetdb-status", "PuppetDB", 8081, "/pdb", False),
+    ("code-manager-service", "Code Manager", 8140, "/", True, "code-manager"),  # PE's status API docs: on 8140
+    ("file-sync-storage-service", "File Sync Storage Service", 8140, "/", True, "file-sync-storage"),
+    ("file-sync-client-service", "File Sync Client Service", 8140, "/", False, "file-sync-client"),
+    ("pe-master", "Puppet Server", 8140, "/", False, "master"),
+    ("classifier-service", "Classifier", 4433, "/classifier-api", False, "classifier"),
+    ("rbac-service", "RBAC", 4433, "/rbac-api", False, "rbac"),
+    ("activity-service", "Activity Service", 4433, "/activity-api", False, "activity"),
+    ("orchestrator-service", "Orchestrator", 8143, "/orchestrator", True, "orchestrator"),
+    ("broker-service", "PCP Broker", 8143, "/pcp", True, "pcp-broker"),
+    ("broker-service-v2", "PCP Broker v2", 8143, "/pcp2", True, "pcp-broker"),
+    ("puppetdb-status", "PuppetDB", 8081, "/pdb", False, "puppetdb"),
 ]
 
 
 PORT_KEYS = {}
 
 
-for _k, _d, _p, _u, _m in STATUS_ENTRIES:
+for _k, _d, _p, _u, _m, _t in STATUS_ENTRIES:
     PORT_KEYS.setdefault(_p, []).append((_k, _m))
 
 

@@ -45,8 +45,11 @@ def cmd_status(args):
     if option(args, "--format") == "json":
         print(json.dumps(entries, indent=2))
         return 0
+    # The text names each server's role (peadm's documentation/status.md); the JSON's `type` is the service's kind.
+    roles = {state()["master"]: "Primary Master", state().get("replica"): "Primary Master Replica"}
     for e in entries:
-        print("%s: %s on %s, %s" % (e["display_name"], e["state"].capitalize(), e["type"], e["url"]))
+        print("%s: %s on %s, %s" % (e["display_name"], e["state"].capitalize(), roles.get(e["server"], e["server"]),
+                                    e["url"]))
         if e["service"] == "puppetdb-status" and e["status"]:
             last = e["status"].get("sync_status", {}).get("last_successful_sync_time")
             if last:
@@ -318,7 +321,7 @@ def cmd_run(args):
     cmd_provision(["replica", host])
     deadline = started + timeout
     while True:
-        entries = host_entries(host, "Primary Master Replica", "replica")
+        entries = host_entries(host, "replica")
         ok = sum(1 for e in entries if e["state"] == "running")
         print("%d of %d services are fully operational." % (ok, len(entries)))
         if ok == len(entries) and ok:

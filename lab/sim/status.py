@@ -46,7 +46,7 @@ def port_statuses(port):
     return out
 
 
-def host_entries(host, label, host_role):
+def host_entries(host, host_role):
     keys = [e for e in STATUS_ENTRIES if host_role == "master" or not e[4]]
     per_port = {}
 
@@ -63,25 +63,25 @@ def host_entries(host, label, host_role):
     for t in threads:
         t.join()
     entries = []
-    for key, display, port, path, _ in keys:
+    for key, display, port, path, _, kind in keys:
         st = (per_port[port] or {}).get(key)
         entries.append({"service": key, "state": st["state"] if st else "unreachable",
                         "status": st["status"] if st else None, "display_name": display, "server": host,
-                        "url": "https://%s:%d%s" % (host, port, path), "type": label,
+                        "url": "https://%s:%d%s" % (host, port, path), "type": kind,
                         "alerts": st["active_alerts"] if st else []})
     return entries
 
 
 def infra_status(only_host=None):
     s = state()
-    hosts = [(s["master"], "Primary Master", "master")]
+    hosts = [(s["master"], "master")]
     if s.get("replica"):
-        hosts.append((s["replica"], "Primary Master Replica", "replica"))
+        hosts.append((s["replica"], "replica"))
     out = []
-    for host, label, r in hosts:
+    for host, r in hosts:
         if only_host and host != only_host:
             continue
-        out += host_entries(host, label, r)
+        out += host_entries(host, r)
     if only_host and not out:
         raise SimError("Error: %s is not the primary master or a provisioned replica" % only_host)
     return out

@@ -168,6 +168,15 @@ def test_infrastructure_status_capture():
     assert summarize(entries) == f"7 of {len(entries)} services are fully operational"
 
 
+def test_compilers_are_the_puppet_servers_beside_the_masters():
+    from tasks.infrastructure import compilers
+
+    entries = json.loads(sample("infra-status-json-replica-unreachable.json"))
+    primary, replica = "pe-primary.example.com", "pe-replica.example.com"
+    assert compilers(entries, (primary, replica)) == []  # the capture has no compiler
+    assert compilers(entries, (primary,)) == [replica]  # its Puppet Server row is typed "master", as a compiler's is
+
+
 # -- classifier -------------------------------------------------------------------------------------------
 
 

@@ -48,6 +48,17 @@ def test_status_service_entries_match_pes_body(lab, lab_ctx):
         assert problems == [], name
 
 
+def test_infrastructure_status_matches_pes_capture(lab, lab_ctx):
+    from tasks.infrastructure import read_status
+
+    sample = json.loads((SAMPLES / "infra-status-json-replica-unreachable.json").read_text())
+    master = lab_ctx.settings.master.name
+    actual = [e for e in read_status(lab_ctx, master) if e["server"] == master]
+    assert {k for e in actual for k in e} == {k for e in sample for k in e}
+    # `type` is the service's kind, as in PE's capture, never the server's role
+    assert sorted(e["type"] for e in actual) == sorted(e["type"] for e in sample if e["server"] == "pe-primary.example.com")
+
+
 def test_an_orchestrator_job_matches_pes_bodies_and_fails_naming_the_node(lab, lab_ctx):
     """The simulated orchestrator's job and job-nodes bodies have PE's keys; pe-ha follows a job to its end, and a
     node whose run fails fails the deploy, named."""
