@@ -1,10 +1,11 @@
 """Enable a new replica using a failed master — PE guide, ``puppet infrastructure run enable_ha_failover``.
 
-Runs the plan ``enterprise_tasks::enable_ha_failover`` on the promoted replica (the new master), with the
-plan's own parameters. From PE 2019.3 the plan authenticates with the primary's certificate, so no RBAC
-token is staged. ``replication_timeout_secs`` is the plan's bound on its replica status wait only; the
-whole plan (services, certificates, Puppet runs, provision, enable) is bounded by ``plan_timeout_s``, after
-which the remote command is killed.
+Runs the plan ``enterprise_tasks::enable_ha_failover`` on the promoted replica (the new master), with the plan's
+own parameters, then removes ``server =`` from the new replica's puppet.conf, as the guide's enable step does. From
+PE 2019.3 the plan authenticates with the primary's certificate, so no RBAC token is staged.
+``replication_timeout_secs`` is the plan's bound on its replica status wait only; the whole plan (services,
+certificates, Puppet runs, provision, enable) is bounded by ``plan_timeout_s``, after which the remote command is
+killed.
 """
 
 
@@ -19,7 +20,7 @@ from pe_ha.context import RunContext
 from pe_ha.errors import ValidationError
 from pe_ha.settings import distinct
 from pe_ha.validation import Topology, positive_int
-from tasks import infrastructure, network
+from tasks import infrastructure, network, puppet_conf
 
 
 @flow(name="enable-ha-failover", flow_run_name=run_name("enable-ha-failover", "host", "master"))
@@ -72,9 +73,14 @@ def enable_ha_failover(ctx: RunContext, host: str, topology: Topology = "mono", 
         Step("enable-ha-failover", "puppet infrastructure run enable_ha_failover", promoted,
              lambda: infrastructure.enable_ha_failover(ctx, promoted, cmd, plan_timeout_s), commands=[(promoted, cmd)],
              note=f"killed on the host after plan_timeout_s={plan_timeout_s} s"),
+        # The plan enables the new replica, so the guide's enable step applies to it: server_list supersedes server.
+        Step("remove-server", "remove `server =` from the new replica's puppet.conf", host,
+             lambda: puppet_conf.delete_setting(ctx, host, "server", "main"),
+             commands=[(host, commands.config_delete("server"))]),
     ])
     if dry_run:
         return procedure.plan()
     done = procedure.run(lambda _: Outcome("failed master is the new replica", next_steps=[
         f"Point pe-ha at the swapped roles: PEHA_MASTER={promoted}, PEHA_REPLICA={host}."]))
-    return {"new_replica": host, "master": promoted, "services": len(done.results["topology-after"])}
+    return {"new_replica": host, "master": promoted, "services": len(done.results["topology-after"]),
+            "server_removed": done.results["remove-server"]}

@@ -516,6 +516,17 @@ def test_promote_when_master_is_gone(env):
     assert fake.commands_on(A1) == [("puppet", "agent", "-t", f"--server_list={R}"), read_server_list]
 
 
+def test_enable_ha_failover_removes_the_server_line_on_the_new_replica_last(env):
+    fake, _, _ = env
+    fake.script(M, ("puppet", "config", "delete", "server"), stdout=f"Deleted setting from 'main': 'server = {R}'")
+    from flows.enable_ha_failover import enable_ha_failover
+
+    assert enable_ha_failover(host=M)["server_removed"] is True
+    ran_on_promoted = [c for c in fake.commands_on(R) if c[:3] != ("puppet", "infrastructure", "status")]
+    assert ran_on_promoted[-1][:4] == ("puppet", "infrastructure", "run", "enable_ha_failover")
+    assert fake.commands_on(M)[-1] == ("puppet", "config", "delete", "server", "--section", "main")
+
+
 def test_enable_ha_failover_is_killed_at_its_bound(env):
     fake, _, _ = env
     fake.script(R, ("puppet", "infrastructure", "run"), error=RemoteTimeout("did not finish", host=R))

@@ -132,8 +132,9 @@ def run_lifecycle(lab) -> tuple[float, int]:
     swapped = lab_settings(master=settings.replica.model_dump(), replica=settings.master.model_dump())
     with context.using(settings=swapped, executor=CountingExecutor(swapped)):
         # 4. the failed master becomes the new replica
-        enable_ha_failover(host=M, topology="mono", replication_timeout_secs=120, promoted=R)
+        assert enable_ha_failover(host=M, topology="mono", replication_timeout_secs=120, promoted=R)["server_removed"]
         assert sim_state(check, M)["role"] == "replica"
+        assert "server =" not in puppet_conf(check, M).replace("server_list", "")  # as after enable
         assert verify_health(installation="lab")["healthy"] == 17
 
         # 5. reinitialize one database on the new replica: a marker only the replica had disappears
