@@ -396,6 +396,31 @@ def lab_env() -> dict[str, str]:
 # -- outages ------------------------------------------------------------------------------------------
 
 
+def pin_cpus(host: Host, cpus: str) -> int:
+    """Pin every process of ``host`` (its sshd, PostgreSQL, services) to ``cpus`` (``taskset`` list syntax, e.g.
+    ``0`` or ``0-1``); returns how many were pinned. Children forked later (an SSH session's pg_dump, a backend)
+    inherit it, so one host behaves as a machine with those cores; ``nproc`` there counts them."""
+    pids = sh("ip", "netns", "pids", host.netns, check=False).stdout.split()
+    pinned = 0
+    for pid in pids:
+        # A process may end between the listing and the pinning; the rest are still pinned.
+        if sh("taskset", "-a", "-c", "-p", cpus, pid, check=False).returncode == 0:
+            pinned += 1
+    return pinned
+
+
+def cpu_models(cpu_count: int) -> dict[str, dict[str, str]]:
+    """The benchmark's CPU models: ``shared`` (every host on every core, today's one-machine lab) and ``split``
+    (the master on the first half of the cores, the replica on the second, as two machines would be)."""
+    every = "0" if cpu_count == 1 else f"0-{cpu_count - 1}"
+    if cpu_count < 2:
+        return {"shared": {"master": every, "replica": every}}  # one core cannot be split
+    half = cpu_count // 2
+    first = "0" if half == 1 else f"0-{half - 1}"
+    second = str(half) if cpu_count - half == 1 else f"{half}-{cpu_count - 1}"
+    return {"shared": {"master": every, "replica": every}, "split": {"master": first, "replica": second}}
+
+
 def outage(host: Host, mode: str, rate: str = "100mbit") -> str:
     """drop | reject | restore | slow | fast: cut a host off (inside its own netns only), or limit its link."""
     ns = ["ip", "netns", "exec", host.netns]
