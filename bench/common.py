@@ -60,3 +60,72 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = [" | ".join(c.ljust(widths[c]) for c in columns), "-+-".join("-" * widths[c] for c in columns)]
     lines += [" | ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
+
+
+def _rss_kib(pids: list[str]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue  # ended between the listing and the read
+    return total
+
+
+class PeakSampler:
+    """Samples, every ``interval_s`` while a run lasts, the resident memory of this process (pe-ha's worker in the
+    benchmark) and of each named lab host's PostgreSQL processes; keeps each one's peak, in MiB."""
+
+    def __init__(self, hosts: dict, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.hosts = hosts  # name -> lab Host
+        self.interval_s = interval_s
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _postgres_pids(self, host) -> list[str]:
+        import subprocess
+
+        pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
+        return [p for p in pids if _comm(p) in ("postgres", "postmaster")]
+
+    def _sample(self) -> None:
+        now = {"worker": _rss_kib([str(os.getpid())]) / 1024}
+        for name, host in self.hosts.items():
+            now[f"{name} postgres"] = _rss_kib(self._postgres_pids(host)) / 1024
+        for key, value in now.items():
+            self.peaks[key] = max(self.peaks.get(key, 0.0), value)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> PeakSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def link_bytes(host) -> int:
+    """Bytes the lab host has sent and received on its one link (``eth0`` in its namespace)."""
+    import subprocess
+
+    out = subprocess.run(["ip", "netns", "exec", host.netns, "cat", "/sys/class/net/eth0/statistics/tx_bytes",
+                          "/sys/class/net/eth0/statistics/rx_bytes"], capture_output=True, text=True, check=True).stdout
+    return sum(int(x) for x in out.split())

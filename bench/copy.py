@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import lab_context, median, prefect_for_bench, table, write
+from bench.common import PeakSampler, lab_context, link_bytes, median, prefect_for_bench, table, write
 from lab import core, inspect, pdbgen
 from lab.config import LAB_DIR, LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
@@ -118,7 +118,7 @@ def full_fingerprint(settings, host: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--nodes", default="1000", help="sizes, in nodes, comma-separated (e.g. 250,1000,4000)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--links", default="unlimited,100mbit")
     p.add_argument("--cpus", default="shared,split", help="CPU models, in order: shared, split (see the docstring)")
@@ -135,74 +135,145 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in cpu_models if m not in models]
     if unknown:
         p.error(f"--cpus {','.join(unknown)}: this machine offers {', '.join(models)}")
+    try:
+        sizes = [int(n) for n in args.nodes.split(",") if n]
+    except ValueError:
+        p.error(f"--nodes {args.nodes!r}: give node counts, comma-separated")
     if "pgcopydb" in chosen and shutil.which("pgcopydb") is None:
         print("pgcopydb is not installed (apt-get install pgcopydb): left out")
         chosen.remove("pgcopydb")
     if args.reuse_lab:
         cfg = LabConfig.load()
     else:
-        cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=args.nodes, pe=args.pe)
-        print(f"lab up; generating a {args.nodes}-node synthetic PuppetDB ...", flush=True)
+        cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=sizes[0], pe=args.pe)
+        print("lab up ...", flush=True)
         core.up(cfg, verbose=False)
-    gen = pdbgen.generate(cfg, args.nodes)
     results: list[dict] = []
+    databases: dict[int, dict] = {}
     ok = True
     try:
         harness = contextlib.nullcontext() if args.reuse_lab else prefect_for_bench()
         with harness, lab_context() as ctx:
-            settings = ctx.settings
-            size = int(subprocess.run([*SSH, "master", "runuser -u postgres -- psql -h /run/postgresql -At -d pe-puppetdb "
-                                       "-c \"select pg_database_size('pe-puppetdb')\""], capture_output=True, text=True,
-                                      check=True).stdout)
-            source_print = full_fingerprint(settings, "master.lab.test")
-            print(f"PE profile {cfg.pe} (simulated; PostgreSQL {cfg.profile.pg_major}, PuppetDB {cfg.profile.puppetdb_version}); "
-                  f"pe-puppetdb: {size / 1e9:.2f} GB ({gen:.0f} s to generate)", flush=True)
-            for cpus, link in [(c, link) for c in cpu_models for link in args.links.split(",")]:
-                for host in (cfg.master, cfg.replica):
-                    core.outage(host, "fast" if link == "unlimited" else "slow", rate=link)
-                    core.pin_cpus(host, models[cpus][host.short])
-                for run in range(args.runs):
-                    for method in chosen:
-                        # Each flow ends with an agent run that reports to the master's PuppetDB: compare the copy
-                        # with the source as it was when this run started.
-                        source_print = full_fingerprint(settings, "master.lab.test")
-                        res = methods[method](cfg)
-                        verified = full_fingerprint(settings, "replica.lab.test") == source_print
-                        ok &= verified or method == "pgcopydb"  # the outside baseline: shown, never pe-ha's failure
-                        row = {"cpus": cpus, "link": link, "run": run + 1, "method": method, "verified": verified,
-                               **{k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}}
-                        results.append(row)
-                        print(f"  {cpus:>6} {link:>9} run {run + 1} {method:<16} {row['total']:7.1f} s  target unusable "
-                              f"{row['target_unusable']:6.1f} s  verified={verified}", flush=True)
-            for host in (cfg.master, cfg.replica):
-                core.outage(host, "fast")
-                core.pin_cpus(host, models["shared"][host.short])
+            for nodes in sizes:
+                # One database per size, generated once and copied by every run of this invocation.
+                gen = pdbgen.generate(cfg, nodes)
+                size = database_size()
+                databases[nodes] = {"bytes": size, "generated_s": round(gen, 1)}
+                print(f"PE profile {cfg.pe} (simulated; PostgreSQL {cfg.profile.pg_major}, PuppetDB "
+                      f"{cfg.profile.puppetdb_version}); {nodes} nodes, pe-puppetdb {size / 1e9:.2f} GB "
+                      f"({gen:.0f} s to generate)", flush=True)
+                rows, verified = measure(ctx.settings, cfg, methods, chosen, models, cpu_models, args, nodes)
+                results += rows
+                ok &= verified
     finally:
         if not args.keep_lab and not args.reuse_lab:
             core.down(verbose=False)
-    summary = []
-    for cpus, link in [(c, link) for c in cpu_models for link in args.links.split(",")]:
-        base = [r for r in results if (r["cpus"], r["link"], r["method"]) == (cpus, link, "documented")]
-        base_total, base_stop = median([r["total"] for r in base]), median([r["target_unusable"] for r in base])
-        for method in chosen:
-            rs = [r for r in results if (r["cpus"], r["link"], r["method"]) == (cpus, link, method)]
-            tot, stop = median([r["total"] for r in rs]), median([r["target_unusable"] for r in rs])
-            summary.append({"cpus": cpus, "link": link, "method": method, "runs": len(rs), "median_s": round(tot, 1),
-                            "ratio_vs_documented": round(tot / base_total, 2) if base else "",
-                            "target_unusable_s": round(stop, 1),
-                            "unusable_ratio": round(stop / base_stop, 2) if base else "",
-                            "verified": all(r["verified"] for r in rs)})
+    summary = summarize(results, sizes, cpu_models, args.links.split(","), chosen)
     print()
-    print(table(summary, ["cpus", "link", "method", "runs", "median_s", "ratio_vs_documented", "target_unusable_s",
-                          "unusable_ratio", "verified"]))
+    print(table(summary, ["nodes", "cpus", "link", "method", "runs", "median_s", "ratio_vs_documented",
+                          "target_unusable_s", "unusable_ratio", "peak_worker_mib", "wire_mb", "verified"]))
     goals = copy_goals(summary)
     for line in goals:
         print(line)
-    path = write("copy", {"pe_profile": cfg.pe, "pg_major": cfg.profile.pg_major, "nodes": args.nodes,
-                          "bytes": size, "cpu_models": {m: models[m] for m in cpu_models}, "runs": results,
+    path = write("copy", {"pe_profile": cfg.pe, "pg_major": cfg.profile.pg_major, "sizes": databases,
+                          "cpu_models": {m: models[m] for m in cpu_models}, "runs": results,
                           "summary": summary, "goals": goals})
     print(f"\nresults: {path}")
+    if len(sizes) > 1:
+        print(f"plot: {plot(summary, path.with_suffix('.png'))}")
     return 0 if ok else 1
+
+
+def database_size() -> int:
+    return int(subprocess.run([*SSH, "master", "runuser -u postgres -- psql -h /run/postgresql -At -d pe-puppetdb "
+                               "-c \"select pg_database_size('pe-puppetdb')\""], capture_output=True, text=True,
+                              check=True).stdout)
+
+
+def measure(settings, cfg: LabConfig, methods: dict, chosen: list[str], models: dict, cpu_models: list[str], args,
+            nodes: int) -> tuple[list[dict], bool]:
+    """Every CPU model, link, run and method on the database of ``nodes`` nodes: one row per copy."""
+    rows, ok = [], True
+    hosts = {"master": cfg.master, "replica": cfg.replica}
+    try:
+        for cpus, link in [(c, link) for c in cpu_models for link in args.links.split(",")]:
+            for host in hosts.values():
+                core.outage(host, "fast" if link == "unlimited" else "slow", rate=link)
+                core.pin_cpus(host, models[cpus][host.short])
+            for run in range(args.runs):
+                for method in chosen:
+                    # Each flow ends with an agent run that reports to the master's PuppetDB: compare the copy
+                    # with the source as it was when this run started.
+                    source_print = full_fingerprint(settings, "master.lab.test")
+                    wire = link_bytes(cfg.master)
+                    with PeakSampler(hosts) as peaks:
+                        res = methods[method](cfg)
+                    wire = link_bytes(cfg.master) - wire
+                    verified = full_fingerprint(settings, "replica.lab.test") == source_print
+                    ok &= verified or method == "pgcopydb"  # the outside baseline: shown, never pe-ha's failure
+                    row = {"nodes": nodes, "cpus": cpus, "link": link, "run": run + 1, "method": method,
+                           "verified": verified, "wire_bytes": wire,
+                           "peak_mib": {k: round(v, 1) for k, v in peaks.peaks.items()},
+                           **{k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}}
+                    rows.append(row)
+                    print(f"  {nodes:>5} {cpus:>6} {link:>9} run {run + 1} {method:<16} {row['total']:7.1f} s  "
+                          f"target unusable {row['target_unusable']:6.1f} s  wire {wire / 1e6:7.1f} MB  "
+                          f"verified={verified}", flush=True)
+    finally:
+        for host in hosts.values():
+            core.outage(host, "fast")
+            core.pin_cpus(host, models["shared"][host.short])
+    return rows, ok
+
+
+def summarize(results: list[dict], sizes: list[int], cpu_models: list[str], links: list[str],
+              chosen: list[str]) -> list[dict]:
+    summary = []
+    for nodes, cpus, link in [(n, c, link) for n in sizes for c in cpu_models for link in links]:
+        def of(method: str, nodes=nodes, cpus=cpus, link=link) -> list[dict]:
+            return [r for r in results if (r["nodes"], r["cpus"], r["link"], r["method"]) == (nodes, cpus, link, method)]
+
+        base = of("documented")
+        base_total, base_stop = median([r["total"] for r in base]), median([r["target_unusable"] for r in base])
+        for method in chosen:
+            rs = of(method)
+            tot, stop = median([r["total"] for r in rs]), median([r["target_unusable"] for r in rs])
+            summary.append({"nodes": nodes, "cpus": cpus, "link": link, "method": method, "runs": len(rs),
+                            "median_s": round(tot, 1),
+                            "ratio_vs_documented": round(tot / base_total, 2) if base else "",
+                            "target_unusable_s": round(stop, 1),
+                            "unusable_ratio": round(stop / base_stop, 2) if base else "",
+                            "peak_worker_mib": max((r["peak_mib"]["worker"] for r in rs), default=""),
+                            "peak_postgres_mib": {end: max((r["peak_mib"][f"{end} postgres"] for r in rs), default=0)
+                                                  for end in ("master", "replica")},
+                            "wire_mb": round(median([r["wire_bytes"] for r in rs]) / 1e6, 1),
+                            "verified": all(r["verified"] for r in rs)})
+    return summary
+
+
+def plot(summary: list[dict], path):
+    """Time against size, one line per method and CPU model (and link), into ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    keys = sorted({(r["method"], r["cpus"], r["link"]) for r in summary})
+    for method, cpus, link in keys:
+        rows = sorted((r for r in summary if (r["method"], r["cpus"], r["link"]) == (method, cpus, link)),
+                      key=lambda r: r["nodes"])
+        ax.plot([r["nodes"] for r in rows], [r["median_s"] for r in rows], marker="o",
+                linestyle="-" if cpus == "split" else "--", label=f"{method}, {cpus} CPUs, {link}")
+    ax.set_xlabel("nodes (synthetic pe-puppetdb)")
+    ax.set_ylabel("copy time, median s")
+    ax.set_title("PuppetDB copy: time against size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # Issue #23's goals for the copy, per CPU model, as ratios to the documented procedure measured in the same run.
@@ -214,23 +285,29 @@ GOAL_UNUSABLE_RATIO = 0.05
 def copy_goals(summary: list[dict]) -> list[str]:
     """One plain line per goal that this run's rows can judge: met or MISSED, with the figures."""
     lines = []
-    rows = {(r["cpus"], r["link"], r["method"]): r for r in summary}
-    for (cpus, link, method), row in sorted(rows.items()):
+    rows = {(r["nodes"], r["cpus"], r["link"], r["method"]): r for r in summary}
+    for (nodes, cpus, link, method), row in sorted(rows.items()):
         if method != "pe-ha-fast" or row["ratio_vs_documented"] == "":
             continue
+        where = f"{nodes} nodes, {cpus} CPUs, {link}"
         goal = GOAL_RATIO.get((cpus, link))
         if goal is not None:
             ok = row["ratio_vs_documented"] <= goal
-            lines.append(f"goal: {cpus} CPUs, {link} copy <= {goal} of documented: {row['ratio_vs_documented']} -> "
+            lines.append(f"goal: {where}: copy <= {goal} of documented: {row['ratio_vs_documented']} -> "
                          f"{'met' if ok else 'MISSED'}")
         ok = row["unusable_ratio"] <= GOAL_UNUSABLE_RATIO
-        lines.append(f"goal: {cpus} CPUs, {link} pe-puppetdb stopped <= {GOAL_UNUSABLE_RATIO} of documented: "
+        lines.append(f"goal: {where}: pe-puppetdb stopped <= {GOAL_UNUSABLE_RATIO} of documented: "
                      f"{row['unusable_ratio']} -> {'met' if ok else 'MISSED'}")
-        other = rows.get((cpus, link, "pgcopydb"))
+        other = rows.get((nodes, cpus, link, "pgcopydb"))
         if other is not None and link == "unlimited":
             ok = row["median_s"] < other["median_s"]
-            lines.append(f"goal: {cpus} CPUs, {link} faster than pgcopydb: {row['median_s']} s against "
-                         f"{other['median_s']} s -> {'met' if ok else 'MISSED'}")
+            lines.append(f"goal: {where}: faster than pgcopydb: {row['median_s']} s against {other['median_s']} s -> "
+                         f"{'met' if ok else 'MISSED'}")
+        at_1000 = rows.get((1000, cpus, link, method))
+        if nodes > 1000 and at_1000 is not None and at_1000["ratio_vs_documented"] != "":
+            ok = row["ratio_vs_documented"] <= at_1000["ratio_vs_documented"]
+            lines.append(f"goal: {where}: ratio no worse than at 1000 nodes: {row['ratio_vs_documented']} against "
+                         f"{at_1000['ratio_vs_documented']} -> {'met' if ok else 'MISSED'}")
     return lines
 
 
