@@ -83,9 +83,12 @@ def _starting(ctx: RunContext, procedure: str, step: Step) -> None:
 T = TypeVar("T")
 
 
-def read_facts(ctx: RunContext, procedure: str, read: Callable[[], T]) -> T:
+def read_facts(ctx: RunContext, procedure: str, read: Callable[[], T], *, approve: bool | None = None) -> T:
     """Read what a procedure is planned from, before anything is planned or changed (a dry run reads them too):
-    only reads run here."""
+    only reads run here. A procedure that asks for approval passes its ``approve``: an up-front approval the
+    policy refuses is bad input, refused before any remote read."""
+    if approve is not None:
+        check_up_front(ctx.settings.approval_policy, approve)
     _starting(ctx, procedure, Step("facts", "read facts (read-only)", "", lambda: None))
     started = time.monotonic()
     facts = read()

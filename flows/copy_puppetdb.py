@@ -32,7 +32,6 @@ from typing import Any, ClassVar, Literal
 
 from prefect import flow
 
-from flows._approval import check_up_front
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -75,8 +74,8 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     folder = f"{s.dump_dir.rstrip('/')}/pe-ha"
     dump_file = f"{folder}/pe-puppetdb-{run_id}.dump"
     places = [(host, path) for host, path, _ in kind.space_needed(s, source, target, size=0)]
-    check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
-    facts = read_facts(ctx, "copy-puppetdb", lambda: read_copy_facts(ctx, source, target, places, kind.read_method_facts))
+    facts = read_facts(ctx, "copy-puppetdb", lambda: read_copy_facts(ctx, source, target, places, kind.read_method_facts),
+                       approve=approve)
     check_space(facts, kind.space_needed(s, source, target, size=facts.size))
     copy = kind(ctx, source, target, folder, dump_file, facts)
     steps = copy.steps()

@@ -9,7 +9,6 @@
 
 from prefect import flow
 
-from flows._approval import check_up_front
 from flows._common import run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -50,8 +49,7 @@ def forget_replica(ctx: RunContext, replica: str | None = None, master: str | No
             raise PostconditionFailed(f"{replica} is still listed by puppet infrastructure status after forget")
         return entries
 
-    check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
-    version = read_facts(ctx, "forget-replica", lambda: infrastructure.pe_version(ctx, master))
+    version = read_facts(ctx, "forget-replica", lambda: infrastructure.pe_version(ctx, master), approve=approve)
     procedure = Procedure(ctx, "forget-replica", replica, topology_on=master, facts=[f"PE {version} on {master}"], steps=[
         Step("offline", "is the replica permanently offline?", replica, replica_is_offline,
              note=f"TCP probe from the worker of {replica} on PE ports {list(status_api.PE_PORTS)}"),

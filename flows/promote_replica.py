@@ -16,7 +16,6 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._approval import check_up_front
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -113,7 +112,6 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
         log().info("redeployed to %d nodes (exit codes %s)", len(nodes), sorted(set(codes)))
         return codes
 
-    check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
     def compilers_seen() -> list[str] | None:
         try:
             return infrastructure.compilers(infrastructure.read_status(ctx, replica), (master, replica))
@@ -124,7 +122,7 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
             return None
 
     version, compilers = read_facts(ctx, "promote-replica", lambda: (infrastructure.pe_version(ctx, replica),
-                                                                     compilers_seen()))
+                                                                     compilers_seen()), approve=approve)
     if compilers is not None:
         infrastructure.require_topology(topology, compilers, status_on=replica)
     steps = [

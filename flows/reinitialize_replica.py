@@ -10,7 +10,6 @@
 
 from prefect import flow
 
-from flows._approval import check_up_front
 from flows._common import run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -42,8 +41,8 @@ def reinitialize_replica(ctx: RunContext, databases: list[ReplicaDatabase] | Non
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
 
-    check_up_front(ctx.settings.approval_policy, approve)  # bad input, before any remote read
-    version = versions.parse(read_facts(ctx, "reinitialize-replica", lambda: infrastructure.pe_version(ctx, master)))
+    version = versions.parse(read_facts(ctx, "reinitialize-replica", lambda: infrastructure.pe_version(ctx, master),
+                                        approve=approve))
     assert version is not None  # pe_version refuses what it cannot parse
     lacking = [d for d in dbs if d not in version.reinitialize_databases]
     if lacking:
