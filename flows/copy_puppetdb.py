@@ -92,7 +92,7 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
 class CopyFacts:
     """What the copy is planned from, read before anything changes."""
 
-    pe_version: str  # of the source, refused when pe-ha does not support it
+    pe_version: versions.PeVersion  # of the source, refused when pe-ha does not support it
     size: int  # of pe-puppetdb on the source
     cpus: int  # of the target
     free: tuple[tuple[str, str, int], ...]  # (host, path, bytes free)
@@ -276,8 +276,8 @@ class Copy:
 
     def outcome(self, results: dict[str, Any]) -> Outcome:
         notes = [f"database size {self.facts.size / 2**20:.1f} MiB", f"pe-puppetdb stopped for {results['start']:.1f} s"]
-        version = versions.parse(self.facts.pe_version)
-        if version is not None and not version.documents_manual_copy:
+        version = self.facts.pe_version
+        if not version.documents_manual_copy:
             notes.append(f"PE {version} documents no manual PuppetDB copy (the guide's section ends with 2019.5): this "
                          "copy reseeded the replica's pe-puppetdb, which PE's own sync would otherwise rebuild")
         return Outcome(self.done, notes=notes)

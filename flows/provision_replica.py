@@ -26,7 +26,7 @@ from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, read_facts, remove_token, stage_token
-from pe_ha import commands, versions
+from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import timeout_seconds
@@ -111,8 +111,7 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
             "tuning parameters are set in the console, where the replica will not get them: " + "; ".join(tuning),
             hint="move them to Hiera (for example data/common.yaml in your control repo) and remove them from the "
                  "console before provisioning, as PE's DR prerequisites require")
-    parsed = versions.parse(version)
-    if copy_puppetdb and parsed is not None and not parsed.documents_manual_copy:
+    if copy_puppetdb and not version.documents_manual_copy:
         raise PreconditionFailed(
             f"PE {version} documents no manual PuppetDB copy during provisioning: the guide's \"Manually copy "
             "PuppetDB to speed replication\" ends with PE 2019.5, and from 2019.7 provisioning syncs PuppetDB itself",

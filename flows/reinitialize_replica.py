@@ -14,7 +14,7 @@ from flows._common import run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
 from flows._steps import Outcome, Procedure, Step, read_facts
-from pe_ha import commands, versions
+from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
 from pe_ha.validation import ReplicaDatabase, replica_database
@@ -41,9 +41,7 @@ def reinitialize_replica(ctx: RunContext, databases: list[ReplicaDatabase] | Non
     dbs = [replica_database(d) for d in (databases or [])]
     cmd = commands.reinitialize_replica(dbs)
 
-    version = versions.parse(read_facts(ctx, "reinitialize-replica", lambda: infrastructure.pe_version(ctx, master),
-                                        approve=approve))
-    assert version is not None  # pe_version refuses what it cannot parse
+    version = read_facts(ctx, "reinitialize-replica", lambda: infrastructure.pe_version(ctx, master), approve=approve)
     lacking = [d for d in dbs if d not in version.reinitialize_databases]
     if lacking:
         raise PreconditionFailed(

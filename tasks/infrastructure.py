@@ -171,18 +171,16 @@ def require_topology(topology: str, found: list[str], *, status_on: str) -> None
 
 
 @task(name="pe-version", task_run_name="pe-version/{host}", **READ)
-def pe_version(ctx: RunContext, host: str) -> str:
+def pe_version(ctx: RunContext, host: str) -> versions.PeVersion:
     """The PE version on ``host``, refused with a clear message when pe-ha does not support it."""
     text = ctx.executor.run(host, commands.pe_version(), timeout_s=30, stream=False).stdout
-    return str(versions.require_supported(text, host))
+    return versions.require_supported(text, host)
 
 
-def _replica_files(version: str) -> list[tuple[str, bool]]:
+def _replica_files(version: versions.PeVersion) -> list[tuple[str, bool]]:
     """The files a new replica needs from the master, each with whether PE requires it (the version's secret keys)
     or copies it when present (``hiera.yaml``, ``ad_ca_chain.pem``)."""
-    parsed = versions.parse(version)
-    assert parsed is not None
-    return [(path, True) for path in parsed.secret_key_files] + [(p, False) for p in versions.REPLICA_FILES_IF_PRESENT]
+    return [(path, True) for path in version.secret_key_files] + [(p, False) for p in versions.REPLICA_FILES_IF_PRESENT]
 
 
 R10K_KEY_IN_PE_CONF = re.compile(r'^\s*"?puppet_enterprise::profile::master::r10k_private_key"?\s*[:=]', re.M)
@@ -197,14 +195,15 @@ def r10k_key_in_pe_conf(ctx: RunContext, master: str) -> bool:
 
 
 @task(name="replica-files-present", task_run_name="replica-files-present/{master}", **READ)
-def replica_files_present(ctx: RunContext, master: str, version: str) -> dict[str, bool]:
+def replica_files_present(ctx: RunContext, master: str, version: versions.PeVersion) -> dict[str, bool]:
     """Which of the files a new replica needs the master has."""
     ex = ctx.executor
     return {path: ex.run(master, commands.file_exists(path), check=False, timeout_s=30, stream=False).exit_code == 0
             for path, _ in _replica_files(version)}
 
 
-def replica_file_plan(master: str, replica: str, version: str, present: dict[str, bool]) -> list[tuple[str, Command]]:
+def replica_file_plan(master: str, replica: str, version: versions.PeVersion,
+                      present: dict[str, bool]) -> list[tuple[str, Command]]:
     """The copy of each file the master has: the folder (0755), ``scp -p``, then 0644, as peadm's
     ``util/copy_file.pp`` leaves it (root-owned; PE's service users do not exist on the replica yet). Refused when a
     secret key this PE version needs is missing."""
