@@ -25,7 +25,6 @@ from base import (
 )
 from classifier import default_groups
 from infrastructure import INFRA, admin_become_agent, admin_provision_target
-from orchestrator import cmd_job
 from puppetdb import cmd_node, pdb_sync_once
 from rbac import cmd_access
 from services import ensure_role_services, run_service
@@ -109,8 +108,6 @@ def main(argv):
                 return cmd_resource(rest)
             if sub == "agent":
                 return cmd_agent(rest)
-            if sub == "job":
-                return cmd_job(rest)
             if sub == "config":
                 return cmd_config(rest)
             if sub == "node":

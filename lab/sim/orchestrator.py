@@ -1,45 +1,13 @@
-"""pe-ha lab simulator (not PE): PE's orchestrator, simulated: `puppet job run` over the agents PuppetDB knows, and
-the jobs API (POST /command/deploy, /command/stop; GET /jobs/<id>, /jobs/<id>/nodes) that runs and reports the same
-Puppet runs. Bodies follow PE's documented samples (tests/contract/samples; docs/simulator.md)."""
+"""pe-ha lab simulator (not PE): PE's orchestrator, simulated: the jobs API (POST /command/deploy, /command/stop;
+GET /jobs/<id>, /jobs/<id>/nodes) that runs the agent on the nodes PuppetDB knows as active and reports each run. Bodies follow PE's documented samples (tests/contract/samples; docs/simulator.md)."""
 
 import datetime
 import itertools
-import os
 import subprocess
 import threading
 
-from base import Route, SimError, certname, flag, option, role, ssh, state
+from base import Route, certname, ssh, state
 from puppetdb import pdb_nodes
-from rbac import read_token_file, token_problem
-
-
-def cmd_job(args):
-    if args[:1] != ["run"]:
-        raise SimError("Usage: puppet job run [--no-enforce-environment] --query <PQL>")
-    token = read_token_file(option(args, "--token-file") or os.path.expanduser("~/.puppetlabs/token"))
-    problem = token_problem(token) if role() == "master" else (401, "x", "not a master")
-    if problem:
-        raise SimError("Error: Orchestrator rejected the request: %s (%s)" % (problem[2], problem[1]))
-    query = option(args, "--query") or ""
-    if "deactivated is null" not in query:
-        raise SimError("Error: this simulator models the query 'nodes {deactivated is null and expired is null}'")
-    nodes = active_nodes()
-    print("Starting a Puppet run on %d nodes (--no-enforce-environment: %s)" % (len(nodes), flag(args, "--no-enforce-environment")))
-    results = {}
-
-    def run_one(node):
-        results[node] = agent_run_on(node)
-
-    threads = [threading.Thread(target=run_one, args=(n,)) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    bad = {n: c for n, c in results.items() if c not in (0, 2)}
-    for n in nodes:
-        print("  %s: %s (exit %s)" % (n, "success" if results[n] in (0, 2) else "failed", results[n]))
-    print("Job completed. %d/%d nodes succeeded." % (len(nodes) - len(bad), len(nodes)))
-    return 0 if not bad else 1
 
 
 def active_nodes():
