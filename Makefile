@@ -9,6 +9,7 @@ APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procp
 # PuppetDB builds and serves the 2021.7-real profile's pe-puppetdb and judges the copy (lab/realpuppet.py).
 PUPPET_PACKAGES := puppet-agent=7.23.0-1+deb12u1 puppetdb=7.12.1-3
 TOOLS := $(CURDIR)/.tools
+, := ,
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
@@ -101,7 +102,8 @@ demo: setup
 # Benchmarks: each compares against a baseline in the same run, prints a table and writes bench/results/*.json.
 bench-copy: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
-	$(PY) -m bench.copy --nodes $(or $(NODES),1000) --runs $(or $(RUNS),3) --links unlimited,100mbit
+	$(PY) -m bench.copy --nodes $(or $(NODES),250$(,)1000$(,)4000) --runs $(or $(RUNS),3) --links unlimited,100mbit \
+	  --cpus $(or $(CPUS),shared$(,)split)
 
 bench-copy-smoke: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
