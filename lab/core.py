@@ -117,8 +117,7 @@ def down(verbose: bool = True) -> None:
         sh("ip", "netns", "del", ns, check=False)
     sh("ip", "link", "del", f"{PREFIX}0", check=False)
     created = json.loads(CREATED.read_text()) if CREATED.exists() else []
-    if LAB_DIR.exists():
-        shutil.rmtree(LAB_DIR, ignore_errors=True)
+    _remove_lab_dir()
     for path in sorted(created, key=len, reverse=True):
         try:
             os.rmdir(path)
@@ -127,6 +126,25 @@ def down(verbose: bool = True) -> None:
     CREATED.unlink(missing_ok=True)
     if verbose:
         print(f"lab down: {len(namespaces)} namespaces and {len(pids)} processes removed in {time.monotonic() - started:.1f} s")
+
+
+def _remove_lab_dir(patience_s: float = 15.0) -> None:
+    """Remove the lab's directory. A process that was ending as the tree was walked can still write a log line into
+    it, so the walk is repeated until nothing is left; what is left after ``patience_s`` is named."""
+    deadline = time.monotonic() + patience_s
+    failures: list[str] = []
+
+    def failed(_function, path, exc_info) -> None:
+        failures.append(f"{path}: {exc_info[1]}")
+
+    while LAB_DIR.exists():
+        failures.clear()
+        shutil.rmtree(LAB_DIR, onerror=failed)
+        if not LAB_DIR.exists():
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{LAB_DIR} could not be removed: {'; '.join(failures[:5]) or 'it keeps coming back'}")
+        time.sleep(0.2)
 
 
 def _is_postmaster(pid: int) -> bool:

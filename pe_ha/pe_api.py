@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from pe_ha.errors import ApiError, ApiUnavailable, AuthError
+from pe_ha.errors import ApiError, ApiUnavailable, AuthError, ConfigurationError
 from pe_ha.settings import Settings
 
 T = TypeVar("T")
@@ -96,6 +96,22 @@ def token_expiration(info: dict[str, Any]) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """PE's CA (and the client certificate, when set); a file gone or unreadable since the run's start check is
+    named by its setting."""
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_cert))
+    except OSError as exc:
+        raise ConfigurationError("PEHA_CA_CERT", f"{settings.ca_cert} cannot be read ({exc.strerror or exc})") from None
+    if settings.client_cert and settings.client_key:
+        try:
+            context.load_cert_chain(str(settings.client_cert), str(settings.client_key))
+        except OSError as exc:
+            raise ConfigurationError("PEHA_CLIENT_CERT", f"{settings.client_cert} or {settings.client_key} cannot be "
+                                     f"read ({exc.strerror or exc})") from None
+    return context
+
+
 class PEApi:
     """PE's HTTPS APIs on the hosts of one installation."""
 
@@ -104,9 +120,7 @@ class PEApi:
         timeout = httpx.Timeout(settings.http_read_timeout_s, connect=settings.http_connect_timeout_s)
         verify: ssl.SSLContext | bool = True
         if transport is None:
-            verify = ssl.create_default_context(cafile=str(settings.ca_cert))
-            if settings.client_cert and settings.client_key:
-                verify.load_cert_chain(str(settings.client_cert), str(settings.client_key))
+            verify = _tls_context(settings)
         self._client = httpx.Client(verify=verify, timeout=timeout, transport=transport)
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import paramiko
 from fabric import Config, Connection
 
-from pe_ha.errors import CommandFailed, ConnectError, RemoteTimeout, TransferError
+from pe_ha.errors import CommandFailed, ConfigurationError, ConnectError, RemoteTimeout, TransferError
 from pe_ha.executor import CommandResult, LineSink
 from pe_ha.masking import mask
 from pe_ha.remote_shell import _ERR_MARK, _PID_MARK, _quiet_sink, default_line_sink, root_session
@@ -75,7 +75,11 @@ class FabricExecutor:
         )
         # Strict host keys: only the configured known_hosts file, and unknown keys are refused.
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        conn.client.load_host_keys(str(self.settings.ssh_known_hosts_file))
+        try:
+            conn.client.load_host_keys(str(self.settings.ssh_known_hosts_file))
+        except OSError as exc:  # checked at the run's start; gone or unreadable since
+            raise ConfigurationError("PEHA_SSH_KNOWN_HOSTS_FILE", f"{self.settings.ssh_known_hosts_file} cannot be read "
+                                     f"({exc.strerror or exc})") from None
         try:
             conn.open()
             transport = conn.client.get_transport()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pe_ha.errors import CommandFailed, ConnectError, RemoteTimeout
+from pe_ha.errors import CommandFailed, ConfigurationError, ConnectError, RemoteTimeout
 from pe_ha.ssh import FabricExecutor
 from tests.conftest import make_settings
 
@@ -71,6 +71,20 @@ def test_connect_timeout_is_bounded(executor):
     with pytest.raises(ConnectError):
         executor.run("blackhole.test", ["true"])
     assert time.monotonic() - started < 30  # bounded by the 2 s setting, never the kernel's ~135 s
+
+
+def test_a_known_hosts_file_gone_since_the_start_is_named_by_its_setting(local_sshd, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_bytes(Path(local_sshd["known_hosts"]).read_bytes())
+    settings = make_settings(tmp_path, master={"name": "local.test", "address": "127.0.0.1", "port": local_sshd["port"]},
+                             replica=None, ssh_key_file=local_sshd["key"], ssh_known_hosts_file=known_hosts)
+    known_hosts.unlink()  # after the settings' own check, as when the file is replaced mid-run
+    ex = FabricExecutor(settings)
+    try:
+        with pytest.raises(ConfigurationError, match=f"setting PEHA_SSH_KNOWN_HOSTS_FILE: {known_hosts} cannot be read"):
+            ex.run("local.test", ["true"])
+    finally:
+        ex.close()
 
 
 def _remote_alive(executor, marker: str) -> bool:

@@ -85,3 +85,12 @@ def test_inventory_lookup_refuses_unknown_hosts(tmp_path):
         s.host("other.example.com")
     with pytest.raises(ValidationError, match="RFC 1123"):
         s.host("$(id)")
+
+
+def test_a_ca_file_gone_since_the_start_is_named_by_its_setting(tmp_path):
+    from pe_ha.pe_api import PEApi
+
+    settings = make_settings(tmp_path)
+    settings.ca_cert.unlink()  # after the settings' own check, as when the file is replaced mid-run
+    with pytest.raises(ConfigurationError, match=f"setting PEHA_CA_CERT: {settings.ca_cert} cannot be read"):
+        PEApi(settings)

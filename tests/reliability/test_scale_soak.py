@@ -25,8 +25,10 @@ from lab.stack import PrefectStack, WebhookReceiver, free_port
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 SOAK_S = float(os.environ.get("PEHA_SOAK_S", "150"))
 HEALTH_INTERVAL_S = 10
-# verify-health's own verdict on a degraded installation: not a scheduling failure
-HEALTH_VERDICT = re.compile(r"PE services are not healthy|could not reach|unreachable", re.I)
+# verify-health's own verdict on a degraded installation, or on one being re-created between lifecycles (its files
+# named by their settings): not a scheduling failure
+HEALTH_VERDICT = re.compile(r"PE services are not healthy|could not reach|unreachable|setting PEHA_\w+: .* cannot be read",
+                            re.I)
 
 
 @pytest.fixture(scope="module")
