@@ -65,7 +65,7 @@ def enable_ha_failover(ctx: RunContext, host: str, topology: Topology = "mono", 
         infrastructure.pe_version(ctx, promoted),
         infrastructure.compilers(infrastructure.infrastructure_status(ctx, promoted), (promoted, host))))
     infrastructure.require_topology(topology, compilers, status_on=promoted)
-    facts = [f"PE {version} on {promoted}", f"compilers: {', '.join(compilers) or 'none'}"]
+    facts = [f"PE {version} on {promoted}", infrastructure.compilers_fact(compilers)]
     procedure = Procedure(ctx, "enable-ha-failover", host, topology_on=promoted, facts=facts, steps=[
         # The plan works on the failed master over ssh.
         Step("ssh", "check ssh to the failed master", promoted, lambda: network.require_ssh(ctx, promoted, host),

@@ -150,7 +150,7 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
         infrastructure.compilers(infrastructure.infrastructure_status(ctx, master), (master, replica)),
         [network.resolve(ctx, master, replica), network.resolve(ctx, master, test_node)] if test_node else []))
     infrastructure.require_topology(topology, compilers, status_on=master)
-    facts = [f"PE {version} on {master}", f"compilers: {', '.join(compilers) or 'none'}"]
+    facts = [f"PE {version} on {master}", infrastructure.compilers_fact(compilers)]
     if drill and test_node:
         facts += [f"{master} reaches {host} at {address}" for host, address in zip((replica, test_node), addresses,
                                                                                   strict=True)]

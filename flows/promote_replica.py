@@ -151,8 +151,7 @@ def promote_replica(ctx: RunContext, replica: str | None = None, topology: Topol
                       note=f"and the classifier's groups on {replica}, and {master} as a node in {replica}'s PuppetDB"))
     procedure = Procedure(ctx, "promote-replica", replica, steps, topology_on=replica,
                           facts=[f"PE {version} on {replica}",
-                                 "compilers: " + ("not read (topology unchecked)" if compilers is None
-                                                  else ", ".join(compilers) or "none")])
+                                 infrastructure.compilers_fact(compilers)])
     if dry_run:
         return procedure.plan()
 

@@ -170,6 +170,11 @@ def require_topology(topology: str, found: list[str], *, status_on: str) -> None
                  "load balancer), or with skip_agent_config")
 
 
+def compilers_fact(found: list[str] | None) -> str:
+    """The plan's line for the compilers read (``None``: the status could not be read)."""
+    return "compilers: " + ("not read (topology unchecked)" if found is None else ", ".join(found) or "none")
+
+
 @task(name="pe-version", task_run_name="pe-version/{host}", **READ)
 def pe_version(ctx: RunContext, host: str) -> versions.PeVersion:
     """The PE version on ``host``, refused with a clear message when pe-ha does not support it."""

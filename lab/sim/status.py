@@ -41,8 +41,6 @@ def port_statuses(port):
         if master_only and r != "master":
             continue
         out[key] = service_status(key)
-    if port == 8142:
-        out["broker-service"] = service_status("broker-service")
     return out
 
 
@@ -63,11 +61,11 @@ def host_entries(host, host_role):
     for t in threads:
         t.join()
     entries = []
-    for key, display, port, path, _, kind in keys:
+    for key, display, port, url, _, kind in keys:
         st = (per_port[port] or {}).get(key)
         entries.append({"service": key, "state": st["state"] if st else "unreachable",
                         "status": st["status"] if st else None, "display_name": display, "server": host,
-                        "url": "https://%s:%d%s" % (host, port, path), "type": kind,
+                        "url": url % host, "type": kind,
                         "alerts": st["active_alerts"] if st else []})
     return entries
 
