@@ -40,7 +40,7 @@ from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
 from pe_ha.settings import Settings, distinct
-from tasks import agent, infrastructure, puppetdb, puppetdb_fast, services
+from tasks import agent, infrastructure, puppetdb, puppetdb_fast, puppetdb_query, services
 from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
 
 SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started in reverse
@@ -98,6 +98,7 @@ class CopyFacts:
     free: tuple[tuple[str, str, int], ...]  # (host, path, bytes free)
     running: tuple[str, ...]  # of SERVICES_IN_ORDER, those running on the target
     fast: FastCopyFacts | None
+    counts: dict[str, int] | None = None  # what the source's PuppetDB answers; None: nothing on its loopback
 
 
 def read_copy_facts(ctx: RunContext, source: str, target: str, places: list[tuple[str, str]],
@@ -108,12 +109,13 @@ def read_copy_facts(ctx: RunContext, source: str, target: str, places: list[tupl
     cpus = puppetdb.cpu_count.submit(ctx, target)
     free = [puppetdb.free_bytes.submit(ctx, host, path) for host, path in places]
     states = [services.service_state.submit(ctx, target, name) for name in SERVICES_IN_ORDER]
+    counts = puppetdb_query.pql_counts.submit(ctx, source)
     fast = read_method_facts(ctx, source, target)
     return CopyFacts(pe_version=version.result(), size=size.result(), cpus=cpus.result(),
                      free=tuple((h, p, f.result()) for (h, p), f in zip(places, free, strict=True)),
                      running=tuple(n for n, state in zip(SERVICES_IN_ORDER, states, strict=True)
                                    if state.result() == "running"),
-                     fast=fast)
+                     fast=fast, counts=counts.result())
 
 
 def check_space(facts: CopyFacts, needs: list[tuple[str, str, int]]) -> None:
@@ -125,6 +127,11 @@ def check_space(facts: CopyFacts, needs: list[tuple[str, str, int]]) -> None:
             raise PreconditionFailed(
                 f"{host}:{path} has {free / 2**20:.0f} MiB free; copying a {facts.size / 2**20:.0f} MiB pe-puppetdb "
                 f"needs about {need / 2**20:.0f} MiB there", hint="free space there (or set PEHA_DUMP_DIR)")
+
+
+# How long PuppetDB may take to start on the copy (it checks the schema and may migrate; PE's own service start
+# allows minutes).
+PUPPETDB_START_PATIENCE_S = 600
 
 
 # How long a failing run keeps trying to start again the services it stopped (a link that drops mid-copy
@@ -174,7 +181,10 @@ class Copy:
         lines = [f"PE {f.pe_version} on {self.source}", f"pe-puppetdb on {self.source}: {f.size / 2**20:.1f} MiB",
                  f"{self.target}: {f.cpus} CPUs",
                  *[f"{h}:{p}: {free / 2**20:.0f} MiB free" for h, p, free in f.free],
-                 f"running on {self.target}: {', '.join(f.running) or 'neither puppet nor pe-puppetdb'}"]
+                 f"running on {self.target}: {', '.join(f.running) or 'neither puppet nor pe-puppetdb'}",
+                 f"PuppetDB on {self.source}: "
+                 + (", ".join(f"{n} {c}" for n, c in f.counts.items()) if f.counts is not None
+                    else f"nothing answers on {commands.PUPPETDB_LOOPBACK}")]
         if f.fast is not None:
             lines.append(f"{len(f.fast.tables)} tables, {len(f.fast.indexes)} indexes, {len(f.fast.sequences)} "
                          f"sequences; COPY {'binary' if f.fast.binary else 'text'} (PostgreSQL majors "
@@ -227,6 +237,47 @@ class Copy:
                     note="the services the copy stopped, also after a failure"
                     + ("" if self.facts.running else ": none"))
 
+    def not_judged(self) -> str:
+        """Why PuppetDB cannot judge this copy (empty when it can)."""
+        if "pe-puppetdb" not in self.facts.running:
+            return f"pe-puppetdb was not running on {self.target} before the copy, and the copy leaves it stopped"
+        if self.facts.counts is None:
+            return (f"PuppetDB on {self.source} did not answer on its loopback listener ({commands.PUPPETDB_LOOPBACK}) "
+                    "when the facts were read")
+        return ""
+
+    def accept(self) -> Step:
+        why_not = self.not_judged()
+
+        def accept() -> dict:
+            if why_not:  # the copy stands on pe-ha's own check of the rows; say that PuppetDB did not judge it
+                log().warning("the copy is not judged by PuppetDB: %s", why_not)
+                return {"judged": False, "why": why_not}
+            assert self.facts.counts is not None
+            took = puppetdb_query.wait_for_puppetdb(self.ctx, self.target, PUPPETDB_START_PATIENCE_S)
+            found = puppetdb_query.pql_counts(self.ctx, self.target)
+            after = puppetdb_query.pql_counts(self.ctx, self.source)  # after the target's: it bounds what it pulled
+            if found is None or after is None:
+                raise PostconditionFailed(f"PuppetDB on {self.source if after is None else self.target} stopped "
+                                          "answering on its loopback listener during the acceptance",
+                                          hint="check both PuppetDBs; the copy itself was verified row by row")
+            problems = puppetdb_query.acceptance_problems(self.facts.counts, found, after)
+            if problems:
+                raise PostconditionFailed(f"PuppetDB on {self.target} serves the copy but does not answer as "
+                                          f"{self.source}'s did: {'; '.join(problems)}",
+                                          hint=f"compare the two with PQL; pe-puppetdb{commands.OLD_SUFFIX} (fast "
+                                               f"copy) is kept on {self.target} until an accepted copy drops it")
+            return {"judged": True, "running_after_s": round(took, 1), "counts": found}
+
+        queries = [commands.puppetdb_query(pql) for pql in puppetdb_query.ACCEPTANCE_COUNTS.values()]
+        return Step("accept", "PuppetDB on the target serves the copy and answers as the source's", self.target,
+                    accept, poll=not why_not, commands=[] if why_not else
+                    [(self.target, commands.puppetdb_status())] + [(self.target, q) for q in queries]
+                    + [(self.source, q) for q in queries],
+                    note=f"not judged: {why_not}" if why_not else
+                    f"its status polled until running (at most {PUPPETDB_START_PATIENCE_S} s); each count on the "
+                    "target must lie between the source's before the copy and after it")
+
     def _restart(self, stopped: Sequence[str], patience_s: float = RESTART_PATIENCE_S) -> list[str]:
         """Start ``stopped`` again, in reverse order; returns those that would not start. Each start retries
         connection errors; unreachable hosts are tried again until ``patience_s`` has passed."""
@@ -276,6 +327,10 @@ class Copy:
 
     def outcome(self, results: dict[str, Any]) -> Outcome:
         notes = [f"database size {self.facts.size / 2**20:.1f} MiB", f"pe-puppetdb stopped for {results['start']:.1f} s"]
+        accepted = results["accept"]
+        notes.append(f"accepted by PuppetDB on {self.target} (running after {accepted['running_after_s']} s; "
+                     + ", ".join(f"{n} {c}" for n, c in accepted["counts"].items()) + ")" if accepted["judged"]
+                     else f"not judged by PuppetDB: {accepted['why']}")
         version = self.facts.pe_version
         if not version.documents_manual_copy:
             notes.append(f"PE {version} documents no manual PuppetDB copy (the guide's section ends with 2019.5): this "
@@ -285,6 +340,7 @@ class Copy:
     def result(self, results: dict[str, Any]) -> dict:
         return {"method": self.method, "source": self.source, "target": self.target, "bytes": self.facts.size,
                 "target_stopped_seconds": round(results["start"], 2), "agent_exit_code": results["agent-run"],
+                "puppetdb_acceptance": results["accept"],
                 **self.method_result(results)}
 
 
@@ -332,6 +388,7 @@ class FastCopy(Copy):
                  commands=[(t, commands.swap_databases("pe-puppetdb", self.staging, "pe-puppetdb" + commands.OLD_SUFFIX,
                                                        **pg))]),
             self.start_services(),
+            self.accept(),
             Step("drop-staging", f"drop {self.staging} when it was not swapped in", t, self._drop_unused_staging,
                  always=True, armed_by="copy", needs=("swap",),
                  note=f"only after a failure or a rejected approval: {commands.drop_database(self.staging, **pg).shell()}"
@@ -397,6 +454,7 @@ class DocumentedCopy(Copy):
             Step("verify", "verify the copy against the source snapshot", t, self._verify, needs=("dump",),
                  note="psql session on the target: rows, digests, sequences, partitions, owners, ACL and extensions"),
             self.start_services(),
+            self.accept(),
             self.remove_dump(),
             self.agent_run(),
         ]

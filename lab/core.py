@@ -210,6 +210,10 @@ def _node_files(cfg: LabConfig) -> None:
                                     "/usr/bin/scp \"$@\" || exit $?\n"
                                     "exec /usr/bin/python3 /opt/puppetlabs/sim/pe_sim.py pe-sim scp-hook \"$@\"\n")
         (bindir / "scp").chmod(0o755)
+        # The curl PE's agent package ships (/opt/puppetlabs/puppet/bin/curl): here the system's.
+        agent_bin = h.path("/opt/puppetlabs/puppet/bin")
+        agent_bin.mkdir(parents=True, exist_ok=True)
+        (agent_bin / "curl").symlink_to("/usr/bin/curl")
         if h.has_postgres:
             sbin = h.path("/opt/puppetlabs/server/bin")
             sbin.mkdir(parents=True, exist_ok=True)
@@ -255,6 +259,7 @@ def _node_files(cfg: LabConfig) -> None:
                  "lab_hosts": {x.fqdn: x.address for x in cfg.hosts},
                  "pe_profile": {"name": cfg.pe, "pe_version": cfg.profile.pe_version, "pg_data": cfg.profile.pg_data,
                                 "partitioning": cfg.profile.partitioning,
+                                "real_puppetdb": cfg.profile.real_puppetdb,
                                 "infra_flags": cfg.profile.infra_flags,
                                 "reinitialize_databases": list(cfg.profile.reinitialize_databases),
                                 "secret_key_files": list(cfg.profile.secret_key_files)}}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pe_ha import commands
 from pe_ha.errors import CommandFailed, ConnectError, PeHaError
 from pe_ha.executor import CommandResult
 from pe_ha.masking import mask
@@ -128,6 +129,10 @@ class FakeExecutor:
             return CommandResult(host, argv, 0, self.pe_version + "\n", "", 0.0)
         if argv[:3] == ("puppet", "infrastructure", "status") and "json" in argv:
             return CommandResult(host, argv, 0, "[]\n", "", 0.0)  # JSON, as PE always prints it; no service listed
+        if argv[:1] == (commands.PE_CURL,) and "query=" in argv[-1] and "[count()]" in argv[-1]:
+            return CommandResult(host, argv, 0, '[{"count": 0}]', "", 0.0)  # an empty PuppetDB that answers PQL
+        if argv[:1] == (commands.PE_CURL,) and argv[-1].endswith("/puppetdb-status"):
+            return CommandResult(host, argv, 0, '{"state": "running"}', "", 0.0)
         return CommandResult(host, argv, 0, "", "", 0.0)
 
     def _scripted(self, host: str, argv: tuple[str, ...]) -> CommandResult | PeHaError | Responder | None:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -52,6 +53,38 @@ def deactivate_sql(name):
                 "WHERE certname = '%s' ON CONFLICT (certname) DO UPDATE SET deactivated = now() "
                 "WHERE certnames_status.deactivated IS NULL" % name)
     return "UPDATE certnames SET deactivated = now() WHERE certname = '%s' AND deactivated IS NULL" % name
+
+
+# PQL's count of each entity pe-ha's copy acceptance asks (tasks/puppetdb_query.py), as SQL on this host's
+# pe-puppetdb. PuppetDB filters some entities to active nodes; the simulator counts rows, alike on both ends.
+PQL_COUNTS = {
+    "factsets": "SELECT count(*) FROM factsets",
+    "catalogs": "SELECT count(*) FROM catalogs",
+    "resources": "SELECT count(*) FROM catalog_resources",
+    "reports": "SELECT count(*) FROM reports",
+}
+
+
+def active_nodes_sql():
+    if latest_split():
+        return ("SELECT count(*) FROM certnames c LEFT JOIN certnames_status s USING (certname) "
+                "WHERE s.deactivated IS NULL AND s.expired IS NULL")
+    return "SELECT count(*) FROM certnames WHERE deactivated IS NULL AND expired IS NULL"
+
+
+def pql_answer(query):
+    """``GET /pdb/query/v4?query=<entity>[count()] {}``: PuppetDB's answer shape, ``[{"count": n}]``. Any other
+    query is refused (the simulator has no PQL engine)."""
+    m = re.fullmatch(r"(\w+)\[count\(\)\] \{\}", (query or "").strip())
+    entity = m.group(1) if m else None
+    sql = active_nodes_sql() if entity == "nodes" else PQL_COUNTS.get(entity)
+    if sql is None:
+        return 400, "pe-ha lab simulator: only <entity>[count()] {} is answered, for nodes, %s" % ", ".join(PQL_COUNTS), \
+            "text/plain"
+    try:
+        return 200, [{"count": int(psql(sql).strip())}]
+    except (SimError, ValueError) as exc:
+        return 500, "pe-ha lab simulator: %s" % exc, "text/plain"
 
 
 def local_db_up():

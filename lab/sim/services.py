@@ -29,6 +29,7 @@ from base import (
     certname,
     log,
     my_address,
+    pe_profile,
     pg_data,
     reachable,
     role,
@@ -37,6 +38,8 @@ from base import (
 )
 from puppetdb import local_db_up, pdb_sync_loop
 from rbac import token_problem
+
+LOOPBACK_PORT = 8080  # PuppetDB's cleartext listener
 
 # Every HTTPS route, by the PE service that answers it.
 ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES + orchestrator.ROUTES
@@ -97,6 +100,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._route("POST")
 
 
+class LoopbackHandler(Handler):
+    """PuppetDB's cleartext listener on the host's loopback (PuppetDB's default jetty settings: 8080 on localhost):
+    its status and PQL counts, no authentication."""
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        if url.path == "/pdb/query/v4":
+            return self._send(*puppetdb.pql_answer(urllib.parse.parse_qs(url.query).get("query", [""])[0]))
+        if url.path == "/status/v1/services/puppetdb-status":
+            st = status.service_status("puppetdb-status")
+            return self._send(200 if st["state"] == "running" else 503, dict(st, service_name="puppetdb-status"))
+        self._send(404, {"kind": "not-found", "msg": "no route %s" % url.path})
+
+    def do_POST(self):
+        self._send(404, {"kind": "not-found", "msg": "the simulator's loopback listener takes no commands"})
+
+
 class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -129,6 +149,14 @@ def run_service(name):
     log("service %s listening on %s" % (name, SERVICES[name]))
     if name == "pe-puppetdb":
         threading.Thread(target=pdb_sync_loop, daemon=True).start()
+        if not pe_profile().get("real_puppetdb"):  # there the real PuppetDB has this listener
+            loopback = socketserver.ThreadingTCPServer(("127.0.0.1", LOOPBACK_PORT), LoopbackHandler,
+                                                        bind_and_activate=False)
+            loopback.allow_reuse_address = loopback.daemon_threads = True
+            loopback.server_bind()
+            loopback.server_activate()
+            servers.append(loopback)
+            threading.Thread(target=loopback.serve_forever, daemon=True).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

@@ -9,8 +9,10 @@ the flags PE's own tooling passes (see docs/commands.md).
 from pe_ha.commands._base import (  # noqa: F401
     AGENT_NODES_QUERY,
     PCP_PORT,
+    PE_CURL,
     PUPPET,
     PUPPET_PORT,
+    PUPPETDB_LOOPBACK,
     Command,
     is_ipv4,
 )
@@ -52,6 +54,8 @@ from pe_ha.commands.puppet import (  # noqa: F401
     infrastructure_status,
     promote_replica,
     provision_replica,
+    puppetdb_query,
+    puppetdb_status,
     reinitialize_replica,
     service,
 )

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pe_ha.errors import ValidationError
 
 PUPPET = "puppet"
+# The curl every PE node has (the agent package ships it): a node's own tools, never the system's.
+PE_CURL = "/opt/puppetlabs/puppet/bin/curl"
+# PuppetDB's cleartext listener: by default on the node's loopback only, so no certificate is needed there.
+PUPPETDB_LOOPBACK = "http://127.0.0.1:8080"
 
 
 AGENT_NODES_QUERY = "nodes {deactivated is null and expired is null}"

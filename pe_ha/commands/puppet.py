@@ -8,8 +8,10 @@ from pe_ha import validation as v
 from pe_ha.commands._base import (
     CLASSIFIER_PORT,
     PCP_PORT,
+    PE_CURL,
     PUPPET,
     PUPPET_PORT,
+    PUPPETDB_LOOPBACK,
     PUPPETDB_PORT,
     Command,
 )
@@ -199,6 +201,22 @@ def agent_run(*, noop: bool = False, server_list: Sequence[str] = ()) -> Command
             v.server_url(s, what="server_list entry", default_port=PUPPET_PORT) if ":" in s
             else v.hostname(s, what="server_list entry") for s in server_list))
     return Command(tuple(argv), "puppet agent -t" + (" --noop" if noop else ""))
+
+
+def puppetdb_query(pql: str) -> Command:
+    """A PQL query to the node's own PuppetDB on its loopback listener (``/pdb/query/v4``). curl exits 7 when
+    nothing listens there (PuppetDB stopped, or its cleartext listener turned off), 22 on an HTTP error."""
+    if not pql or "\n" in pql or len(pql) > 500:
+        raise ValidationError(f"PQL query {pql[:60]!r}: one line of at most 500 characters")
+    return Command((PE_CURL, "--silent", "--show-error", "--fail", "--max-time", "120", "--get",
+                    f"{PUPPETDB_LOOPBACK}/pdb/query/v4", "--data-urlencode", f"query={pql}"), f"PuppetDB: {pql}")
+
+
+def puppetdb_status() -> Command:
+    """PuppetDB's own status (``puppetdb-status``) on the node's loopback listener: 200 when running, 503 with the
+    same body otherwise (so no ``--fail``)."""
+    return Command((PE_CURL, "--silent", "--show-error", "--max-time", "10",
+                    f"{PUPPETDB_LOOPBACK}/status/v1/services/puppetdb-status"), "PuppetDB's status")
 
 
 def agent_last_run_summary() -> Command:
