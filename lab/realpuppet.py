@@ -66,6 +66,31 @@ def write_config(cfg: LabConfig, h: Host) -> None:
     (conf / "auth.conf").write_text(open(AUTH_CONF).read())
 
 
+# The host's PuppetDB as a service: the simulated pe-puppetdb's start and stop run it too (lab/sim/services.py), so a
+# flow's `puppet resource service pe-puppetdb` starts and stops the real JVM, as PE's unit does.
+SERVICE_SCRIPT = "/opt/puppetlabs/sim/real-puppetdb.sh"
+
+
+def write_service_script(cfg: LabConfig, h: Host) -> None:
+    write_config(cfg, h)
+    java = (f"exec /usr/bin/java {HEAP} -XX:+UseSerialGC -Djava.security.egd=file:/dev/urandom -cp {JAR} "
+            f"clojure.main -m puppetlabs.puppetdb.core services --config {CONF_D} --bootstrap-config {BOOTSTRAP}"
+            f" >> {LOG}.out 2>&1")
+    h.path(SERVICE_SCRIPT).write_text(f"""#!/bin/sh
+# pe-ha lab: Debian's real PuppetDB on this host, started and stopped like a service (not PE's unit).
+pid=$(cat {VARDIR}/pid 2>/dev/null)
+case "$1" in
+start) if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi
+       setsid sh -c '{java}' </dev/null >/dev/null 2>&1 & echo $! > {VARDIR}/pid ;;
+stop)  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+         i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+         kill -9 "$pid" 2>/dev/null
+       fi
+       rm -f {VARDIR}/pid ;;
+esac
+""")
+
+
 @dataclass
 class RealPuppetDB:
     """One host's PuppetDB process (started inside the host's namespaces)."""
@@ -74,16 +99,14 @@ class RealPuppetDB:
     host: Host
 
     def start(self, *, timeout_s: float = 120) -> float:
-        """Start PuppetDB and wait until its status is ``running``; returns the seconds it took."""
+        """Start PuppetDB (unless the simulated pe-puppetdb service started it) and wait until its status is
+        ``running``; returns the seconds it took."""
         if self.running():
             return 0.0
-        write_config(self.cfg, self.host)
+        write_service_script(self.cfg, self.host)
         started = time.monotonic()
         offset = self.log_size()
-        java = (f"exec /usr/bin/java {HEAP} -XX:+UseSerialGC -Djava.security.egd=file:/dev/urandom -cp {JAR} "
-                f"clojure.main -m puppetlabs.puppetdb.core services --config {CONF_D} --bootstrap-config {BOOTSTRAP}"
-                f" >> {LOG}.out 2>&1")
-        node_run(self.host, "sh", "-c", f"setsid sh -c '{java}' </dev/null >/dev/null 2>&1 & echo $! > {VARDIR}/pid")
+        node_run(self.host, "sh", SERVICE_SCRIPT, "start")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.status() == "running":
@@ -95,16 +118,8 @@ class RealPuppetDB:
                             f"{self.log_since(offset)[-3000:]}")
 
     def stop(self) -> None:
-        pid = self._pid()
-        if pid is None:
-            return
-        node_run(self.host, "kill", str(pid), check=False)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self._pid_alive():
-            time.sleep(0.2)
-        if self._pid_alive():
-            node_run(self.host, "kill", "-9", str(pid), check=False)
-        self.host.path(f"{VARDIR}/pid").unlink(missing_ok=True)
+        if self._pid() is not None:
+            node_run(self.host, "sh", SERVICE_SCRIPT, "stop", timeout=60)
 
     def _pid(self) -> int | None:
         try:
@@ -255,6 +270,8 @@ def seed(cfg: LabConfig, nodes: int, *, reports: int = 3, resources: int = 20) -
     """The real profile's pe-puppetdb: the master's PuppetDB migrates its empty database, then ``nodes`` agents'
     data arrive through its command API. The schema it built becomes what a provisioned replica's PuppetDB
     migrates to (the simulator's provision step), so both ends have PuppetDB's own schema."""
+    for h in (cfg.master, cfg.replica):
+        write_service_script(cfg, h)
     master = RealPuppetDB(cfg, cfg.master)
     started = master.start()
     filled = fill(master, nodes, reports=reports, resources=resources)

@@ -40,6 +40,8 @@ from puppetdb import local_db_up, pdb_sync_loop
 from rbac import token_problem
 
 LOOPBACK_PORT = 8080  # PuppetDB's cleartext listener
+# Where the lab's real-PuppetDB profile puts the real PuppetDB's start/stop (lab/realpuppet.py)
+REAL_PUPPETDB = SIM + "/real-puppetdb.sh"
 
 # Every HTTPS route, by the PE service that answers it.
 ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES + orchestrator.ROUTES
@@ -216,6 +218,8 @@ def start_service(name):
     deadline = time.time() + 15
     while time.time() < deadline:
         if all(reachable(my_address(), p, 0.5) for p in ports):
+            if name == "pe-puppetdb" and os.path.exists(REAL_PUPPETDB):
+                subprocess.run(["sh", REAL_PUPPETDB, "start"], check=True, timeout=30)
             return True
         if proc.poll() is not None:
             raise SimError("Error: %s failed to start (see %s/%s.log)" % (name, LOG, name))
@@ -232,6 +236,8 @@ def stop_service(name):
     if name == "pe-postgresql":
         pg_ctl("-m", "fast", "-w", "stop")
         return True
+    if name == "pe-puppetdb" and os.path.exists(REAL_PUPPETDB):
+        subprocess.run(["sh", REAL_PUPPETDB, "stop"], check=True, timeout=60)
     pid = service_pid(name)
     os.kill(pid, signal.SIGTERM)
     deadline = time.time() + 10

@@ -59,10 +59,17 @@ def test_the_copy_is_accepted_by_the_replicas_real_puppetdb(real_lab, replica_pu
     assert master.running()
     source = realpuppet.answers(master)
     assert len(source["nodes"]) >= NODES and source["reports"][0]["count"] >= NODES * 3
+    # The replica's pe-puppetdb runs, as on a provisioned replica: the copy stops it and starts it again (the real JVM)
+    core.node_run(real_lab.replica, "puppet", "resource", "service", "pe-puppetdb", "ensure=running")
     with context.using(settings=lab_settings()):
-        copy_puppetdb(method=method, approve=True)
+        result = copy_puppetdb(method=method, approve=True)
 
-    replica_puppetdb.start()
+    # The flow's own last step: the replica's real PuppetDB ran on the copy and counted what the master's did
+    accepted = result["puppetdb_acceptance"]
+    assert accepted["judged"] is True, accepted
+    assert accepted["counts"]["reports"] == source["reports"][0]["count"]
+    assert accepted["counts"]["nodes"] == len(source["nodes"])
+    assert replica_puppetdb.start() == 0.0  # already running: the copy's start step started it
     assert realpuppet.answers(replica_puppetdb) == source  # node by node: timestamps and latest report hashes
 
     # PuppetDB's next writes on the copy: a new node's facts, catalog and reports take ids from the sequences
