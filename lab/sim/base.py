@@ -77,8 +77,8 @@ ROLE_SERVICES = {
 # (status key, display name, port its status is read on, the row's URL as "scheme://%s:port/path", master-only,
 # the JSON status's `type`). URLs and types follow PE's verified capture (contract sample
 # infra-status-json-replica-unreachable.json): Code Manager is shown on 8170 though its status is read on 8140
-# (PE's status API docs), both PCP brokers are `broker-service` on wss://…:8142, and `type` is the service's
-# kind, not the server's role.
+# (PE's status API docs), both PCP brokers are `broker-service` shown on wss://…:8142, whose status is one
+# service on 8143 (SOURCES.md "Status API facts"), and `type` is the service's kind, not the server's role.
 STATUS_ENTRIES = [
     ("code-manager-service", "Code Manager", 8140, "https://%s:8170/", True, "code-manager"),
     ("file-sync-storage-service", "File Sync Storage Service", 8140, "https://%s:8140/", True, "file-sync-storage"),
@@ -88,8 +88,8 @@ STATUS_ENTRIES = [
     ("rbac-service", "RBAC", 4433, "https://%s:4433/rbac-api", False, "rbac"),
     ("activity-service", "Activity Service", 4433, "https://%s:4433/activity-api", False, "activity"),
     ("orchestrator-service", "Orchestrator", 8143, "https://%s:8143/orchestrator", True, "orchestrator"),
-    ("broker-service", "PCP Broker", 8142, "wss://%s:8142/pcp", True, "pcp-broker"),
-    ("broker-service", "PCP Broker v2", 8142, "wss://%s:8142/pcp2", True, "pcp-broker"),
+    ("broker-service", "PCP Broker", 8143, "wss://%s:8142/pcp", True, "pcp-broker"),
+    ("broker-service", "PCP Broker v2", 8143, "wss://%s:8142/pcp2", True, "pcp-broker"),
     ("puppetdb-status", "PuppetDB", 8081, "https://%s:8081/pdb", False, "puppetdb"),
 ]
 
