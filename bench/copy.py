@@ -21,7 +21,7 @@ import sys
 import time
 
 from bench.common import PeakSampler, lab_context, link_bytes, median, prefect_for_bench, table, write
-from lab import core, inspect, pdbgen
+from lab import core, inspect, pdbgen, realpuppet
 from lab.config import LAB_DIR, LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -126,7 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-lab", action="store_true")
     p.add_argument("--pe", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help="the lab's PE profile")
     p.add_argument("--reuse-lab", action="store_true", help="use the lab that is up (the CI smoke test does)")
+    p.add_argument("--data", choices=("synthetic", "puppetdb"), default="synthetic",
+                   help="synthetic rows (lab/pdbgen.py), or data PuppetDB writes itself (needs --pe 2021.7-real)")
+    p.add_argument("--shape", default="", help="RESOURCES,REPORTS per node (default: the generator's own; "
+                   "the same shape for both kinds of data makes them comparable)")
     args = p.parse_args(argv)
+    if args.data == "puppetdb" and not PROFILES[args.pe].real_puppetdb:
+        p.error(f"--data puppetdb needs a profile with real PuppetDB (--pe 2021.7-real), not {args.pe}")
+    try:
+        resources, reports = (int(x) for x in args.shape.split(",")) if args.shape else (
+            pdbgen.RESOURCES_PER_NODE, pdbgen.REPORTS_PER_NODE)
+    except ValueError:
+        p.error(f"--shape {args.shape!r}: give RESOURCES,REPORTS per node, e.g. 200,5")
+    shape = {"resources": resources, "reports": reports}
     methods = {"documented": documented, "pe-ha-fast": pe_ha_fast, "pe-ha-documented": pe_ha_documented,
                "pgcopydb": pgcopydb}
     chosen = [m for m in args.methods.split(",") if m]
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse_lab:
         cfg = LabConfig.load()
     else:
-        cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=sizes[0], pe=args.pe)
+        cfg = LabConfig(agents=1, sync_seconds=1, pdb_nodes=0 if args.data == "puppetdb" else sizes[0], pe=args.pe)
         print("lab up ...", flush=True)
         core.up(cfg, verbose=False)
     results: list[dict] = []
@@ -156,12 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         with harness, lab_context() as ctx:
             for nodes in sizes:
                 # One database per size, generated once and copied by every run of this invocation.
-                gen = pdbgen.generate(cfg, nodes)
+                if args.data == "puppetdb":  # written by the real PuppetDB, through its command API
+                    gen = realpuppet.seed(cfg, nodes, reports=shape["reports"], resources=shape["resources"])["fill"]
+                    realpuppet.stop_all(cfg)  # the copy's subject is the database; the JVM would only compete
+                else:
+                    gen = pdbgen.generate(cfg, nodes, **shape)
                 size = database_size()
-                databases[nodes] = {"bytes": size, "generated_s": round(gen, 1)}
-                print(f"PE profile {cfg.pe} (simulated; PostgreSQL {cfg.profile.pg_major}, PuppetDB "
-                      f"{cfg.profile.puppetdb_version}); {nodes} nodes, pe-puppetdb {size / 1e9:.2f} GB "
-                      f"({gen:.0f} s to generate)", flush=True)
+                databases[nodes] = {"bytes": size, "generated_s": round(gen, 1), "data": args.data, **shape}
+                print(f"PE profile {cfg.pe} (PostgreSQL {cfg.profile.pg_major}, PuppetDB "
+                      f"{cfg.profile.puppetdb_version}); {nodes} nodes of {shape['resources']} resources and "
+                      f"{shape['reports']} reports, {'written by PuppetDB' if args.data == 'puppetdb' else 'synthetic'}; "
+                      f"pe-puppetdb {size / 1e9:.2f} GB ({gen:.0f} s to write)", flush=True)
                 rows, verified = measure(ctx.settings, cfg, methods, chosen, models, cpu_models, args, nodes)
                 results += rows
                 ok &= verified
@@ -175,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     goals = copy_goals(summary)
     for line in goals:
         print(line)
-    path = write("copy", {"pe_profile": cfg.pe, "pg_major": cfg.profile.pg_major, "sizes": databases,
+    path = write("copy", {"pe_profile": cfg.pe, "pg_major": cfg.profile.pg_major, "data": args.data, "sizes": databases,
                           "cpu_models": {m: models[m] for m in cpu_models}, "runs": results,
                           "summary": summary, "goals": goals})
     print(f"\nresults: {path}")

@@ -174,10 +174,14 @@ class RealPuppetDB:
         params = urllib.parse.urlencode({"command": command, "version": version, "certname": certname,
                                          "producer-timestamp": payload.get("producer_timestamp", _now()),
                                          "secondsToWaitForCompletion": wait_s})
-        staging = self.host.path("/var/tmp/pe-ha-lab-command.json")
+        inside = f"/var/tmp/pe-ha-lab-command-{uuid.uuid4().hex}.json"  # one per command: fill sends several at once
+        staging = self.host.path(inside)
         staging.write_text(json.dumps(payload))
-        code, body = self._curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
-                                "@/var/tmp/pe-ha-lab-command.json", f"{URL}/pdb/cmd/v1?{params}", timeout=wait_s + 10)
+        try:
+            code, body = self._curl("-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
+                                    f"@{inside}", f"{URL}/pdb/cmd/v1?{params}", timeout=wait_s + 10)
+        finally:
+            staging.unlink(missing_ok=True)
         if code != 200:
             raise PuppetDBError(f"{command} for {certname} on {self.host.fqdn}: HTTP {code}: {body[:500]}")
         answer = json.loads(body)
@@ -238,14 +242,23 @@ def node_commands(certname: str, *, index: int, reports: int, resources: int, pr
     return out
 
 
-def fill(db: RealPuppetDB, nodes: int, *, reports: int = 3, resources: int = 20, first: int = 0) -> float:
-    """Feed ``nodes`` simulated agents' facts, catalogs and reports through PuppetDB's command API."""
+def fill(db: RealPuppetDB, nodes: int, *, reports: int = 3, resources: int = 20, first: int = 0,
+         senders: int = 4) -> float:
+    """Feed ``nodes`` simulated agents' facts, catalogs and reports through PuppetDB's command API, ``senders``
+    agents at once (each agent's commands in order, as one agent run sends them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     started = time.monotonic()
     producer = db.cfg.master.fqdn
-    for i in range(first, first + nodes):
+
+    def one_agent(i: int) -> None:
         for command, version, payload in node_commands(f"pdbnode{i:05d}.lab.test", index=i, reports=reports,
                                                        resources=resources, producer=producer):
             db.submit(command, version, payload["certname"], payload)
+
+    with ThreadPoolExecutor(max_workers=senders) as pool:
+        for done in [pool.submit(one_agent, i) for i in range(first, first + nodes)]:
+            done.result()
     return time.monotonic() - started
 
 

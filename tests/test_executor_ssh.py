@@ -67,10 +67,10 @@ def test_non_zero_exit(executor):
 
 
 def test_connect_timeout_is_bounded(executor):
-    started = time.monotonic()
-    with pytest.raises(ConnectError):
+    # Ended by the 2 s setting, never by the kernel's own ~135 s connect timeout: the TCP connect's timeout, or,
+    # where something on the path accepts the connection, the banner's (also the setting)
+    with pytest.raises(ConnectError, match=r"SSH connect timed out after 2 s|Error reading SSH protocol banner"):
         executor.run("blackhole.test", ["true"])
-    assert time.monotonic() - started < 30  # bounded by the 2 s setting, never the kernel's ~135 s
 
 
 def test_a_known_hosts_file_gone_since_the_start_is_named_by_its_setting(local_sshd, tmp_path):

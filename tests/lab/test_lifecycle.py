@@ -86,6 +86,9 @@ def run_lifecycle(lab) -> tuple[float, int]:
         if not beside:
             copied = copy_puppetdb(approve=True)
             assert copied["method"] == "fast"
+            # judged by the replica's PuppetDB (the simulator's counts on its loopback listener)
+            accepted = copied["puppetdb_acceptance"]
+            assert accepted["judged"] is True and accepted["counts"]["resources"] > 0, accepted
         for key_file in lab.profile.secret_key_files:  # the PE version's own step, before provisioning
             assert check.run(R, ["cat", key_file], stream=False).stdout == check.run(M, ["cat", key_file], stream=False).stdout
         hiera = "/etc/puppetlabs/puppet/hiera.yaml"  # copied (Hiera is not replicated), readable by PE's services
