@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 from flows._entry import settings_for_naming
 from pe_ha.context import RunContext
 from pe_ha.errors import PeHaError
+from pe_ha.forecast import NOTHING, Estimate
 from pe_ha.masking import mask
 from tasks import infrastructure
 
@@ -35,6 +36,7 @@ class Runbook:
     steps: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # facts of the run itself, e.g. who approved it
     started: float = field(default_factory=time.monotonic)
+    forecast: dict[str, Estimate] = field(default_factory=dict)  # step title -> what the plan expected
 
     @contextlib.contextmanager
     def step(self, name: str, host: str = "") -> Iterator[None]:
@@ -55,9 +57,17 @@ class Runbook:
 
     def publish_summary(self, *, outcome: str, next_steps: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
         total = time.monotonic() - self.started
-        md = [f"# {self.procedure}: {outcome}", "", f"Target: `{self.target}` — total {total:.1f} s", "",
-              "| step | host | outcome | seconds |", "|---|---|---|---|"]
-        md += [f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} |" for s in self.steps]
+        taken = {s["step"] for s in self.steps}
+        expected = sum((e for title, e in self.forecast.items() if title in taken), NOTHING)
+        md = [f"# {self.procedure}: {outcome}", "", f"Target: `{self.target}` — total {total:.1f} s"
+              + (f" (forecast {expected.text()})" if self.forecast else ""), ""]
+        if self.forecast:  # forecast and actual side by side
+            md += ["| step | host | outcome | seconds | forecast |", "|---|---|---|---|---|"]
+            md += [f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} | "
+                   f"{self.forecast[s['step']].text() if s['step'] in self.forecast else '-'} |" for s in self.steps]
+        else:
+            md += ["| step | host | outcome | seconds |", "|---|---|---|---|"]
+            md += [f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} |" for s in self.steps]
         if self.notes or notes:
             md += ["", "## Notes", *[f"- {mask(n)}" for n in [*self.notes, *notes]]]
         if next_steps:

@@ -22,6 +22,7 @@ from flows._lock import at_step_boundary
 from pe_ha.commands import Command
 from pe_ha.context import RunContext
 from pe_ha.errors import ApprovalRejected, PeHaError
+from pe_ha.forecast import Forecast, duration
 from pe_ha.masking import mask
 
 
@@ -192,10 +193,16 @@ class Procedure:
     facts: Sequence[str] = ()  # what the plan was made from, one line each (read before anything changed)
     results: dict[str, Any] = field(default_factory=dict)
     progress: ProgressLabels | None = None
+    forecast: Forecast | None = None  # how long each step should take, from the same facts
+
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
         self.book.notes.extend(f"planned from: {fact}" for fact in self.facts)
+        if self.forecast is not None:
+            keys = [s.key for s in self.selected()]
+            self.book.forecast = {s.title: f.estimate for s in self.steps if (f := self.forecast.of(s.key))}
+            self.book.notes.extend(f"forecast: {line}" for line in self.forecast.lines(keys))
         if self.topology_on:
             self.steps = [topology(self.ctx, "before", self.topology_on), *self.steps,
                           topology(self.ctx, "after", self.topology_on)]
@@ -225,13 +232,37 @@ class Procedure:
               + (f" (from start_at={self.start_at})" if self.start_at else "") + ":", "",
               "| # | step | host | command | |", "|---|---|---|---|---|"]
         md += [f"| {i} | {r['step']} | {r['host']} | `{r['command']}` | {r['flags']} |" for i, r in enumerate(rows, 1)]
+        forecast = self.forecast_rows()
+        if forecast:
+            md += ["", "## Forecast", "", "| step | expected | range | does not serve meanwhile |", "|---|---|---|---|",
+                   *[f"| {f['step']} | {f['expected']} | {f['range']} | {f['unavailable'] or '-'} |" for f in forecast],
+                   "", *[f"- {line}" for line in self.forecast_lines()]]
         if self.facts:
             md += ["", "## Planned from these facts (read, nothing changed)", *[f"- {mask(f)}" for f in self.facts]]
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(key=f"{self.name}-plan", markdown="\n".join(md), description=f"dry run of {self.name}")
         log().info("dry run: %d planned rows, nothing executed", len(rows))
-        return {"dry_run": True, "plan": rows, "facts": list(self.facts)}
+        return {"dry_run": True, "plan": rows, "facts": list(self.facts),
+                "forecast": {"steps": forecast, "lines": self.forecast_lines()}}
+
+    def forecast_rows(self) -> list[dict]:
+        """One row per step this run takes that the forecast covers."""
+        if self.forecast is None:
+            return []
+        rows = []
+        for step in self.selected():
+            found = self.forecast.of(step.key)
+            if found is not None:
+                e = found.estimate
+                rows.append({"key": step.key, "step": step.title, "expected_s": round(e.expected_s, 1),
+                             "low_s": round(e.low_s, 1), "high_s": round(e.high_s, 1),
+                             "expected": duration(e.expected_s), "range": f"{duration(e.low_s)} to {duration(e.high_s)}",
+                             "unavailable": found.unavailable, "basis": found.basis})
+        return rows
+
+    def forecast_lines(self) -> list[str]:
+        return self.forecast.lines([s.key for s in self.selected()]) if self.forecast is not None else []
 
     def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Finished:
         """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run
@@ -309,7 +340,9 @@ class Procedure:
         rows = [r for s in remaining for r in s.rows()]
         table = ["| step | host | command |", "|---|---|---|",
                  *[f"| {r['step']} | {r['host']} | `{r['command']}` |" for r in rows]]
-        require_approval(self.ctx, self.book, step.approval, approved_up_front=approve, allows="\n".join(table))
+        forecast = [f"- {line}" for line in self.forecast_lines()]
+        allows = "\n".join(table + (["", "Forecast (from the start of the run):", *forecast] if forecast else []))
+        require_approval(self.ctx, self.book, step.approval, approved_up_front=approve, allows=allows)
 
     def _cleanup(self, steps: Sequence[Step], started: set[str], done: set[str]) -> None:
         """After a failure: the armed cleanup steps that have not run yet. Each failure is logged, never raised:

@@ -39,6 +39,7 @@ from flows._steps import Outcome, Procedure, Step, read_facts
 from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
+from pe_ha.forecast import copy_forecast
 from pe_ha.settings import Settings, distinct
 from tasks import agent, infrastructure, puppetdb, puppetdb_fast, puppetdb_query, services
 from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
@@ -79,7 +80,10 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     check_space(facts, kind.space_needed(s, source, target, size=facts.size))
     copy = kind(ctx, source, target, folder, dump_file, facts)
     steps = copy.steps()
-    procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines())
+    forecast = copy_forecast(method, [step.key for step in steps], size_bytes=facts.size, cpus=facts.cpus,
+                             link_mb_s=facts.fast.link_mb_s if facts.fast is not None else None)
+    procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines(),
+                          forecast=forecast)
     if dry_run:
         return procedure.plan()
     finished = procedure.run(copy.outcome, approve=approve)

@@ -33,8 +33,12 @@ from flows._steps import (
 )
 from pe_ha import commands
 from pe_ha.context import RunContext
+from pe_ha.forecast import guide_forecast
 from pe_ha.validation import Topology
 from tasks import agent, classifier, infrastructure, network, orchestrator, puppet_conf
+
+# PE's guide: "the master is unavailable to serve catalog requests" while these run
+ENABLE_UNAVAILABLE = ("enable", "deploy")
 
 
 def _reconnect_after_cancel(flow, flow_run, state) -> None:
@@ -156,7 +160,8 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
                                                                                   strict=True)]
         steps += drill_steps(ctx, master, test_node, addresses)
     procedure = Procedure(ctx, "enable-replica", replica, steps, topology_on=master, start_at=start_at,
-                          phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts)
+                          phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts,
+                          forecast=guide_forecast([s.key for s in steps], unavailable_during=ENABLE_UNAVAILABLE))
     if dry_run:
         return procedure.plan()
 

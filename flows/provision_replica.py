@@ -29,8 +29,12 @@ from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_ser
 from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
+from pe_ha.forecast import guide_forecast
 from pe_ha.validation import timeout_seconds
 from tasks import agent, classifier, infrastructure, puppet_conf, status_api
+
+# PE's guide: "the master is unavailable to serve catalog requests" while these run
+PROVISION_UNAVAILABLE = ("provision", "copy-puppetdb", "wait")
 
 
 @flow(name="provision-replica", flow_run_name=run_name("provision-replica", "replica", "replica"))
@@ -157,7 +161,8 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
              commands=[(node, verify_cmd), (node, commands.agent_last_run_summary())]),
     ]
     procedure = Procedure(ctx, "provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
-                          topology_on=master, facts=facts)
+                          topology_on=master, facts=facts,
+                          forecast=guide_forecast([s.key for s in steps], unavailable_during=PROVISION_UNAVAILABLE))
     if dry_run:
         return procedure.plan()
 

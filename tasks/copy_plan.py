@@ -188,6 +188,7 @@ class FastCopyFacts:
     compress: str  # chosen from the measured link
     # the source's grants on its public schema (role or PUBLIC, privilege, grantable), its owner's own left out
     public_grants: tuple[tuple[str, str, bool], ...] = ()
+    link_mb_s: float | None = None  # ssh's measured throughput source -> target (inf: faster than the probe tells)
 
 
 @dataclass(frozen=True)

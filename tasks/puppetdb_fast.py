@@ -86,8 +86,11 @@ def read_fast_copy_facts(ctx: RunContext, source: str, target: str) -> FastCopyF
     measured link calls for (probed meanwhile)."""
     s = ctx.settings
     ex = ctx.executor
-    chooser = Background(
-        lambda: choose_compression(ctx, source, target, link_mb_per_s(ctx, source, target)), "pe-ha-link-probe")
+    def measure_link() -> tuple[float, str]:
+        rate = link_mb_per_s(ctx, source, target)
+        return rate, choose_compression(ctx, source, target, rate)
+
+    chooser = Background(measure_link, "pe-ha-link-probe")
     try:
         with connect(ctx, target, "postgres", answer_within_s=120) as target_conn:
             target_major = target_conn.major()
@@ -108,10 +111,13 @@ def read_fast_copy_facts(ctx: RunContext, source: str, target: str) -> FastCopyF
         with contextlib.suppress(Exception):  # failing early: let the probe finish, its outcome no longer matters
             chooser.result()
         raise
-    compress = str(chooser.result())
+    measured = chooser.result()
+    assert isinstance(measured, tuple)
+    link_mb_s, compress = float(measured[0]), str(measured[1])
     post_data = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
     return FastCopyFacts(tables=tuple(tables), indexes=indexes, sequences=tuple(sequences), post_data=post_data,
-                         binary=source_major == target_major, compress=compress, public_grants=public_grants)
+                         binary=source_major == target_major, compress=compress, public_grants=public_grants,
+                         link_mb_s=link_mb_s)
 
 
 @dataclass(frozen=True)

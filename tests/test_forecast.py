@@ -1,0 +1,115 @@
+"""The forecast in every plan: per step an expected duration and range, what does not serve meanwhile, the totals,
+and the basis, from facts given here (no lab). Then the same figures in the dry run, the approval and the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pe_ha.forecast import (
+    PRIMARY_CATALOGS,
+    REPLICA_PUPPETDB,
+    Estimate,
+    copy_forecast,
+    duration,
+    guide_forecast,
+)
+from tests.test_plans import env, latest_artifact  # noqa: F401  (env: the plans' fake installation)
+
+FACTS = json.loads((Path(__file__).parent / "forecast-facts.json").read_text())
+DOCUMENTED = ["prepare", "dump", "transfer", "approval", "stop", "restore", "verify", "start", "accept", "remove-dump",
+              "agent-run"]
+FAST = ["prepare", "copy", "verify-staging", "approval", "stop", "swap", "start", "accept", "drop-staging",
+        "remove-dump", "agent-run"]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0 s"), (59.4, "59 s"), (60, "1 min"), (125, "2 min 05 s"),
+                                                (3600, "1 h 00 min"), (5400, "1 h 30 min")])
+def test_durations_read_as_an_operator_books_them(seconds, text):
+    assert duration(seconds) == text
+
+
+@pytest.mark.parametrize("case", FACTS["copies"], ids=lambda c: c["name"])
+def test_the_copys_forecast_from_its_facts(case):
+    keys = FAST if case["method"] == "fast" else DOCUMENTED
+    forecast = copy_forecast(case["method"], keys, size_bytes=case["size_bytes"], cpus=case["cpus"],
+                             link_mb_s=case["link_mb_s"])
+    total = forecast.total()
+    assert total.low_s <= total.expected_s <= total.high_s
+    assert round(total.expected_s) == case["expected_total_s"]
+    # The copy only reads from the primary: it serves catalogs throughout; the replica's PuppetDB is stopped for a while
+    assert forecast.unavailable(PRIMARY_CATALOGS) == Estimate(0, 0, 0)
+    assert round(forecast.unavailable(REPLICA_PUPPETDB).expected_s) == case["replica_puppetdb_down_s"]
+    lines = forecast.lines()
+    assert lines[0].startswith("expected total: ") and f"{PRIMARY_CATALOGS}: served throughout" in lines
+    assert any("past runs do not correct these figures yet" in line for line in lines)
+
+
+def test_a_bigger_database_and_a_slower_link_take_longer():
+    def total(size: int, link: float | None) -> float:
+        return copy_forecast("documented", DOCUMENTED, size_bytes=size, cpus=2, link_mb_s=link).total().expected_s
+
+    assert total(4 * 10**9, 100.0) > total(10**9, 100.0)
+    assert total(10**9, 10.0) > total(10**9, 100.0)
+
+
+def test_a_step_the_model_does_not_know_is_refused_not_guessed():
+    with pytest.raises(KeyError, match="no model for step 'teleport'"):
+        copy_forecast("fast", ["teleport"], size_bytes=1, cpus=1, link_mb_s=None)
+
+
+def test_provision_and_enable_share_pes_own_figure_while_the_primary_serves_no_catalogs():
+    forecast = guide_forecast(["backup", "provision", "wait", "verify"], unavailable_during=("provision", "wait"))
+    assert forecast.unavailable(PRIMARY_CATALOGS) == Estimate(20 * 60, 10 * 60, 30 * 60)
+    assert forecast.of("backup").unavailable == "" and forecast.of("wait").unavailable == PRIMARY_CATALOGS
+    assert "the primary's catalogs unavailable for: 20 min (10 min to 30 min)" in forecast.lines()
+
+
+def test_the_fast_copy_is_bound_by_a_slow_link_where_streaming_is_slower_than_its_own_work():
+    # 5 GB at 1 MB/s, compressed (below 18 MB/s) to 7.3 % on the link: 365 s, more than the 156 s of its own work
+    slow = copy_forecast("fast", ["copy"], size_bytes=5 * 10**9, cpus=1, link_mb_s=1.0).of("copy")
+    assert slow is not None and slow.estimate.expected_s == pytest.approx(365)
+    # and by its own work on a fast link: 6 s + 5 GB at 30 s/GB
+    fast = copy_forecast("fast", ["copy"], size_bytes=5 * 10**9, cpus=1, link_mb_s=1000.0).of("copy")
+    assert fast is not None and fast.estimate.expected_s == pytest.approx(156)
+
+
+# -- the same forecast in the dry run, the approval and the summary (fake executor) ---------------------------
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_copys_dry_run_approval_and_summary_show_one_forecast(env, monkeypatch):  # noqa: F811
+    from flows.copy_puppetdb import copy_puppetdb
+
+    planned = copy_puppetdb(method="documented", approve=True, dry_run=True)
+    assert [r["key"] for r in planned["forecast"]["steps"]] == DOCUMENTED
+    lines = planned["forecast"]["lines"]
+    assert lines[0].startswith("expected total: ") and f"{PRIMARY_CATALOGS}: served throughout" in lines
+    shown = latest_artifact("copy-puppetdb-plan")
+    assert "## Forecast" in shown and "| pg_restore --clean |" in shown and f"| {REPLICA_PUPPETDB} |" in shown
+
+    asked: dict[str, str] = {}
+
+    def approval(ctx, book, what, *, approved_up_front, timeout_s=3600, allows=""):
+        asked["allows"] = allows
+
+    monkeypatch.setattr("flows._steps.require_approval", approval)
+    copy_puppetdb(method="documented", approve=True)
+    assert "Forecast (from the start of the run):" in asked["allows"] and lines[0] in asked["allows"]
+    summary = latest_artifact("copy-puppetdb-summary")
+    assert "| step | host | outcome | seconds | forecast |" in summary and " (forecast " in summary
+    restore = next(r for r in planned["forecast"]["steps"] if r["key"] == "restore")
+    assert "| pg_restore --clean | replica.example.com | done |" in summary
+    assert f"{restore['expected']} ({restore['range']})" in summary
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_provisionings_plan_says_the_primary_serves_no_catalogs_for_pes_10_to_30_minutes(env):  # noqa: F811
+    from flows.provision_replica import provision_replica
+
+    planned = provision_replica(sync_timeout_s=30, dry_run=True)
+    down = {r["key"] for r in planned["forecast"]["steps"] if r["unavailable"] == PRIMARY_CATALOGS}
+    assert down == {"provision", "wait"}
+    assert f"{PRIMARY_CATALOGS} unavailable for: 20 min (10 min to 30 min)" in planned["forecast"]["lines"]
