@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
+from flows import _history as history
 from flows._approval import check_up_front, require_approval
 from flows._common import Runbook, log
 from flows._lock import at_step_boundary
@@ -194,12 +195,15 @@ class Procedure:
     results: dict[str, Any] = field(default_factory=dict)
     progress: ProgressLabels | None = None
     forecast: Forecast | None = None  # how long each step should take, from the same facts
+    model: Forecast | None = field(default=None, init=False)  # the forecast before history corrected it
 
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
         self.book.notes.extend(f"planned from: {fact}" for fact in self.facts)
         if self.forecast is not None:
+            self.model = self.forecast  # what past runs are compared with: the model, never a corrected figure
+            self.forecast = self.forecast.corrected(history.ratios(self.ctx, self.name))
             keys = [s.key for s in self.selected()]
             self.book.forecast = {s.title: f.estimate for s in self.steps if (f := self.forecast.of(s.key))}
             self.book.notes.extend(f"forecast: {line}" for line in self.forecast.lines(keys))
@@ -278,6 +282,23 @@ class Procedure:
         finally:
             if self.progress is not None:
                 self.progress.close()
+            self._record_timings()
+
+    def _record_timings(self) -> None:
+        """The steps that finished, with what the model expected of them: the next plan learns from them."""
+        if self.model is None:
+            return
+        key_of = {s.title: s.key for s in self.steps}
+        rows = []
+        for taken in self.book.steps:
+            found = self.model.of(key_of.get(taken["step"], ""))
+            if taken["outcome"] == "done" and found is not None and found.estimate.expected_s > 0:
+                rows.append({"step": found.key, "seconds": taken["seconds"],
+                             "expected_s": round(found.estimate.expected_s, 2)})
+        try:
+            history.record(self.ctx, self.name, rows)
+        except Exception as exc:  # the run's outcome stands; only the next forecast learns less
+            log().warning("step timings not recorded: %s", exc)
 
     def _run(self, steps: list[Step], outcome: Callable[[dict[str, Any]], Outcome], approve: bool) -> Finished:
         started: set[str] = set()

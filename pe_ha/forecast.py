@@ -80,6 +80,26 @@ class Forecast:
         return sum((s.estimate for s in self.steps if s.unavailable == what and (chosen is None or s.key in chosen)),
                    NOTHING)
 
+    def corrected(self, ratios: dict[str, list[float]]) -> Forecast:
+        """The same forecast, each step with a history (actual over expected, in this installation's past runs)
+        scaled by its median ratio, within half again either side of the corrected figure."""
+        steps, used = [], 0
+        for s in self.steps:
+            past = sorted(ratios.get(s.key, ()))
+            if not past or s.estimate.expected_s <= 0:
+                steps.append(s)
+                continue
+            used = max(used, len(past))
+            expected = s.estimate.expected_s * past[len(past) // 2]
+            steps.append(StepForecast(s.key, Estimate(expected, expected / 1.5, expected * 1.5), s.unavailable,
+                                      f"{s.basis}; corrected by {len(past)} past run(s)"))
+        if not used:
+            return self
+        basis = tuple(b for b in self.basis if b != NO_HISTORY) + (
+            f"history: steps measured in up to {used} of this installation's past runs are corrected by the median "
+            "of actual over expected; the others keep the model's range",)
+        return Forecast(tuple(steps), basis)
+
     def lines(self, keys: Iterable[str] | None = None) -> list[str]:
         """The totals and the basis, as the plan, the approval and the summary show them."""
         keys = list(keys) if keys is not None else None

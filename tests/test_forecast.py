@@ -4,11 +4,13 @@ and the basis, from facts given here (no lab). Then the same figures in the dry 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
 from pe_ha.forecast import (
+    NO_HISTORY,
     PRIMARY_CATALOGS,
     REPLICA_PUPPETDB,
     Estimate,
@@ -79,8 +81,22 @@ def test_the_fast_copy_is_bound_by_a_slow_link_where_streaming_is_slower_than_it
 # -- the same forecast in the dry run, the approval and the summary (fake executor) ---------------------------
 
 
+@pytest.fixture()
+def own_history(env):  # noqa: F811
+    """The plans' fake installation under a name of its own: no other test's runs are its history."""
+    from deployments.setup import ensure_lock
+    from pe_ha import context
+
+    installation = f"forecast-{uuid.uuid4().hex[:8]}"
+    ensure_lock(installation)
+    given = context.given()
+    with context.using(executor=env, api=given.api,
+                       settings=given.settings.model_copy(update={"installation": installation})):
+        yield env
+
+
 @pytest.mark.usefixtures("prefect_harness")
-def test_the_copys_dry_run_approval_and_summary_show_one_forecast(env, monkeypatch):  # noqa: F811
+def test_the_copys_dry_run_approval_and_summary_show_one_forecast(own_history, monkeypatch):
     from flows.copy_puppetdb import copy_puppetdb
 
     planned = copy_puppetdb(method="documented", approve=True, dry_run=True)
@@ -106,10 +122,41 @@ def test_the_copys_dry_run_approval_and_summary_show_one_forecast(env, monkeypat
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_provisionings_plan_says_the_primary_serves_no_catalogs_for_pes_10_to_30_minutes(env):  # noqa: F811
+def test_provisionings_plan_says_the_primary_serves_no_catalogs_for_pes_10_to_30_minutes(own_history):
     from flows.provision_replica import provision_replica
 
     planned = provision_replica(sync_timeout_s=30, dry_run=True)
     down = {r["key"] for r in planned["forecast"]["steps"] if r["unavailable"] == PRIMARY_CATALOGS}
     assert down == {"provision", "wait"}
     assert f"{PRIMARY_CATALOGS} unavailable for: 20 min (10 min to 30 min)" in planned["forecast"]["lines"]
+
+
+def test_history_corrects_each_step_by_its_median_ratio_and_says_so():
+    model = copy_forecast("documented", DOCUMENTED, size_bytes=10**9, cpus=1, link_mb_s=None)
+    corrected = model.corrected({"restore": [2.0, 3.0, 1.0], "approval": [5.0]})
+    restore = corrected.of("restore")
+    assert restore is not None and restore.estimate.expected_s == pytest.approx(2 * model.of("restore").estimate.expected_s)
+    assert restore.estimate.low_s < restore.estimate.expected_s < restore.estimate.high_s
+    assert corrected.of("dump") == model.of("dump")  # no history: the model's own range
+    assert corrected.of("approval") == model.of("approval")  # nothing expected, nothing to correct
+    assert any("corrected by the median" in b for b in corrected.basis) and NO_HISTORY not in corrected.basis
+    assert model.corrected({}) is model
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_records_its_timings_and_the_next_plan_learns_from_them(own_history):
+    from flows._history import ratios
+    from flows.copy_puppetdb import copy_puppetdb
+    from pe_ha import context
+
+    first = copy_puppetdb(method="documented", approve=True, dry_run=True)["forecast"]["lines"]
+    assert any("past runs do not correct" in line for line in first)
+    copy_puppetdb(method="documented", approve=True)
+    learned = ratios(context.given(), "copy-puppetdb")
+    assert {"dump", "restore", "verify"} <= set(learned) and "approval" not in learned
+    # the fake executor answers at once: every step took far less than the model expects
+    assert all(r < 0.5 for r in learned["restore"])
+    second = copy_puppetdb(method="documented", approve=True, dry_run=True)["forecast"]
+    assert any("corrected by the median" in line for line in second["lines"])
+    restore = next(r for r in second["steps"] if r["key"] == "restore")
+    assert "corrected by 1 past run(s)" in restore["basis"]
