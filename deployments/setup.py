@@ -141,8 +141,20 @@ def ensure_automations(block_id: str | None) -> dict[str, str]:
 
 
 def _definition(automation: Automation) -> dict:
-    return automation.model_dump(mode="json", include={"description", "enabled", "trigger", "actions"},
-                                 exclude={"trigger": {"id"}})
+    dumped = automation.model_dump(mode="json", include={"description", "enabled", "trigger", "actions"},
+                                   exclude={"trigger": {"id"}})
+    return _sets_sorted(dumped)
+
+
+def _sets_sorted(value):
+    """The trigger's sets (``after``, ``expect``, ``for_each``) dump as lists in set order, which two equal sets
+    need not share: compare them sorted."""
+    if isinstance(value, dict):
+        return {k: _sets_sorted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_sets_sorted(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
 
 
 def apply_health_interval(installation: str, seconds: int) -> str:

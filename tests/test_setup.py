@@ -59,3 +59,12 @@ def test_every_run_sends_heartbeats_and_one_that_stops_is_marked_crashed():
     assert all(tag in t for t in _tags().values())  # every pe-ha deployment, the health check too
     assert trigger.within.total_seconds() == CRASHED_AFTER_S >= 2 * HEARTBEAT_S  # one late heartbeat is no crash
     assert crash_automation().actions[0].state.value == "CRASHED"
+
+
+def test_an_automations_sets_are_compared_sorted_and_its_actions_in_order():
+    """The trigger's sets dump as lists in set order, which two equal sets need not share (a second `pe-ha setup`
+    once reported the unchanged crash automation as `updated`)."""
+    from deployments.setup import _sets_sorted
+
+    assert _sets_sorted({"trigger": {"expect": ["b", "a"], "after": []}, "actions": [{"x": 2}, {"x": 1}]}) == \
+        {"trigger": {"expect": ["a", "b"], "after": []}, "actions": [{"x": 2}, {"x": 1}]}
