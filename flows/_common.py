@@ -61,13 +61,13 @@ class Runbook:
         expected = sum((e for title, e in self.forecast.items() if title in taken), NOTHING)
         md = [f"# {self.procedure}: {outcome}", "", f"Target: `{self.target}` — total {total:.1f} s"
               + (f" (forecast {expected.text()})" if self.forecast else ""), ""]
-        if self.forecast:  # forecast and actual side by side
-            md += ["| step | host | outcome | seconds | forecast |", "|---|---|---|---|---|"]
-            md += [f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} | "
-                   f"{self.forecast[s['step']].text() if s['step'] in self.forecast else '-'} |" for s in self.steps]
-        else:
-            md += ["| step | host | outcome | seconds |", "|---|---|---|---|"]
-            md += [f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} |" for s in self.steps]
+        with_forecast = bool(self.forecast)  # forecast and actual side by side
+        md += ["| step | host | outcome | seconds |" + (" forecast |" if with_forecast else ""),
+               "|---|---|---|---|" + ("---|" if with_forecast else "")]
+        for s in self.steps:
+            forecast = (f" {self.forecast[s['step']].text() if s['step'] in self.forecast else '-'} |"
+                        if with_forecast else "")
+            md.append(f"| {s['step']} | {s['host']} | {s['outcome']} | {s['seconds']} |" + forecast)
         if self.notes or notes:
             md += ["", "## Notes", *[f"- {mask(n)}" for n in [*self.notes, *notes]]]
         if next_steps:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -195,18 +195,17 @@ class Procedure:
     results: dict[str, Any] = field(default_factory=dict)
     progress: ProgressLabels | None = None
     forecast: Forecast | None = None  # how long each step should take, from the same facts
+    past: Mapping[str, Sequence[float]] = field(default_factory=dict)  # per step, actual over expected in past runs
     model: Forecast | None = field(default=None, init=False)  # the forecast before history corrected it
-
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
         self.book.notes.extend(f"planned from: {fact}" for fact in self.facts)
         if self.forecast is not None:
             self.model = self.forecast  # what past runs are compared with: the model, never a corrected figure
-            self.forecast = self.forecast.corrected(history.ratios(self.ctx, self.name))
-            keys = [s.key for s in self.selected()]
+            self.forecast = self.forecast.corrected(self.past)
             self.book.forecast = {s.title: f.estimate for s in self.steps if (f := self.forecast.of(s.key))}
-            self.book.notes.extend(f"forecast: {line}" for line in self.forecast.lines(keys))
+            self.book.notes.extend(f"forecast: {line}" for line in self.forecast_lines())
         if self.topology_on:
             self.steps = [topology(self.ctx, "before", self.topology_on), *self.steps,
                           topology(self.ctx, "after", self.topology_on)]

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 
 from prefect import flow
 
+from flows import _history as history
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -83,7 +84,8 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     forecast = copy_forecast(method, [step.key for step in steps], size_bytes=facts.size, cpus=facts.cpus,
                              link_mb_s=facts.fast.link_mb_s if facts.fast is not None else None)
     procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines(),
-                          forecast=forecast)
+                          forecast=forecast,
+                          past=history.ratios(ctx, "copy-puppetdb"))
     if dry_run:
         return procedure.plan()
     finished = procedure.run(copy.outcome, approve=approve)

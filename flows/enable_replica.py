@@ -18,6 +18,7 @@ from typing import Literal
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import _history as history
 from flows._common import log, run_name
 from flows._entry import run_context, with_run_context
 from flows._lock import installation_lock
@@ -161,7 +162,8 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
         steps += drill_steps(ctx, master, test_node, addresses)
     procedure = Procedure(ctx, "enable-replica", replica, steps, topology_on=master, start_at=start_at,
                           phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts,
-                          forecast=guide_forecast([s.key for s in steps], unavailable_during=ENABLE_UNAVAILABLE))
+                          forecast=guide_forecast([s.key for s in steps], unavailable_during=ENABLE_UNAVAILABLE),
+                          past=history.ratios(ctx, "enable-replica"))
     if dry_run:
         return procedure.plan()
 

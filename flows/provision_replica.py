@@ -22,6 +22,7 @@ from typing import Literal
 
 from prefect import flow
 
+from flows import _history as history
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
@@ -162,7 +163,8 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
     ]
     procedure = Procedure(ctx, "provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
                           topology_on=master, facts=facts,
-                          forecast=guide_forecast([s.key for s in steps], unavailable_during=PROVISION_UNAVAILABLE))
+                          forecast=guide_forecast([s.key for s in steps], unavailable_during=PROVISION_UNAVAILABLE),
+                          past=history.ratios(ctx, "provision-replica"))
     if dry_run:
         return procedure.plan()
 

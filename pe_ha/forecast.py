@@ -8,7 +8,7 @@ take 10-30 minutes") until pe-ha measures them. Past runs do not correct the mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 GB = 1e9
@@ -80,7 +80,7 @@ class Forecast:
         return sum((s.estimate for s in self.steps if s.unavailable == what and (chosen is None or s.key in chosen)),
                    NOTHING)
 
-    def corrected(self, ratios: dict[str, list[float]]) -> Forecast:
+    def corrected(self, ratios: Mapping[str, Sequence[float]]) -> Forecast:
         """The same forecast, each step with a history (actual over expected, in this installation's past runs)
         scaled by its median ratio, within half again either side of the corrected figure."""
         steps, used = [], 0

@@ -90,7 +90,7 @@ def _services(port, path, body):
     return 200 if all(v["state"] == "running" for v in statuses.values()) else 503, statuses
 
 
-def _one_service(port, path, body):
+def one_service(port, path, body):
     key = path.rsplit("/", 1)[1]
     statuses = port_statuses(port)
     if key not in statuses:  # trapperkeeper-status's 404 (contract sample status-service-404-not-found.json)
@@ -111,6 +111,6 @@ def _simple(port, path, body):
 
 ROUTES = [
     Route("GET", None, "/status/v1/services", _services),
-    Route("GET", None, "/status/v1/services/", _one_service, prefix=True),
+    Route("GET", None, "/status/v1/services/", one_service, prefix=True),
     Route("GET", None, "/status/v1/simple", _simple, prefix=True),
 ]
