@@ -8,9 +8,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
 
+import contextlib  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -73,19 +75,71 @@ def make_settings(tmp_path: Path, **overrides):
     return load_settings(**values)
 
 
+@contextlib.contextmanager
+def prefect_server_on_postgres() -> Iterator[None]:
+    """Prefect's test harness, on PostgreSQL instead of SQLite: on SQLite two concurrent writes (a run's labels,
+    the lock holder's variable, the task-run recorder) collide as "database is locked", and the client backs off
+    2 s each time (../shared/reference/prefect-3.9-notes.md). The unit tests wrote about one such pause per
+    flow. The production set-up's SQLite server is tested on the lab's stack."""
+    import prefect.context
+    import prefect.settings
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.database.dependencies import temporary_database_interface
+
+    from lab.pgserver import LocalPostgres
+    from lab.stack import free_port
+
+    port = free_port()
+    pg = LocalPostgres(data_dir=Path("/var/tmp/pe-ha-prefect-pg") / str(port), port=port).start()
+    try:
+        with temporary_database_interface(), prefect.settings.temporary_settings(
+                {prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: pg.url}):
+            server = SubprocessASGIServer(port=free_port())
+            SubprocessASGIServer._instances[None] = server  # as the harness does: no second, ephemeral server
+            server.start(timeout=120)
+            try:
+                # The global settings too, as the harness sets them: a thread of ours (the progress labels)
+                # starts from them, not from this thread's context.
+                with prefect.settings.temporary_settings({prefect.settings.PREFECT_API_URL: server.api_url}), \
+                        prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+                    yield
+            finally:
+                _drain_logs_and_events()  # before the server goes, as the harness does
+                SubprocessASGIServer._instances.pop(None, None)
+                server.stop()
+    finally:
+        pg.stop()
+
+
+def _drain_logs_and_events() -> None:
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        for drained in (APILogWorker.instance().drain(), EventsWorker.drain_all()):
+            if inspect.isawaitable(drained):
+                await drained
+
+    try:
+        run_coro_as_sync(drain())
+    except RuntimeError:  # a worker that never started has nothing to drain
+        pass
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for the session; the flow heartbeat (about 1 s per flow) is off."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):  # noqa: SIM117
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            from deployments.setup import ensure_lock
+    with prefect_server_on_postgres(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        from deployments.setup import ensure_lock
 
-            for installation in ("unit", "lab"):
-                ensure_lock(installation)
-            yield
+        for installation in ("unit", "lab"):
+            ensure_lock(installation)
+        yield
 
 
 def fake_pe_api(settings, *, token_expires_in: float = 36000, status: dict | None = None, groups: list | None = None,
