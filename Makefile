@@ -73,7 +73,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 SOAK_S ?= 3600
-soak: setup  ## the PostgreSQL soak alone, for SOAK_S seconds (make test runs it for 150)
+soak: setup  ## the PostgreSQL soak alone, for SOAK_S seconds (make test runs one lifecycle)
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	@trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
 	  PEHA_SOAK_S=$(SOAK_S) $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_scale_soak.py

@@ -1,6 +1,7 @@
 """`pe-ha`: start and follow pe-ha's procedures through the Prefect server, thin over Prefect's client.
 
     pe-ha run PROCEDURE [--param k=v ...] [--watch]   start its deployment (and follow state and logs)
+    pe-ha run PROCEDURE --at TIME [--window DURATION] ... schedule it into a change window the forecast must fit
     pe-ha plan PROCEDURE [--param k=v ...]            the dry run: print the plan of every step
     pe-ha run PROCEDURE --token-file FILE ...         ... recording who started it (their RBAC login)
     pe-ha approve RUN (--token-file FILE | --operator NAME) [--reject] [--comment TEXT]
@@ -134,9 +135,10 @@ def rbac_login(token: Any) -> str:
         raise SystemExit(f"pe-ha: RBAC did not confirm the token: {exc}") from None
 
 
-def start(procedure: str, params: dict[str, Any], *, installation: str, started_by: str | None = None) -> str:
-    """Create the run. With ``started_by``, the run is held until its starter's login is recorded beside it
-    (as a run input, not a parameter), then released to the worker."""
+def start(procedure: str, params: dict[str, Any], *, installation: str, started_by: str | None = None,
+          at: Any = None) -> str:
+    """Create the run, to start now or ``at`` (a Scheduled run). With ``started_by``, the run is held until its
+    starter's login is recorded beside it (as a run input, not a parameter), then released to the worker."""
     import datetime as dt
     import json as _json
 
@@ -147,7 +149,8 @@ def start(procedure: str, params: dict[str, Any], *, installation: str, started_
 
     with _client() as client:
         deployment = _deployment(client, procedure, installation)
-        held = {"state": Scheduled(scheduled_time=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))} if started_by else {}
+        held = {"state": Scheduled(scheduled_time=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))} if started_by else (
+            {"state": Scheduled(scheduled_time=at)} if at else {})
         try:
             run = client.create_flow_run_from_deployment(deployment.id, parameters=params, **held)
         except PrefectHTTPStatusError as exc:  # e.g. 409: a misspelt parameter, named by the server
@@ -156,14 +159,79 @@ def start(procedure: str, params: dict[str, Any], *, installation: str, started_
         if started_by:
             try:
                 client.create_flow_run_input(run.id, STARTED_BY_INPUT, _json.dumps(started_by))
-                client.set_flow_run_state(run.id, Scheduled(), force=True)
+                client.set_flow_run_state(run.id, Scheduled(scheduled_time=at) if at else Scheduled(), force=True)
             except Exception as exc:  # a held run nobody releases would start a day later: remove it
                 with contextlib.suppress(Exception):
                     client.delete_flow_run(run.id)
                 raise SystemExit(f"pe-ha: could not record who started the run ({type(exc).__name__}: {exc}); "
                                  f"the held run {run.id} was deleted and nothing ran. Start it again.") from None
-    print(f"started {run.name} (flow run {run.id})" + (f" by PE user {started_by}" if started_by else ""))
+    print(("scheduled" if at else "started") + f" {run.name} (flow run {run.id})"
+          + (f" for {at:%Y-%m-%d %H:%M:%S} UTC" if at else "") + (f" by PE user {started_by}" if started_by else ""))
     return str(run.id)
+
+
+UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90m``, ``2h``, ``1h30m`` or ``45s``: a unit is required, so no figure is misread."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != text.strip().lower().replace(" ", ""):
+        raise SystemExit(f"pe-ha: {text!r} is not a duration: write it like 90m, 2h or 1h30m")
+    return sum(float(n) * UNITS_S[u] for n, u in parts)
+
+
+def parse_at(text: str, now: Any = None) -> Any:
+    """When a scheduled run starts: ``+DURATION`` from now, or an ISO 8601 time (without an offset: this
+    machine's local time); always in the future."""
+    import datetime as dt
+
+    now = now or dt.datetime.now(dt.UTC)
+    if text.startswith("+"):
+        return now + dt.timedelta(seconds=parse_duration(text[1:]))
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"pe-ha: --at {text!r} is not a time: write 2026-12-13T02:00 (local), "
+                         "2026-12-13T02:00+00:00, or +10m") from None
+    at = (at if at.tzinfo else at.astimezone()).astimezone(dt.UTC)
+    if at <= now:
+        raise SystemExit(f"pe-ha: --at {at:%Y-%m-%d %H:%M:%S} UTC is in the past")
+    return at
+
+
+def forecast_of(procedure: str, params: dict[str, Any], *, installation: str) -> list[dict]:
+    """The procedure's forecast from today's facts: its dry run through the deployment, as `pe-ha plan` runs it."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_id = start(procedure, {**params, "dry_run": True}, installation=installation)
+    final = watch(run_id, follow_logs=False)
+    if final != "COMPLETED":
+        raise SystemExit(f"pe-ha: the plan of {procedure} ended {final}, so its forecast is unknown: nothing was "
+                         f"scheduled (see flow run {run_id})")
+    with _client() as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    for artifact in found:
+        if artifact.key == f"{procedure}-forecast":
+            data = artifact.data
+            return json.loads(data) if isinstance(data, str) else list(data or [])
+    raise SystemExit(f"pe-ha: {procedure} makes no forecast, so no window can be checked for it: schedule it "
+                     "with --at alone")
+
+
+def fits_window(procedure: str, rows: list[dict], window_s: float) -> str:
+    """What the operator is told when the forecast fits; a refusal naming both figures when it does not."""
+    from pe_ha.forecast import duration
+
+    expected, low, high = (sum(float(r[k]) for r in rows) for k in ("expected_s", "low_s", "high_s"))
+    figures = f"{duration(expected)} ({duration(low)} to {duration(high)})"
+    if high > window_s:
+        raise SystemExit(f"pe-ha: refused: the forecast of {procedure}, {figures}, does not fit the "
+                         f"{duration(window_s)} window: the run could take up to {duration(high)}. Nothing was "
+                         "scheduled; book a longer window.")
+    return f"the forecast, {figures}, fits the {duration(window_s)} window"
 
 
 def watch(run_id: str, *, follow_logs: bool = True, poll_s: float = 1.0) -> str:
@@ -345,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--watch", action="store_true", help="follow the run's state and logs until it ends")
             c.add_argument("--token-file", metavar="FILE",
                            help="your own RBAC token (- prompts): the run records your PE login as its starter")
+            c.add_argument("--at", metavar="TIME",
+                           help="schedule the run: 2026-12-13T02:00 (local time), with an offset, or +10m")
+            c.add_argument("--window", metavar="DURATION",
+                           help="the change window from its start (90m, 2h): refused now when the forecast does "
+                                "not fit it, and checked again when the run starts")
     a = sub.add_parser("approve", help="answer a paused run's approval")
     a.add_argument("run")
     who = a.add_mutually_exclusive_group(required=True)
@@ -362,9 +435,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         installation = args.installation or default_installation()
         if args.command == "run":
+            params = parse_params(args.param)
+            at = parse_at(args.at) if args.at else None
+            window_s = parse_duration(args.window) if args.window else None
             started_by = rbac_login(read_token(args.token_file)) if args.token_file else None
-            run_id = start(args.procedure, parse_params(args.param), installation=installation,
-                           started_by=started_by)
+            if window_s is not None:
+                fits = fits_window(args.procedure, forecast_of(args.procedure, params, installation=installation),
+                                   window_s)
+                params["window_minutes"] = round(window_s / 60, 2)
+                print(fits)
+            run_id = start(args.procedure, params, installation=installation, started_by=started_by, at=at)
             return EXIT.get(watch(run_id), 4) if args.watch else 0
         if args.command == "plan":
             return plan(args.procedure, parse_params(args.param), installation=installation)

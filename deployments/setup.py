@@ -112,6 +112,12 @@ def wanted_automations(block_id: str) -> list[Automation]:
             block_id, "pe-ha: {{ flow.name }} run {{ flow_run.name }} crashed",
             "Flow run {{ flow_run.name }} crashed: {{ flow_run.state.message }}"),
         _automation(
+            "pe-ha: a run will outlive its change window",
+            EventTrigger(expect={"pe-ha.window.overrun"}, match={"prefect.resource.id": "pe-ha.installation.*"},
+                         posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+            block_id, "pe-ha: a run on {{ event.resource.name }} will outlive its change window",
+            "{{ event.payload.message }}"),
+        _automation(
             "pe-ha: PE health degraded",
             EventTrigger(expect={"pe-ha.health.degraded"}, match={"prefect.resource.id": "pe-ha.installation.*"},
                          posture=Posture.Reactive, threshold=1, within=timedelta(0)),

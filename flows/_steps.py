@@ -7,6 +7,7 @@ steps (``always``) also run after a failure; the summary artifact is published o
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,8 +23,8 @@ from flows._common import Runbook, log
 from flows._lock import at_step_boundary
 from pe_ha.commands import Command
 from pe_ha.context import RunContext
-from pe_ha.errors import ApprovalRejected, PeHaError
-from pe_ha.forecast import Forecast, duration
+from pe_ha.errors import ApprovalRejected, PeHaError, PreconditionFailed, ValidationError
+from pe_ha.forecast import ChangeWindow, Forecast, duration, window_minutes_problem
 from pe_ha.masking import mask
 
 
@@ -196,7 +197,9 @@ class Procedure:
     progress: ProgressLabels | None = None
     forecast: Forecast | None = None  # how long each step should take, from the same facts
     past: Mapping[str, Sequence[float]] = field(default_factory=dict)  # per step, actual over expected in past runs
+    window: ChangeWindow | None = None  # the change window booked for this run: it must hold the forecast
     model: Forecast | None = field(default=None, init=False)  # the forecast before history corrected it
+    overrun_alerted: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.book = Runbook(self.name, self.target)
@@ -242,9 +245,12 @@ class Procedure:
                    "", *[f"- {line}" for line in self.forecast_lines()]]
         if self.facts:
             md += ["", "## Planned from these facts (read, nothing changed)", *[f"- {mask(f)}" for f in self.facts]]
-        from prefect.artifacts import create_markdown_artifact
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
         create_markdown_artifact(key=f"{self.name}-plan", markdown="\n".join(md), description=f"dry run of {self.name}")
+        if forecast:  # the same figures, for pe-ha run --window to read
+            create_table_artifact(key=f"{self.name}-forecast", table=forecast,
+                                  description=f"forecast of {self.name}, per step (seconds)")
         log().info("dry run: %d planned rows, nothing executed", len(rows))
         return {"dry_run": True, "plan": rows, "facts": list(self.facts),
                 "forecast": {"steps": forecast, "lines": self.forecast_lines()}}
@@ -265,7 +271,15 @@ class Procedure:
         return rows
 
     def forecast_lines(self) -> list[str]:
-        return self.forecast.lines([s.key for s in self.selected()]) if self.forecast is not None else []
+        if self.forecast is None:
+            return []
+        keys = [s.key for s in self.selected()]
+        lines = self.forecast.lines(keys)
+        if self.window is not None:
+            misfit = self.window.misfit(self.forecast.total(keys), dt.datetime.now(dt.UTC))
+            lines.insert(1, f"change window until {self.window.ends:%Y-%m-%d %H:%M} UTC: "
+                            + (f"does NOT fit: {misfit}" if misfit else "the forecast's high end fits"))
+        return lines
 
     def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Finished:
         """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run
@@ -273,6 +287,7 @@ class Procedure:
         steps = self.selected()
         if any(step.approval for step in steps):
             check_up_front(self.ctx.settings.approval_policy, approve)
+        self._check_window(steps)
         skipped = [s for s in self.steps if s not in steps]
         for step in skipped:
             self.book.skip(step.title, f"start_at={self.start_at}")
@@ -282,6 +297,41 @@ class Procedure:
             if self.progress is not None:
                 self.progress.close()
             self._record_timings()
+
+    def _check_window(self, steps: Sequence[Step]) -> None:
+        """At the start, from the facts just read: a forecast the booked window cannot hold starts nothing."""
+        if self.window is None or self.forecast is None:
+            return
+        misfit = self.window.misfit(self.forecast.total(s.key for s in steps), dt.datetime.now(dt.UTC))
+        if misfit:
+            raise PreconditionFailed(f"{self.name} did not start, and nothing was changed: {misfit}",
+                                     hint="book a longer window or a smaller step, then schedule the run again "
+                                          "(pe-ha plan shows the forecast from today's facts)")
+
+    def _watch_window(self, remaining: Sequence[Step]) -> None:
+        """After each step: when the steps left are expected to end after the window, one alert says so. The run
+        goes on: a destructive procedure stopped halfway is worse than a window overrun."""
+        if self.window is None or self.forecast is None or self.overrun_alerted:
+            return
+        expected_end = self.window.overrun(self.forecast.total(s.key for s in remaining), dt.datetime.now(dt.UTC))
+        if expected_end is None:
+            return
+        self.overrun_alerted = True
+        step = self.book.steps[-1]["step"] if self.book.steps else "the start"
+        message = (f"{self.name} will outlive its change window: after {step!r} it is expected to end at "
+                   f"{expected_end:%Y-%m-%d %H:%M} UTC, past the window's end at {self.window.ends:%H:%M} UTC; "
+                   "it goes on (its steps must finish)")
+        log().warning("%s", message)
+        from prefect.events import emit_event
+        from prefect.runtime import flow_run
+
+        emit_event(event="pe-ha.window.overrun",
+                   resource={"prefect.resource.id": f"pe-ha.installation.{self.ctx.settings.installation}",
+                             "prefect.resource.name": self.ctx.settings.installation},
+                   related=[{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                             "prefect.resource.role": "flow-run", "prefect.resource.name": str(flow_run.name)}],
+                   payload={"message": message, "step": step, "expected_end": expected_end.isoformat(),
+                            "window_ends": self.window.ends.isoformat()})
 
     def _record_timings(self) -> None:
         """The steps that finished, with what the model expected of them: the next plan learns from them."""
@@ -312,6 +362,7 @@ class Procedure:
                 if step.approval:
                     self._approve(step, steps[index + 1:], approve)
                     done.add(step.key)
+                    self._watch_window(steps[index + 1:])  # a late approval may have used the window up
                     continue
                 started.add(step.key)
                 _starting(self.ctx, self.name, step)
@@ -319,6 +370,7 @@ class Procedure:
                     self.results[step.key] = self._act(step)
                 done.add(step.key)
                 self._note_progress(step, steps[index + 1:])
+                self._watch_window(steps[index + 1:])
             current = None
         except ApprovalRejected as exc:
             self._cleanup(steps, started, done)
@@ -390,6 +442,22 @@ class Procedure:
                                     "again (steps already done are safe to repeat, or use start_at where offered)."])
         except Exception as publish_error:  # a lost summary must not replace the run's real error
             log().error("could not publish the summary: %s", publish_error)
+
+
+def change_window(minutes: float | None) -> ChangeWindow | None:
+    """The window booked for this run (``window_minutes``), from its scheduled start: checked as bad input before
+    anything is read."""
+    problem = window_minutes_problem(minutes)
+    if problem:
+        raise ValidationError(problem)
+    if minutes is None:
+        return None
+    from prefect.runtime import flow_run
+
+    scheduled = flow_run.scheduled_start_time  # the run's expected start: for a run started now, its creation
+    # a plain datetime: Prefect's may be pendulum's, which will not subtract a standard one
+    starts = dt.datetime.fromtimestamp(scheduled.timestamp(), dt.UTC) if scheduled else dt.datetime.now(dt.UTC)
+    return ChangeWindow(starts, float(minutes))
 
 
 def topology(ctx: RunContext, label: str, host: str) -> Step:

@@ -36,7 +36,7 @@ from flows import _history as history
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, read_facts
+from flows._steps import Outcome, Procedure, Step, change_window, read_facts
 from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
@@ -52,7 +52,8 @@ SERVICES_IN_ORDER = ("puppet", "pe-puppetdb")  # stopped in this order, started 
 @with_run_context
 @installation_lock("copy-puppetdb")
 def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None = None,
-                  method: Literal["fast", "documented"] = "fast", approve: bool = False, dry_run: bool = False):
+                  method: Literal["fast", "documented"] = "fast", approve: bool = False, dry_run: bool = False,
+                  window_minutes: float | None = None):
     """Copy pe-puppetdb from ``source`` (the master) to ``target`` (the replica) and verify the result.
 
     Args:
@@ -64,7 +65,12 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
         approve: Give the approval up front; otherwise the run pauses before the destructive step and waits for an
             operator.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
+        window_minutes: The change window booked for this run, in minutes from its scheduled start (pe-ha run
+            --at/--window, or the UI's custom run). At the start the facts are read again; a forecast whose high
+            end does not fit what is left of the window starts nothing. A run that will outlive it goes on and
+            alerts once.
     """
+    window = change_window(window_minutes)
     s = ctx.settings
     source = s.pick_host(source, default=s.master.name, what="source")
     target = s.pick_host(target, default=s.replica.name if s.replica else None, what="target")
@@ -85,7 +91,7 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
                              link_mb_s=facts.fast.link_mb_s if facts.fast is not None else None)
     procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines(),
                           forecast=forecast,
-                          past=history.ratios(ctx, "copy-puppetdb"))
+                          past=history.ratios(ctx, "copy-puppetdb"), window=window)
     if dry_run:
         return procedure.plan()
     finished = procedure.run(copy.outcome, approve=approve)

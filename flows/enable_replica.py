@@ -26,6 +26,7 @@ from flows._steps import (
     Outcome,
     Procedure,
     Step,
+    change_window,
     check_token,
     pause_puppet_service,
     read_facts,
@@ -68,7 +69,7 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
                    deploy: Literal["agent-runs", "job"] = "agent-runs", drill: bool = False,
                    drill_node: str | None = None,
                    start_at: Literal["backup", "enable", "deploy", "remove-server", "drill"] = "backup",
-                   dry_run: bool = False) -> dict:
+                   dry_run: bool = False, window_minutes: float | None = None) -> dict:
     """Enable ``replica`` for failover and deploy the new agent configuration.
 
     ``start_at`` re-runs from a named step after a manual fix or a crash; earlier steps are not repeated.
@@ -94,7 +95,12 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
         drill_node: The test node for the drill; empty means the first managed node.
         start_at: Step to start from after a manual fix or a crash: backup, enable, deploy, remove-server or drill.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
+        window_minutes: The change window booked for this run, in minutes from its scheduled start (pe-ha run
+            --at/--window, or the UI's custom run). At the start the facts are read again; a forecast whose high
+            end does not fit what is left of the window starts nothing. A run that will outlive it goes on and
+            alerts once.
     """
+    window = change_window(window_minutes)
     s = ctx.settings
     master, replica = s.master_and_replica(replica=replica)
     # Building the command validates the flags (mono-with-compile needs URLs or skip_agent_config) up front.
@@ -163,7 +169,7 @@ def enable_replica(ctx: RunContext, replica: str | None = None, topology: Topolo
     procedure = Procedure(ctx, "enable-replica", replica, steps, topology_on=master, start_at=start_at,
                           phases=("backup", "enable", "deploy", "remove-server", "drill"), facts=facts,
                           forecast=guide_forecast([s.key for s in steps], unavailable_during=ENABLE_UNAVAILABLE),
-                          past=history.ratios(ctx, "enable-replica"))
+                          past=history.ratios(ctx, "enable-replica"), window=window)
     if dry_run:
         return procedure.plan()
 

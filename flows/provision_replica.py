@@ -26,7 +26,7 @@ from flows import _history as history
 from flows._common import log, run_name
 from flows._entry import with_run_context
 from flows._lock import installation_lock
-from flows._steps import Outcome, Procedure, Step, check_token, pause_puppet_service, read_facts, remove_token, stage_token
+from flows._steps import Outcome, Procedure, Step, change_window, check_token, pause_puppet_service, read_facts, remove_token, stage_token
 from pe_ha import commands
 from pe_ha.context import RunContext
 from pe_ha.errors import PreconditionFailed
@@ -43,7 +43,7 @@ PROVISION_UNAVAILABLE = ("provision", "copy-puppetdb", "wait")
 @installation_lock("provision-replica")
 def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb: bool = False, sync_timeout_s: float = 1800,
                       verify_node: str | None = None, start_at: Literal["provision", "wait", "verify"] = "provision",
-                      dry_run: bool = False) -> dict:
+                      dry_run: bool = False, window_minutes: float | None = None) -> dict:
     """Provision ``replica`` from the primary master and wait until its services are synced and running.
 
     ``start_at`` re-runs from a named step after a manual fix or a crash (preconditions always run again;
@@ -59,7 +59,12 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
             managed node.
         start_at: Step to start from after a manual fix or a crash: provision, wait or verify.
         dry_run: Validate and show the plan (every command and where it runs) without running anything.
+        window_minutes: The change window booked for this run, in minutes from its scheduled start (pe-ha run
+            --at/--window, or the UI's custom run). At the start the facts are read again; a forecast whose high
+            end does not fit what is left of the window starts nothing. A run that will outlive it goes on and
+            alerts once.
     """
+    window = change_window(window_minutes)
     s = ctx.settings
     master, replica = s.master_and_replica(replica=replica)
     sync_timeout_s = timeout_seconds(sync_timeout_s, what="sync_timeout_s", minimum=1)
@@ -164,7 +169,7 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
     procedure = Procedure(ctx, "provision-replica", replica, steps, phases=("provision", "wait", "verify"), start_at=start_at,
                           topology_on=master, facts=facts,
                           forecast=guide_forecast([s.key for s in steps], unavailable_during=PROVISION_UNAVAILABLE),
-                          past=history.ratios(ctx, "provision-replica"))
+                          past=history.ratios(ctx, "provision-replica"), window=window)
     if dry_run:
         return procedure.plan()
 

@@ -3,13 +3,15 @@ procedure reads before anything changes, with its basis shown beside it.
 
 The copy's figures come from a cost model in seconds per GB of ``pe-puppetdb``, calibrated by ``bench.copy`` in
 the lab (``docs/performance.md``); provisioning and enabling have only PE's own figure ("typical installations
-take 10-30 minutes") until pe-ha measures them. Past runs do not correct the model yet: every forecast says so.
+take 10-30 minutes") until pe-ha measures them; this installation's past runs correct both. A change window
+booked for a run must hold the forecast's high end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 GB = 1e9
 
@@ -215,3 +217,46 @@ def guide_forecast(step_keys: Sequence[str], *, unavailable_during: Sequence[str
         "PE's guide: \"the master is unavailable to serve catalog requests\" during this task; \"typical "
         "installations take 10-30 minutes\", depending on the size of PuppetDB and the hardware",
         "pe-ha has no model of its own for these steps yet", NO_HISTORY))
+
+
+# -- change windows --------------------------------------------------------------------------------------------
+
+MAX_WINDOW_MINUTES = 7 * 24 * 60
+
+
+@dataclass(frozen=True)
+class ChangeWindow:
+    """The change window an operator booked for a run: ``minutes`` from the run's scheduled start (UTC)."""
+
+    starts: datetime
+    minutes: float
+
+    @property
+    def ends(self) -> datetime:
+        return self.starts + timedelta(minutes=self.minutes)
+
+    def left_s(self, now: datetime) -> float:
+        return (self.ends - now).total_seconds()
+
+    def misfit(self, total: Estimate, now: datetime) -> str | None:
+        """Why a run expected to take ``total`` cannot start at ``now`` in this window, or ``None``: the window must
+        hold the forecast's high end, since the destructive steps, once begun, must finish."""
+        left = self.left_s(now)
+        if total.high_s <= left:
+            return None
+        return (f"the forecast, {total.text()}, does not fit the change window: {duration(max(left, 0))} of its "
+                f"{duration(self.minutes * 60)} are left (it ends {self.ends:%Y-%m-%d %H:%M} UTC), and the run could "
+                f"take up to {duration(total.high_s)}")
+
+    def overrun(self, remaining: Estimate, now: datetime) -> datetime | None:
+        """The new expected end when the steps left (``remaining``) are expected to end after the window."""
+        expected_end = now + timedelta(seconds=remaining.expected_s)
+        return expected_end if expected_end > self.ends else None
+
+
+def window_minutes_problem(minutes: float | None) -> str | None:
+    if minutes is None:
+        return None
+    if not 0 < minutes <= MAX_WINDOW_MINUTES:
+        return f"window_minutes={minutes:g}: must be more than 0 and at most {MAX_WINDOW_MINUTES} (7 days)"
+    return None

@@ -28,6 +28,9 @@ def test_a_degraded_health_check_matches_one_automation_only():
     assert all(procedure_tag in t for name, t in tags.items() if name != "verify-health")
     assert health_crash.expect == {"prefect.flow-run.Crashed"}  # a crash emits no event: alerted by the run
     assert degraded.expect == {"pe-ha.health.degraded"}
+    overrun = automations["pe-ha: a run will outlive its change window"]
+    assert overrun.trigger.expect == {"pe-ha.window.overrun"}  # emitted once per run by flows/_steps.py
+    assert "{{ event.payload.message }}" in overrun.actions[0].body  # type: ignore[union-attr]
 
 
 def test_setup_refuses_without_a_webhook(capsys, monkeypatch):
