@@ -40,7 +40,7 @@ from flows._steps import Outcome, Procedure, Step, change_window, read_facts
 from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
-from pe_ha.forecast import copy_forecast
+from pe_ha.forecast import Forecast, copy_forecast
 from pe_ha.settings import Settings, distinct
 from tasks import agent, infrastructure, puppetdb, puppetdb_fast, puppetdb_query, services
 from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
@@ -92,6 +92,7 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines(),
                           forecast=forecast,
                           past=history.ratios(ctx, "copy-puppetdb"), window=window)
+    copy.forecast = procedure.forecast  # as history corrected it
     if dry_run:
         return procedure.plan()
     finished = procedure.run(copy.outcome, approve=approve)
@@ -187,6 +188,11 @@ class Copy:
         self.folder, self.dump_file, self.facts = folder, dump_file, facts
         self.pg: dict[str, str] = {"os_user": self.s.pg_os_user, "bin_dir": self.s.pg_bin_dir}
         self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
+        self.forecast: Forecast | None = None  # the plan's, once made: a long step's progress says what is left
+
+    def expected_s(self, key: str) -> float:
+        found = self.forecast.of(key) if self.forecast is not None else None
+        return found.estimate.expected_s if found is not None else 0.0
 
     def fact_lines(self) -> list[str]:
         f = self.facts
@@ -410,7 +416,8 @@ class FastCopy(Copy):
         ]
 
     def _fast_copy(self) -> puppetdb_fast.StagingCopy:
-        return puppetdb_fast.fast_copy_to_staging(self.ctx, self.fast_plan, source_bytes=self.facts.size)
+        return puppetdb_fast.fast_copy_to_staging(self.ctx, self.fast_plan, source_bytes=self.facts.size,
+                                                  expected_s=self.expected_s("copy"))
 
     def _verify_staging(self, copied: puppetdb_fast.StagingCopy) -> None:
         puppetdb_fast.verify_staging(self.ctx, self.target, copied.fingerprint, copied.loaded_rows)
@@ -490,7 +497,8 @@ class DocumentedCopy(Copy):
 
     def _restore(self) -> puppetdb.RestoreResult:
         try:
-            return puppetdb.restore(self.ctx, self.target, self.restore_cmd, source_bytes=self.facts.size)
+            return puppetdb.restore(self.ctx, self.target, self.restore_cmd, source_bytes=self.facts.size,
+                                    expected_s=self.expected_s("restore"))
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 

@@ -94,7 +94,10 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
         copy_flow(source=master, target=replica, approve=True)
 
     def wait_for_sync() -> list[dict]:
-        return infrastructure.wait_for_replica_operational(ctx, master, replica, sync_timeout_s)
+        # the plan's forecast of this step (made below, before anything runs): each look says what is left
+        forecast = procedure.forecast.of("wait") if procedure.forecast is not None else None
+        return infrastructure.wait_for_replica_operational(
+            ctx, master, replica, sync_timeout_s, expected_s=forecast.estimate.expected_s if forecast else 0)
 
     def verify() -> int:
         return agent.agent_run(ctx, node, verify_cmd, expect_no_changes=True, suffix="-noop")

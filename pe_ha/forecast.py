@@ -50,6 +50,16 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def time_left(expected_s: float, elapsed_s: float) -> str:
+    """How a long step's progress says where it stands against its forecast; empty without one."""
+    if expected_s <= 0:
+        return ""
+    left = expected_s - elapsed_s
+    if left >= 0:
+        return f"about {duration(left)} left of the forecast {duration(expected_s)}"
+    return f"{duration(-left)} past the forecast {duration(expected_s)}"
+
+
 def per_gb(size_bytes: int, fixed_s: float, rate: tuple[float, float, float]) -> Estimate:
     """``fixed_s`` plus ``size`` times a (low, expected, high) rate in seconds per GB."""
     low, expected, high = rate

@@ -12,6 +12,7 @@ from pe_ha import commands, pe_api, versions
 from pe_ha.commands import Command
 from pe_ha.context import RunContext
 from pe_ha.errors import CommandFailed, PreconditionFailed, RemoteTimeout, WaitTimedOut
+from pe_ha.forecast import time_left
 from tasks._base import READ, SIDE_EFFECT, logger
 
 
@@ -82,11 +83,14 @@ def replication_port(ctx: RunContext, master: str, replica: str) -> str:
 
 
 @task(name="wait-for-replica-sync", task_run_name="wait-for-replica-sync/{replica}", **SIDE_EFFECT)
-def wait_for_replica_operational(ctx: RunContext, master: str, replica: str, timeout_s: float, poll_s: float = 5.0) -> list[dict]:
+def wait_for_replica_operational(ctx: RunContext, master: str, replica: str, timeout_s: float, poll_s: float = 5.0,
+                                 expected_s: float = 0) -> list[dict]:
     """Wait, bounded, until every replica service in ``status --format json`` is running (PuppetDB not starting)
-    with no error alert (an inactive database replication shows only as one)."""
+    with no error alert (an inactive database replication shows only as one). Each look says how much of the
+    step's forecast (``expected_s``) is left."""
     log = logger()
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     last: list[dict] | str = "no status read yet"
     while True:
         try:
@@ -98,7 +102,9 @@ def wait_for_replica_operational(ctx: RunContext, master: str, replica: str, tim
             if entries and not not_operational(entries):
                 log.info("replica %s: %s", replica, summarize(entries))
                 return entries
-            log.info("replica %s: %s; waiting for %s", replica, summarize(entries), "; ".join(not_operational(entries)))
+            left = time_left(expected_s, time.monotonic() - started)
+            log.info("replica %s: %s; waiting for %s%s", replica, summarize(entries), "; ".join(not_operational(entries)),
+                     f" ({left})" if left else "")
         except (CommandFailed, RemoteTimeout) as exc:
             last = f"status failed: {exc}"
             log.warning("status of %s not readable yet: %s", replica, exc)

@@ -38,9 +38,10 @@ def load_progress_on(ctx: RunContext, host: str, database: str) -> LoadProgress:
         return load_progress(conn)
 
 
-def watch_load(ctx: RunContext, host: str, database: str, label: str, *, expected_bytes: int = 0) -> ProgressWatch:
+def watch_load(ctx: RunContext, host: str, database: str, label: str, *, expected_bytes: int = 0,
+               expected_s: float = 0) -> ProgressWatch:
     """Progress of a long step that fills ``database`` on ``host`` (see ``ProgressWatch``)."""
-    return ProgressWatch(host, database, label, expected_bytes=expected_bytes,
+    return ProgressWatch(host, database, label, expected_bytes=expected_bytes, expected_s=expected_s,
                          probe=lambda on, db: load_progress_on(ctx, on, db))
 
 
@@ -277,12 +278,13 @@ class RestoreResult:
 
 
 @task(name="pg-restore", task_run_name="pg-restore/{host}", **SIDE_EFFECT)
-def restore(ctx: RunContext, host: str, cmd: commands.Command, source_bytes: int = 0) -> RestoreResult:
+def restore(ctx: RunContext, host: str, cmd: commands.Command, source_bytes: int = 0,
+            expected_s: float = 0) -> RestoreResult:
     """The planned ``pg_restore --clean --jobs=N``. Exit 1 with "errors ignored on restore" is judged by verify(),
     not here. With ``source_bytes``, progress is the restored database's size against it."""
     s = ctx.settings
     started = time.monotonic()
-    with watch_load(ctx, host, DB, f"pg_restore on {host}", expected_bytes=source_bytes):
+    with watch_load(ctx, host, DB, f"pg_restore on {host}", expected_bytes=source_bytes, expected_s=expected_s):
         result = ctx.executor.run(host, cmd, check=False, timeout_s=s.command_timeout_s)
     errors = [line for line in result.stderr.splitlines() if line.startswith("pg_restore: error")]
     # pg_restore exits 1 for any error it ignored (e.g. "cannot drop inherited constraint" with --clean on a

@@ -212,7 +212,7 @@ class StagingCopy:
 
 
 @task(name="fast-copy-to-staging", task_run_name="fast-copy/{plan.source}->{plan.target}", **SIDE_EFFECT)
-def fast_copy_to_staging(ctx: RunContext, plan: FastCopyPlan, source_bytes: int) -> StagingCopy:
+def fast_copy_to_staging(ctx: RunContext, plan: FastCopyPlan, source_bytes: int, expected_s: float = 0) -> StagingCopy:
     """Run the planned fast copy into ``pe-puppetdb-pe-ha-staging`` on the target: the schema frame, table
     streams and index builds (each index as soon as its table's rows are in), the rest of post-data, then the
     sequences. Progress (the staging database's size against ``source_bytes``, and the COPY and index builds
@@ -226,7 +226,8 @@ def fast_copy_to_staging(ctx: RunContext, plan: FastCopyPlan, source_bytes: int)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     ex.run(target, plan.create_staging)
-    with watch_load(ctx, target, DB + commands.STAGING_SUFFIX, f"copy {source} -> {target}", expected_bytes=source_bytes):
+    with watch_load(ctx, target, DB + commands.STAGING_SUFFIX, f"copy {source} -> {target}", expected_bytes=source_bytes,
+                    expected_s=expected_s):
         try:
             with connect(ctx, source) as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pe_ha.background import Background
+from pe_ha.forecast import time_left
 from pe_ha.psql import SqlReader
 from tasks._base import logger
 
@@ -51,15 +52,17 @@ def _index_progress(conn: SqlReader) -> list[str]:
 class ProgressWatch:
     """While a long step runs: every ``every_s`` seconds, what PostgreSQL on ``host`` is doing in ``database``
     (its COPY and index builds) and, given ``expected_bytes`` (the source's size), how far the database has
-    grown toward it, as a log line and in the run's progress artifact. A look that fails is skipped:
+    grown toward it, as a log line and in the run's progress artifact; given ``expected_s`` (the step's
+    forecast), the expected time left. A look that fails is skipped:
     progress reporting never fails or holds up the copy.
 
     Use as a context manager around the step; ``probe(host, database)`` takes one look.
     """
 
     def __init__(self, host: str, database: str, label: str, *, probe: Callable[[str, str], LoadProgress],
-                 expected_bytes: int = 0, every_s: float = 3.0) -> None:
+                 expected_bytes: int = 0, expected_s: float = 0, every_s: float = 3.0) -> None:
         self.host, self.database, self.label, self.expected = host, database, label, expected_bytes
+        self.expected_s = expected_s  # the step's forecast: each look says how much of it is left
         self.every_s = every_s
         self.probe = probe
         self.looks: list[LoadProgress] = []
@@ -89,13 +92,15 @@ class ProgressWatch:
         if exc_type is None:  # the step is done: a fresh copy is smaller than its source, so size never says 100 %
             self._show(100.0)
 
-    def _show(self, share: float) -> None:
+    def _show(self, share: float, left: str = "") -> None:
         if self._artifact is None:
             return
         try:
             from prefect.artifacts import update_progress_artifact
 
-            update_progress_artifact(self._artifact, progress=share)  # type: ignore[arg-type]
+            description = (f"{self.label}: size of {self.database} on {self.host} against the source's"
+                           + (f"; {left}" if left else ""))
+            update_progress_artifact(self._artifact, progress=share, description=description)  # type: ignore[arg-type]
         except Exception as exc:  # a missed artifact update is cosmetic
             logger().debug("progress artifact not updated: %s", exc)
 
@@ -111,12 +116,13 @@ class ProgressWatch:
             self.looks.append(look)
             now = "; ".join(look.activity) or "no COPY or index build running"
             elapsed = time.monotonic() - self._started
+            left = time_left(self.expected_s, elapsed)
             if self.expected <= 0:
-                logger().info("%s after %.0f s: %s", self.label, elapsed, now)
+                logger().info("%s after %.0f s%s: %s", self.label, elapsed, f" ({left})" if left else "", now)
                 continue
             share = min(99.0, 100.0 * look.bytes / self.expected)
-            logger().info("%s: %.0f%% (%.0f of %.0f MiB) after %.0f s; now: %s", self.label, share,
-                          look.bytes / 2**20, self.expected / 2**20, elapsed, now)
-            self._show(share)
+            logger().info("%s: %.0f%% (%.0f of %.0f MiB) after %.0f s%s; now: %s", self.label, share,
+                          look.bytes / 2**20, self.expected / 2**20, elapsed, f" ({left})" if left else "", now)
+            self._show(share, left)
 
 

@@ -160,3 +160,24 @@ def test_a_run_records_its_timings_and_the_next_plan_learns_from_them(own_histor
     assert any("corrected by the median" in line for line in second["lines"])
     restore = next(r for r in second["steps"] if r["key"] == "restore")
     assert "corrected by 1 past run(s)" in restore["basis"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_long_steps_progress_counts_down_the_plans_forecast(own_history, monkeypatch):
+    import tasks.puppetdb
+    from flows.copy_puppetdb import copy_puppetdb
+
+    given: dict[str, float] = {}
+    watch_load = tasks.puppetdb.watch_load
+
+    def spy(ctx, host, database, label, *, expected_bytes=0, expected_s=0):
+        given[label] = expected_s
+        return watch_load(ctx, host, database, label, expected_bytes=expected_bytes, expected_s=expected_s)
+
+    monkeypatch.setattr(tasks.puppetdb, "watch_load", spy)
+    planned = copy_puppetdb(method="documented", approve=True, dry_run=True)
+    restore = next(r for r in planned["forecast"]["steps"] if r["key"] == "restore")
+    copy_puppetdb(method="documented", approve=True)
+    assert restore["expected_s"] > 0
+    assert given["pg_restore on replica.example.com"] == pytest.approx(restore["expected_s"], abs=0.05)
+    assert given["pg_dump on master.example.com"] == 0  # the dump's progress has no size to go by, and says no time

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
+import pytest
+
+from pe_ha.forecast import time_left
 from tasks.puppetdb_progress import LoadProgress, ProgressWatch
 
 
@@ -37,6 +41,28 @@ def test_reports_share_of_the_source_size_and_what_is_loading(caplog):
     # Never 100 % before the step is over: the size passes the source's before the indexes are done.
     assert lines[2].startswith("copy m -> r: 99% (800 of 800 MiB)")
     assert lines[3].startswith("copy m -> r: 99% (1000 of 800 MiB)")
+
+
+@pytest.mark.parametrize(("expected_s", "elapsed_s", "said"), [
+    (600, 0, "about 10 min left of the forecast 10 min"),
+    (600, 455, "about 2 min 25 s left of the forecast 10 min"),
+    (600, 720, "2 min past the forecast 10 min"),
+    (0, 30, ""),  # no forecast: nothing said
+])
+def test_the_time_left_is_the_forecasts(expected_s, elapsed_s, said):
+    assert time_left(expected_s, elapsed_s) == said
+
+
+def test_each_look_says_how_much_of_the_forecast_is_left(caplog):
+    def probe(host: str, database: str) -> LoadProgress:
+        return LoadProgress(400 * 2**20, [])
+
+    caplog.set_level(logging.INFO, logger="pe_ha")
+    with ProgressWatch("replica", "pe-puppetdb", "pg_restore on replica", expected_bytes=800 * 2**20,
+                       expected_s=3600, every_s=0.01, probe=probe) as watch:
+        _wait_for(lambda: len(watch.looks) >= 1)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pg_restore on replica"))
+    assert re.search(r"after \d+ s \(about (1 h 00 min|59 min \d\d s) left of the forecast 1 h 00 min\)", line), line
 
 
 def test_without_an_expected_size_only_the_activity_is_reported(caplog):
