@@ -92,14 +92,14 @@ def down(verbose: bool = True) -> None:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-    # Stop PostgreSQL cleanly first (SIGINT = fast shutdown).
-    for pidfile in LAB_DIR.glob("nodes/*/opt_puppetlabs/server/data/postgresql/*/data/postmaster.pid"):
-        try:
-            pid = int(pidfile.read_text().split()[0])
-            if pid in pids:
+    # Stop PostgreSQL cleanly first (SIGINT = fast shutdown). Its postmaster.pid holds the PID inside the node's
+    # PID namespace, not ours: the postmaster is the postgres process whose parent is not one.
+    for pid in pids:
+        if _is_postmaster(pid) and not _is_postmaster(_parent(pid)):
+            try:
                 os.kill(pid, signal.SIGINT)
-        except (OSError, ValueError):
-            pass
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_alive(p) for p in pids if _is_postmaster(p)):
         time.sleep(0.05)
@@ -145,6 +145,13 @@ def _remove_lab_dir(patience_s: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{LAB_DIR} could not be removed: {'; '.join(failures[:5]) or 'it keeps coming back'}")
         time.sleep(0.2)
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _is_postmaster(pid: int) -> bool:
