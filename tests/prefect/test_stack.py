@@ -25,8 +25,9 @@ def state_of(run: dict) -> str:
 def test_setup_is_idempotent_and_keeps_the_health_interval(stack):
     out = stack.run("pe-ha", "setup", "--webhook-url", stack.hook.url)
     ours = [line for line in out.splitlines() if line.startswith(("work pool ", "lock ", "automation ", "verify-health/"))]
-    assert len(ours) == 7 and not [line for line in ours if line.endswith("created")], out
+    assert len(ours) == 8 and not [line for line in ours if line.endswith("created")], out
     assert "automation 'pe-ha: mark a run Crashed when its heartbeats stop': exists" in ours
+    assert "automation 'pe-ha: a run will outlive its change window': exists" in ours
     assert "lock pe-ha:lab: exists" in ours and "work pool pe-ha: exists" in ours
     assert "verify-health/lab every 30 s: unchanged" in out  # `prefect deploy` kept the schedule
     dep = stack._request("GET", "/deployments/name/verify-health/lab").json()
