@@ -202,23 +202,28 @@ def parse_at(text: str, now: Any = None) -> Any:
     return at
 
 
-def forecast_of(procedure: str, params: dict[str, Any], *, installation: str) -> list[dict]:
-    """The procedure's forecast from today's facts: its dry run through the deployment, as `pe-ha plan` runs it."""
+def _dry_run(procedure: str, params: dict[str, Any], *, installation: str) -> tuple[str, str, dict[str, Any]]:
+    """The procedure's dry run through its deployment: the run's id, final state and artifacts by key."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     run_id = start(procedure, {**params, "dry_run": True}, installation=installation)
     final = watch(run_id, follow_logs=False)
+    with _client() as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return run_id, final, {a.key: a.data for a in found if a.key}
+
+
+def forecast_of(procedure: str, params: dict[str, Any], *, installation: str) -> list[dict]:
+    """The procedure's forecast from today's facts: its dry run through the deployment, as `pe-ha plan` runs it."""
+    run_id, final, artifacts = _dry_run(procedure, params, installation=installation)
     if final != "COMPLETED":
         raise SystemExit(f"pe-ha: the plan of {procedure} ended {final}, so its forecast is unknown: nothing was "
                          f"scheduled (see flow run {run_id})")
-    with _client() as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
-    for artifact in found:
-        if artifact.key == f"{procedure}-forecast":
-            data = artifact.data
-            return json.loads(data) if isinstance(data, str) else list(data or [])
-    raise SystemExit(f"pe-ha: {procedure} makes no forecast, so no window can be checked for it: schedule it "
-                     "with --at alone")
+    if f"{procedure}-forecast" not in artifacts:
+        raise SystemExit(f"pe-ha: {procedure} makes no forecast, so no window can be checked for it: schedule it "
+                         "with --at alone")
+    data = artifacts[f"{procedure}-forecast"]
+    return json.loads(data) if isinstance(data, str) else list(data or [])
 
 
 def fits_window(procedure: str, rows: list[dict], window_s: float) -> str:
@@ -276,15 +281,10 @@ def watch(run_id: str, *, follow_logs: bool = True, poll_s: float = 1.0) -> str:
 
 
 def plan(procedure: str, params: dict[str, Any], *, installation: str) -> int:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    run_id = start(procedure, {**params, "dry_run": True}, installation=installation)
-    final = watch(run_id, follow_logs=False)
-    with _client() as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
-    for artifact in found:
-        if artifact.key and artifact.key.endswith("-plan"):
-            print(artifact.data)
+    _, final, artifacts = _dry_run(procedure, params, installation=installation)
+    for key, data in artifacts.items():
+        if key.endswith("-plan"):
+            print(data)
     return EXIT.get(final, 4)
 
 

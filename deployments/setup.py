@@ -111,19 +111,21 @@ def wanted_automations(block_id: str) -> list[Automation]:
                          posture=Posture.Reactive, threshold=1, within=timedelta(0)),
             block_id, "pe-ha: {{ flow.name }} run {{ flow_run.name }} crashed",
             "Flow run {{ flow_run.name }} crashed: {{ flow_run.state.message }}"),
-        _automation(
-            "pe-ha: a run will outlive its change window",
-            EventTrigger(expect={"pe-ha.window.overrun"}, match={"prefect.resource.id": "pe-ha.installation.*"},
-                         posture=Posture.Reactive, threshold=1, within=timedelta(0)),
-            block_id, "pe-ha: a run on {{ event.resource.name }} will outlive its change window",
-            "{{ event.payload.message }}"),
-        _automation(
-            "pe-ha: PE health degraded",
-            EventTrigger(expect={"pe-ha.health.degraded"}, match={"prefect.resource.id": "pe-ha.installation.*"},
-                         posture=Posture.Reactive, threshold=1, within=timedelta(0)),
-            block_id, "pe-ha: PE services degraded on {{ event.resource.name }}",
-            "{{ event.payload }}"),
+        _installation_event("pe-ha: a run will outlive its change window", "pe-ha.window.overrun", block_id,
+                            "pe-ha: a run on {{ event.resource.name }} will outlive its change window",
+                            "{{ event.payload.message }}"),
+        _installation_event("pe-ha: PE health degraded", "pe-ha.health.degraded", block_id,
+                            "pe-ha: PE services degraded on {{ event.resource.name }}", "{{ event.payload }}"),
     ]
+
+
+def _installation_event(name: str, event: str, block_id: str, subject: str, body: str) -> Automation:
+    """An alert for each ``event`` that pe-ha emits about one of its installations."""
+    return _automation(
+        name,
+        EventTrigger(expect={event}, match={"prefect.resource.id": "pe-ha.installation.*"},
+                     posture=Posture.Reactive, threshold=1, within=timedelta(0)),
+        block_id, subject, body)
 
 
 def ensure_automations(block_id: str | None) -> dict[str, str]:

@@ -41,7 +41,8 @@ class Step:
     step pauses for the operator and shows the rows it would allow. An ``always`` step is cleanup: it runs
     at its place, or after a failure, once the step named by ``armed_by`` has started. ``needs`` names earlier
     steps whose results the action takes, in order, as its arguments (``None`` for one that did not finish,
-    as a cleanup step may find).
+    as a cleanup step may find). A ``timed`` step's action also takes ``expected_s``, the forecast's expected
+    seconds for it (0 without a forecast): a long step's progress says how much of it is left.
     """
 
     key: str
@@ -60,6 +61,7 @@ class Step:
     armed_by: str = ""
     phase: str | None = None
     needs: tuple[str, ...] = ()
+    timed: bool = False
 
     def rows(self) -> list[dict]:
         flags = ", ".join(f for f, on in (("destructive", self.destructive), ("needs approval", bool(self.approval)),
@@ -273,13 +275,19 @@ class Procedure:
     def forecast_lines(self) -> list[str]:
         if self.forecast is None:
             return []
-        keys = [s.key for s in self.selected()]
-        lines = self.forecast.lines(keys)
+        lines = self.forecast.lines([s.key for s in self.selected()])
         if self.window is not None:
-            misfit = self.window.misfit(self.forecast.total(keys), dt.datetime.now(dt.UTC))
+            misfit = self._window_misfit(self.selected())
             lines.insert(1, f"change window until {self.window.ends:%Y-%m-%d %H:%M} UTC: "
                             + (f"does NOT fit: {misfit}" if misfit else "the forecast's high end fits"))
         return lines
+
+    def _window_misfit(self, steps: Sequence[Step]) -> str | None:
+        """Why the booked window cannot hold these steps' forecast from now, or None when it can (or nothing
+        is booked or forecast)."""
+        if self.window is None or self.forecast is None:
+            return None
+        return self.window.misfit(self.forecast.total(s.key for s in steps), dt.datetime.now(dt.UTC))
 
     def run(self, outcome: Callable[[dict[str, Any]], Outcome], *, approve: bool = False) -> Finished:
         """Run the steps in order; the summary is published whatever happens. A rejected approval ends the run
@@ -300,9 +308,7 @@ class Procedure:
 
     def _check_window(self, steps: Sequence[Step]) -> None:
         """At the start, from the facts just read: a forecast the booked window cannot hold starts nothing."""
-        if self.window is None or self.forecast is None:
-            return
-        misfit = self.window.misfit(self.forecast.total(s.key for s in steps), dt.datetime.now(dt.UTC))
+        misfit = self._window_misfit(steps)
         if misfit:
             raise PreconditionFailed(f"{self.name} did not start, and nothing was changed: {misfit}",
                                      hint="book a longer window or a smaller step, then schedule the run again "
@@ -387,7 +393,11 @@ class Procedure:
         return Finished("completed", self.results)
 
     def _act(self, step: Step) -> Any:
-        return step.action(*(self.results.get(key) for key in step.needs))
+        needed = [self.results.get(key) for key in step.needs]
+        if not step.timed:
+            return step.action(*needed)
+        found = self.forecast.of(step.key) if self.forecast is not None else None
+        return step.action(*needed, expected_s=found.estimate.expected_s if found is not None else 0.0)
 
     def resume_hint(self, remaining: Sequence[Step]) -> str:
         """How to go on after the last finished step, should the run die now."""

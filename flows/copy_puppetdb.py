@@ -40,7 +40,7 @@ from flows._steps import Outcome, Procedure, Step, change_window, read_facts
 from pe_ha import commands, versions
 from pe_ha.context import RunContext
 from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed, TransferError, ValidationError, is_retryable
-from pe_ha.forecast import Forecast, copy_forecast
+from pe_ha.forecast import copy_forecast
 from pe_ha.settings import Settings, distinct
 from tasks import agent, infrastructure, puppetdb, puppetdb_fast, puppetdb_query, services
 from tasks.copy_plan import PLANNED_SNAPSHOT, FastCopyFacts, plan_fast_copy
@@ -92,7 +92,6 @@ def copy_puppetdb(ctx: RunContext, source: str | None = None, target: str | None
     procedure = Procedure(ctx, "copy-puppetdb", f"{source} -> {target} ({method})", steps, facts=copy.fact_lines(),
                           forecast=forecast,
                           past=history.ratios(ctx, "copy-puppetdb"), window=window)
-    copy.forecast = procedure.forecast  # as history corrected it
     if dry_run:
         return procedure.plan()
     finished = procedure.run(copy.outcome, approve=approve)
@@ -188,11 +187,6 @@ class Copy:
         self.folder, self.dump_file, self.facts = folder, dump_file, facts
         self.pg: dict[str, str] = {"os_user": self.s.pg_os_user, "bin_dir": self.s.pg_bin_dir}
         self.staging = "pe-puppetdb" + commands.STAGING_SUFFIX
-        self.forecast: Forecast | None = None  # the plan's, once made: a long step's progress says what is left
-
-    def expected_s(self, key: str) -> float:
-        found = self.forecast.of(key) if self.forecast is not None else None
-        return found.estimate.expected_s if found is not None else 0.0
 
     def fact_lines(self) -> list[str]:
         f = self.facts
@@ -388,7 +382,7 @@ class FastCopy(Copy):
         return [
             self.prepare(),
             Step("copy", f"stream every table into {self.staging}, building each table's indexes once its rows are in",
-                 f"{self.source} -> {t}", self._fast_copy, commands=self.fast_plan.rows(), concurrent=True,
+                 f"{self.source} -> {t}", self._fast_copy, commands=self.fast_plan.rows(), concurrent=True, timed=True,
                  shown={PLANNED_SNAPSHOT: "<snapshot exported by the run>"},
                  note=f"from a snapshot exported in a psql session on {self.source}: "
                       f"{sum(j.kind == 'stream' for j in jobs)} streams and {sum(j.kind == 'build' for j in jobs)} "
@@ -415,9 +409,9 @@ class FastCopy(Copy):
             self.agent_run(drop_old=True),
         ]
 
-    def _fast_copy(self) -> puppetdb_fast.StagingCopy:
+    def _fast_copy(self, expected_s: float) -> puppetdb_fast.StagingCopy:
         return puppetdb_fast.fast_copy_to_staging(self.ctx, self.fast_plan, source_bytes=self.facts.size,
-                                                  expected_s=self.expected_s("copy"))
+                                                  expected_s=expected_s)
 
     def _verify_staging(self, copied: puppetdb_fast.StagingCopy) -> None:
         puppetdb_fast.verify_staging(self.ctx, self.target, copied.fingerprint, copied.loaded_rows)
@@ -469,7 +463,8 @@ class DocumentedCopy(Copy):
             self.approval(f"Stop puppet and pe-puppetdb on {t} and replace its pe-puppetdb with the copy from "
                           f"{self.source} (pg_restore --clean --jobs={self.facts.cpus}, {t}'s CPUs)."),
             self.stop_services(),
-            Step("restore", "pg_restore --clean", t, self._restore, destructive=True, commands=[(t, self.restore_cmd)]),
+            Step("restore", "pg_restore --clean", t, self._restore, destructive=True, commands=[(t, self.restore_cmd)],
+                 timed=True),
             Step("verify", "verify the copy against the source snapshot", t, self._verify, needs=("dump",),
                  note="psql session on the target: rows, digests, sequences, partitions, owners, ACL and extensions"),
             self.start_services(),
@@ -495,10 +490,10 @@ class DocumentedCopy(Copy):
                              hint="re-run copy_puppetdb; until then the replica's PuppetDB catches up by replication "
                                   "from the master")
 
-    def _restore(self) -> puppetdb.RestoreResult:
+    def _restore(self, expected_s: float) -> puppetdb.RestoreResult:
         try:
             return puppetdb.restore(self.ctx, self.target, self.restore_cmd, source_bytes=self.facts.size,
-                                    expected_s=self.expected_s("restore"))
+                                    expected_s=expected_s)
         except Exception as exc:  # re-raised, saying the target's database is now partial
             raise self._partial(exc) from exc
 

@@ -93,11 +93,8 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
 
         copy_flow(source=master, target=replica, approve=True)
 
-    def wait_for_sync() -> list[dict]:
-        # the plan's forecast of this step (made below, before anything runs): each look says what is left
-        forecast = procedure.forecast.of("wait") if procedure.forecast is not None else None
-        return infrastructure.wait_for_replica_operational(
-            ctx, master, replica, sync_timeout_s, expected_s=forecast.estimate.expected_s if forecast else 0)
+    def wait_for_sync(expected_s: float) -> list[dict]:
+        return infrastructure.wait_for_replica_operational(ctx, master, replica, sync_timeout_s, expected_s=expected_s)
 
     def verify() -> int:
         return agent.agent_run(ctx, node, verify_cmd, expect_no_changes=True, suffix="-noop")
@@ -162,7 +159,7 @@ def provision_replica(ctx: RunContext, replica: str | None = None, copy_puppetdb
     steps += [
         # Also when starting at "verify": the verification is only meaningful on a synced replica.
         Step("wait", "wait until replica services are operational", replica, wait_for_sync,
-             commands=[(master, status_cmd)], poll=True,
+             commands=[(master, status_cmd)], poll=True, timed=True,
              note=f"repeated every 5 s until every service runs, for at most {sync_timeout_s:g} s"),
         remove_token(ctx, master),
         start_puppet,

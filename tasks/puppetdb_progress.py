@@ -77,7 +77,7 @@ class ProgressWatch:
 
                 self._artifact = create_progress_artifact(
                     progress=0.0, key="puppetdb-copy-progress",
-                    description=f"{self.label}: size of {self.database} on {self.host} against the source's")
+                    description=self._description())
             except Exception:  # outside a flow run there is no artifact; the log lines still come
                 self._artifact = None
         self._started = time.monotonic()
@@ -92,15 +92,17 @@ class ProgressWatch:
         if exc_type is None:  # the step is done: a fresh copy is smaller than its source, so size never says 100 %
             self._show(100.0)
 
+    def _description(self, left: str = "") -> str:
+        return f"{self.label}: size of {self.database} on {self.host} against the source's" + (f"; {left}" if left else "")
+
     def _show(self, share: float, left: str = "") -> None:
         if self._artifact is None:
             return
         try:
             from prefect.artifacts import update_progress_artifact
 
-            description = (f"{self.label}: size of {self.database} on {self.host} against the source's"
-                           + (f"; {left}" if left else ""))
-            update_progress_artifact(self._artifact, progress=share, description=description)  # type: ignore[arg-type]
+            update_progress_artifact(self._artifact, progress=share,  # type: ignore[arg-type]
+                                     description=self._description(left))
         except Exception as exc:  # a missed artifact update is cosmetic
             logger().debug("progress artifact not updated: %s", exc)
 

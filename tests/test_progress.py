@@ -10,6 +10,8 @@ import pytest
 
 from pe_ha.forecast import time_left
 from tasks.puppetdb_progress import LoadProgress, ProgressWatch
+from tests.test_forecast import own_history  # noqa: F401
+from tests.test_plans import env  # noqa: F401
 
 
 def _wait_for(condition, limit: int = 2000) -> None:
@@ -138,3 +140,27 @@ def test_in_a_flow_run_the_progress_artifact_follows_and_ends_at_100(prefect_har
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     assert [a.type for a in artifacts] == ["progress"]
     assert artifacts[0].data == 100.0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_timed_step_is_handed_its_own_forecast(own_history):  # noqa: F811
+    from prefect import flow
+
+    from flows._steps import Outcome, Procedure, Step
+    from pe_ha import context
+    from pe_ha.forecast import Estimate, Forecast, StepForecast
+
+    forecast = Forecast((StepForecast("copy", Estimate(42, 30, 60)), StepForecast("prepare", Estimate(5, 4, 6))),
+                        ("test",))
+    handed: dict[str, object] = {}
+
+    @flow
+    def timed() -> None:
+        steps = [Step("prepare", "untimed", "worker", lambda: handed.update(prepare="no argument")),
+                 Step("copy", "timed, forecast", "worker", lambda expected_s: handed.update(copy=expected_s), timed=True),
+                 Step("verify", "timed, not forecast", "worker", lambda expected_s: handed.update(verify=expected_s),
+                      timed=True)]
+        Procedure(context.given(), "timed", "test", steps, forecast=forecast).run(lambda _: Outcome("done"))
+
+    timed()
+    assert handed == {"prepare": "no argument", "copy": 42, "verify": 0.0}
