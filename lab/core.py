@@ -12,7 +12,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 from lab import pdbschema, pgbuilds
@@ -342,10 +344,20 @@ def _start_sshd(h: Host) -> None:
     sh(*nsenter(h, "/usr/sbin/sshd", "-E", "/var/log/puppetlabs/sshd.log"))
 
 
-def up(cfg: LabConfig, verbose: bool = True) -> dict:
-    """Bring the lab up from nothing (stale state is cleared first)."""
+SECRETS = ("pg_superuser", "pg_service", "admin_password")
+
+
+def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], object] | None = None,
+       snapshots: Path | None = None) -> dict:
+    """Bring the lab up from nothing (stale state is cleared first). ``seed`` fills PostgreSQL once it runs.
+
+    With ``snapshots`` (a directory the caller owns), the PostgreSQL data directories, as initialised and
+    seeded, are kept there, per configuration, with the passwords they were made with; the next ``up`` of
+    the same configuration starts from copies of them instead of initdb, roles, databases and the seed."""
     started = time.monotonic()
     down(verbose=False)
+    snapshot = snapshots / _snapshot_key(cfg) if snapshots else None
+    restoring = snapshot is not None and (snapshot / "ready").exists()
     created: list[str] = []
     LAB_DIR.mkdir(parents=True, mode=0o755)
     CREATED.write_text("[]")
@@ -353,7 +365,10 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     CREATED.write_text(json.dumps(created))
     secrets_dir = LAB_DIR / "secrets"
     secrets_dir.mkdir(mode=0o755)
-    secrets = {name: os.urandom(12).hex() for name in ("pg_superuser", "pg_service", "admin_password")}
+    if snapshot is not None and restoring:
+        secrets = {name: (snapshot / "secrets" / name).read_text().strip() for name in SECRETS}
+    else:
+        secrets = {name: os.urandom(12).hex() for name in SECRETS}
     for name, value in secrets.items():
         (secrets_dir / name).write_text(value + "\n")
         (secrets_dir / name).chmod(0o644 if name == "pg_superuser" else 0o600)  # initdb reads it as postgres
@@ -365,7 +380,10 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     _node_files(cfg)
     pg_hosts = [h for h in cfg.hosts if h.has_postgres]
     with ThreadPoolExecutor(2) as pool:
-        initdbs = [pool.submit(pgnode.initdb, cfg, h) for h in pg_hosts]
+        if snapshot is not None and restoring:
+            initdbs = [pool.submit(pgnode.restore_data, cfg, h, snapshot) for h in pg_hosts]
+        else:
+            initdbs = [pool.submit(pgnode.initdb, cfg, h) for h in pg_hosts]
         _network(cfg)
         for h in cfg.hosts:
             _start_holder(h)
@@ -375,7 +393,12 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
     (secrets_dir / "pg_superuser").chmod(0o600)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(_start_sshd, cfg.hosts))
-        list(pool.map(lambda h: pgnode.start_postgres(cfg, h, secrets), pg_hosts))
+        list(pool.map(lambda h: pgnode.start_postgres(cfg, h, secrets, create=not restoring), pg_hosts))
+    if not restoring:
+        if seed is not None:
+            seed(cfg)
+        if snapshot is not None:
+            _take_snapshot(cfg, pg_hosts, snapshot, secrets)
     from lab import tokens
 
     tokens.issue_admin_token(cfg, lifetime_s=4 * 3600)
@@ -387,6 +410,28 @@ def up(cfg: LabConfig, verbose: bool = True) -> dict:
               f"({', '.join(f'{h.short}={h.address}' for h in cfg.hosts)})")
     write_env_file(cfg)
     return {"seconds": elapsed}
+
+
+def _snapshot_key(cfg: LabConfig) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _take_snapshot(cfg: LabConfig, pg_hosts: list[Host], snapshot: Path, secrets: dict[str, str]) -> None:
+    """Stop PostgreSQL cleanly, copy its data directories into ``snapshot``, start it again."""
+    from lab import pgnode
+
+    shutil.rmtree(snapshot, ignore_errors=True)
+    (snapshot / "secrets").mkdir(parents=True, mode=0o700)
+    for h in pg_hosts:
+        pgnode.stop_postgres(cfg, h)
+        sh("cp", "-a", str(h.path(cfg.profile.pg_data)), str(snapshot / h.short))
+        pgnode.start_postgres(cfg, h, secrets, create=False)
+    for name, value in secrets.items():
+        (snapshot / "secrets" / name).write_text(value + "\n")
+        (snapshot / "secrets" / name).chmod(0o600)
+    (snapshot / "ready").touch()
 
 
 def write_env_file(cfg: LabConfig) -> Path:

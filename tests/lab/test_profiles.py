@@ -14,7 +14,7 @@ from lab.config import LabConfig
 from lab.pdbschema import migrations
 from lab.profiles import DEFAULT_PROFILE, PROFILES
 from pe_ha import context
-from tests.lab.conftest import lab_settings
+from tests.lab.conftest import lab_settings, lab_up
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
 M, R = "master.lab.test", "replica.lab.test"
@@ -28,17 +28,13 @@ SIMULATED = sorted(name for name, p in PROFILES.items() if not p.real_puppetdb)
 def session_lab_given_back(lab):
     """After this module's profiles, whatever order they ran in, the session's own lab again."""
     yield
-    core.up(lab, verbose=False)
-    pdbgen.generate(lab, lab.pdb_nodes, resources=200, reports=10)
+    lab_up(lab)
 
 
 @pytest.fixture(scope="module", params=SIMULATED)
 def profile_lab(request, lab, session_lab_given_back):
     """The lab brought up as PE ``param`` with 20 PuppetDB nodes, as ``python -m lab up --pe P --pdb-nodes 20``."""
-    cfg = LabConfig(agents=lab.agents, sync_seconds=lab.sync_seconds, pdb_nodes=20, pe=request.param)
-    core.up(cfg, verbose=False)
-    pdbgen.generate(cfg, 20, resources=200, reports=10)
-    return cfg
+    return lab_up(LabConfig(agents=lab.agents, sync_seconds=lab.sync_seconds, pdb_nodes=20, pe=request.param))
 
 
 def superuser_sql(cfg: LabConfig, host: str, query: str, database: str = "pe-puppetdb") -> list[tuple[str, ...]]:
@@ -200,6 +196,5 @@ def test_full_lifecycle_on_the_profile(profile_lab):
         assert f"PE {profile_lab.profile.pe_version} on {M}" in plan["facts"]
         return  # its procedures are the other profile's, whose lifecycle runs here
 
-    core.up(profile_lab, verbose=False)
-    pdbgen.generate(profile_lab, profile_lab.pdb_nodes, resources=200, reports=10)
+    lab_up(profile_lab)
     run_lifecycle(profile_lab)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import core, inspect, pdbgen, realpuppet, schemadiff
+from lab import core, inspect, realpuppet, schemadiff
 from lab.config import LabConfig
 from pe_ha import context
-from tests.lab.conftest import lab_settings
+from tests.lab.conftest import lab_settings, lab_up
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_harness")]
 NODES = 12
@@ -34,8 +34,7 @@ def real_lab(lab):
         yield cfg
     finally:
         realpuppet.stop_all(cfg)
-        core.up(lab, verbose=False)
-        pdbgen.generate(lab, lab.pdb_nodes, resources=200, reports=10)
+        lab_up(lab)
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ from flows._lock import RENEWED_AFTER_FAILURES, TAKEN_AGAIN
 from lab import core
 from lab.pgserver import LocalPostgres
 from lab.stack import PrefectStack, WebhookReceiver, free_port
+from tests.lab.conftest import lab_up
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 M, R = "master.lab.test", "replica.lab.test"
@@ -200,7 +201,7 @@ def ensure_enabled_replica(stack, lab) -> None:
     state = json.loads(core.node_run(lab.master, "cat", "/opt/puppetlabs/sim/state.json").stdout)
     if state.get("role") == "master" and state.get("replica") == R and state.get("replica_enabled"):
         return
-    core.up(lab, verbose=False)
+    lab_up(lab)
     for flow, params in (("provision-replica", {"sync_timeout_s": 120}), ("enable-replica", {"topology": "mono"})):
         run = stack.wait(stack.create_run(flow, "lab", params)["id"], 300)
         assert run["state"]["type"] == "COMPLETED", stack.explain(run["id"])

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import core, pdbgen
+from lab import core
 from lab.demo import lifecycle
 from lab.pgserver import LocalPostgres
 from lab.stack import PrefectStack, WebhookReceiver, free_port
+from tests.lab.conftest import lab_up
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 SOAK_S = float(os.environ.get("PEHA_SOAK_S", "0"))
@@ -64,8 +65,7 @@ def test_postgres_server_two_workers_schedule_beside_lifecycles(pg_stack, fresh_
         lifecycles: list[list[dict]] = []
         while len(lifecycles) < SOAK_LIFECYCLES or time.monotonic() - started < SOAK_S:
             if lifecycles:  # a fresh installation for the next lifecycle, as the fresh_lab fixture makes it
-                core.up(fresh_lab, verbose=False)
-                pdbgen.generate(fresh_lab, fresh_lab.pdb_nodes, resources=200, reports=10)
+                lab_up(fresh_lab)
             lifecycles.append(lifecycle(pg_stack, fresh_lab, verbose=False))
         soak_s = time.monotonic() - started
         time.sleep(HEALTH_INTERVAL_S + 5)  # let the last scheduled runs finish
