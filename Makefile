@@ -23,14 +23,15 @@ export PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 .PHONY: help setup apt venv pg-builds soak test test-unit lint typecheck lab-up lab-down lab-status demo clean \
-        bench bench-copy bench-copy-smoke bench-fanout bench-overhead bench-latency bench-provision-copy
+        bench bench-copy bench-copy-smoke bench-fanout bench-overhead bench-latency bench-provision-copy \
+        bench-forecast
 
 help:
 	@echo "make test      install what is needed, bring the lab up, run every test, tear the lab down"
 	@echo "make demo      install, lab up, Prefect server + worker, run the HA lifecycle through the API"
 	@echo "make lab-up | lab-down | lab-status"
 	@echo "make lint | typecheck | test-unit | soak (SOAK_S=3600)"
-	@echo "make bench-copy | bench-fanout | bench-overhead | bench-latency | bench-provision-copy | bench (all)"
+	@echo "make bench-copy | bench-fanout | bench-overhead | bench-latency | bench-provision-copy | bench-forecast | bench (all)"
 
 setup: apt venv pg-builds
 
@@ -84,7 +85,7 @@ test-unit: venv
 # The unit tests run beside the lab's, niced: the lab's tests mostly wait on their services (45% of the two
 # cores, measured), so the units take the idle time and the lab's timing is left alone. Exit code 5 is
 # "nothing selected" (a PYTEST_ARGS that names only one side's tests).
-UNIT_TESTS := not lab and not ssh and not prefect
+UNIT_TESTS := not lab and not prefect
 test: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	@mkdir -p .stamps; trap '$(MAKE) --no-print-directory lab-down >/dev/null 2>&1' EXIT; \
@@ -118,7 +119,7 @@ bench-copy: setup
 
 bench-copy-smoke: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
-	$(PY) -m bench.copy --nodes 200 --runs 1 --links unlimited
+	$(PY) -m bench.copy --nodes 100 --runs 1 --links unlimited --cpus split --methods documented,pe-ha-fast
 
 bench-fanout: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
@@ -136,7 +137,11 @@ bench-provision-copy: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	$(PY) -m bench.provision_copy --nodes 300 --runs 2
 
-bench: bench-copy bench-fanout bench-overhead bench-latency bench-provision-copy
+bench-forecast: setup
+	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
+	$(PY) -m bench.forecast --nodes $(or $(NODES),100$(,)400$(,)1000) --links unlimited,100mbit
+
+bench: bench-copy bench-fanout bench-overhead bench-latency bench-provision-copy bench-forecast
 
 clean: lab-down
-	rm -rf .stamps .prefect .venv .tools .pgbuilds
+	rm -rf .stamps .prefect .prefect-unit .venv .tools .pgbuilds
