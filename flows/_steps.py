@@ -348,8 +348,13 @@ class Procedure:
         for taken in self.book.steps:
             found = self.model.of(key_of.get(taken["step"], ""))
             if taken["outcome"] == "done" and found is not None and found.estimate.expected_s > 0:
+                # expected_s is the model's (what history corrects); forecast_* is what this run was told
+                told = self.forecast.of(found.key) if self.forecast is not None else None
+                shown = told.estimate if told is not None else found.estimate
                 rows.append({"step": found.key, "seconds": taken["seconds"],
-                             "expected_s": round(found.estimate.expected_s, 2)})
+                             "expected_s": round(found.estimate.expected_s, 2),
+                             "forecast_s": round(shown.expected_s, 2), "forecast_low_s": round(shown.low_s, 2),
+                             "forecast_high_s": round(shown.high_s, 2)})
         try:
             history.record(self.ctx, self.name, rows)
         except Exception as exc:  # the run's outcome stands; only the next forecast learns less

@@ -399,6 +399,8 @@ def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], obje
             seed(cfg)
         if snapshot is not None:
             _take_snapshot(cfg, pg_hosts, snapshot, secrets)
+    if snapshot is not None:
+        _copy_spares(cfg, pg_hosts, snapshot)
     from lab import tokens
 
     tokens.issue_admin_token(cfg, lifetime_s=4 * 3600)
@@ -432,6 +434,22 @@ def _take_snapshot(cfg: LabConfig, pg_hosts: list[Host], snapshot: Path, secrets
         (snapshot / "secrets" / name).write_text(value + "\n")
         (snapshot / "secrets" / name).chmod(0o600)
     (snapshot / "ready").touch()
+
+
+def _copy_spares(cfg: LabConfig, pg_hosts: list[Host], snapshot: Path) -> None:
+    """Copies of the snapshot for the next up, made in the background while this lab is in use: the next up
+    moves them into place. A spare appears whole or not at all (copied under another name, then renamed)."""
+    spares = snapshot / "spare"
+    spares.mkdir(exist_ok=True)
+    for h in pg_hosts:
+        spare, copying = spares / h.short, spares / f"{h.short}.copying"
+        if spare.exists() or copying.exists():
+            continue
+        copying.touch()
+        subprocess.Popen(["sh", "-c", 'rm -rf "$2.tmp" && cp -a "$1" "$2.tmp" && mv "$2.tmp" "$2"; rm -f "$3"', "sh",
+                          str(snapshot / h.short), str(spare), str(copying)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
 
 
 def write_env_file(cfg: LabConfig) -> Path:

@@ -30,7 +30,15 @@ def initdb(cfg: LabConfig, h: Host) -> None:
 
 def restore_data(cfg: LabConfig, h: Host, snapshot: Path) -> None:
     """The data directory as ``core.up`` kept it after initdb, the roles, databases and seed (its snapshot)."""
-    sh("cp", "-a", str(snapshot / h.short), str(_data_dir_parent_ready(cfg, h)))
+    data = _data_dir_parent_ready(cfg, h)
+    spare = snapshot / "spare" / h.short  # copied in the background after the last up (core._copy_spares)
+    if spare.exists():
+        try:
+            spare.rename(data)
+            return
+        except OSError:  # on another filesystem: copied instead
+            pass
+    sh("cp", "-a", str(snapshot / h.short), str(data))
 
 
 def _data_dir_parent_ready(cfg: LabConfig, h: Host) -> Path:

@@ -160,6 +160,28 @@ def test_a_run_records_its_timings_and_the_next_plan_learns_from_them(own_histor
     assert any("corrected by the median" in line for line in second["lines"])
     restore = next(r for r in second["steps"] if r["key"] == "restore")
     assert "corrected by 1 past run(s)" in restore["basis"]
+    # the second run records the model's figure (for the next correction) beside the one it was told
+    copy_puppetdb(method="documented", approve=True)
+    recorded = next(r for r in _latest_timings(context.given(), "copy-puppetdb") if r["step"] == "restore")
+    assert recorded["forecast_s"] == pytest.approx(restore["expected_s"], abs=0.05)
+    assert (recorded["forecast_low_s"], recorded["forecast_high_s"]) == pytest.approx(
+        (restore["low_s"], restore["high_s"]), abs=0.05)
+    assert recorded["expected_s"] > 2 * recorded["forecast_s"]  # the model's, uncorrected
+
+
+def _latest_timings(ctx, procedure: str) -> list[dict]:
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from flows._history import timings_key
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[timings_key(ctx, procedure)])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    return json.loads(str(found[0].data))
 
 
 @pytest.mark.usefixtures("prefect_harness")
