@@ -68,7 +68,7 @@ def _measured(procedure: str, flow, params: dict, installation: str, base: dict)
 
 def _fresh(cfg: LabConfig, link: str) -> None:
     """The lab as generated for this size (from its snapshot after the first time), the link set."""
-    core.up(cfg, verbose=False, seed=lambda c: pdbgen.generate(c, c.pdb_nodes), snapshots=SNAPSHOTS)
+    core.up(cfg, verbose=False, seed=lambda c: pdbgen.generate(c, c.pdb_nodes), snapshots=SNAPSHOTS, spares=False)
     for host in (cfg.master, cfg.replica):
         core.outage(host, "fast" if link == "unlimited" else "slow", rate=link)
 

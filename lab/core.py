@@ -348,12 +348,14 @@ SECRETS = ("pg_superuser", "pg_service", "admin_password")
 
 
 def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], object] | None = None,
-       snapshots: Path | None = None) -> dict:
+       snapshots: Path | None = None, spares: bool = True) -> dict:
     """Bring the lab up from nothing (stale state is cleared first). ``seed`` fills PostgreSQL once it runs.
 
     With ``snapshots`` (a directory the caller owns), the PostgreSQL data directories, as initialised and
     seeded, are kept there, per configuration, with the passwords they were made with; the next ``up`` of
-    the same configuration starts from copies of them instead of initdb, roles, databases and the seed."""
+    the same configuration starts from copies of them instead of initdb, roles, databases and the seed. With
+    ``spares``, the next copies are made in the background as soon as this lab is up (a benchmark, whose
+    runs start at once, does without)."""
     started = time.monotonic()
     down(verbose=False)
     snapshot = snapshots / _snapshot_key(cfg) if snapshots else None
@@ -399,7 +401,7 @@ def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], obje
             seed(cfg)
         if snapshot is not None:
             _take_snapshot(cfg, pg_hosts, snapshot, secrets)
-    if snapshot is not None:
+    if snapshot is not None and spares:
         _copy_spares(cfg, pg_hosts, snapshot)
     from lab import tokens
 
