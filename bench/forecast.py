@@ -18,7 +18,6 @@ is right. Only the copy's steps run real PostgreSQL work here.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import uuid
@@ -35,14 +34,10 @@ COLUMNS = ["nodes", "link", "procedure", "round", "step", "forecast_s", "low_s",
 
 def _timings(procedure: str, installation: str) -> list[dict]:
     """The latest run's own record of its steps: seconds taken and the forecast it was told."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
+    from flows._history import past_runs  # after prefect_for_bench has chosen the server
 
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"{procedure}-timings-{installation}"])), sort=ArtifactSort.CREATED_DESC, limit=1)
-    return json.loads(str(found[0].data)) if found else []
+    runs = past_runs(installation, procedure, limit=1)
+    return runs[0] if runs else []
 
 
 def _row(base: dict, step: str, forecast: float, low: float, high: float, actual: float) -> dict:

@@ -24,7 +24,7 @@ from flows._lock import at_step_boundary
 from pe_ha.commands import Command
 from pe_ha.context import RunContext
 from pe_ha.errors import ApprovalRejected, PeHaError, PreconditionFailed, ValidationError
-from pe_ha.forecast import ChangeWindow, Forecast, duration, window_minutes_problem
+from pe_ha.forecast import ChangeWindow, Forecast, StepForecast, duration, window_minutes_problem
 from pe_ha.masking import mask
 
 
@@ -257,13 +257,17 @@ class Procedure:
         return {"dry_run": True, "plan": rows, "facts": list(self.facts),
                 "forecast": {"steps": forecast, "lines": self.forecast_lines()}}
 
+    def _told(self, key: str) -> StepForecast | None:
+        """The forecast this run shows for a step (history-corrected), if it has one."""
+        return self.forecast.of(key) if self.forecast is not None else None
+
     def forecast_rows(self) -> list[dict]:
         """One row per step this run takes that the forecast covers."""
         if self.forecast is None:
             return []
         rows = []
         for step in self.selected():
-            found = self.forecast.of(step.key)
+            found = self._told(step.key)
             if found is not None:
                 e = found.estimate
                 rows.append({"key": step.key, "step": step.title, "expected_s": round(e.expected_s, 1),
@@ -275,9 +279,10 @@ class Procedure:
     def forecast_lines(self) -> list[str]:
         if self.forecast is None:
             return []
-        lines = self.forecast.lines([s.key for s in self.selected()])
+        steps = self.selected()
+        lines = self.forecast.lines([s.key for s in steps])
         if self.window is not None:
-            misfit = self._window_misfit(self.selected())
+            misfit = self._window_misfit(steps)
             lines.insert(1, f"change window until {self.window.ends:%Y-%m-%d %H:%M} UTC: "
                             + (f"does NOT fit: {misfit}" if misfit else "the forecast's high end fits"))
         return lines
@@ -349,7 +354,7 @@ class Procedure:
             found = self.model.of(key_of.get(taken["step"], ""))
             if taken["outcome"] == "done" and found is not None and found.estimate.expected_s > 0:
                 # expected_s is the model's (what history corrects); forecast_* is what this run was told
-                told = self.forecast.of(found.key) if self.forecast is not None else None
+                told = self._told(found.key)
                 shown = told.estimate if told is not None else found.estimate
                 rows.append({"step": found.key, "seconds": taken["seconds"],
                              "expected_s": round(found.estimate.expected_s, 2),
@@ -401,7 +406,7 @@ class Procedure:
         needed = [self.results.get(key) for key in step.needs]
         if not step.timed:
             return step.action(*needed)
-        found = self.forecast.of(step.key) if self.forecast is not None else None
+        found = self._told(step.key)
         return step.action(*needed, expected_s=found.estimate.expected_s if found is not None else 0.0)
 
     def resume_hint(self, remaining: Sequence[Step]) -> str:

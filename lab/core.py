@@ -359,7 +359,7 @@ def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], obje
     started = time.monotonic()
     down(verbose=False)
     snapshot = snapshots / _snapshot_key(cfg) if snapshots else None
-    restoring = snapshot is not None and (snapshot / "ready").exists()
+    restore_from = snapshot if snapshot is not None and (snapshot / "ready").exists() else None
     created: list[str] = []
     LAB_DIR.mkdir(parents=True, mode=0o755)
     CREATED.write_text("[]")
@@ -367,8 +367,8 @@ def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], obje
     CREATED.write_text(json.dumps(created))
     secrets_dir = LAB_DIR / "secrets"
     secrets_dir.mkdir(mode=0o755)
-    if snapshot is not None and restoring:
-        secrets = {name: (snapshot / "secrets" / name).read_text().strip() for name in SECRETS}
+    if restore_from is not None:
+        secrets = {name: (restore_from / "secrets" / name).read_text().strip() for name in SECRETS}
     else:
         secrets = {name: os.urandom(12).hex() for name in SECRETS}
     for name, value in secrets.items():
@@ -382,8 +382,8 @@ def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], obje
     _node_files(cfg)
     pg_hosts = [h for h in cfg.hosts if h.has_postgres]
     with ThreadPoolExecutor(2) as pool:
-        if snapshot is not None and restoring:
-            initdbs = [pool.submit(pgnode.restore_data, cfg, h, snapshot) for h in pg_hosts]
+        if restore_from is not None:
+            initdbs = [pool.submit(pgnode.restore_data, cfg, h, restore_from) for h in pg_hosts]
         else:
             initdbs = [pool.submit(pgnode.initdb, cfg, h) for h in pg_hosts]
         _network(cfg)
@@ -395,8 +395,8 @@ def up(cfg: LabConfig, verbose: bool = True, *, seed: Callable[[LabConfig], obje
     (secrets_dir / "pg_superuser").chmod(0o600)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(_start_sshd, cfg.hosts))
-        list(pool.map(lambda h: pgnode.start_postgres(cfg, h, secrets, create=not restoring), pg_hosts))
-    if not restoring:
+        list(pool.map(lambda h: pgnode.start_postgres(cfg, h, secrets, create=restore_from is None), pg_hosts))
+    if restore_from is None:
         if seed is not None:
             seed(cfg)
         if snapshot is not None:

@@ -170,18 +170,9 @@ def test_a_run_records_its_timings_and_the_next_plan_learns_from_them(own_histor
 
 
 def _latest_timings(ctx, procedure: str) -> list[dict]:
-    import json
+    from flows._history import past_runs
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    from flows._history import timings_key
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[timings_key(ctx, procedure)])),
-                                      sort=ArtifactSort.CREATED_DESC, limit=1)
-    return json.loads(str(found[0].data))
+    return past_runs(ctx.settings.installation, procedure, limit=1)[0]
 
 
 @pytest.mark.usefixtures("prefect_harness")
