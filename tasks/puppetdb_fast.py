@@ -37,28 +37,21 @@ def leaf_tables(conn: SqlReader) -> list[tuple[str, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
-def link_mb_per_s(ctx: RunContext, source: str, target: str, small_mb: int = 4, big_mb: int = 20,
-                  rounds: int = 2) -> float:
-    """Throughput of ssh from source to target, measured with incompressible data: pushes of two sizes, so that what
-    both pay (pe-ha's own session to the source, ssh's handshake to the target) cancels out.
-
-    A first, untimed push pays what only the first pays (opening the session, the first connection): timed, it made
-    the small push slow and a 100 Mbit/s link read fast enough to go uncompressed. Each size is then pushed
-    ``rounds`` times and its quickest push counts: the probe runs beside the facts reads on the same host, and
-    work there can only slow a push, never speed it."""
-    ex = ctx.executor
-    ex.run(source, commands.link_probe(target, megabytes=1), timeout_s=600, stream=False)
-    took: dict[int, float] = {}
-    for _ in range(rounds):
-        for megabytes in (small_mb, big_mb):
-            started = time.monotonic()
-            ex.run(source, commands.link_probe(target, megabytes=megabytes), timeout_s=600, stream=False)
-            took[megabytes] = min(took.get(megabytes, float("inf")), time.monotonic() - started)
-    extra_s = took[big_mb] - took[small_mb]
-    if extra_s <= 0.01:  # the bigger push was not measurably slower: faster than the probe can tell
+def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20) -> float:
+    """Throughput of ssh from source to target in MiB/s, timed by the target as the data arrives (after a lead
+    that carries the connection through TCP's slow start), so neither ssh's handshake nor pe-ha's own session
+    counts: timed from here, they made a 100 Mbit/s link read fast enough to go uncompressed."""
+    probe = commands.link_probe(target, timed_mb=timed_mb)
+    out = ctx.executor.run(source, probe, timeout_s=600, stream=False).stdout.split()
+    try:
+        seconds = float(out[-1]) - float(out[-2])
+    except (IndexError, ValueError) as exc:
+        raise PreconditionFailed(f"the link probe from {source} to {target} printed no arrival times: {out[-4:]}",
+                                 hint=f"run `{probe.shell()}` on {source}; dd and date must be on {target}") from exc
+    if seconds <= 0.005:  # faster than the target's clock can tell apart from nothing
         logger().info("link %s -> %s: faster than the probe can tell (ssh, aes128-gcm)", source, target)
         return float("inf")
-    rate = (big_mb - small_mb) / extra_s
+    rate = timed_mb / seconds
     logger().info("link %s -> %s: %.0f MB/s (ssh, aes128-gcm)", source, target, rate)
     return rate
 

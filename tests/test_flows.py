@@ -632,7 +632,7 @@ def test_verify_health_fails_and_reports_when_a_service_is_down(tmp_path):
 
 def _is_read(argv: tuple[str, ...]) -> bool:
     """The facts reads procedures make before planning: versions, files, addresses, space, CPUs, service states,
-    PE's status (the compilers), PuppetDB's PQL counts (a GET), the link probe (to /dev/null), tool lookups and the
+    PE's status (the compilers), PuppetDB's PQL counts (a GET), the link probe (zeros to the target's dd), tool lookups and the
     schema's table of contents (to a pipe)."""
     script = argv[-1] if argv[:2] == ("bash", "-c") else ""
     return (argv[0] in ("cat", "getent", "df", "nproc") or argv[:2] == ("test", "-f")
@@ -640,7 +640,7 @@ def _is_read(argv: tuple[str, ...]) -> bool:
             or argv[:3] == ("puppet", "infrastructure", "status")
             or argv[0] == "/opt/puppetlabs/puppet/bin/curl" and "--get" in argv
             or argv[:2] == ("sh", "-c") and argv[2].startswith("command -v")
-            or "cat > /dev/null" in script or script.endswith("pg_restore --list"))
+            or "/dev/zero" in script and script.endswith("date +%s.%N'") or script.endswith("pg_restore --list"))
 
 
 def test_a_dry_run_only_reads_facts(env):

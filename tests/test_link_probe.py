@@ -1,51 +1,43 @@
-"""The fast copy compresses only when the link is slower than compressing. The link is measured by two pushes of
-incompressible data of different sizes, so what every push pays (sessions, handshakes) cancels out, after an
-untimed first push that pays what only the first pays; each size's quickest of two pushes counts."""
+"""The fast copy compresses only when the link is slower than compressing. The link is timed by the target as the
+probe's data arrives, after a lead that carries the connection through TCP's slow start: what one push pays
+before data flows (pe-ha's session, ssh's handshake) is not in the figure."""
 
 from __future__ import annotations
 
 import pytest
 
 from pe_ha import commands
-from pe_ha.executor import CommandResult
+from pe_ha.errors import PreconditionFailed
 from tasks import puppetdb_fast
 
 M, R = "master.example.com", "replica.example.com"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+def test_the_probe_is_one_push_timed_where_it_arrives():
+    argv = commands.link_probe(R, lead_mb=4, timed_mb=20).argv
+    assert argv[:2] == ("bash", "-c")
+    assert argv[2] == (
+        "set -o pipefail; head -c 24M /dev/zero | ssh -o BatchMode=yes -o ConnectTimeout=10 -o Compression=no -c "
+        "aes128-gcm@openssh.com replica.example.com 'dd bs=1M count=4 iflag=fullblock of=/dev/null 2>/dev/null && "
+        "date +%s.%N && dd bs=1M count=20 iflag=fullblock of=/dev/null 2>/dev/null && date +%s.%N'")
 
-    def monotonic(self) -> float:
-        return self.now
 
-
-@pytest.mark.parametrize(("fixed_s", "first_s", "slowed", "link_mb_s", "chosen"), [
-    (1.0, 0.0, {}, 100.0, "none"),   # a fast link behind slow sessions: one push alone would read 17 MB/s, compress
-    (0.1, 0.0, {}, 12.5, "zstd"),    # 100 Mbit/s
-    (0.1, 0.5, {}, 12.5, "zstd"),    # ...whose first push also opens the sessions: timed, it would read 28 MB/s
-    (0.1, 0.0, {2: 1.5}, 200.0, "none"),  # the first big push slowed by work beside it: alone, it would read 10 MB/s
-    (0.1, 0.0, {1: 0.5}, 12.5, "zstd"),   # the first small push slowed: alone, it would read 28 MB/s
-    (0.3, 0.0, {}, 40.0, "none"),
-    (0.5, 0.0, {}, float("inf"), "none"),  # both pushes take the same time
+@pytest.mark.parametrize(("arrivals", "link_mb_s", "chosen"), [
+    ("1000.250000000\n1001.850000000\n", 12.5, "zstd"),      # 100 Mbit/s
+    ("1000.250000000\n1000.270000000\n", 1000.0, "none"),    # unlimited
+    ("1000.250000000\n1000.750000000\n", 40.0, "none"),
+    ("1000.250000000\n1000.250000000\n", float("inf"), "none"),  # faster than the clock tells
 ])
-def test_compression_follows_the_links_own_rate_not_the_sessions_cost(ctx, env, monkeypatch, fixed_s, first_s, slowed,
-                                                                      link_mb_s, chosen):
+def test_compression_follows_the_rate_the_target_saw(ctx, env, arrivals, link_mb_s, chosen):
     fake = env[0]
-    clock = Clock()
-    monkeypatch.setattr(puppetdb_fast.time, "monotonic", clock.monotonic)
-    pushed: list[int] = []
-
-    def push(host: str, argv: tuple[str, ...]) -> CommandResult:
-        megabytes = int(argv[-1].split("head -c ")[1].split("M")[0])
-        clock.now += fixed_s + (first_s if not pushed else 0.0) + slowed.get(len(pushed), 0.0) + megabytes / link_mb_s
-        pushed.append(megabytes)
-        return CommandResult(host, argv, 0, "", "", 0.0)
-
-    fake.script(M, commands.link_probe(R, megabytes=4).argv[:2], responder=push)
+    fake.script(M, commands.link_probe(R).argv[:2], stdout=arrivals, override=True)
     rate = puppetdb_fast.link_mb_per_s(ctx, M, R)
     assert rate == pytest.approx(link_mb_s)
     assert puppetdb_fast.choose_compression(ctx, M, R, rate) == chosen
-    sent = [c.argv for c in fake.calls if c.host == M and "urandom" in c.argv[-1]]
-    assert sent == [commands.link_probe(R, megabytes=n).argv for n in (1, 4, 20, 4, 20)]
+    assert [c.argv for c in fake.calls if c.host == M and "/dev/zero" in c.argv[-1]] == [commands.link_probe(R).argv]
+
+
+def test_a_probe_without_arrival_times_is_refused_by_name(ctx, env):
+    env[0].script(M, commands.link_probe(R).argv[:2], stdout="bash: dd: command not found\n", override=True)
+    with pytest.raises(PreconditionFailed, match="printed no arrival times"):
+        puppetdb_fast.link_mb_per_s(ctx, M, R)

@@ -392,12 +392,18 @@ def stream_tables_merged(tables: Sequence[str], *, snapshot: str, target: str, s
                    f"stream {len(tables)} small tables to {target} in one session")
 
 
-def link_probe(target: str, *, megabytes: int = 32) -> Command:
-    """Push ``megabytes`` of incompressible data to ``target`` over ssh; the caller times it."""
-    mb = v.positive_int(megabytes, what="probe size", maximum=1024)
-    return _pipeline(["head", "-c", f"{mb}M", "/dev/urandom"],
+def link_probe(target: str, *, lead_mb: int = 4, timed_mb: int = 20) -> Command:
+    """Push ``lead_mb`` then ``timed_mb`` MiB to ``target`` over one ssh connection; the target prints, by its own
+    clock, when the lead has arrived and when the rest has. Their difference times the link alone: no handshake,
+    no session of pe-ha's, no TCP slow start. ssh encrypts what it sends, so zeros cross the link as incompressible
+    bytes (its own compression is off) and cost the source no CPU to make."""
+    lead = v.positive_int(lead_mb, what="probe lead size", maximum=1024)
+    timed = v.positive_int(timed_mb, what="probe size", maximum=1024)
+    receive = (f"dd bs=1M count={lead} iflag=fullblock of=/dev/null 2>/dev/null && date +%s.%N && "
+               f"dd bs=1M count={timed} iflag=fullblock of=/dev/null 2>/dev/null && date +%s.%N")
+    return _pipeline(["head", "-c", f"{lead + timed}M", "/dev/zero"],
                      ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "Compression=no", "-c",
-                      "aes128-gcm@openssh.com", v.hostname(target), "cat > /dev/null"])
+                      "aes128-gcm@openssh.com", v.hostname(target), receive])
 
 
 def has_tool(tool: str) -> Command:

@@ -59,15 +59,13 @@ def test_full_lifecycle(fresh_lab, record_property):
     record_property("remote_commands", count)
 
 
-def run_lifecycle(lab) -> tuple[float, int]:
-    """The lifecycle on a freshly brought-up lab; returns (wall seconds, remote commands)."""
+def run_lifecycle(lab, *, past_promote: bool = True) -> tuple[float, int]:
+    """The lifecycle on a freshly brought-up lab, or its first half (through promote); returns (wall seconds,
+    remote commands)."""
     from flows.copy_puppetdb import copy_puppetdb
-    from flows.enable_ha_failover import enable_ha_failover
     from flows.enable_replica import enable_replica
-    from flows.forget_replica import forget_replica
     from flows.promote_replica import promote_replica, still_pointing_at
     from flows.provision_replica import provision_replica
-    from flows.reinitialize_replica import reinitialize_replica
     from flows.verify_health import verify_health
 
     settings = lab_settings()
@@ -137,6 +135,22 @@ def run_lifecycle(lab) -> tuple[float, int]:
         check.run(R, ["puppet", "node", "purge", M], stream=False)
         assert still_pointing_at(ctx, M, R, [A1, A2]) == []
 
+    if past_promote:
+        after_promote(lab, settings, check)
+    wall = time.monotonic() - started
+    print(f"\nlifecycle: {wall:.1f} s wall, {CountingExecutor.count} remote commands, "
+          f"{CountingExecutor.remote_seconds:.1f} s inside remote commands")
+    check.close()
+    return wall, CountingExecutor.count
+
+
+def after_promote(lab, settings, check) -> None:
+    """The failed master back as the replica, one database reinitialized, then that replica forgotten."""
+    from flows.enable_ha_failover import enable_ha_failover
+    from flows.forget_replica import forget_replica
+    from flows.reinitialize_replica import reinitialize_replica
+    from flows.verify_health import verify_health
+
     swapped = lab_settings(master=settings.replica.model_dump(), replica=settings.master.model_dump())
     with context.using(settings=swapped, executor=CountingExecutor(swapped)):
         # 4. the failed master becomes the new replica
@@ -162,8 +176,3 @@ def run_lifecycle(lab) -> tuple[float, int]:
         assert sim_state(check, R).get("replica") is None
         status = json.loads(check.run(R, ["puppet", "infrastructure", "status", "--format", "json"], stream=False).stdout)
         assert {e["server"] for e in status} == {R}
-    wall = time.monotonic() - started
-    print(f"\nlifecycle: {wall:.1f} s wall, {CountingExecutor.count} remote commands, "
-          f"{CountingExecutor.remote_seconds:.1f} s inside remote commands")
-    check.close()
-    return wall, CountingExecutor.count

@@ -179,8 +179,9 @@ def test_copy_carries_everything_on_the_profile(profile_lab, method):
 
 # Profiles whose procedures are another profile's: the copy and the version gate run on them, not a lifecycle.
 # PE's 2025.0 DR pages read like 2023.8's (pe-current-versions.md); 2025.11 differs from 2025.0 in PostgreSQL's
-# major. The lifecycle runs on the newest of them (2025.11, PostgreSQL 17).
-SAME_PROCEDURE_AS = {"2023.8": "2025.11", "2025.0": "2025.11"}
+# major. The lifecycle runs on the newest of them (2025.11, PostgreSQL 17). 2021.7's runs on 2021.7-real, the same
+# PE with real PuppetDB (tests/lab/test_real_puppetdb.py).
+SAME_PROCEDURE_AS = {"2023.8": "2025.11", "2025.0": "2025.11", "2021.7": "2021.7-real"}
 
 
 def test_full_lifecycle_on_the_profile(profile_lab):

@@ -23,15 +23,21 @@ NODES = 12
 M, R = "master.lab.test", "replica.lab.test"
 
 
+def real_lab_up(cfg: LabConfig) -> LabConfig:
+    """The real profile from nothing: a fresh lab whose master's PuppetDB built and filled pe-puppetdb."""
+    realpuppet.stop_all(cfg)
+    core.up(cfg, verbose=False)
+    realpuppet.seed(cfg, NODES)
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def real_lab(lab):
     """The lab as PE 2021.7 with real PuppetDB on master and replica; the master's PuppetDB keeps running."""
     assert realpuppet.installed(), "Debian's puppetdb is missing: make setup installs it"
     cfg = LabConfig(agents=lab.agents, sync_seconds=lab.sync_seconds, pdb_nodes=0, pe="2021.7-real")
-    core.up(cfg, verbose=False)
     try:
-        realpuppet.seed(cfg, NODES)
-        yield cfg
+        yield real_lab_up(cfg)
     finally:
         realpuppet.stop_all(cfg)
         lab_up(lab)
@@ -128,3 +134,14 @@ def test_the_reconstructed_schema_differs_from_puppetdbs_own_only_as_written_dow
     assert found == RECONSTRUCTION_DIFF.read_text(), (
         "the reconstruction and PuppetDB's schema differ otherwise than written down; review, then update "
         f"{RECONSTRUCTION_DIFF.name} and docs/simulator.md:\n{found}")
+
+
+def test_the_lifecycle_on_real_puppetdb(real_lab):
+    """Provision, the copy (accepted by the replica's real PuppetDB), enable with the drill, promote, and the rest,
+    from a fresh lab: the copies above left the replica's database as they made it."""
+    from tests.lab.test_lifecycle import run_lifecycle
+
+    run_lifecycle(real_lab_up(real_lab))
+    replica = realpuppet.RealPuppetDB(real_lab, real_lab.replica)
+    assert replica.running()  # the promoted replica's own PuppetDB, on the copy, still serves
+    assert len(replica.query("nodes[certname] {}")) >= NODES
