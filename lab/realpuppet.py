@@ -121,6 +121,14 @@ class RealPuppetDB:
         if self._pid() is not None:
             node_run(self.host, "sh", SERVICE_SCRIPT, "stop", timeout=60)
 
+    def drop_queue(self) -> None:
+        """Stop PuppetDB and drop the commands it has not processed: kept on disk (its stockpile), they are
+        processed again at its next start, whatever database it then finds."""
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.host.path(f"{VARDIR}/stockpile"), ignore_errors=True)
+
     def _pid(self) -> int | None:
         try:
             return int(self.host.path(f"{VARDIR}/pid").read_text().strip())
