@@ -238,12 +238,12 @@ def answer_agent_summary(fake, text: str = CLEAN_AGENT_SUMMARY, host: str | None
     fake.script(host, commands.agent_last_run_summary().argv, stdout=text, override=True)
 
 
-def answer_link_probe(fake, settings, arrivals: str = "1000.000000000\n1000.010000000\n") -> None:
-    """The fast copy's link probe to any inventory host answers ``arrivals`` (default: 20 MiB in 10 ms)."""
+def answer_link_probe(fake, targets, arrivals: str = "1000.000000000\n1000.010000000\n") -> None:
+    """The fast copy's link probe to each of ``targets`` answers ``arrivals`` (default: 20 MiB in 10 ms)."""
     from pe_ha import commands
 
-    for target in settings.all_hosts():
-        fake.script(None, commands.link_probe(target.name).argv, stdout=arrivals)
+    for target in targets:
+        fake.script(None, commands.link_probe(target).argv, stdout=arrivals)
 
 
 @pytest.fixture()
@@ -255,7 +255,7 @@ def env(tmp_path):
     settings = make_settings(tmp_path, backup_dir=tmp_path / "backups")
     fake = FakeExecutor()
     answer_agent_summary(fake)
-    answer_link_probe(fake, settings)
+    answer_link_probe(fake, [h.name for h in settings.all_hosts()])
     api = fake_pe_api(settings)
     with context.using(executor=fake, api=api, settings=settings):
         yield fake, api, settings

@@ -16,7 +16,7 @@ from pe_ha import commands, context
 from pe_ha.fake_executor import FakeExecutor
 from pe_ha.psql import SEP
 from tasks.copy_plan import PLANNED_SNAPSHOT
-from tests.conftest import answer_agent_summary, fake_pe_api, make_settings, status_json
+from tests.conftest import answer_agent_summary, answer_link_probe, fake_pe_api, make_settings, status_json
 
 M, R, A1, A2 = "master.example.com", "replica.example.com", "agent1.example.com", "agent2.example.com"
 
@@ -52,6 +52,7 @@ def scripted(fake: FakeExecutor) -> FakeExecutor:
         fake.script(host, ("sha256sum",), stdout=hashlib.sha256(b"dump").hexdigest() + "  /var/tmp/pe-ha/x.dump\n")
     fake.script(M, ("getent", "ahostsv4", R), stdout="198.51.100.12 STREAM replica")
     fake.script(M, ("getent", "ahostsv4", A1), stdout="198.51.100.21 STREAM agent1")
+    answer_link_probe(fake, [R])  # before the streams' rule: the probe is a bash pipeline too
     # a table stream's loader reports the rows it loaded
     fake.script(M, ("bash",), stdout="PEHA-ROWS certnames 5\n")
     fake.session_responder = answer_sql
