@@ -59,9 +59,8 @@ def test_full_lifecycle(fresh_lab, record_property):
     record_property("remote_commands", count)
 
 
-def run_lifecycle(lab, *, past_promote: bool = True) -> tuple[float, int]:
-    """The lifecycle on a freshly brought-up lab, or its first half (through promote); returns (wall seconds,
-    remote commands)."""
+def run_lifecycle(lab) -> tuple[float, int]:
+    """The lifecycle on a freshly brought-up lab; returns (wall seconds, remote commands)."""
     from flows.copy_puppetdb import copy_puppetdb
     from flows.enable_replica import enable_replica
     from flows.promote_replica import promote_replica, still_pointing_at
@@ -135,8 +134,7 @@ def run_lifecycle(lab, *, past_promote: bool = True) -> tuple[float, int]:
         check.run(R, ["puppet", "node", "purge", M], stream=False)
         assert still_pointing_at(ctx, M, R, [A1, A2]) == []
 
-    if past_promote:
-        after_promote(lab, settings, check)
+    after_promote(lab, settings, check)
     wall = time.monotonic() - started
     print(f"\nlifecycle: {wall:.1f} s wall, {CountingExecutor.count} remote commands, "
           f"{CountingExecutor.remote_seconds:.1f} s inside remote commands")
