@@ -37,10 +37,14 @@ def leaf_tables(conn: SqlReader) -> list[tuple[str, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
+MIB = 1 << 20
+
+
 def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20) -> float:
-    """Throughput of ssh from source to target in MiB/s, timed by the target as the data arrives (after a lead
-    that carries the connection through TCP's slow start), so neither ssh's handshake nor pe-ha's own session
-    counts: timed from here, they made a 100 Mbit/s link read fast enough to go uncompressed."""
+    """Throughput of ssh from source to target in MB/s (10^6 bytes, as the forecast counts them), timed by the
+    target as the data arrives (after a lead that carries the connection through TCP's slow start), so neither
+    ssh's handshake nor pe-ha's own session counts: timed from here, they made a 100 Mbit/s link read fast enough
+    to go uncompressed."""
     probe = commands.link_probe(target, timed_mb=timed_mb)
     out = ctx.executor.run(source, probe, timeout_s=600, stream=False).stdout.split()
     try:
@@ -51,7 +55,7 @@ def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20)
     if seconds <= 0.005:  # faster than the target's clock can tell apart from nothing
         logger().info("link %s -> %s: faster than the probe can tell (ssh, aes128-gcm)", source, target)
         return float("inf")
-    rate = timed_mb / seconds
+    rate = timed_mb * MIB / 1e6 / seconds  # dd pushes MiB
     logger().info("link %s -> %s: %.0f MB/s (ssh, aes128-gcm)", source, target, rate)
     return rate
 

@@ -23,9 +23,9 @@ def test_the_probe_is_one_push_timed_where_it_arrives():
 
 
 @pytest.mark.parametrize(("arrivals", "link_mb_s", "chosen"), [
-    ("1000.250000000\n1001.850000000\n", 12.5, "zstd"),      # 100 Mbit/s
-    ("1000.250000000\n1000.270000000\n", 1000.0, "none"),    # unlimited
-    ("1000.250000000\n1000.750000000\n", 40.0, "none"),
+    ("1000.250000000\n1001.850000000\n", 13.1072, "zstd"),   # about 100 Mbit/s: 20 MiB in 1.6 s
+    ("1000.250000000\n1000.270000000\n", 1048.576, "none"),  # unlimited
+    ("1000.250000000\n1000.750000000\n", 41.94304, "none"),
     ("1000.250000000\n1000.250000000\n", float("inf"), "none"),  # faster than the clock tells
 ])
 def test_compression_follows_the_rate_the_target_saw(ctx, env, arrivals, link_mb_s, chosen):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from lab.config import LabConfig
+from lab.config import LAB_DIR, LabConfig
 
 LAB_AGENTS = 2
 
@@ -25,8 +24,8 @@ def _can_run_lab() -> str | None:
 
 
 # PostgreSQL as each configuration's first `up` left it, initialised and seeded; later ups copy it (about
-# 6 s less each). One lab at a time (it is a singleton), so one directory.
-SNAPSHOTS = Path("/var/tmp/pe-ha-lab-snapshots")
+# 6 s less each). One lab at a time (it is a singleton), so one directory, beside the lab's (on `make test`'s tmpfs).
+SNAPSHOTS = LAB_DIR.parent / "pe-ha-lab-snapshots"
 
 
 def lab_up(cfg: LabConfig) -> LabConfig:
