@@ -19,6 +19,11 @@ class LoadProgress:
 
     bytes: int
     activity: list[str]  # e.g. "COPY catalog_resources: 212 MB, 1204000 rows", "INDEX on edges: building index 40 %"
+    unseen: str = ""  # what this PostgreSQL cannot show, so that an empty activity is not read as idle
+
+    def now(self) -> str:
+        seen = "; ".join(self.activity) or ("" if self.unseen else "no COPY or index build running")
+        return "; ".join(part for part in (seen, self.unseen) if part)
 
 
 def load_progress(conn: SqlReader) -> LoadProgress:
@@ -26,8 +31,10 @@ def load_progress(conn: SqlReader) -> LoadProgress:
     which PostgreSQL's owner sees for every session). Read outside any transaction."""
     size = int(conn.value("SELECT pg_database_size(current_database())") or 0)
     major = conn.major()
-    if major < 14:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+: the size says enough
-        return LoadProgress(size, [] if major < 12 else _index_progress(conn))
+    if major < 12:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+
+        return LoadProgress(size, [], f"PostgreSQL {major} shows no COPY or index build in progress")
+    if major < 14:
+        return LoadProgress(size, _index_progress(conn), f"PostgreSQL {major} shows no COPY in progress")
     rows = conn.rows(
         "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
         " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"
@@ -116,7 +123,7 @@ class ProgressWatch:
             if self._stop.is_set():
                 return
             self.looks.append(look)
-            now = "; ".join(look.activity) or "no COPY or index build running"
+            now = look.now()
             elapsed = time.monotonic() - self._started
             left = time_left(self.expected_s, elapsed)
             if self.expected <= 0:

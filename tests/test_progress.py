@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from pe_ha.forecast import time_left
-from tasks.puppetdb_progress import LoadProgress, ProgressWatch
+from pe_ha.psql import SqlReader
+from tasks.puppetdb_progress import LoadProgress, ProgressWatch, load_progress
 from tests.test_forecast import own_history  # noqa: F401
 from tests.test_plans import env  # noqa: F401
 
@@ -77,6 +78,38 @@ def test_without_an_expected_size_only_the_activity_is_reported(caplog):
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pg_dump on master"))
     assert "%" not in line
     assert line.endswith(": no COPY or index build running")
+
+
+class Catalog(SqlReader):
+    """A PostgreSQL of one major whose progress views list nothing running."""
+
+    def __init__(self, major: int) -> None:
+        self.server_major, self.queries = major, []
+
+    def rows(self, query: str) -> list[tuple[str, ...]]:
+        self.queries.append(query)
+        if query == "SHOW server_version_num":
+            return [(f"{self.server_major}0022",)]
+        return [("123456789",)] if "pg_database_size" in query else []
+
+
+@pytest.mark.parametrize(("major", "now", "views"), [
+    (11, "PostgreSQL 11 shows no COPY or index build in progress", set()),
+    (13, "PostgreSQL 13 shows no COPY in progress", {"pg_stat_progress_create_index"}),
+    (14, "no COPY or index build running", {"pg_stat_progress_copy", "pg_stat_progress_create_index"}),
+    (17, "no COPY or index build running", {"pg_stat_progress_copy", "pg_stat_progress_create_index"}),
+])
+def test_an_idle_look_says_what_the_major_cannot_show(major, now, views):
+    catalog = Catalog(major)
+    look = load_progress(catalog)
+    assert (look.bytes, look.activity, look.now()) == (123456789, [], now)
+    read = {v for v in ("pg_stat_progress_copy", "pg_stat_progress_create_index") for q in catalog.queries if v in q}
+    assert read == views
+
+
+def test_what_is_running_comes_first_then_what_cannot_be_seen():
+    look = LoadProgress(10, ["INDEX on edges: building index 40 %"], "PostgreSQL 13 shows no COPY in progress")
+    assert look.now() == "INDEX on edges: building index 40 %; PostgreSQL 13 shows no COPY in progress"
 
 
 def test_a_failing_look_is_skipped_and_the_next_one_reported(caplog):
