@@ -267,7 +267,7 @@ def plan_fast_copy(facts: FastCopyFacts, *, source: str, target: str, schema_fil
         source=source, target=target,
         create_staging=commands.recreate_database(staging, owner="pe-puppetdb", like="pe-puppetdb", **pg),
         dump_schema=commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg),
-        send_schema=commands.scp_to(schema_file, host=target, dest=schema_file),
+        send_schema=commands.scp_to(schema_file, host=target, dest=schema_file, multiplex=True),
         restore_pre_data=commands.pg_restore_section(file=schema_file, database=staging, section="pre-data", jobs=1,
                                                      **pg),
         grant_public=commands.set_public_schema_grants(facts.public_grants, database=staging, **pg),

@@ -80,6 +80,11 @@ PINNED = [
     (c.scp_to("/var/tmp/pe.dump", host="replica.example.com", dest="/var/tmp/pe.dump"),
      "scp -q -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 /var/tmp/pe.dump "
      "replica.example.com:/var/tmp/pe.dump"),
+    # the fast copy's schema: it opens the ssh connection its streams then share
+    (c.scp_to("/var/tmp/s.dump", host="replica.example.com", dest="/var/tmp/s.dump", multiplex=True),
+     "scp -q -o BatchMode=yes -o ControlMaster=auto -o ControlPath=/tmp/pe-ha-mux-%C -o ControlPersist=30 "
+     "-o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 /var/tmp/s.dump "
+     "replica.example.com:/var/tmp/s.dump"),
 ]
 
 

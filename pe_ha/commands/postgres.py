@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from pe_ha import validation as v
-from pe_ha.commands._base import Command, _pipeline
+from pe_ha.commands._base import SSH_MUX, Command, _pipeline
 from pe_ha.errors import ValidationError
 
 
@@ -98,6 +98,7 @@ def _psql_argv(os_user: str, bin_dir: str, database: str, *args: str) -> list[st
     return _as_pg(os_user, bin_dir, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", v.database_name(database), *args)
 
 
+
 def _check_stream(tables: Sequence[str], snapshot: str, compress: str) -> None:
     if not tables:
         raise ValidationError("a stream needs at least one table")
@@ -118,8 +119,7 @@ def _ssh_stream(out: Sequence[str], compress: str, target: str, into: Sequence[s
     remote = (shlex.join(_CODECS[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
     if then is not None:
         remote += " && " + shlex.join(then.argv)
-    mux = ["-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/pe-ha-mux-%C", "-o", "ControlPersist=30"] if multiplex else []
-    ssh = ["ssh", "-o", "BatchMode=yes", *mux, "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
+    ssh = ["ssh", "-o", "BatchMode=yes", *(SSH_MUX if multiplex else ()), "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
            "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com", v.hostname(target),
            "set -o pipefail; " + remote]
     stages: list[Sequence[str]] = [out]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pe_ha import validation as v
-from pe_ha.commands._base import PUPPET, Command, _ipv4, is_ipv4
+from pe_ha.commands._base import PUPPET, SSH_MUX, Command, _ipv4, is_ipv4
 
 
 def sha256sum(path: str) -> Command:
@@ -33,10 +33,11 @@ def make_dir(path: str, *, owner: str | None = None, mode: str = "0750") -> Comm
     return Command(tuple([*argv, v.absolute_path(path)]), f"mkdir {path}")
 
 
-def scp_to(path: str, *, host: str, dest: str) -> Command:
-    """``scp -q -o BatchMode=yes <path> <host>:<dest>`` run on the source node (the guide's transfer)."""
-    return Command(("scp", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
-                    "-o", "ServerAliveCountMax=3", v.absolute_path(path),
+def scp_to(path: str, *, host: str, dest: str, multiplex: bool = False) -> Command:
+    """``scp -q -o BatchMode=yes <path> <host>:<dest>`` run on the source node (the guide's transfer).
+    ``multiplex``: over the shared connection of the fast copy's streams, opening it (``SSH_MUX``)."""
+    return Command(("scp", "-q", "-o", "BatchMode=yes", *(SSH_MUX if multiplex else ()), "-o", "ConnectTimeout=10",
+                    "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", v.absolute_path(path),
                     f"{v.hostname(host)}:{v.absolute_path(dest)}"), f"scp {path} to {host}")
 
 
