@@ -37,9 +37,6 @@ def leaf_tables(conn: SqlReader) -> list[tuple[str, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
-MIB = 1 << 20
-
-
 def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20) -> float:
     """Throughput of ssh from source to target in MB/s (10^6 bytes, as the forecast counts them), timed by the
     target as the data arrives (after a lead that carries the connection through TCP's slow start), so neither
@@ -55,7 +52,7 @@ def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20)
     if seconds <= 0.005:  # faster than the target's clock can tell apart from nothing
         logger().info("link %s -> %s: faster than the probe can tell (ssh, aes128-gcm)", source, target)
         return float("inf")
-    rate = timed_mb * MIB / 1e6 / seconds  # dd pushes MiB
+    rate = timed_mb * 2**20 / 1e6 / seconds  # dd pushes MiB
     logger().info("link %s -> %s: %.0f MB/s (ssh, aes128-gcm)", source, target, rate)
     return rate
 

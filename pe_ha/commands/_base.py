@@ -62,6 +62,7 @@ def _pipeline(*stages: Sequence[str]) -> Command:
     script = "set -o pipefail; " + " | ".join(shlex.join(stage) for stage in stages)
     return Command(("bash", "-c", script), "pipeline")
 
+
 # One ssh connection from the source to the target, shared by the copy's streams. The schema's scp opens it
 # before the streams start (``scp_to(..., multiplex=True)``): streams that started together each tried to open
 # it and all but one warned "ControlSocket ... already exists, disabling multiplexing".

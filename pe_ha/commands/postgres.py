@@ -98,7 +98,6 @@ def _psql_argv(os_user: str, bin_dir: str, database: str, *args: str) -> list[st
     return _as_pg(os_user, bin_dir, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", v.database_name(database), *args)
 
 
-
 def _check_stream(tables: Sequence[str], snapshot: str, compress: str) -> None:
     if not tables:
         raise ValidationError("a stream needs at least one table")
@@ -119,9 +118,9 @@ def _ssh_stream(out: Sequence[str], compress: str, target: str, into: Sequence[s
     remote = (shlex.join(_CODECS[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
     if then is not None:
         remote += " && " + shlex.join(then.argv)
-    ssh = ["ssh", "-o", "BatchMode=yes", *(SSH_MUX if multiplex else ()), "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
-           "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com", v.hostname(target),
-           "set -o pipefail; " + remote]
+    ssh = ["ssh", "-o", "BatchMode=yes", *(SSH_MUX if multiplex else ()), "-o", "ConnectTimeout=10", "-o",
+           "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com",
+           v.hostname(target), "set -o pipefail; " + remote]
     stages: list[Sequence[str]] = [out]
     if compress != "none":
         stages.append(_CODECS[compress][0])
