@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from lab import core, pdbgen, realpuppet, tokens
+from lab import core, pdbgen, realpuppet, realserver, tokens
 from lab.config import LAB_DIR, LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -44,13 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = LabConfig(agents=args.agents, sync_seconds=args.sync_seconds, pdb_nodes=args.pdb_nodes, pe=args.pe)
         core.up(cfg)
         p = cfg.profile
-        pdb = "real PuppetDB (Debian's)" if p.real_puppetdb else "PuppetDB schema simulated"
+        pdb = "real PuppetDB, Puppet Server and agent (Debian's)" if p.real_puppetdb else "PuppetDB schema simulated"
         print(f"PE profile {cfg.pe} (PE simulated, {pdb}): PE {p.pe_version}, PostgreSQL {p.pg_major}, "
               f"PuppetDB {p.puppetdb_version} ({p.partitioning} partitions)")
         if p.real_puppetdb:
-            took = realpuppet.seed(cfg, args.pdb_nodes)
+            took = realserver.up(cfg, args.pdb_nodes)
             print(f"real PuppetDB on the master: started in {took['start']:.1f} s, {args.pdb_nodes} nodes through its "
                   f"command API in {took['fill']:.1f} s (http://127.0.0.1:8080 inside the master)")
+            print(f"real Puppet Server on the master and the replica (behind the simulator's 8140): started in "
+                  f"{took['puppetserver']:.1f} s; the agents run Debian's puppet agent")
         elif args.pdb_nodes:
             print(f"synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
         print(f"settings for pe-ha: {LAB_DIR / 'peha.env'}")

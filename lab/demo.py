@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 
-from lab import core, pdbgen, realpuppet
+from lab import core, pdbgen, realserver
 from lab.config import LabConfig
 from lab.profiles import DEFAULT_PROFILE, PROFILES
 from lab.stack import ROOT, PrefectStack, WebhookReceiver
@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = LabConfig(agents=2, sync_seconds=5, pdb_nodes=args.pdb_nodes, pe=args.pe)
     core.up(cfg)
     if cfg.profile.real_puppetdb:
-        took = realpuppet.seed(cfg, args.pdb_nodes)
+        took = realserver.up(cfg, args.pdb_nodes)
         print(f"   real PuppetDB 7.12.1 on the master: started in {took['start']:.1f} s, {args.pdb_nodes} nodes "
-              f"through its command API in {took['fill']:.1f} s")
+              f"through its command API in {took['fill']:.1f} s; real Puppet Server 7.9.5 on master and replica "
+              f"in {took['puppetserver']:.1f} s; the agents run Debian's puppet agent 7.23.0")
     else:
         print(f"   synthetic PuppetDB: {args.pdb_nodes} nodes in {pdbgen.generate(cfg, args.pdb_nodes):.1f} s")
     env = core.lab_env()

@@ -62,7 +62,20 @@ def lock_holder():
         return None
 
 
+# On the lab's real-Puppet profile the agent hosts run Debian's real agent (lab/realserver.py), with PE's paths.
+REAL_AGENT = "/opt/puppetlabs/sim/real-agent"
+REAL_AGENT_ARGS = [
+    "--confdir", "/etc/puppetlabs/puppet", "--vardir", "/opt/puppetlabs/puppet/cache",
+    "--publicdir", "/opt/puppetlabs/puppet/public", "--logdir", "/var/log/puppetlabs/puppet",
+    "--rundir", "/var/run/puppetlabs", "--codedir", "/etc/puppetlabs/code", "--ssldir", "/etc/puppetlabs/puppet/ssl",
+    # The lab's CA publishes no CRL; a dropped packet fails over in seconds, not Puppet's 2 min.
+    "--certificate_revocation", "false", "--http_connect_timeout", "5s", "--color", "false",
+]
+
+
 def cmd_agent(args):
+    if os.path.exists(REAL_AGENT):
+        os.execv("/usr/bin/puppet", ["puppet", "agent", *REAL_AGENT_ARGS, *args])
     if not flag(args, "-t", "--test", "--onetime"):
         raise SimError("Error: this simulator models `puppet agent -t`")
     noop = flag(args, "--noop")

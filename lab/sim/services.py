@@ -42,6 +42,11 @@ from rbac import token_problem
 LOOPBACK_PORT = 8080  # PuppetDB's cleartext listener
 # Where the lab's real-PuppetDB profile puts the real PuppetDB's start/stop (lab/realpuppet.py)
 REAL_PUPPETDB = SIM + "/real-puppetdb.sh"
+# Where the lab's real-Puppet profile puts the real Puppet Server's start/stop (lab/realserver.py): this host's
+# 8140 then hands the agent's requests to it, as an SSL-terminating proxy does (Puppet Server's documented headers).
+REAL_PUPPETSERVER = SIM + "/real-puppetserver.sh"
+REAL_PUPPETSERVER_PORT = 8141
+AGENT_PATHS = ("/puppet/", "/puppet-ca/")
 
 # Every HTTPS route, by the PE service that answers it.
 ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES + orchestrator.ROUTES
@@ -84,9 +89,43 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(401, {"kind": "puppetlabs.rbac/user-unauthenticated", "msg": "Route requires authentication"})
         return False
 
+    def _to_real_puppetserver(self, method):
+        """Relay one agent request to the real Puppet Server behind this 8140, with the client certificate in
+        ``X-Client-Verify``/``X-Client-DN``/``X-Client-Cert`` (Puppet Server's external SSL termination)."""
+        import http.client
+
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        der = self.connection.getpeercert(binary_form=True)
+        if der:
+            subject = dict(x[0] for x in self.connection.getpeercert().get("subject", ()))
+            headers.update({"X-Client-Verify": "SUCCESS", "X-Client-DN": "CN=%s" % subject.get("commonName", ""),
+                            "X-Client-Cert": urllib.parse.quote(ssl.DER_cert_to_PEM_cert(der))})
+        else:
+            headers["X-Client-Verify"] = "NONE"
+        conn = http.client.HTTPConnection("127.0.0.1", REAL_PUPPETSERVER_PORT, timeout=120)
+        try:
+            conn.request(method, self.path, body=raw, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except OSError as e:
+            return self._send(503, {"kind": "service-unavailable", "msg": "Puppet Server: %s" % e})
+        finally:
+            conn.close()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _route(self, method):
         port = self.server.server_address[1]
         path = urllib.parse.urlparse(self.path).path
+        if port == 8140 and path.startswith(AGENT_PATHS) and os.path.exists(REAL_PUPPETSERVER):
+            return self._to_real_puppetserver(method)
         body = self._body() if method == "POST" else None
         for route in ROUTES:
             if route.method == method and route.port in (None, port) and route.matches(path):
@@ -100,6 +139,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self._route("POST")
+
+    def do_PUT(self):
+        self._route("PUT")
 
 
 class LoopbackHandler(Handler):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import core, inspect, realpuppet, schemadiff
+from lab import core, inspect, realpuppet, realserver, schemadiff
 from lab.config import LabConfig
 from pe_ha import context
 from tests.lab.conftest import lab_settings, lab_up
@@ -26,8 +26,9 @@ M, R = "master.lab.test", "replica.lab.test"
 def real_lab_up(cfg: LabConfig) -> LabConfig:
     """The real profile from nothing: a fresh lab whose master's PuppetDB built and filled pe-puppetdb."""
     realpuppet.stop_all(cfg)
+    realserver.stop_all(cfg)
     core.up(cfg, verbose=False)
-    realpuppet.seed(cfg, NODES)
+    realserver.up(cfg, NODES)
     return cfg
 
 
@@ -35,11 +36,13 @@ def real_lab_up(cfg: LabConfig) -> LabConfig:
 def real_lab(lab):
     """The lab as PE 2021.7 with real PuppetDB on master and replica; the master's PuppetDB keeps running."""
     assert realpuppet.installed(), "Debian's puppetdb is missing: make setup installs it"
+    assert realserver.installed(), "Debian's puppetserver or puppet agent is missing: make setup installs them"
     cfg = LabConfig(agents=lab.agents, sync_seconds=lab.sync_seconds, pdb_nodes=0, pe="2021.7-real")
     try:
         yield real_lab_up(cfg)
     finally:
         realpuppet.stop_all(cfg)
+        realserver.stop_all(cfg)
         lab_up(lab)
 
 
@@ -140,7 +143,8 @@ def test_the_reconstructed_schema_differs_from_puppetdbs_own_only_as_written_dow
 
 
 def test_the_lifecycle_on_real_puppetdb(real_lab):
-    """Provision, the copy (accepted by the replica's real PuppetDB), enable with the drill, promote, and the rest.
+    """Provision, the copy (accepted by the replica's real PuppetDB), enable with the drill (the real agent failing
+    over to the replica's real Puppet Server), promote, and the rest; then the real agent's pending change caught.
     Last in the module, since it promotes the replica. The tests above leave the replica unprovisioned, its
     PuppetDB stopped with nothing queued, and its database as the lifecycle's own copy replaces it whole; run
     alone or after anything else, it starts from a fresh lab."""
@@ -154,3 +158,32 @@ def test_the_lifecycle_on_real_puppetdb(real_lab):
     replica = realpuppet.RealPuppetDB(real_lab, real_lab.replica)
     assert replica.running()  # the promoted replica's own PuppetDB, on the copy, still serves
     assert len(replica.query("nodes[certname] {}")) >= NODES
+
+    # The agents were Puppet's own: the drill (enable's first managed node, master cut off) could only pass through
+    # the replica's real Puppet Server, which stored the node's runs; the summary is the real agent's (only it
+    # times fact generation).
+    node = real_lab.agent_hosts[0]
+    stored = sorted(real_lab.replica.path(f"{realserver.VARDIR}/reports/{node.fqdn}").glob("*.yaml"))
+    assert stored, "no agent run of the test node reached the replica's Puppet Server"
+    assert "fact_generation" in node.path("/opt/puppetlabs/puppet/public/last_run_summary.yaml").read_text()
+
+    # A real `puppet agent -t --noop` exits 0 with a change pending; pe-ha's check reads the real summary and names
+    # the resource. The pending change: the node's server_list no longer what the lifecycle classified.
+    from pe_ha import commands
+    from pe_ha.errors import CommandFailed
+    from tasks.agent import agent_run
+
+    settings = lab_settings()
+    with context.using(settings=settings) as ctx:
+        assert agent_run.fn(ctx, node.fqdn, commands.agent_run(), expect_no_changes=False) in (0, 2)  # converged
+        assert agent_run.fn(ctx, node.fqdn, commands.agent_run(noop=True), expect_no_changes=True) == 0
+        conf = ("--section", "main", "--confdir", "/etc/puppetlabs/puppet")
+        classified = core.node_run(node, "/usr/bin/puppet", "config", "print", "server_list", *conf).stdout.strip()
+        assert classified, "the lifecycle left the node no server_list"
+        core.node_run(node, "/usr/bin/puppet", "config", "set", "server_list",
+                      f"{classified},elsewhere.lab.test:8140", *conf)  # still reaches its server first
+        with pytest.raises(CommandFailed) as failed:
+            agent_run.fn(ctx, node.fqdn, commands.agent_run(noop=True), expect_no_changes=True)
+    assert failed.value.exit_code == 0  # the noop run itself "succeeded"
+    assert "Exec[puppet.conf server_list]" in str(failed.value), str(failed.value)
+    assert "elsewhere.lab.test" in node.path("/etc/puppetlabs/puppet/puppet.conf").read_text()  # noop: left as is
