@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # Real Puppet from Debian 12, pinned: the agent writes the summaries the noop check reads (tests/contract/test_agent_report.py);
 # PuppetDB builds and serves the 2021.7-real profile's pe-puppetdb and judges the copy (lab/realpuppet.py); Puppet Server
 # compiles that profile's agents' catalogs and the agents fail over through server_list (lab/realserver.py).
-PUPPET_PACKAGES := puppet-agent=7.23.0-1+deb12u1 puppetdb=7.12.1-3 puppetserver=7.9.5-2+deb12u1
+PUPPET_PACKAGES := puppet-agent=7.23.0-1+deb12u1 puppetdb=7.12.1-3 puppet-terminus-puppetdb=7.12.1-3 puppetserver=7.9.5-2+deb12u1
 # (defined before APT_PACKAGES: `:=` expands what it names at once)
 APT_PACKAGES := openssh-server openssh-client iptables iproute2 util-linux procps openssl \
                 postgresql-15 postgresql-client-15 python3 python3-venv ca-certificates curl zstd chromium pgcopydb \

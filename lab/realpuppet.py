@@ -289,8 +289,9 @@ def answers(db: RealPuppetDB) -> dict[str, list]:
 
 def seed(cfg: LabConfig, nodes: int, *, reports: int = 3, resources: int = 20) -> dict[str, float]:
     """The real profile's pe-puppetdb: the master's PuppetDB migrates its empty database, then ``nodes`` agents'
-    data arrive through its command API. The schema it built becomes what a provisioned replica's PuppetDB
-    migrates to (the simulator's provision step), so both ends have PuppetDB's own schema."""
+    data arrive through its command API. The schema it built, with its recorded migrations, becomes what a
+    provisioned replica's PuppetDB migrates to (the simulator's provision step), so both ends have PuppetDB's own
+    schema and the replica's PuppetDB starts on it."""
     for h in (cfg.master, cfg.replica):
         write_service_script(cfg, h)
     master = RealPuppetDB(cfg, cfg.master)
@@ -298,6 +299,11 @@ def seed(cfg: LabConfig, nodes: int, *, reports: int = 3, resources: int = 20) -
     filled = fill(master, nodes, reports=reports, resources=resources)
     schema = "\n".join(line for line in schema_dump(cfg, cfg.master).splitlines()
                        if not line.startswith("COMMENT ON EXTENSION"))  # owned by the superuser, not pe-puppetdb
+    # With the migrations it records: else the replica's PuppetDB would migrate again over the tables and fail to
+    # start ("relation ... already exists"), as it did once provisioning waited for it.
+    schema += "\n" + node_run(cfg.master, "pg_dump", "-h", "/run/postgresql", "--data-only", "--no-owner",
+                              "--no-privileges", "-t", "public.schema_migrations", "-d", "pe-puppetdb",
+                              as_postgres=True, timeout=120).stdout
     for h in cfg.hosts:
         h.path("/opt/puppetlabs/sim/puppetdb_schema.sql").write_text(schema + "\n")
     return {"start": started, "fill": filled}

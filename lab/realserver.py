@@ -6,9 +6,11 @@ PE's status API on 8140 also reports Code Manager and file sync, which only PE h
 Server on ``127.0.0.1:8141``, with the client certificate in the headers Puppet Server documents for external
 SSL termination (``X-Client-Verify``, ``X-Client-DN``, ``X-Client-Cert``). Puppet Server classifies each node
 through an ENC that asks the host's simulated classifier (PE's node terminus asks PE's classifier), and its
-catalog sets the classification's ``puppet_enterprise::profile::agent`` settings (``server_list``,
-``pcp_broker_list``) in the agent's ``puppet.conf``. So an agent run, its ``server_list`` failover, its exit code
-and its ``last_run_summary.yaml`` are Puppet's own. docs/simulator.md has what is real and what is not.
+catalog applies the classification's ``puppet_enterprise::profile::agent`` parameters (``server_list`` in the
+agent's ``puppet.conf``, ``pcp_broker_list`` in pxp-agent's). Puppet Server stores facts, catalogs and reports
+through the PuppetDB terminus at ``https://<host>:8081``, which the simulator's 8081 hands to the real PuppetDB.
+So an agent run, its ``server_list`` failover, its exit code, its ``last_run_summary.yaml`` and what PuppetDB
+stores of it are Puppet's own. docs/simulator.md has what is real and what is not.
 """
 
 from __future__ import annotations
@@ -107,10 +109,13 @@ print(json.dumps({"environment": "production", "classes": {"@CLASS@": params}}))
 """.replace("@CLASS@", AGENT_CLASS)
 
 
+TERMINUS = "/usr/lib/ruby/vendor_ruby/puppet/indirector/catalog/puppetdb.rb"  # Debian's puppet-terminus-puppetdb
+
+
 def installed() -> bool:
     from pathlib import Path
 
-    return Path(JAR).exists() and Path("/usr/bin/puppet").exists()
+    return all(Path(p).exists() for p in (JAR, "/usr/bin/puppet", TERMINUS))
 
 
 def _hocon(path: Host, name: str, text: str) -> None:
@@ -159,9 +164,13 @@ profiler: {{}}
     # Puppet Server's documented set-up behind an SSL-terminating proxy: trust the client certificate headers.
     auth = open(f"{PACKAGE_CONF}/auth.conf").read()
     (conf / "auth.conf").write_text(auth.replace("version: 1", "version: 1\n    allow-header-cert-info: true", 1))
+    # PuppetDB as PE configures its terminus: facts, catalogs and reports to the host's PuppetDB on 8081.
     h.path(f"{CONFDIR}/puppet.conf").write_text(
         f"[main]\ncertname = {h.fqdn}\nssldir = {SSLDIR}\n\n"
-        f"[server]\nnode_terminus = exec\nexternal_nodes = {ENC}\nreports = store\nstoreconfigs = false\n")
+        f"[server]\nnode_terminus = exec\nexternal_nodes = {ENC}\nreports = store,puppetdb\n"
+        "storeconfigs = true\nstoreconfigs_backend = puppetdb\n")
+    h.path(f"{CONFDIR}/puppetdb.conf").write_text(f"[main]\nserver_urls = https://{h.fqdn}:8081\n")
+    h.path(f"{CONFDIR}/routes.yaml").write_text("---\nserver:\n  facts:\n    terminus: puppetdb\n    cache: yaml\n")
     h.path(f"{CODEDIR}/environments/production/manifests/site.pp").write_text("node default { }\n")
     h.path(f"{CODEDIR}/environments/production/modules/pe_ha_lab/manifests/agent.pp").write_text(AGENT_MANIFEST)
     h.path(ENC).write_text(ENC_SCRIPT)

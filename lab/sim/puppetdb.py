@@ -162,8 +162,8 @@ def pdb_nodes():
     return [{"certname": r[0], "deactivated": r[1] or None} for r in rows]
 
 
-SYNC_COLUMNS = ("hash, transaction_uuid, certname, puppet_version, report_format, start_time, end_time, receive_time,"
-                " noop, status_id, metrics, logs, producer_timestamp")
+SYNC_COLUMNS = ("hash, transaction_uuid, certname, puppet_version, report_format, configuration_version, start_time,"
+                " end_time, receive_time, noop, status_id, metrics, logs, producer_timestamp")
 
 
 def pdb_sync_once(peer):

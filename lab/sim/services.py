@@ -47,6 +47,7 @@ REAL_PUPPETDB = SIM + "/real-puppetdb.sh"
 REAL_PUPPETSERVER = SIM + "/real-puppetserver.sh"
 REAL_PUPPETSERVER_PORT = 8141
 AGENT_PATHS = ("/puppet/", "/puppet-ca/")
+REAL_PUPPETDB_PORT = 8080  # the real PuppetDB's cleartext listener on the host's loopback
 
 # Every HTTPS route, by the PE service that answers it.
 ROUTES = status.ROUTES + rbac.ROUTES + classifier.ROUTES + puppetdb.ROUTES + orchestrator.ROUTES
@@ -89,14 +90,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(401, {"kind": "puppetlabs.rbac/user-unauthenticated", "msg": "Route requires authentication"})
         return False
 
-    def _to_real_puppetserver(self, method):
-        """Relay one agent request to the real Puppet Server behind this 8140, with the client certificate in
-        ``X-Client-Verify``/``X-Client-DN``/``X-Client-Cert`` (Puppet Server's external SSL termination)."""
+    def _relay(self, method, port):
+        """Relay one request to the real Puppet Server (8140's agent paths) or PuppetDB (8081's ``/pdb/``) behind
+        this TLS port, with the client certificate in ``X-Client-Verify``/``X-Client-DN``/``X-Client-Cert``
+        (Puppet Server's external SSL termination; PuppetDB's cleartext listener ignores them)."""
         import http.client
 
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():  # the terminus's gzip body
+            raw = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if not size:
+                    while self.rfile.readline().strip():  # trailers
+                        pass
+                    break
+                raw += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            n = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(n) if n else None
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "connection", "content-length", "transfer-encoding")}
         der = self.connection.getpeercert(binary_form=True)
         if der:
             subject = dict(x[0] for x in self.connection.getpeercert().get("subject", ()))
@@ -104,13 +118,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             "X-Client-Cert": urllib.parse.quote(ssl.DER_cert_to_PEM_cert(der))})
         else:
             headers["X-Client-Verify"] = "NONE"
-        conn = http.client.HTTPConnection("127.0.0.1", REAL_PUPPETSERVER_PORT, timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         try:
             conn.request(method, self.path, body=raw, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
         except OSError as e:
-            return self._send(503, {"kind": "service-unavailable", "msg": "Puppet Server: %s" % e})
+            return self._send(503, {"kind": "service-unavailable", "msg": "127.0.0.1:%d: %s" % (port, e)})
         finally:
             conn.close()
         self.send_response(resp.status)
@@ -125,7 +139,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         port = self.server.server_address[1]
         path = urllib.parse.urlparse(self.path).path
         if port == 8140 and path.startswith(AGENT_PATHS) and os.path.exists(REAL_PUPPETSERVER):
-            return self._to_real_puppetserver(method)
+            return self._relay(method, REAL_PUPPETSERVER_PORT)
+        # Puppet Server's PuppetDB terminus (its commands name themselves in the query); the simulated agent's own
+        # report on master and replica carries no command and stays the simulator's.
+        if (port == 8081 and path.startswith("/pdb/") and os.path.exists(REAL_PUPPETDB)
+                and (path != "/pdb/cmd/v1" or "command=" in urllib.parse.urlparse(self.path).query)):
+            return self._relay(method, REAL_PUPPETDB_PORT)
         body = self._body() if method == "POST" else None
         for route in ROUTES:
             if route.method == method and route.port in (None, port) and route.matches(path):
@@ -241,6 +260,9 @@ def pg_ctl(*args):
 
 def start_service(name):
     if service_running(name):
+        if name == "pe-puppetdb" and os.path.exists(REAL_PUPPETDB):  # the lab may have stopped the JVM alone
+            subprocess.run(["sh", REAL_PUPPETDB, "start"], check=True, timeout=30)
+            wait_for_real_puppetdb()
         return False
     if name == "puppet":
         update_state(puppet_service="running")
@@ -261,11 +283,32 @@ def start_service(name):
         if all(reachable(my_address(), p, 0.5) for p in ports):
             if name == "pe-puppetdb" and os.path.exists(REAL_PUPPETDB):
                 subprocess.run(["sh", REAL_PUPPETDB, "start"], check=True, timeout=30)
+                wait_for_real_puppetdb()
             return True
         if proc.poll() is not None:
             raise SimError("Error: %s failed to start (see %s/%s.log)" % (name, LOG, name))
         time.sleep(0.05)
     raise SimError("Error: %s did not start listening within 15 s" % name)
+
+
+def wait_for_real_puppetdb(timeout_s=300):
+    """PE's service start returns once PuppetDB's services have started: ezbake's start script waits for
+    Trapperkeeper's restart file (Trapperkeeper's docs, "Restart File"). So does the lab's, by PuppetDB's status."""
+    deadline = time.time() + timeout_s
+    url = "http://127.0.0.1:%d/status/v1/services/puppetdb-status" % REAL_PUPPETDB_PORT
+    while time.time() < deadline:
+        try:
+            os.kill(int(open("/opt/puppetlabs/server/data/puppetdb/pid").read()), 0)  # lab/realpuppet.py's pid file
+        except (OSError, ValueError):
+            raise SimError("Error: pe-puppetdb exited while starting (see /var/log/puppetlabs/puppetdb/puppetdb.log)")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if json.loads(resp.read()).get("state") == "running":
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise SimError("Error: pe-puppetdb did not finish starting within %d s" % timeout_s)
 
 
 def stop_service(name):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import core, inspect, realpuppet, realserver, schemadiff
+from lab import core, inspect, pdbgen, realpuppet, realserver, schemadiff
 from lab.config import LabConfig
 from pe_ha import context
 from tests.lab.conftest import lab_settings, lab_up
@@ -120,6 +120,9 @@ def test_a_copy_with_its_sequences_set_back_is_caught_and_breaks_puppetdbs_write
     # The failed command stays in PuppetDB's queue and is processed again at its next start, on whatever database
     # it finds then (seen here: on the next copy, one node more than the master has). Dropped, so it cannot.
     replica_puppetdb.drop_queue()
+    # And the broken database goes, so the replica is again a node that was never provisioned: provisioning's check
+    # run stores facts through the replica's Puppet Server into whatever pe-puppetdb it finds there.
+    pdbgen.create_database(real_lab, real_lab.replica)
 
 
 RECONSTRUCTION_DIFF = Path(__file__).parent / "pdbschema-vs-puppetdb-7.12.1.txt"
@@ -146,7 +149,7 @@ def test_the_lifecycle_on_real_puppetdb(real_lab):
     """Provision, the copy (accepted by the replica's real PuppetDB), enable with the drill (the real agent failing
     over to the replica's real Puppet Server), promote, and the rest; then the real agent's pending change caught.
     Last in the module, since it promotes the replica. The tests above leave the replica unprovisioned, its
-    PuppetDB stopped with nothing queued, and its database as the lifecycle's own copy replaces it whole; run
+    PuppetDB stopped with nothing queued, and its database a working copy or empty; run
     alone or after anything else, it starts from a fresh lab."""
     from pe_ha.ssh import FabricExecutor
     from tests.lab.test_lifecycle import run_lifecycle, sim_state
@@ -166,6 +169,10 @@ def test_the_lifecycle_on_real_puppetdb(real_lab):
     stored = sorted(real_lab.replica.path(f"{realserver.VARDIR}/reports/{node.fqdn}").glob("*.yaml"))
     assert stored, "no agent run of the test node reached the replica's Puppet Server"
     assert "fact_generation" in node.path("/opt/puppetlabs/puppet/public/last_run_summary.yaml").read_text()
+    # ... and the promoted replica's PuppetDB stored them through Puppet Server's terminus, on the copied database
+    stored = replica.query(f'nodes[certname, catalog_timestamp, facts_timestamp, report_timestamp] '
+                           f'{{ certname = "{node.fqdn}" }}')
+    assert stored and all(stored[0][k] for k in ("catalog_timestamp", "facts_timestamp", "report_timestamp")), stored
 
     # A real `puppet agent -t --noop` exits 0 with a change pending; pe-ha's check reads the real summary and names
     # the resource. The pending change: the node's server_list no longer what the lifecycle classified.
