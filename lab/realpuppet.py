@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from lab import jvmservice
 from lab.config import LAB_DIR, Host, LabConfig
 from lab.core import node_run
 
@@ -76,19 +77,8 @@ def write_service_script(cfg: LabConfig, h: Host) -> None:
     java = (f"exec /usr/bin/java {HEAP} -XX:+UseSerialGC -Djava.security.egd=file:/dev/urandom -cp {JAR} "
             f"clojure.main -m puppetlabs.puppetdb.core services --config {CONF_D} --bootstrap-config {BOOTSTRAP}"
             f" >> {LOG}.out 2>&1")
-    h.path(SERVICE_SCRIPT).write_text(f"""#!/bin/sh
-# pe-ha lab: Debian's real PuppetDB on this host, started and stopped like a service (not PE's unit).
-pid=$(cat {VARDIR}/pid 2>/dev/null)
-case "$1" in
-start) if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi
-       setsid sh -c '{java}' </dev/null >/dev/null 2>&1 & echo $! > {VARDIR}/pid ;;
-stop)  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
-         i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-         kill -9 "$pid" 2>/dev/null
-       fi
-       rm -f {VARDIR}/pid ;;
-esac
-""")
+    h.path(SERVICE_SCRIPT).write_text(jvmservice.script(
+        "Debian's real PuppetDB on this host, started and stopped like a service", java, VARDIR))
 
 
 @dataclass
@@ -130,14 +120,10 @@ class RealPuppetDB:
         shutil.rmtree(self.host.path(f"{VARDIR}/stockpile"), ignore_errors=True)
 
     def _pid(self) -> int | None:
-        try:
-            return int(self.host.path(f"{VARDIR}/pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return jvmservice.pid(self.host, VARDIR)
 
     def _pid_alive(self) -> bool:
-        pid = self._pid()
-        return pid is not None and node_run(self.host, "kill", "-0", str(pid), check=False).returncode == 0
+        return jvmservice.alive(self.host, VARDIR)
 
     def running(self) -> bool:
         return self._pid_alive() and self.status() == "running"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from lab import jvmservice
 from lab.config import Host, LabConfig
 from lab.core import node_run
 
@@ -118,10 +119,6 @@ def installed() -> bool:
     return all(Path(p).exists() for p in (JAR, "/usr/bin/puppet", TERMINUS))
 
 
-def _hocon(path: Host, name: str, text: str) -> None:
-    (path.path(CONF_D) / name).write_text(text)
-
-
 def write_config(cfg: LabConfig, h: Host) -> None:
     """Puppet Server's conf.d, bootstrap, puppet.conf, code and ENC on ``h``."""
     conf = h.path(CONF_D)
@@ -178,19 +175,8 @@ profiler: {{}}
     java = (f"exec /usr/bin/java {HEAP} -XX:+UseSerialGC -Djava.security.egd=file:/dev/urandom "
             "-Djruby.lib=/usr/share/jruby/lib -Djruby.logger.class=com.puppetlabs.jruby_utils.jruby.Slf4jLogger "
             f"-jar {JAR} --config {CONF_D} --bootstrap-config {BOOTSTRAP} >> {LOG}.out 2>&1")
-    h.path(SERVICE_SCRIPT).write_text(f"""#!/bin/sh
-# pe-ha lab: Debian's real Puppet Server on this host, behind the simulated PE Puppet Server's 8140 (not PE's unit).
-pid=$(cat {VARDIR}/pid 2>/dev/null)
-case "$1" in
-start) if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi
-       setsid sh -c '{java}' </dev/null >/dev/null 2>&1 & echo $! > {VARDIR}/pid ;;
-stop)  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
-         i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-         kill -9 "$pid" 2>/dev/null
-       fi
-       rm -f {VARDIR}/pid ;;
-esac
-""")
+    h.path(SERVICE_SCRIPT).write_text(jvmservice.script(
+        "Debian's real Puppet Server on this host, behind the simulated PE Puppet Server's 8140", java, VARDIR))
 
 
 def enable_agent(h: Host) -> None:
@@ -229,14 +215,10 @@ class RealPuppetServer:
             node_run(self.host, "sh", SERVICE_SCRIPT, "stop", timeout=60)
 
     def _pid(self) -> int | None:
-        try:
-            return int(self.host.path(f"{VARDIR}/pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return jvmservice.pid(self.host, VARDIR)
 
     def _pid_alive(self) -> bool:
-        pid = self._pid()
-        return pid is not None and node_run(self.host, "kill", "-0", str(pid), check=False).returncode == 0
+        return jvmservice.alive(self.host, VARDIR)
 
     def running(self) -> bool:
         if not self._pid_alive():
