@@ -94,18 +94,10 @@ class RealPuppetDB:
         if self.running():
             return 0.0
         write_service_script(self.cfg, self.host)
-        started = time.monotonic()
         offset = self.log_size()
-        node_run(self.host, "sh", SERVICE_SCRIPT, "start")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.status() == "running":
-                return time.monotonic() - started
-            if not self._pid_alive():
-                raise PuppetDBError(f"PuppetDB on {self.host.fqdn} exited while starting:\n{self.log_since(offset)[-3000:]}")
-            time.sleep(0.5)
-        raise PuppetDBError(f"PuppetDB on {self.host.fqdn} not running after {timeout_s:g} s:\n"
-                            f"{self.log_since(offset)[-3000:]}")
+        return jvmservice.start_and_wait(self.host, SERVICE_SCRIPT, VARDIR, ready=lambda: self.status() == "running",
+                                         log_tail=lambda: self.log_since(offset), what="PuppetDB",
+                                         error=PuppetDBError, timeout_s=timeout_s)
 
     def stop(self) -> None:
         if self._pid() is not None:

@@ -15,7 +15,6 @@ stores of it are Puppet's own. docs/simulator.md has what is real and what is no
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from lab import jvmservice
@@ -198,17 +197,8 @@ class RealPuppetServer:
         if self.running():
             return 0.0
         write_config(self.cfg, self.host)
-        started = time.monotonic()
-        node_run(self.host, "sh", SERVICE_SCRIPT, "start")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.running():
-                return time.monotonic() - started
-            if not self._pid_alive():
-                raise PuppetServerError(f"Puppet Server on {self.host.fqdn} exited while starting:\n{self.log()[-3000:]}")
-            time.sleep(0.5)
-        raise PuppetServerError(f"Puppet Server on {self.host.fqdn} not running after {timeout_s:g} s:\n"
-                                f"{self.log()[-3000:]}")
+        return jvmservice.start_and_wait(self.host, SERVICE_SCRIPT, VARDIR, ready=self.running, log_tail=self.log,
+                                         what="Puppet Server", error=PuppetServerError, timeout_s=timeout_s)
 
     def stop(self) -> None:
         if self._pid() is not None:

@@ -261,8 +261,7 @@ def pg_ctl(*args):
 def start_service(name):
     if service_running(name):
         if name == "pe-puppetdb" and os.path.exists(REAL_PUPPETDB):  # the lab may have stopped the JVM alone
-            subprocess.run(["sh", REAL_PUPPETDB, "start"], check=True, timeout=30)
-            wait_for_real_puppetdb()
+            start_real_puppetdb()
         return False
     if name == "puppet":
         update_state(puppet_service="running")
@@ -282,8 +281,7 @@ def start_service(name):
     while time.time() < deadline:
         if all(reachable(my_address(), p, 0.5) for p in ports):
             if name == "pe-puppetdb" and os.path.exists(REAL_PUPPETDB):
-                subprocess.run(["sh", REAL_PUPPETDB, "start"], check=True, timeout=30)
-                wait_for_real_puppetdb()
+                start_real_puppetdb()
             return True
         if proc.poll() is not None:
             raise SimError("Error: %s failed to start (see %s/%s.log)" % (name, LOG, name))
@@ -291,15 +289,15 @@ def start_service(name):
     raise SimError("Error: %s did not start listening within 15 s" % name)
 
 
-def wait_for_real_puppetdb(timeout_s=300):
-    """PE's service start returns once PuppetDB's services have started: ezbake's start script waits for
-    Trapperkeeper's restart file (Trapperkeeper's docs, "Restart File"). So does the lab's, by PuppetDB's status."""
+def start_real_puppetdb(timeout_s=300):
+    """Start the real PuppetDB and return once its services have started, as PE's service start does: ezbake's
+    start script waits for Trapperkeeper's restart file (Trapperkeeper's docs, "Restart File"). The lab's waits
+    for PuppetDB's status."""
+    subprocess.run(["sh", REAL_PUPPETDB, "start"], check=True, timeout=30)
     deadline = time.time() + timeout_s
     url = "http://127.0.0.1:%d/status/v1/services/puppetdb-status" % REAL_PUPPETDB_PORT
     while time.time() < deadline:
-        try:
-            os.kill(int(open("/opt/puppetlabs/server/data/puppetdb/pid").read()), 0)  # lab/realpuppet.py's pid file
-        except (OSError, ValueError):
+        if subprocess.run(["sh", REAL_PUPPETDB, "status"], timeout=10).returncode != 0:
             raise SimError("Error: pe-puppetdb exited while starting (see /var/log/puppetlabs/puppetdb/puppetdb.log)")
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
