@@ -94,17 +94,12 @@ req = urllib.request.Request("https://%s:8140/sim/v1/catalog" % me, method="POST
                              headers={"Content-Type": "application/json"})
 try:
     with urllib.request.urlopen(req, timeout=20, context=ctx) as resp:
-        settings = json.loads(resp.read()).get("settings", {})
+        catalog = json.loads(resp.read())
 except urllib.error.HTTPError as e:
     sys.stderr.write("classification of %s failed: %s\\n" % (node, e.read().decode(errors="replace")))
     sys.exit(1)
-params = {"puppet_settings": {k: v for k, v in settings.items() if k != "pcp_broker_list"}}
-if settings.get("pcp_broker_list"):
-    uris = []
-    for entry in settings["pcp_broker_list"].split(","):
-        host, _, port = entry.strip().partition(":")
-        uris.append("wss://%s:%s/pcp2/" % (host, port or "8142"))
-    params["pxp_agent_conf"] = json.dumps({"broker-ws-uris": uris}, indent=2) + "\\n"
+params = {"puppet_settings": catalog.get("settings", {}),
+          "pxp_agent_conf": catalog.get("files", {}).get("/etc/puppetlabs/pxp-agent/pxp-agent.conf", "")}
 print(json.dumps({"environment": "production", "classes": {"@CLASS@": params}}))
 """.replace("@CLASS@", AGENT_CLASS)
 

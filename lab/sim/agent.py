@@ -1,5 +1,6 @@
 """pe-ha lab simulator (not PE): `puppet agent`, `puppet resource service` and `puppet config`, simulated."""
 
+import hashlib
 import os
 import subprocess
 import time
@@ -151,6 +152,24 @@ def _agent_run(args, noop):
             print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Pe_ini_setting[%s]/value: value changed "
                   "'%s' to '%s'" % (key, current, value))
             changes += 1
+    for path, content in sorted(catalog.get("files", {}).items()):
+        current = open(path).read() if os.path.exists(path) else None
+        if current == content:
+            continue
+        # Puppet's File content events name the checksums ({sha256} by default in Puppet 7)
+        was, will = ("{sha256}%s" % hashlib.sha256(c.encode()).hexdigest() for c in (current or "", content))
+        if noop:
+            pending += 1
+            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/File[%s]/content: current_value '%s', "
+                  "should be '%s' (noop)" % (path, was, will))
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(content)
+            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/File[%s]/content: %s" % (
+                path, "content changed '%s' to '%s'" % (was, will) if current is not None
+                else "defined content as '%s'" % will))
+            changes += 1
     failed = fault_active("agent_fail")
     if failed:
         print("Error: /Stage[main]/App/Exec[simulated-failure]/returns: change from 'notrun' to ['0'] failed")
@@ -161,7 +180,7 @@ def _agent_run(args, noop):
     except OSError as e:
         print("Warning: Unable to submit report to PuppetDB: %s" % e)
     print("Notice: Applied catalog in 0.%02d seconds" % (changes + 3))
-    write_summary(config_version, total=len(catalog.get("settings", {})) + 8, changed=changes,
+    write_summary(config_version, total=len(catalog.get("settings", {})) + len(catalog.get("files", {})) + 8, changed=changes,
                   out_of_sync=changes + pending, failed=1 if failed else 0, noop=pending)
     if failed:
         return 6 if changes else 4

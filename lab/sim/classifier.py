@@ -176,12 +176,26 @@ def compile_catalog(body):
                                     % (node, key, from_child[key][0], g["name"])}
             from_child[key] = (g["name"], value)
     params.update({k: v for k, (_, v) in from_child.items()})
-    settings = {}
+    settings, files = {}, {}
     if params.get("server_list"):
         settings["server_list"] = ",".join(params["server_list"])
     if params.get("pcp_broker_list"):
-        settings["pcp_broker_list"] = ",".join(params["pcp_broker_list"])
-    return 200, {"node": node, "compiled_by": certname(), "settings": settings}
+        files[PXP_AGENT_CONF] = pxp_agent_conf(params["pcp_broker_list"])
+    return 200, {"node": node, "compiled_by": certname(), "settings": settings, "files": files}
+
+
+PXP_AGENT_CONF = "/etc/puppetlabs/pxp-agent/pxp-agent.conf"
+
+
+def pxp_agent_conf(pcp_broker_list):
+    """pcp_broker_list is no puppet.conf setting: PE's puppet_enterprise::profile::agent writes it as pxp-agent's
+    ``broker-ws-uris`` (pxp-agent's README, "broker-ws-uris"; a PE 2018.1 agent's pxp-agent.conf, managed by that
+    class, in gist jessereynolds/e2ba966b202de183ac9053a8d5c4aed1)."""
+    uris = []
+    for entry in pcp_broker_list:
+        host, _, port = entry.strip().partition(":")
+        uris.append("wss://%s:%s/pcp2/" % (host, port or "8142"))
+    return json.dumps({"broker-ws-uris": uris}, indent=2) + "\n"
 
 
 def set_agent_params(group_name, server_list, pcp_list):

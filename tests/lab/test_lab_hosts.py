@@ -192,7 +192,11 @@ def test_configure_agent_failover_routes_agents_by_site(fresh_lab, lab_ctx):
     ex = lab_ctx.executor
     ex.run("agent1.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent1 is pp_region=east
     ex.run("agent2.lab.test", ["puppet", "agent", "-t"], ok_codes=(0, 2))  # agent2 is west: no site group
-    assert "server_list = replica.lab.test:8140" in ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
+    puppet_conf = ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
+    assert "server_list = replica.lab.test:8140" in puppet_conf
+    assert "pcp_broker_list" not in puppet_conf  # no Puppet setting: pxp-agent's own file holds the brokers
+    pxp_conf = json.loads(ex.run("agent1.lab.test", ["cat", "/etc/puppetlabs/pxp-agent/pxp-agent.conf"]).stdout)
+    assert pxp_conf == {"broker-ws-uris": ["wss://replica.lab.test:8142/pcp2/"]}
     assert "server_list" not in ex.run("agent2.lab.test", ["cat", "/etc/puppetlabs/puppet/puppet.conf"]).stdout
 
 
