@@ -82,13 +82,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def netns_pids(netns: str) -> list[int]:
+    """Every process in the network namespace (none when it is gone)."""
+    return [int(p) for p in sh("ip", "netns", "pids", netns, check=False).stdout.split()]
+
+
 def down(verbose: bool = True) -> None:
     """End every lab process by PID, delete the namespaces and everything the lab added. Idempotent."""
     started = time.monotonic()
     namespaces = lab_netns()
     pids: set[int] = set()
     for ns in namespaces:
-        pids |= {int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()}
+        pids |= set(netns_pids(ns))
     for pid in pids:  # a frozen process ignores TERM until continued
         try:
             os.kill(pid, signal.SIGCONT)
@@ -323,7 +328,7 @@ def _wait_holders(cfg: LabConfig) -> None:
                 raise RuntimeError(f"lab host {h.short} did not start: {(h.tree / 'holder.log').read_text()}")
             time.sleep(0.02)
         # "$$" printed inside the pid namespace is 1; find the host PID of that init via the netns.
-        pids = sh("ip", "netns", "pids", h.netns).stdout.split()
+        pids = netns_pids(h.netns)
         init = None
         for pid in pids:
             try:
@@ -335,7 +340,7 @@ def _wait_holders(cfg: LabConfig) -> None:
                 init = pid
         if init is None:
             raise RuntimeError(f"no init process found for {h.short}")
-        (h.tree / "holder.pid").write_text(init)
+        (h.tree / "holder.pid").write_text(str(init))
     # give the final /tmp bind a moment
     time.sleep(0.05)
 
@@ -495,11 +500,11 @@ def pin_cpus(host: Host, cpus: str) -> int:
     """Pin every process of ``host`` (its sshd, PostgreSQL, services) to ``cpus`` (``taskset`` list syntax, e.g.
     ``0`` or ``0-1``); returns how many were pinned. Children forked later (an SSH session's pg_dump, a backend)
     inherit it, so one host behaves as a machine with those cores; ``nproc`` there counts them."""
-    pids = sh("ip", "netns", "pids", host.netns, check=False).stdout.split()
+    pids = netns_pids(host.netns)
     pinned = 0
     for pid in pids:
         # A process may end between the listing and the pinning; the rest are still pinned.
-        if sh("taskset", "-a", "-c", "-p", cpus, pid, check=False).returncode == 0:
+        if sh("taskset", "-a", "-c", "-p", cpus, str(pid), check=False).returncode == 0:
             pinned += 1
     return pinned
 
@@ -562,7 +567,7 @@ def status(cfg: LabConfig) -> list[dict]:
         row = {"host": h.fqdn, "address": h.address, "role": h.role, "up": h.netns in namespaces}
         if row["up"]:
             row["cut_off"] = is_cut_off(h)
-            row["processes"] = len(sh("ip", "netns", "pids", h.netns, check=False).stdout.split())
+            row["processes"] = len(netns_pids(h.netns))
             try:
                 state = json.loads(h.path("/opt/puppetlabs/sim/state.json").read_text())
                 row["sim_role"] = state.get("role")
