@@ -32,9 +32,9 @@ def load_progress(conn: SqlReader) -> LoadProgress:
     size = int(conn.value("SELECT pg_database_size(current_database())") or 0)
     major = conn.major()
     if major < 12:  # pg_stat_progress_copy is 14+, pg_stat_progress_create_index 12+
-        return LoadProgress(size, [], f"PostgreSQL {major} shows no COPY or index build in progress")
+        return LoadProgress(size, [], f"PostgreSQL {major} cannot show COPY or index-build progress")
     if major < 14:
-        return LoadProgress(size, _index_progress(conn), f"PostgreSQL {major} shows no COPY in progress")
+        return LoadProgress(size, _index_progress(conn), f"PostgreSQL {major} cannot show COPY progress")
     rows = conn.rows(
         "SELECT 'COPY ' || coalesce(c.relname, p.relid::text) || ': ' || pg_size_pretty(p.bytes_processed) || ', '"
         " || p.tuples_processed || ' rows' FROM pg_stat_progress_copy p LEFT JOIN pg_class c ON c.oid = p.relid"

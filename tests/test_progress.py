@@ -94,8 +94,8 @@ class Catalog(SqlReader):
 
 
 @pytest.mark.parametrize(("major", "now", "views"), [
-    (11, "PostgreSQL 11 shows no COPY or index build in progress", set()),
-    (13, "PostgreSQL 13 shows no COPY in progress", {"pg_stat_progress_create_index"}),
+    (11, "PostgreSQL 11 cannot show COPY or index-build progress", set()),
+    (13, "PostgreSQL 13 cannot show COPY progress", {"pg_stat_progress_create_index"}),
     (14, "no COPY or index build running", {"pg_stat_progress_copy", "pg_stat_progress_create_index"}),
     (17, "no COPY or index build running", {"pg_stat_progress_copy", "pg_stat_progress_create_index"}),
 ])
@@ -108,8 +108,8 @@ def test_an_idle_look_says_what_the_major_cannot_show(major, now, views):
 
 
 def test_what_is_running_comes_first_then_what_cannot_be_seen():
-    look = LoadProgress(10, ["INDEX on edges: building index 40 %"], "PostgreSQL 13 shows no COPY in progress")
-    assert look.now() == "INDEX on edges: building index 40 %; PostgreSQL 13 shows no COPY in progress"
+    look = LoadProgress(10, ["INDEX on edges: building index 40 %"], "PostgreSQL 13 cannot show COPY progress")
+    assert look.now() == "INDEX on edges: building index 40 %; PostgreSQL 13 cannot show COPY progress"
 
 
 def test_a_failing_look_is_skipped_and_the_next_one_reported(caplog):
