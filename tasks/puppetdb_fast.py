@@ -57,6 +57,12 @@ def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20)
     return rate
 
 
+@task(name="link-probe", task_run_name="link-probe/{source}->{target}", **READ)
+def read_link_rate(ctx: RunContext, source: str, target: str) -> float:
+    """The link's rate for a copy whose own facts do not measure it (the documented method's scp)."""
+    return link_mb_per_s(ctx, source, target)
+
+
 def choose_compression(ctx: RunContext, source: str, target: str, link_mb_s: float, cpu_mb_s: float = 18.0) -> str:
     """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow.
     18 MB/s lies between a 100 Mbit/s link (12.5 MB/s) and what one core streams and compresses."""

@@ -122,6 +122,26 @@ def test_the_copys_dry_run_approval_and_summary_show_one_forecast(own_history, m
 
 
 @pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(("arrivals", "fact", "basis"), [
+    ("1000.000000000\n1002.000000000\n", "link master.example.com -> replica.example.com: 10 MB/s (ssh, measured)",
+     "link measured at 10 MB/s"),
+    ("ssh: connect to host replica.example.com port 22: Connection refused\n", None,
+     "link not measured: 110 to 12.5 MB/s assumed"),
+])
+def test_the_documented_copy_forecasts_its_transfer_from_the_link_it_measured(own_history, arrivals, fact, basis):
+    from flows.copy_puppetdb import copy_puppetdb
+    from pe_ha import commands
+
+    own_history.script("master.example.com", commands.link_probe("replica.example.com").argv, stdout=arrivals,
+                       override=True)
+    planned = copy_puppetdb(method="documented", approve=True, dry_run=True)
+    links = [line for line in planned["facts"] if line.startswith("link ")]
+    assert links == ([fact] if fact else [])
+    transfer = next(r for r in planned["forecast"]["steps"] if r["key"] == "transfer")
+    assert basis in transfer["basis"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_provisionings_plan_says_the_primary_serves_no_catalogs_for_pes_10_to_30_minutes(own_history):
     from flows.provision_replica import provision_replica
 
