@@ -131,23 +131,23 @@ def read_copy_facts(ctx: RunContext, source: str, target: str, places: list[tupl
     free = [puppetdb.free_bytes.submit(ctx, host, path) for host, path in places]
     states = [services.service_state.submit(ctx, target, name) for name in SERVICES_IN_ORDER]
     counts = puppetdb_query.pql_counts.submit(ctx, source)
+    link = puppetdb_fast.read_link_rate.submit(ctx, source, target)
     fast = read_method_facts(ctx, source, target)
-    link = fast.link_mb_s if fast is not None else _link_for_the_forecast(ctx, source, target)
+    if fast is not None:
+        link_mb_s: float | None = link.result()  # the fast copy's compression needs it: a failed probe stops it
+    else:
+        try:
+            link_mb_s = link.result()
+        except (PreconditionFailed, RemoteError) as exc:
+            # Only the forecast reads it: the documented copy does not depend on it, and its transfer step will
+            # say more precisely what the link does. The forecast widens its range instead ("link not measured").
+            log().warning("link %s -> %s not measured (%s); the forecast assumes a range of links", source, target, exc)
+            link_mb_s = None
     return CopyFacts(pe_version=version.result(), size=size.result(), cpus=cpus.result(),
                      free=tuple((h, p, f.result()) for (h, p), f in zip(places, free, strict=True)),
                      running=tuple(n for n, state in zip(SERVICES_IN_ORDER, states, strict=True)
                                    if state.result() == "running"),
-                     fast=fast, counts=counts.result(), link_mb_s=link)
-
-
-def _link_for_the_forecast(ctx: RunContext, source: str, target: str) -> float | None:
-    try:
-        return puppetdb_fast.read_link_rate(ctx, source, target)
-    except (PreconditionFailed, RemoteError) as exc:
-        # Only the forecast uses it: the documented copy does not depend on it, and its transfer step will say
-        # more precisely what the link does. The forecast then widens its range ("link not measured").
-        log().warning("link %s -> %s not measured (%s); the forecast assumes a range of links", source, target, exc)
-        return None
+                     fast=fast, counts=counts.result(), link_mb_s=link_mb_s)
 
 
 def check_space(facts: CopyFacts, needs: list[tuple[str, str, int]]) -> None:
@@ -220,10 +220,6 @@ class Copy:
         if f.link_mb_s is not None:
             rate = "faster than the probe can tell" if f.link_mb_s == float("inf") else f"{f.link_mb_s:.0f} MB/s"
             lines.append(f"link {self.source} -> {self.target}: {rate} (ssh, measured)")
-        if f.fast is not None:
-            lines.append(f"{len(f.fast.tables)} tables, {len(f.fast.indexes)} indexes, {len(f.fast.sequences)} "
-                         f"sequences; COPY {'binary' if f.fast.binary else 'text'} (PostgreSQL majors "
-                         f"{'match' if f.fast.binary else 'differ'}); compression {f.fast.compress} (measured link)")
         return lines
 
     def prepare(self) -> Step:
@@ -395,12 +391,24 @@ class FastCopy(Copy):
     def read_method_facts(ctx: RunContext, source: str, target: str) -> FastCopyFacts | None:
         return puppetdb_fast.read_fast_copy_facts(ctx, source, target)
 
+    def __init__(self, ctx: RunContext, source: str, target: str, folder: str, dump_file: str, facts: CopyFacts) -> None:
+        super().__init__(ctx, source, target, folder, dump_file, facts)
+        assert facts.fast is not None and facts.link_mb_s is not None  # read_copy_facts stops without them
+        self.fast_plan = plan_fast_copy(facts.fast, source=source, target=target, schema_file=dump_file,
+                                        staging=self.staging, index_build_memory_mb=self.s.index_build_memory_mb,
+                                        cpus=facts.cpus, link_mb_s=facts.link_mb_s, **self.pg)
+
+    def fact_lines(self) -> list[str]:
+        fast = self.facts.fast
+        assert fast is not None
+        return [*super().fact_lines(),
+                f"{len(fast.tables)} tables, {len(fast.indexes)} indexes, {len(fast.sequences)} sequences; "
+                f"COPY {'binary' if fast.binary else 'text'} (PostgreSQL majors {'match' if fast.binary else 'differ'}); "
+                f"compression {self.fast_plan.compress} (measured link; "
+                f"{', '.join(fast.compressors) or 'no compressor'} on both ends)"]
+
     def steps(self) -> list[Step]:
         t, pg = self.target, self.pg
-        assert self.facts.fast is not None
-        self.fast_plan = plan_fast_copy(self.facts.fast, source=self.source, target=t, schema_file=self.dump_file,
-                                        staging=self.staging, index_build_memory_mb=self.s.index_build_memory_mb,
-                                        cpus=self.facts.cpus, **pg)
         jobs = [p.job for p in self.fast_plan.jobs]
         return [
             self.prepare(),
@@ -452,9 +460,8 @@ class FastCopy(Copy):
             log().error("could not drop %s on %s: %s", self.staging, self.target, exc)
 
     def method_result(self, results: dict[str, Any]) -> dict:
-        assert self.facts.fast is not None
         copied: puppetdb_fast.StagingCopy = results["copy"]
-        return {"compress": self.facts.fast.compress, "tables": copied.tables,
+        return {"compress": self.fast_plan.compress, "tables": copied.tables,
                 "timings": {k: round(v, 2) for k, v in copied.timings.items()}}
 
 

@@ -185,10 +185,21 @@ class FastCopyFacts:
     sequences: tuple[str, ...]
     post_data: PostDataPlan  # from the schema frame's table of contents
     binary: bool  # same PostgreSQL major on both ends: COPY's binary format is portable
-    compress: str  # chosen from the measured link
+    compressors: tuple[str, ...]  # of COMPRESSORS, those installed on both ends, preferred first
     # the source's grants on its public schema (role or PUBLIC, privilege, grantable), its owner's own left out
     public_grants: tuple[tuple[str, str, bool], ...] = ()
-    link_mb_s: float | None = None  # ssh's measured throughput source -> target (inf: faster than the probe tells)
+
+
+COMPRESSORS = ("zstd", "gzip")
+
+
+def choose_compression(link_mb_s: float, compressors: tuple[str, ...], cpu_mb_s: float = 18.0) -> str:
+    """Compression pays only when the link is slower than compressing: none on fast links, on slow ones the first
+    compressor both ends have. 18 MB/s lies between a 100 Mbit/s link (12.5 MB/s) and what one core streams and
+    compresses."""
+    if link_mb_s >= cpu_mb_s or not compressors:
+        return "none"
+    return compressors[0]
 
 
 @dataclass(frozen=True)
@@ -205,6 +216,7 @@ class FastCopyPlan:
 
     source: str
     target: str
+    compress: str  # chosen from the measured link
     create_staging: Command
     dump_schema: Command
     send_schema: Command
@@ -229,14 +241,16 @@ class FastCopyPlan:
 
 
 def plan_fast_copy(facts: FastCopyFacts, *, source: str, target: str, schema_file: str, staging: str,
-                   os_user: str, bin_dir: str, index_build_memory_mb: int, cpus: int) -> FastCopyPlan:
+                   os_user: str, bin_dir: str, index_build_memory_mb: int, cpus: int, link_mb_s: float) -> FastCopyPlan:
     """The fast copy's commands from its facts: a pure function. ``cpus`` is the target's: at least two jobs
-    run at once (a stream and an index build use different ends), the last post-data restore uses them all."""
+    run at once (a stream and an index build use different ends), the last post-data restore uses them all.
+    ``link_mb_s`` (measured) decides the streams' compression."""
     from pe_ha import commands
 
     pg = {"os_user": os_user, "bin_dir": bin_dir}
     mem = index_build_memory_mb
     snapshot = PLANNED_SNAPSHOT
+    compress = choose_compression(link_mb_s, facts.compressors)
     jobs = copy_jobs(list(facts.tables), facts.post_data, facts.indexes)
     names = facts.post_data.names
     lists: dict[str, list[str]] = {}
@@ -255,16 +269,16 @@ def plan_fast_copy(facts: FastCopyFacts, *, source: str, target: str, schema_fil
             then = (schema_file, inline_list)
         if len(job.tables) == 1:
             cmd = commands.stream_table(job.tables[0], snapshot=snapshot, target=target, staging=staging,
-                                        compress=facts.compress, binary=facts.binary, multiplex=True,
+                                        compress=compress, binary=facts.binary, multiplex=True,
                                         then_restore=then, maintenance_mem_mb=mem, **pg)
         else:
             cmd = commands.stream_tables_merged(list(job.tables), snapshot=snapshot, target=target, staging=staging,
-                                                compress=facts.compress, then_restore=then, maintenance_mem_mb=mem,
+                                                compress=compress, then_restore=then, maintenance_mem_mb=mem,
                                                 **pg)
         planned.append(PlannedJob(job, source, cmd))
     late_list = list_file(schema_file, "late")
     return FastCopyPlan(
-        source=source, target=target,
+        source=source, target=target, compress=compress,
         create_staging=commands.recreate_database(staging, owner="pe-puppetdb", like="pe-puppetdb", **pg),
         dump_schema=commands.pg_dump_schema(file=schema_file, snapshot=snapshot, **pg),
         send_schema=commands.scp_to(schema_file, host=target, dest=schema_file, multiplex=True),

@@ -3,7 +3,6 @@ indexes built once its rows are in), the rest of post-data, then the check of th
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pe_ha.errors import DatabaseError, PostconditionFailed, PreconditionFailed
 from pe_ha.psql import SqlReader
 from tasks._base import READ, SIDE_EFFECT, logger
 from tasks.copy_plan import (
+    COMPRESSORS,
     PLANNED_SNAPSHOT,
     FastCopyFacts,
     FastCopyPlan,
@@ -59,21 +59,16 @@ def link_mb_per_s(ctx: RunContext, source: str, target: str, timed_mb: int = 20)
 
 @task(name="link-probe", task_run_name="link-probe/{source}->{target}", **READ)
 def read_link_rate(ctx: RunContext, source: str, target: str) -> float:
-    """The link's rate for a copy whose own facts do not measure it (the documented method's scp)."""
+    """The link's rate, read with the copy's other facts: the fast copy's compression and both methods' forecast."""
     return link_mb_per_s(ctx, source, target)
 
 
-def choose_compression(ctx: RunContext, source: str, target: str, link_mb_s: float, cpu_mb_s: float = 18.0) -> str:
-    """Compression pays only when the link is slower than compressing: none on fast links, zstd (or gzip) on slow.
-    18 MB/s lies between a 100 Mbit/s link (12.5 MB/s) and what one core streams and compresses."""
-    if link_mb_s >= cpu_mb_s:
-        return "none"
+def installed_compressors(ctx: RunContext, source: str, target: str) -> tuple[str, ...]:
+    """Of COMPRESSORS, those both ends have, in order of preference."""
     ex = ctx.executor
-    for tool in ("zstd", "gzip"):
-        if all(ex.run(h, commands.has_tool(tool), check=False, timeout_s=30, stream=False).exit_code == 0
-               for h in (source, target)):
-            return tool
-    return "none"
+    return tuple(tool for tool in COMPRESSORS
+                 if all(ex.run(h, commands.has_tool(tool), check=False, timeout_s=30, stream=False).exit_code == 0
+                        for h in (source, target)))
 
 
 def index_info(conn: SqlReader) -> dict[str, IndexInfo]:
@@ -91,42 +86,28 @@ def index_info(conn: SqlReader) -> dict[str, IndexInfo]:
 @task(name="fast-copy-facts", task_run_name="fast-copy-facts/{source}->{target}", **READ)
 def read_fast_copy_facts(ctx: RunContext, source: str, target: str) -> FastCopyFacts:
     """What the fast copy is planned from, all reads: the source's leaf tables, indexes and sequences, the
-    schema frame's table of contents (no file written), both ends' PostgreSQL majors, and the compression the
-    measured link calls for (probed meanwhile)."""
+    schema frame's table of contents (no file written), both ends' PostgreSQL majors and the compressors both
+    have. The link's rate is read beside it (``read_link_rate``)."""
     s = ctx.settings
-    ex = ctx.executor
-    def measure_link() -> tuple[float, str]:
-        rate = link_mb_per_s(ctx, source, target)
-        return rate, choose_compression(ctx, source, target, rate)
-
-    chooser = Background(measure_link, "pe-ha-link-probe")
-    try:
-        with connect(ctx, target, "postgres", answer_within_s=120) as target_conn:
-            target_major = target_conn.major()
-        with connect(ctx, source) as conn:
-            tables = leaf_tables(conn)
-            indexes = index_info(conn)
-            sequences = [r[0] for r in conn.rows(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")]
-            source_major = conn.major()
-            public_grants = tuple((r[0], r[1], r[2] == "t") for r in conn.rows(
-                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
-                "a.is_grantable FROM pg_namespace s, aclexplode(coalesce(s.nspacl, acldefault('n', s.nspowner))) a "
-                "WHERE s.nspname = 'public' AND a.grantee <> s.nspowner ORDER BY 1, 2"))
-        toc = ex.run(source, commands.schema_toc(os_user=s.pg_os_user, bin_dir=s.pg_bin_dir), timeout_s=600,
-                     stream=False).stdout
-    except BaseException:
-        with contextlib.suppress(Exception):  # failing early: let the probe finish, its outcome no longer matters
-            chooser.result()
-        raise
-    measured = chooser.result()
-    assert isinstance(measured, tuple)
-    link_mb_s, compress = float(measured[0]), str(measured[1])
+    with connect(ctx, target, "postgres", answer_within_s=120) as target_conn:
+        target_major = target_conn.major()
+    with connect(ctx, source) as conn:
+        tables = leaf_tables(conn)
+        indexes = index_info(conn)
+        sequences = [r[0] for r in conn.rows(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'S' ORDER BY 1")]
+        source_major = conn.major()
+        public_grants = tuple((r[0], r[1], r[2] == "t") for r in conn.rows(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+            "a.is_grantable FROM pg_namespace s, aclexplode(coalesce(s.nspacl, acldefault('n', s.nspowner))) a "
+            "WHERE s.nspname = 'public' AND a.grantee <> s.nspowner ORDER BY 1, 2"))
+    toc = ctx.executor.run(source, commands.schema_toc(os_user=s.pg_os_user, bin_dir=s.pg_bin_dir), timeout_s=600,
+                           stream=False).stdout
     post_data = post_data_plan(toc, {name: i.table for name, i in indexes.items()}, {name for name, _ in tables})
     return FastCopyFacts(tables=tuple(tables), indexes=indexes, sequences=tuple(sequences), post_data=post_data,
-                         binary=source_major == target_major, compress=compress, public_grants=public_grants,
-                         link_mb_s=link_mb_s)
+                         binary=source_major == target_major, compressors=installed_compressors(ctx, source, target),
+                         public_grants=public_grants)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 SCHEMA = "/var/tmp/pe-ha/s.dump"
 
 
-def _plan() -> FastCopyPlan:
+def _plan(link_mb_s: float = 1000.0) -> FastCopyPlan:
     """A big table (its key built in its stream, its trigram index by a build job after it) and two small ones
     sharing one stream."""
     post_data = PostDataPlan(early={"big": [10, 11], "small_a": [20, 21]}, late=[],
@@ -36,10 +36,18 @@ def _plan() -> FastCopyPlan:
                              constraints=frozenset({10, 20}))
     facts = FastCopyFacts(tables=(("big", 300 * 2**20), ("small_a", 2 * 2**20), ("small_b", 2**20)),
                           indexes={"big_trgm": IndexInfo("big", "gin", 90 * 2**20)}, sequences=("big_id_seq",),
-                          post_data=post_data, binary=True, compress="none")
+                          post_data=post_data, binary=True, compressors=("zstd", "gzip"))
     return plan_fast_copy(facts, source=M, target=R, schema_file=SCHEMA, staging="pe-puppetdb-pe-ha-staging",
                           os_user="pe-postgres", bin_dir="/opt/puppetlabs/server/bin", index_build_memory_mb=256,
-                          cpus=2)
+                          cpus=2, link_mb_s=link_mb_s)
+
+
+@pytest.mark.parametrize(("link_mb_s", "compress"), [(1000.0, "none"), (float("inf"), "none"), (12.5, "zstd")])
+def test_the_streams_compress_only_on_a_link_slower_than_compressing(link_mb_s, compress):
+    plan = _plan(link_mb_s)
+    assert plan.compress == compress
+    streams = [" ".join(p.command.argv) for p in plan.jobs if p.job.kind == "stream"]
+    assert streams and all(("zstd" in cmd) == (compress == "zstd") for cmd in streams)
 
 
 def test_the_plan_has_a_stream_per_big_table_and_a_build_per_big_index():

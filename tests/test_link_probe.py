@@ -9,6 +9,7 @@ import pytest
 from pe_ha import commands
 from pe_ha.errors import PreconditionFailed
 from tasks import puppetdb_fast
+from tasks.copy_plan import COMPRESSORS, choose_compression
 
 M, R = "master.example.com", "replica.example.com"
 
@@ -33,8 +34,22 @@ def test_compression_follows_the_rate_the_target_saw(ctx, env, arrivals, link_mb
     fake.script(M, commands.link_probe(R).argv[:2], stdout=arrivals, override=True)
     rate = puppetdb_fast.link_mb_per_s(ctx, M, R)
     assert rate == pytest.approx(link_mb_s)
-    assert puppetdb_fast.choose_compression(ctx, M, R, rate) == chosen
+    assert choose_compression(rate, COMPRESSORS) == chosen
     assert [c.argv for c in fake.calls if c.host == M and "/dev/zero" in c.argv[-1]] == [commands.link_probe(R).argv]
+
+
+@pytest.mark.parametrize(("missing", "compressors", "on_a_slow_link"), [
+    ((), ("zstd", "gzip"), "zstd"),
+    (((R, "zstd"),), ("gzip",), "gzip"),  # zstd on one end only: it cannot decompress there
+    (((M, "zstd"), (R, "gzip")), (), "none"),
+])
+def test_a_compressor_is_used_only_when_both_ends_have_it(ctx, env, missing, compressors, on_a_slow_link):
+    fake = env[0]
+    for host, tool in missing:
+        fake.script(host, commands.has_tool(tool).argv, exit_code=1)
+    assert puppetdb_fast.installed_compressors(ctx, M, R) == compressors
+    assert choose_compression(12.5, compressors) == on_a_slow_link
+    assert choose_compression(40.0, compressors) == "none"
 
 
 def test_a_probe_without_arrival_times_is_refused_by_name(ctx, env):

@@ -271,6 +271,21 @@ def test_a_failed_copy_leaves_a_summary_naming_the_failing_step_and_cleans_up(en
     assert not any(c.argv[:1] == ("runuser",) and "pg_restore" in " ".join(c.argv) for c in fake.calls)
 
 
+@pytest.mark.parametrize(("method", "fails"), [("fast", True), ("documented", False)])
+def test_a_link_that_cannot_be_measured_stops_only_the_fast_copy_and_before_any_change(env, method, fails):
+    """The fast copy chooses its compression from the link's rate; the documented copy's forecast only reads it."""
+    from flows.copy_puppetdb import copy_puppetdb
+
+    env.script(M, commands.link_probe(R).argv, stdout="ssh: connect to host replica port 22: Connection refused\n",
+               override=True)
+    state = copy_puppetdb(method=method, approve=True, dry_run=True, return_state=True)
+    assert state.is_failed() == fails
+    if fails:
+        assert "the link probe from master.example.com to replica.example.com printed no arrival times" in state.message
+    assert [c.step for c in env.calls if c.kind == "run"] and {c.step for c in env.calls if c.kind == "run"} == {"facts"}
+    assert sum(c.argv == commands.link_probe(R).argv for c in env.calls) == 1  # one probe for both methods' needs
+
+
 def test_a_rejected_approval_ends_cancelled_with_its_summary_and_nothing_done(env, monkeypatch):
     from flows.forget_replica import forget_replica
     from pe_ha.errors import ApprovalRejected
