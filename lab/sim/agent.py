@@ -96,6 +96,30 @@ def cmd_agent(args):
             pass
 
 
+def _catalog_resources(catalog):
+    """Each resource the simulated catalog manages: (resource/property, current, desired, (current, desired) as
+    the event shows them, apply, the applied event's text)."""
+    for key, value in sorted(catalog.get("settings", {}).items()):
+        current = conf_get(key, "main")
+        yield ("Pe_ini_setting[%s]/value" % key, current, value, (current, value),
+               lambda key=key, value=value: conf_set(key, value, "main"),
+               "value changed '%s' to '%s'" % (current, value))
+    for path, content in sorted(catalog.get("files", {}).items()):
+        current = open(path).read() if os.path.exists(path) else None
+        # Puppet's File content events name the checksums ({sha256} by default in Puppet 7)
+        was, will = ("{sha256}%s" % hashlib.sha256(c.encode()).hexdigest() for c in (current or "", content))
+        yield ("File[%s]/content" % path, current, content, (was, will),
+               lambda path=path, content=content: _write_file(path, content),
+               "content changed '%s' to '%s'" % (was, will) if current is not None
+               else "defined content as '%s'" % will)
+
+
+def _write_file(path, content):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(content)
+
+
 def _agent_run(args, noop):
     override = option(args, "--server_list")
     listing = override or conf_get("server_list", "agent") or conf_get("server", "agent") or ""
@@ -139,36 +163,16 @@ def _agent_run(args, noop):
     print("Info: Applying configuration version '%d' (compiled by %s)" % (config_version, catalog.get("compiled_by")))
     changes = 0
     pending = 0
-    for key, value in sorted(catalog.get("settings", {}).items()):
-        current = conf_get(key, "main")
-        if current == value:
+    for resource, current, desired, shown, apply, changed in _catalog_resources(catalog):
+        if current == desired:
             continue
+        event = "Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/%s: " % resource
         if noop:
             pending += 1
-            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Pe_ini_setting[%s]/value: current_value '%s', "
-                  "should be '%s' (noop)" % (key, current, value))
+            print(event + "current_value '%s', should be '%s' (noop)" % shown)
         else:
-            conf_set(key, value, "main")
-            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Pe_ini_setting[%s]/value: value changed "
-                  "'%s' to '%s'" % (key, current, value))
-            changes += 1
-    for path, content in sorted(catalog.get("files", {}).items()):
-        current = open(path).read() if os.path.exists(path) else None
-        if current == content:
-            continue
-        # Puppet's File content events name the checksums ({sha256} by default in Puppet 7)
-        was, will = ("{sha256}%s" % hashlib.sha256(c.encode()).hexdigest() for c in (current or "", content))
-        if noop:
-            pending += 1
-            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/File[%s]/content: current_value '%s', "
-                  "should be '%s' (noop)" % (path, was, will))
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(content)
-            print("Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/File[%s]/content: %s" % (
-                path, "content changed '%s' to '%s'" % (was, will) if current is not None
-                else "defined content as '%s'" % will))
+            apply()
+            print(event + changed)
             changes += 1
     failed = fault_active("agent_fail")
     if failed:
