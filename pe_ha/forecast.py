@@ -134,10 +134,11 @@ class Forecast:
 DUMP_S_PER_GB = (4.0, 6.0, 14.0)
 RESTORE_S_PER_GB = (18.0, 25.0, 40.0)
 FAST_S_PER_GB = (18.0, 30.0, 55.0)
-VERIFY_S_PER_GB = (0.5, 2.0, 6.0)
+VERIFY_S_PER_GB = (0.5, 2.0, 6.0)  # the documented copy's check: row counts and digests of the restored rows
 DUMP_SHARE = (0.06, 0.1, 0.25)
 # What the fast copy's streams put on the link, as a share of the database: 0.57 uncompressed, 0.073 with zstd
-# (bench.copy at 1,000 nodes: 737 and 95 MB for 1.30 GB); it compresses below COMPRESS_BELOW_MB_S.
+# (bench.copy at 1,000 nodes: 737 and 95 MB for 1.30 GB); it compresses below COMPRESS_BELOW_MB_S, which lies
+# between a 100 Mbit/s link (12.5 MB/s) and what one core streams and compresses.
 STREAM_SHARE = {"none": 0.57, "zstd": 0.073}
 COMPRESS_BELOW_MB_S = 18.0
 UNMEASURED_LINK_MB_S = (110.0, 40.0, 12.5)  # fast, expected, slow: a gigabit LAN down to 100 Mbit/s
@@ -146,6 +147,8 @@ COPY_FIXED: dict[str, tuple[Estimate, str]] = {
     "prepare": (Estimate(1, 0.5, 10), ""),
     "approval": (NOTHING, ""),
     "stop": (Estimate(5, 2, 30), REPLICA_PUPPETDB),
+    # the staging catalog and the certnames digest; the row counts are COPY's own: 0.1-0.2 s at 5 GB (session 22)
+    "verify-staging": (Estimate(1, 0.1, 10), ""),
     "swap": (Estimate(2, 1, 20), REPLICA_PUPPETDB),
     "start": (Estimate(10, 3, 60), REPLICA_PUPPETDB),
     "accept": (Estimate(20, 5, 120), ""),  # PuppetDB's own start on the copy, then its counts
@@ -181,7 +184,6 @@ def copy_forecast(method: str, step_keys: Sequence[str], *, size_bytes: int, cpu
         "verify": (per_gb(size_bytes, 2, VERIFY_S_PER_GB), REPLICA_PUPPETDB, "row counts and digests"),
         "copy": (stream_bound(spread(per_gb(size_bytes, 6, FAST_S_PER_GB)), size_bytes, (fast, expected, slow)), "",
                  f"streams and index builds at {FAST_S_PER_GB[1]:g} s/GB, or the link where it is slower; {link}"),
-        "verify-staging": (per_gb(size_bytes, 2, VERIFY_S_PER_GB), "", "row counts and digests"),
     }
     steps = []
     for key in step_keys:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pe_ha.commands import ROWS_MARK, Command
+from pe_ha.forecast import COMPRESS_BELOW_MB_S
 
 # seconds per MiB, for ordering only
 STREAM_COST = 0.01
@@ -193,11 +194,10 @@ class FastCopyFacts:
 COMPRESSORS = ("zstd", "gzip")
 
 
-def choose_compression(link_mb_s: float, compressors: tuple[str, ...], cpu_mb_s: float = 18.0) -> str:
+def choose_compression(link_mb_s: float, compressors: tuple[str, ...]) -> str:
     """Compression pays only when the link is slower than compressing: none on fast links, on slow ones the first
-    compressor both ends have. 18 MB/s lies between a 100 Mbit/s link (12.5 MB/s) and what one core streams and
-    compresses."""
-    if link_mb_s >= cpu_mb_s or not compressors:
+    compressor both ends have (the forecast assumes the same threshold)."""
+    if link_mb_s >= COMPRESS_BELOW_MB_S or not compressors:
         return "none"
     return compressors[0]
 
