@@ -194,7 +194,7 @@ FAST_PINNED = [
      "last_value, is_called) FROM public.\"reports_id_seq\"'\"'\"' | ssh -o BatchMode=yes -o ControlMaster=auto "
      "-o ControlPath=/tmp/pe-ha-mux-%C -o ControlPersist=30 -o ConnectTimeout=10 -o ServerAliveInterval=5 "
      "-o ServerAliveCountMax=3 -o Compression=no -c aes128-gcm@openssh.com replica.example.com "
-     "'\"'\"'set -o pipefail; runuser -u pe-postgres -- " + B + "/psql -X -q -v ON_ERROR_STOP=1 "
+     "'\"'\"'set -o pipefail; cd / && runuser -u pe-postgres -- " + B + "/psql -X -q -v ON_ERROR_STOP=1 "
      "-d pe-puppetdb-pe-ha-staging -1 -f -'\"'\"''"),
     (c.schema_toc(**PG),
      "bash -c 'set -o pipefail; runuser -u pe-postgres -- " + B + "/pg_dump --format=custom --compress=0 "
@@ -227,6 +227,7 @@ def test_stream_table_pipeline_shape() -> None:
     assert "SET TRANSACTION SNAPSHOT '\"'\"'00000003-0000001B-1'\"'\"'" in script
     assert " | zstd -q -1 -T1 | ssh " in script and "replica.example.com" in script
     remote = shlex.split(script)[-1]  # what ssh runs on the target
+    assert remote.startswith("set -o pipefail; cd / && zstd -q -d | ")  # not root's home: see _ssh_stream
     loader = shlex.split(remote.split(" | ", 1)[1])
     assert loader[-10:] == ["-c", "BEGIN", "-c", 'TRUNCATE ONLY public."catalog_resources"',
                             "-c", 'COPY public."catalog_resources" FROM STDIN WITH (FREEZE)',

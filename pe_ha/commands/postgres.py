@@ -112,7 +112,9 @@ def _check_stream(tables: Sequence[str], snapshot: str, compress: str) -> None:
 
 def _ssh_stream(out: Sequence[str], compress: str, target: str, into: Sequence[str], then: Command | None,
                 multiplex: bool) -> Command:
-    """``out | [compress] | ssh target 'set -o pipefail; [decompress |] into [&& then]'``, run on the source."""
+    """``out | [compress] | ssh target 'set -o pipefail; cd / && [decompress |] into [&& then]'``, run on the source.
+    ``cd /``: ssh starts in root's home, which the PostgreSQL user's tools cannot change back to (a warning per
+    command otherwise)."""
     import shlex
 
     remote = (shlex.join(_CODECS[compress][1]) + " | " if compress != "none" else "") + shlex.join(into)
@@ -120,7 +122,7 @@ def _ssh_stream(out: Sequence[str], compress: str, target: str, into: Sequence[s
         remote += " && " + shlex.join(then.argv)
     ssh = ["ssh", "-o", "BatchMode=yes", *(SSH_MUX if multiplex else ()), "-o", "ConnectTimeout=10", "-o",
            "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "Compression=no", "-c", "aes128-gcm@openssh.com",
-           v.hostname(target), "set -o pipefail; " + remote]
+           v.hostname(target), "set -o pipefail; cd / && " + remote]
     stages: list[Sequence[str]] = [out]
     if compress != "none":
         stages.append(_CODECS[compress][0])
