@@ -124,7 +124,8 @@ demo: setup
 bench-copy: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
 	$(PY) -m bench.copy --nodes $(or $(NODES),250$(,)1000$(,)4000) --runs $(or $(RUNS),3) --links unlimited,100mbit \
-	  --cpus $(or $(CPUS),shared$(,)split) $(if $(PE),--pe $(PE)) $(if $(DATA),--data $(DATA)) $(if $(SHAPE),--shape $(SHAPE))
+	  --cpus $(or $(CPUS),shared$(,)split) $(if $(METHODS),--methods $(METHODS)) $(if $(PE),--pe $(PE)) \
+	  $(if $(DATA),--data $(DATA)) $(if $(SHAPE),--shape $(SHAPE))
 
 bench-copy-smoke: setup
 	@$(MAKE) --no-print-directory lab-down >/dev/null 2>&1 || true
