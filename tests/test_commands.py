@@ -166,22 +166,22 @@ FAST_PINNED = [
     # PostgreSQL 11 (PE 2019.2-2021.x) has no DROP DATABASE ... WITH (FORCE): sessions are ended first.
     (c.recreate_database("pe-puppetdb-pe-ha-staging", owner="pe-puppetdb", **PG),
      f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
-     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
-     "('\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid()' -c "
-     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-staging\"' -c "
+     "'DO $pe_ha$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid(); END $pe_ha$' -c "
+     "'SET client_min_messages = warning' -c 'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-staging\"' -c "
      "'CREATE DATABASE \"pe-puppetdb-pe-ha-staging\" OWNER \"pe-puppetdb\"'"),
     (c.drop_database("pe-puppetdb-pe-ha-old", **PG),
      f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
-     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
-     "('\"'\"'pe-puppetdb-pe-ha-old'\"'\"') AND pid <> pg_backend_pid()' -c "
-     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-old\"'"),
+     "'DO $pe_ha$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb-pe-ha-old'\"'\"') AND pid <> pg_backend_pid(); END $pe_ha$' -c "
+     "'SET client_min_messages = warning' -c 'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-old\"'"),
     (c.swap_databases("pe-puppetdb", "pe-puppetdb-pe-ha-staging", "pe-puppetdb-pe-ha-old", **PG),
      f"runuser -u pe-postgres -- {B}/psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "
-     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
-     "('\"'\"'pe-puppetdb-pe-ha-old'\"'\"') AND pid <> pg_backend_pid()' -c "
-     "'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-old\"' -c "
-     "'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN "
-     "('\"'\"'pe-puppetdb'\"'\"', '\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid()' -c "
+     "'DO $pe_ha$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb-pe-ha-old'\"'\"') AND pid <> pg_backend_pid(); END $pe_ha$' -c "
+     "'SET client_min_messages = warning' -c 'DROP DATABASE IF EXISTS \"pe-puppetdb-pe-ha-old\"' -c "
+     "'DO $pe_ha$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN "
+     "('\"'\"'pe-puppetdb'\"'\"', '\"'\"'pe-puppetdb-pe-ha-staging'\"'\"') AND pid <> pg_backend_pid(); END $pe_ha$' -c "
      "'ALTER DATABASE \"pe-puppetdb\" RENAME TO \"pe-puppetdb-pe-ha-old\"' -c "
      "'ALTER DATABASE \"pe-puppetdb-pe-ha-staging\" RENAME TO \"pe-puppetdb\"'"),
     (c.copy_sequences(["reports_id_seq", "fact_values_id_seq"], target="replica.example.com",
@@ -195,7 +195,7 @@ FAST_PINNED = [
      "-o ControlPath=/tmp/pe-ha-mux-%C -o ControlPersist=30 -o ConnectTimeout=10 -o ServerAliveInterval=5 "
      "-o ServerAliveCountMax=3 -o Compression=no -c aes128-gcm@openssh.com replica.example.com "
      "'\"'\"'set -o pipefail; cd / && runuser -u pe-postgres -- " + B + "/psql -X -q -v ON_ERROR_STOP=1 "
-     "-d pe-puppetdb-pe-ha-staging -1 -f -'\"'\"''"),
+     "-d pe-puppetdb-pe-ha-staging -1 -o /dev/null -f -'\"'\"''"),
     (c.schema_toc(**PG),
      "bash -c 'set -o pipefail; runuser -u pe-postgres -- " + B + "/pg_dump --format=custom --compress=0 "
      "'\"'\"'--exclude-table-data=*'\"'\"' --dbname=pe-puppetdb | runuser -u pe-postgres -- " + B

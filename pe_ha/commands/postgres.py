@@ -200,14 +200,16 @@ def pg_restore_listed(*, file: str, list_file: str, database: str, jobs: int, os
 
 
 def _end_sessions(*names: str) -> list[str]:
-    """End every other session on the databases (PostgreSQL 11 has no ``DROP DATABASE … WITH (FORCE)``)."""
+    """End every other session on the databases (PostgreSQL 11 has no ``DROP DATABASE … WITH (FORCE)``); a DO
+    block, so no result table reaches the run's log."""
     quoted = ", ".join(f"'{n}'" for n in names)
-    return ["-c", f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({quoted}) "
-                  "AND pid <> pg_backend_pid()"]
+    return ["-c", f"DO $pe_ha$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN "
+                  f"({quoted}) AND pid <> pg_backend_pid(); END $pe_ha$"]
 
 
 def _drop(name: str) -> list[str]:
-    return [*_end_sessions(name), "-c", f'DROP DATABASE IF EXISTS "{name}"']
+    # IF EXISTS on a missing database is a NOTICE, which would reach the run's log as a warning
+    return [*_end_sessions(name), "-c", "SET client_min_messages = warning", "-c", f'DROP DATABASE IF EXISTS "{name}"']
 
 
 def recreate_database(name: str, *, owner: str, os_user: str, bin_dir: str, like: str | None = None) -> Command:
@@ -305,7 +307,7 @@ def copy_sequences(sequences: Sequence[str], *, target: str, staging: str, os_us
         f"SELECT format('SELECT setval(%L, %s, %L);', 'public.\"{name}\"', last_value, is_called) "
         f'FROM public."{name}"' for name in names)
     out = _psql_argv(os_user, bin_dir, database, "-A", "-t", "-c", select)
-    into = _psql_argv(os_user, bin_dir, staging, "-1", "-f", "-")
+    into = _psql_argv(os_user, bin_dir, staging, "-1", "-o", "/dev/null", "-f", "-")  # setval's results: not logged
     return Command(_ssh_stream(out, "none", target, into, None, multiplex=True).argv,
                    f"set {len(names)} sequences in {staging} on {target} to the source's values")
 
